@@ -1,0 +1,99 @@
+"""Engine, connection settings and the unit of work.
+
+One `Database` per process, created by the composition root. A unit of work is one
+transaction: `async with db.transaction() as session:` commits on success and rolls back
+on any exception. Repositories and services take the session and never commit.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout, and every write
+transaction starts with `BEGIN IMMEDIATE`: a deferred transaction that reads and then
+writes fails at once with "database is locked" when another writer got in first,
+whatever the busy timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+READONLY = "pondbot_readonly"
+BUSY_TIMEOUT_MS = 15_000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Accept plain `sqlite:///…` / `postgresql://…` and pick the async drivers."""
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u
+
+
+def _prepare_sqlite_file(u: URL) -> None:
+    db = u.database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
+    u = normalize_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_async_engine(u, echo=echo, pool_pre_ping=True)
+
+    _prepare_sqlite_file(u)
+    engine = create_async_engine(
+        u, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin hook issue BEGIN itself (see module docstring).
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """The process's engine plus the unit-of-work factory."""
+
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.engine = create_engine(self.url, echo=echo)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commit when the block ends, roll back if it raises."""
+        async with self.engine.connect() as conn:
+            if readonly:
+                conn = await conn.execution_options(**{READONLY: True})
+            async with conn.begin():
+                session = AsyncSession(bind=conn, expire_on_commit=False)
+                try:
+                    yield session
+                    await session.flush()
+                finally:
+                    await session.close()
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

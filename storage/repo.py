@@ -1,0 +1,271 @@
+"""Repositories for ponds, members and memberships.
+
+Plain functions over the caller's session; none of them commits. Upserts are written
+for both SQLite and PostgreSQL (`ON CONFLICT` exists in both dialects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from storage.models import Member, Membership, Pond, PondStatus, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """What Telegram tells about a user, independent of any bot library."""
+
+    id: int
+    first_name: str = ""
+    last_name: str = ""
+    username: str | None = None
+    language_code: str | None = None
+    is_bot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    user_id: int
+    username: str | None
+    display_name: str
+    balance: int
+    lifetime_earned: int
+    streak: int
+    tier: str
+
+
+def _view(m: Member) -> MemberView:
+    return MemberView(
+        m.user_id, m.username, m.display_name, m.balance, m.lifetime_earned, m.streak, m.tier
+    )
+
+
+async def _upsert(
+    session: AsyncSession,
+    table: Table,
+    values: dict[str, Any],
+    key: list[str],
+    update_cols: list[str],
+) -> None:
+    name = session.get_bind().dialect.name
+    stmt: Any
+    if name == "postgresql":
+        stmt = postgresql.insert(table).values(**values)
+    elif name == "sqlite":
+        stmt = sqlite.insert(table).values(**values)
+    else:  # pragma: no cover - only the two supported backends
+        raise NotImplementedError(name)
+    if update_cols:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_={c: getattr(stmt.excluded, c) for c in update_cols}
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=key)
+    await session.execute(stmt)
+
+
+async def upsert_member(session: AsyncSession, user: UserInfo, now: datetime | None = None) -> None:
+    """Record a member or refresh their names (display names are kept fresh)."""
+    now = now or utcnow()
+    username = user.username or None
+    await _upsert(
+        session,
+        Member.__table__,  # type: ignore[attr-defined]
+        {
+            "user_id": user.id,
+            "username": username,
+            "username_lower": username.lower() if username else None,
+            "first_name": user.first_name[:128],
+            "last_name": (user.last_name or "")[:128],
+            "language_code": user.language_code,
+            "is_bot": user.is_bot,
+            "balance": 0,
+            "lifetime_earned": 0,
+            "streak": 0,
+            "tier": "",
+            "dm_linked": False,
+            "created_at": now,
+            "updated_at": now,
+        },
+        ["user_id"],
+        ["username", "username_lower", "first_name", "last_name", "language_code", "updated_at"],
+    )
+
+
+async def link_dm(session: AsyncSession, user_id: int) -> None:
+    await session.execute(
+        update(Member).where(Member.user_id == user_id).values(dm_linked=True)  # type: ignore[arg-type]
+    )
+
+
+async def touch_membership(
+    session: AsyncSession,
+    chat_id: int,
+    user_id: int,
+    *,
+    status: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Mark a member as seen in a pond; with `status`, record a join/leave/promotion."""
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "chat_id": chat_id,
+        "user_id": user_id,
+        "status": status or "member",
+        "first_seen_at": now,
+        "last_seen_at": now,
+        "joined_at": now if status in (None, "member", "administrator", "creator") else None,
+        "left_at": now if status in ("left", "kicked") else None,
+    }
+    cols = ["last_seen_at"]
+    if status is not None:
+        cols.append("status")
+        cols.append("left_at" if status in ("left", "kicked") else "joined_at")
+    await _upsert(session, Membership.__table__, values, ["chat_id", "user_id"], cols)  # type: ignore[attr-defined]
+
+
+async def upsert_pond(
+    session: AsyncSession,
+    chat_id: int,
+    *,
+    title: str,
+    chat_type: str,
+    status: PondStatus | None = None,
+    default_timezone: str = "Asia/Shanghai",
+    default_language: str = "zh",
+    now: datetime | None = None,
+) -> None:
+    now = now or utcnow()
+    values: dict[str, Any] = {
+        "chat_id": chat_id,
+        "title": title[:255],
+        "chat_type": chat_type,
+        "status": str(status or PondStatus.active),
+        "timezone": default_timezone,
+        "language": default_language,
+        "created_at": now,
+        "updated_at": now,
+    }
+    cols = ["title", "chat_type", "updated_at"]
+    if status is not None:
+        cols.append("status")
+    await _upsert(session, Pond.__table__, values, ["chat_id"], cols)  # type: ignore[attr-defined]
+
+
+async def set_pond_status(
+    session: AsyncSession, chat_id: int, status: PondStatus, now: datetime | None = None
+) -> None:
+    await session.execute(
+        update(Pond)
+        .where(Pond.chat_id == chat_id)  # type: ignore[arg-type]
+        .values(status=str(status), updated_at=now or utcnow())
+    )
+
+
+async def get_pond(session: AsyncSession, chat_id: int) -> Pond | None:
+    return await session.get(Pond, chat_id)
+
+
+async def migrate_pond(
+    session: AsyncSession, old_chat_id: int, new_chat_id: int, now: datetime | None = None
+) -> None:
+    """A group became a supergroup: the pond and its memberships move to the new id.
+
+    The old row stays (status `migrated`, `migrated_to` set) so ledger history that names
+    the old id still resolves. Idempotent: both service messages may arrive, twice.
+    """
+    now = now or utcnow()
+    old = await session.get(Pond, old_chat_id)
+    if old is None:
+        return
+    new_exists = await session.get(Pond, new_chat_id)
+    if new_exists is None:
+        session.add(
+            Pond(
+                chat_id=new_chat_id,
+                title=old.title,
+                chat_type="supergroup",
+                status=PondStatus.active if old.status != PondStatus.inactive else old.status,
+                timezone=old.timezone,
+                language=old.language,
+                created_at=old.created_at,
+                updated_at=now,
+            )
+        )
+        await session.flush()
+    if old.status != PondStatus.migrated or old.migrated_to != new_chat_id:
+        old.status = PondStatus.migrated
+        old.migrated_to = new_chat_id
+        old.updated_at = now
+        session.add(old)
+    # Move memberships not yet present under the new id; drop the duplicates.
+    moved = (
+        (
+            await session.execute(
+                select(Membership).where(Membership.chat_id == old_chat_id)  # type: ignore[arg-type]
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for m in moved:
+        values = m.model_dump()
+        values["chat_id"] = new_chat_id
+        await _upsert(session, Membership.__table__, values, ["chat_id", "user_id"], [])  # type: ignore[attr-defined]
+        await session.delete(m)
+    await session.flush()
+
+
+async def get_member(session: AsyncSession, user_id: int) -> MemberView | None:
+    m = await session.get(Member, user_id)
+    return _view(m) if m else None
+
+
+async def find_member_by_username(session: AsyncSession, username: str) -> MemberView | None:
+    name = username.lstrip("@").lower()
+    if not name:
+        return None
+    m = (
+        (
+            await session.execute(select(Member).where(Member.username_lower == name))  # type: ignore[arg-type]
+        )
+        .scalars()
+        .first()
+    )
+    return _view(m) if m else None
+
+
+async def top_members(session: AsyncSession, limit: int = 10) -> list[MemberView]:
+    rows = (
+        (
+            await session.execute(
+                select(Member)
+                .where(col(Member.is_bot).is_(False), col(Member.balance) > 0)
+                .order_by(col(Member.balance).desc(), col(Member.user_id))
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return [_view(m) for m in rows]
+
+
+async def rank_of(session: AsyncSession, user_id: int) -> int | None:
+    """1-based rank by balance among members with points; None without points."""
+    balance = await session.scalar(
+        select(col(Member.balance)).where(col(Member.user_id) == user_id)
+    )
+    if not balance:
+        return None
+    higher = await session.scalar(
+        select(func.count()).select_from(Member).where(col(Member.balance) > balance)
+    )
+    return int(higher or 0) + 1
