@@ -1,0 +1,146 @@
+"""Middlewares: who is talking, in which pond, in which language.
+
+`TrackingMiddleware` records members on their first message or interaction and keeps
+display names fresh — writing only when something changed, so a busy pond does not turn
+every message into a database write. It also puts the pond's settings (`pond`) and the
+speaking person (`person`, None for bots, anonymous admins and channels) into the
+handler data.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
+from aiogram.utils.i18n import I18n, I18nMiddleware
+
+from bot.operators import SERVICE_USER_IDS
+from storage import repo
+from storage.db import Database
+from storage.models import PondStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PondInfo:
+    chat_id: int
+    language: str
+    timezone: str
+    status: str
+
+
+def person_of(user: User | None, sender_chat: Chat | None) -> repo.UserInfo | None:
+    """The human behind an event, or None (bots, anonymous admins, channels, Telegram)."""
+    if user is None or sender_chat is not None or user.is_bot or user.id in SERVICE_USER_IDS:
+        return None
+    return repo.UserInfo(
+        id=user.id,
+        first_name=user.first_name or "",
+        last_name=user.last_name or "",
+        username=user.username,
+        language_code=user.language_code,
+        is_bot=False,
+    )
+
+
+class _LRU(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class TrackingMiddleware(BaseMiddleware):
+    def __init__(
+        self,
+        db: Database,
+        *,
+        default_timezone: str,
+        default_language: str,
+        cache_size: int = 50_000,
+    ) -> None:
+        self.db = db
+        self.default_timezone = default_timezone
+        self.default_language = default_language
+        self._names: _LRU = _LRU(cache_size)  # user_id -> UserInfo last written
+        self._seen: _LRU = _LRU(cache_size)  # (chat_id, user_id) -> True
+        self._ponds: _LRU = _LRU(10_000)  # chat_id -> PondInfo
+
+    def forget_pond(self, chat_id: int) -> None:
+        self._ponds.pop(chat_id, None)
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        sender_chat = event.sender_chat if isinstance(event, Message) else None
+        if isinstance(event, CallbackQuery) and event.message is not None:
+            chat = event.message.chat
+        person = person_of(user, sender_chat)
+        group = chat is not None and chat.type in ("group", "supergroup")
+
+        new_name = person is not None and self._names.get(person.id) != person
+        new_seat = person is not None and group and (chat.id, person.id) not in self._seen  # type: ignore[union-attr]
+        pond = self._ponds.get(chat.id) if group else None  # type: ignore[union-attr]
+        if new_name or new_seat or (group and pond is None):
+            async with self.db.transaction() as session:
+                if group and pond is None:
+                    assert chat is not None
+                    await repo.upsert_pond(
+                        session,
+                        chat.id,
+                        title=chat.title or "",
+                        chat_type=chat.type,
+                        default_timezone=self.default_timezone,
+                        default_language=self.default_language,
+                    )
+                    row = await repo.get_pond(session, chat.id)
+                    assert row is not None
+                    pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
+                if person is not None and new_name:
+                    await repo.upsert_member(session, person)
+                if person is not None and new_seat:
+                    assert chat is not None
+                    await repo.touch_membership(session, chat.id, person.id)
+            if person is not None:
+                self._names.remember(person.id, person)
+                if group:
+                    self._seen.remember((chat.id, person.id), True)  # type: ignore[union-attr]
+            if pond is not None:
+                self._ponds.remember(pond.chat_id, pond)
+        data["pond"] = pond
+        data["person"] = person
+        return await handler(event, data)
+
+
+class PondI18nMiddleware(I18nMiddleware):
+    """A group speaks its pond's language; a private chat the user's, if we have it."""
+
+    def __init__(self, i18n: I18n) -> None:
+        super().__init__(i18n)
+
+    async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
+        pond: PondInfo | None = data.get("pond")
+        if pond is not None and pond.language in self.i18n.available_locales:
+            return pond.language
+        user: User | None = data.get("event_from_user")
+        if user is not None and user.language_code:
+            lang = user.language_code.split("-")[0].lower()
+            if lang in self.i18n.available_locales:
+                return lang
+        return self.i18n.default_locale
+
+
+__all__ = ["PondI18nMiddleware", "PondInfo", "PondStatus", "TrackingMiddleware", "person_of"]

@@ -1,0 +1,75 @@
+"""Who may run operator commands.
+
+An operator is a user id listed in `OPERATOR_IDS`, or an administrator/creator of the
+group the command is used in (anonymous admins included: they post as the group itself).
+Admin lists are fetched with `getChatAdministrators` and cached for a while; a
+`chat_member` update about a promotion or demotion drops the cached list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
+from aiogram.types import Chat, User
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_ADMIN_ID = 1087968824  # GroupAnonymousBot
+SERVICE_USER_IDS = frozenset({ANONYMOUS_ADMIN_ID, 777000, 136817688})  # + Telegram, Channel_Bot
+
+
+class AdminCache:
+    def __init__(self, ttl: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[int, tuple[float, frozenset[int]]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def invalidate(self, chat_id: int) -> None:
+        self._entries.pop(chat_id, None)
+
+    def put(self, chat_id: int, admin_ids: frozenset[int]) -> None:
+        self._entries[chat_id] = (self._clock() + self._ttl, admin_ids)
+
+    async def admins(self, bot: Bot, chat_id: int) -> frozenset[int]:
+        hit = self._entries.get(chat_id)
+        if hit and hit[0] > self._clock():
+            return hit[1]
+        lock = self._locks.setdefault(chat_id, asyncio.Lock())
+        async with lock:
+            hit = self._entries.get(chat_id)
+            if hit and hit[0] > self._clock():
+                return hit[1]
+            try:
+                members = await bot.get_chat_administrators(chat_id)
+            except (TelegramAPIError, TelegramNetworkError) as exc:
+                log.warning("could not fetch admins of %s: %s", chat_id, type(exc).__name__)
+                return hit[1] if hit else frozenset()
+            ids = frozenset(m.user.id for m in members)
+            self.put(chat_id, ids)
+            return ids
+
+
+class OperatorPolicy:
+    def __init__(self, operator_ids: frozenset[int], admins: AdminCache) -> None:
+        self.operator_ids = operator_ids
+        self.admins = admins
+
+    async def is_operator(
+        self, bot: Bot, chat: Chat | None, user: User | None, sender_chat: Chat | None = None
+    ) -> bool:
+        if chat is not None and sender_chat is not None:
+            # An anonymous admin speaks as the group itself; a channel speaks as itself.
+            return chat.type in ("group", "supergroup") and sender_chat.id == chat.id
+        if user is None or user.is_bot:
+            return False
+        if user.id in self.operator_ids:
+            return True
+        if chat is None or chat.type not in ("group", "supergroup"):
+            return False
+        return user.id in await self.admins.admins(bot, chat.id)

@@ -1,0 +1,145 @@
+"""Every text pondbot says, in one place.
+
+Message ids are English; `bot/locales/<lang>/LC_MESSAGES/pondbot.po` holds the
+translations (Chinese is the default language). Everything that comes from a person —
+names, reasons — passes `html.quote` exactly once, here, before it reaches Telegram.
+"""
+
+from __future__ import annotations
+
+from aiogram import html
+from aiogram.utils.i18n import gettext as _
+
+from storage.repo import MemberView
+
+
+def N_(text: str) -> str:
+    """Marks a text for translation where it is defined; `_()` translates it when used."""
+    return text
+
+
+MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("points", N_("My points, streak and rank")),
+    ("top", N_("Leaderboard")),
+    ("help", N_("What I can do")),
+)
+OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("give", N_("Give points: /give @user 50 reason")),
+    ("take", N_("Take points: /take @user 20 reason")),
+)
+
+
+def command_description(text: str) -> str:
+    return _(text)
+
+
+def name_of(member: MemberView | None, fallback: str = "?") -> str:
+    return html.quote(member.display_name if member else fallback)
+
+
+def help_text(*, operator: bool) -> str:
+    lines = [_("🐟 <b>pondbot</b> — what you can do here:")]
+    lines += [f"/{cmd} — {_(desc)}" for cmd, desc in MEMBER_COMMANDS]
+    if operator:
+        lines.append("")
+        lines.append(_("<b>Operator commands</b>:"))
+        lines += [f"/{cmd} — {_(desc)}" for cmd, desc in OPERATOR_COMMANDS]
+    return "\n".join(lines)
+
+
+def start_private(first_name: str, *, operator: bool) -> str:
+    greeting = _(
+        "👋 Hi {name}! Your private chat with me is linked: coupon codes and "
+        "personal notices will arrive here."
+    ).format(name=html.quote(first_name))
+    return greeting + "\n\n" + help_text(operator=operator)
+
+
+def welcome_pond(title: str) -> str:
+    return _(
+        "🐟 Hello, {title}! I keep your points: check in daily, play, and trade points "
+        "for coupons. Type /help to see what I can do."
+    ).format(title=html.quote(title))
+
+
+def points(member: MemberView, rank: int | None) -> str:
+    rank_text = f"#{rank}" if rank else "—"
+    tier = member.tier or _("member")
+    return _(
+        "💰 {name}: <b>{balance}</b> points\nRank {rank} · streak {streak} days · tier {tier}"
+    ).format(
+        name=html.quote(member.display_name),
+        balance=member.balance,
+        rank=rank_text,
+        streak=member.streak,
+        tier=html.quote(tier),
+    )
+
+
+def no_points_yet(first_name: str) -> str:
+    return _("💰 {name}: <b>0</b> points. Join in the pond's games to start earning!").format(
+        name=html.quote(first_name)
+    )
+
+
+def top(members: list[MemberView]) -> str:
+    if not members:
+        return _("🏆 Nobody has points yet. Be the first!")
+    medals = {1: "🥇", 2: "🥈", 3: "🥉"}
+    lines = [_("🏆 <b>Points leaderboard</b>")]
+    for i, m in enumerate(members, start=1):
+        lines.append(f"{medals.get(i, f'{i}.')} {html.quote(m.display_name)} — {m.balance}")
+    return "\n".join(lines)
+
+
+def adjusted(member: MemberView, delta: int, reason: str) -> str:
+    sign = "+" if delta > 0 else "−"
+    text = _("✅ {name} {sign}{points} points. Balance: {balance}").format(
+        name=html.quote(member.display_name),
+        sign=sign,
+        points=abs(delta),
+        balance=member.balance,
+    )
+    if reason:
+        text += "\n" + _("Reason: {reason}").format(reason=html.quote(reason))
+    return text
+
+
+def usage(command: str) -> str:
+    if command == "take":
+        return _("Usage: /take @username 20 [reason] — or reply to a member: /take 20 [reason]")
+    return _("Usage: /give @username 50 [reason] — or reply to a member: /give 50 [reason]")
+
+
+def parse_error(code: str, command: str) -> str:
+    messages = {
+        "not_a_number": _("⚠️ Points must be a whole number, like 50."),
+        "not_positive": _("⚠️ Points must be a positive whole number."),
+        "too_large": _("⚠️ That is too many points for one command."),
+        "reason_too_long": _("⚠️ The reason is too long (200 characters at most)."),
+        "bad_target": _(
+            "⚠️ Name the member as @username or a numeric user id, or reply to their message."
+        ),
+    }
+    head = messages.get(code)
+    return f"{head}\n{usage(command)}" if head else f"⚠️ {usage(command)}"
+
+
+def member_not_found(who: str) -> str:
+    return _(
+        "⚠️ I don't know {who} yet: they need to write in a pond (or press a button) first."
+    ).format(who=html.quote(who))
+
+
+def cannot_target_bot() -> str:
+    return _("⚠️ Bots and anonymous senders can't hold points.")
+
+
+def insufficient(member: MemberView, needed: int) -> str:
+    return _("⚠️ {name} has only {balance} points, can't take {needed}.").format(
+        name=html.quote(member.display_name), balance=member.balance, needed=needed
+    )
+
+
+def operators_only() -> str:
+    return _("⛔ Only the pond's operators can do that.")
