@@ -1,0 +1,44 @@
+"""/start and /help."""
+
+from __future__ import annotations
+
+from aiogram import Bot, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+
+from bot import texts
+from bot.messaging import reply
+from bot.operators import OperatorPolicy
+from bot.outbox import Outbox
+from storage import repo
+from storage.db import Database
+
+
+def setup() -> Router:
+    router = Router(name="common")
+    router.message.register(start, CommandStart())
+    router.message.register(help_, Command("help"))
+    return router
+
+
+async def start(
+    message: Message,
+    bot: Bot,
+    db: Database,
+    outbox: Outbox,
+    operators: OperatorPolicy,
+    person: repo.UserInfo | None,
+) -> None:
+    is_op = await operators.is_operator(bot, message.chat, message.from_user, message.sender_chat)
+    if message.chat.type != "private" or person is None:
+        reply(outbox, message, texts.help_text(operator=is_op))
+        return
+    async with db.transaction() as session:
+        await repo.upsert_member(session, person)
+        await repo.link_dm(session, person.id)
+    reply(outbox, message, texts.start_private(person.first_name, operator=is_op))
+
+
+async def help_(message: Message, bot: Bot, outbox: Outbox, operators: OperatorPolicy) -> None:
+    is_op = await operators.is_operator(bot, message.chat, message.from_user, message.sender_chat)
+    reply(outbox, message, texts.help_text(operator=is_op))

@@ -1,0 +1,43 @@
+"""/points and /top."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bot import texts
+from bot.messaging import reply
+from bot.outbox import Outbox
+from storage import repo
+from storage.db import Database
+
+TOP_SIZE = 10
+
+
+def setup() -> Router:
+    router = Router(name="points")
+    router.message.register(points, Command("points"))
+    router.message.register(top, Command("top"))
+    return router
+
+
+async def points(
+    message: Message, db: Database, outbox: Outbox, person: repo.UserInfo | None
+) -> None:
+    if person is None:
+        reply(outbox, message, texts.cannot_target_bot())
+        return
+    async with db.transaction(readonly=True) as session:
+        member = await repo.get_member(session, person.id)
+        rank = await repo.rank_of(session, person.id)
+    if member is None:
+        reply(outbox, message, texts.no_points_yet(person.first_name))
+    else:
+        reply(outbox, message, texts.points(member, rank))
+
+
+async def top(message: Message, db: Database, outbox: Outbox) -> None:
+    async with db.transaction(readonly=True) as session:
+        members = await repo.top_members(session, TOP_SIZE)
+    reply(outbox, message, texts.top(members))
