@@ -1,0 +1,231 @@
+"""Composition root: builds the Bot, the Dispatcher and the services, and runs them.
+
+Nothing here runs at import. `build_dispatcher` is the single factory used by
+production and by the tests, so tests exercise exactly the routers and middlewares
+that serve real ponds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeDefault,
+)
+
+from bot import texts
+from bot.config import Settings
+from bot.dedup import SeenUpdates
+from bot.i18n import LANGUAGES, make_i18n
+from bot.middlewares import PondI18nMiddleware, TrackingMiddleware
+from bot.operators import AdminCache, OperatorPolicy
+from bot.outbox import Outbox
+from handlers import setup_routers
+from storage.db import Database
+from storage.models import PondStatus
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = [
+    "message",
+    "callback_query",
+    "my_chat_member",
+    "chat_member",
+    "poll_answer",
+]
+
+
+def build_bot(token: str, api_base: str | None = None) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base)) if api_base else None
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+
+
+def build_dispatcher(
+    *,
+    db: Database,
+    outbox: Outbox,
+    operator_ids: frozenset[int] = frozenset(),
+    default_timezone: str = "Asia/Shanghai",
+    default_language: str = "zh",
+    admins: AdminCache | None = None,
+) -> Dispatcher:
+    admins = admins or AdminCache()
+    tracking = TrackingMiddleware(
+        db, default_timezone=default_timezone, default_language=default_language
+    )
+    dp = Dispatcher(
+        db=db,
+        outbox=outbox,
+        admins=admins,
+        operators=OperatorPolicy(operator_ids, admins),
+        tracking=tracking,
+    )
+    dp.update.outer_middleware(SeenUpdates())
+    for observer in (dp.message, dp.callback_query):
+        observer.outer_middleware(tracking)
+    PondI18nMiddleware(make_i18n(default_language)).setup(dp)
+    dp.include_routers(*setup_routers())
+    return dp
+
+
+async def set_commands(bot: Bot, default_language: str) -> None:
+    """Members see the member commands; group admins also see the operator ones."""
+    i18n = make_i18n(default_language)
+    for lang in LANGUAGES:
+        with i18n.context(), i18n.use_locale(lang):
+            members = [
+                BotCommand(command=c, description=texts.command_description(d))
+                for c, d in texts.MEMBER_COMMANDS
+            ]
+            ops = members + [
+                BotCommand(command=c, description=texts.command_description(d))
+                for c, d in texts.OPERATOR_COMMANDS
+            ]
+        code = None if lang == default_language else lang
+        await bot.set_my_commands(members, scope=BotCommandScopeDefault(), language_code=code)
+        await bot.set_my_commands(
+            ops, scope=BotCommandScopeAllChatAdministrators(), language_code=code
+        )
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    bot: Bot
+    outbox: Outbox
+    dp: Dispatcher
+
+
+async def _mark_inactive(db: Database, chat_id: int) -> None:
+    from storage import repo
+
+    async with db.transaction() as session:
+        await repo.set_pond_status(session, chat_id, PondStatus.inactive)
+
+
+@asynccontextmanager
+async def create_app(settings: Settings) -> AsyncIterator[App]:
+    """Create every resource, and release them all on the way out."""
+    token = settings.token()
+    db = Database(settings.database_url)
+    if settings.auto_migrate:
+        from storage.migrate import aupgrade
+
+        await aupgrade(settings.database_url)
+    else:
+        from storage.migrate import ais_up_to_date
+
+        if not await ais_up_to_date(settings.database_url):
+            await db.dispose()
+            raise SystemExit("The database schema is out of date: run `pondbot migrate` first.")
+    bot = build_bot(token, settings.telegram_api_base)
+
+    async def on_forbidden(chat_id: int, description: str) -> None:
+        if chat_id < 0:
+            log.warning(
+                "chat %s refused our messages (%s): pond marked inactive", chat_id, description
+            )
+            await _mark_inactive(db, chat_id)
+
+    async def on_migrated(old: int, new: int) -> None:
+        from storage import repo
+
+        async with db.transaction() as session:
+            await repo.migrate_pond(session, old, new)
+
+    outbox = Outbox(bot, on_forbidden=on_forbidden, on_migrated=on_migrated)
+    dp = build_dispatcher(
+        db=db,
+        outbox=outbox,
+        operator_ids=settings.operator_ids,
+        default_timezone=settings.tz,
+        default_language=settings.locale,
+    )
+    await outbox.start()
+    try:
+        yield App(settings, db, bot, outbox, dp)
+    finally:
+        await outbox.stop()
+        await bot.session.close()
+        await db.dispose()
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def serve_polling(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve by long polling until `stop` is set."""
+    from bot.polling import poll
+
+    async with create_app(settings) as app:
+        me = await app.bot.get_me()
+        log.info("pondbot @%s starting (long polling)", me.username)
+        await app.bot.delete_webhook(drop_pending_updates=False)
+        await set_commands(app.bot, settings.locale)
+        await app.dp.emit_startup(bot=app.bot)
+        try:
+            await poll(app.dp, app.bot, allowed_updates=ALLOWED_UPDATES, stop=stop)
+        finally:
+            await app.dp.emit_shutdown(bot=app.bot)
+        log.info("pondbot stopped")
+
+
+async def run_polling(settings: Settings) -> None:
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    await serve_polling(settings, stop)
+
+
+async def run_webhook(settings: Settings) -> None:
+    from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+    from aiohttp import web
+
+    secret = settings.webhook_secret_value()
+    if not settings.webhook_url:
+        from bot.config import ConfigError
+
+        raise ConfigError("--webhook needs WEBHOOK_URL (the public https URL Telegram calls)")
+    async with create_app(settings) as app:
+        web_app = web.Application()
+        # handle_in_background=False: Telegram gets its 200 only after the update was
+        # handled, so a crash means redelivery instead of loss.
+        SimpleRequestHandler(
+            dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
+        ).register(web_app, path=settings.webhook_path)
+        setup_application(web_app, app.dp, bot=app.bot)
+        await app.bot.set_webhook(
+            settings.webhook_url.rstrip("/") + settings.webhook_path,
+            secret_token=secret,
+            allowed_updates=ALLOWED_UPDATES,
+        )
+        await set_commands(app.bot, settings.locale)
+        runner = web.AppRunner(web_app)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
+        await site.start()
+        log.info(
+            "pondbot serving the webhook on %s:%s", settings.webhook_host, settings.webhook_port
+        )
+        stop = asyncio.Event()
+        _install_signal_handlers(stop)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
