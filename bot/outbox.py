@@ -1,0 +1,650 @@
+"""The one way pondbot talks into chats: a budgeted, fair, fault-tolerant outbox.
+
+Telegram allows about 1 message/s per chat (short bursts pass), 20 messages/min per
+group and about 30 messages/s overall, and answers 429 beyond that; aiogram does not
+retry. Handlers therefore never call the Bot API for chat messages themselves: after
+their transaction commits they hand the method to `Outbox.send` (or `Outbox.board` for
+an in-place board edit) and the outbox issues it when every budget allows.
+
+* Each chat is a FIFO lane: a chat's next request waits until the previous one is done.
+* Lanes are served round-robin, up to `concurrency` requests in flight, so one busy pond
+  never starves the others.
+* Budgets are counted when a request is issued: a per-chat token bucket, a rolling 60 s
+  window per group (negative chat ids and `@usernames`) and a rolling 1 s window over
+  everything. Edits count like messages.
+* 429 parks the lane (or, for a chat-less method, the whole outbox) for `retry_after`
+  and then resends the same request; 403 drops the chat until `reactivate`; a group
+  migrated to a supergroup has its lane re-targeted; 5xx / network errors back off
+  exponentially up to `Limits.max_attempts`; any other error fails that request only.
+* Callback answers are not chat messages: `answer` sends them at once, outside all of
+  the above.
+
+All waiting goes through an injected `Clock`, so tests run in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageCaption,
+    EditMessageReplyMarkup,
+    EditMessageText,
+    TelegramMethod,
+)
+from aiogram.types import Message
+
+from bot.clock import Clock, FakeClock, SystemClock
+
+__all__ = [
+    "Clock",
+    "FakeClock",
+    "Limits",
+    "Outbox",
+    "OutboxClosedError",
+    "OutboxStats",
+    "SystemClock",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ChatId = int | str
+# Methods without a chat (inline-message edits, bot-wide settings) share one lane.
+LaneKey = ChatId | None
+BoardEdit = EditMessageText | EditMessageReplyMarkup | EditMessageCaption
+
+# Float slack for "has the window/bucket freed up yet" so that waking exactly at the
+# computed instant always succeeds (virtual time adds floats).
+_EPS = 1e-9
+_NOT_MODIFIED = "message is not modified"
+_BACKOFF_BASE = 1.0
+_BACKOFF_CAP = 60.0
+
+
+class OutboxClosedError(RuntimeError):
+    """Raised by `send`/`board` after `stop()`."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_chat_rate: float = 1.0  # messages/s per chat (token bucket refill)
+    per_chat_burst: int = 3
+    group_per_minute: int = 20  # rolling 60 s window, group chats
+    global_per_second: int = 30  # rolling 1 s window, all chats
+    max_attempts: int = 5  # 5xx / network errors; 429s retry without limit
+    group_window: float = 60.0
+    global_window: float = 1.0
+
+
+@dataclass
+class OutboxStats:
+    sent: int = 0  # successful requests
+    retried_429: int = 0
+    retried_errors: int = 0  # 5xx / network retries
+    dropped_forbidden: int = 0  # requests dropped because the chat is forbidden
+    migrated: int = 0  # chats re-targeted after a supergroup migration
+    failed: int = 0  # futures failed with an exception
+    coalesced: int = 0  # board edits folded into a still-queued edit
+    not_modified: int = 0  # "message is not modified" answers swallowed
+    answers: int = 0
+    answers_failed: int = 0
+    max_queue_depth: int = 0
+    per_chat: dict[ChatId, int] = field(default_factory=dict)  # sent per chat
+
+
+@dataclass(eq=False)
+class _Item:
+    method: TelegramMethod[Any]
+    futures: list[asyncio.Future[Any]]
+    board_key: str | None = None
+    attempts: int = 0  # failed attempts with 5xx / network errors
+
+    def wanted(self) -> bool:
+        return any(not f.done() for f in self.futures)
+
+    def resolve(self, result: Any) -> None:
+        for fut in self.futures:
+            if not fut.done():
+                fut.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        for fut in self.futures:
+            if not fut.done():
+                fut.set_exception(exc)
+                # Nobody may be awaiting a fire-and-forget send; the error is logged.
+                fut.exception()
+
+    def cancel(self) -> None:
+        for fut in self.futures:
+            fut.cancel()
+
+
+@dataclass(eq=False)
+class _Lane:
+    key: LaneKey
+    tokens: float
+    refilled_at: float
+    items: deque[_Item] = field(default_factory=deque)
+    busy: bool = False
+    parked_until: float = 0.0
+    window: deque[float] = field(default_factory=deque)  # issue times, groups only
+
+
+def _is_group(key: LaneKey) -> bool:
+    return isinstance(key, str) or (isinstance(key, int) and key < 0)
+
+
+def _chat_of(method: TelegramMethod[Any]) -> LaneKey:
+    chat_id = getattr(method, "chat_id", None)
+    return chat_id if isinstance(chat_id, int | str) else None
+
+
+def _is_edit(method: TelegramMethod[Any]) -> bool:
+    return method.__api_method__.startswith("edit")
+
+
+class Outbox:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        limits: Limits = Limits(),
+        clock: Clock | None = None,
+        on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
+        on_migrated: Callable[[int, int], Awaitable[None]] | None = None,
+        concurrency: int = 8,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._bot = bot
+        self._limits = limits
+        self._clock: Clock = clock or SystemClock()
+        self._on_forbidden = on_forbidden
+        self._on_migrated = on_migrated
+        self._concurrency = concurrency
+
+        # Lanes with queued items, in round-robin order (served lanes move to the end).
+        self._ring: OrderedDict[LaneKey, None] = OrderedDict()
+        self._lanes: dict[LaneKey, _Lane] = {}
+        self._boards: dict[str, _Item] = {}
+        self._forbidden: set[ChatId] = set()
+        self._moved: dict[ChatId, int] = {}
+        self._global_window: deque[float] = deque()
+        self._global_parked_until = 0.0
+        self._collected_at = self._clock.monotonic()
+        self._queued = 0
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stats = OutboxStats()
+
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._closed:
+            raise OutboxClosedError("outbox was stopped")
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="outbox-worker")
+
+    async def stop(self, *, drain_timeout: float = 5.0) -> None:
+        """Send what is queued within `drain_timeout` (clock seconds), then cancel.
+
+        Requests still queued afterwards have their futures cancelled. Safe to call
+        twice; `send` after `stop` raises `OutboxClosedError`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._worker is not None and not self._idle.is_set():
+            await self._wait(self._idle, drain_timeout)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        left = 0
+        for lane in self._lanes.values():
+            for item in lane.items:
+                left += 1
+                item.cancel()
+            lane.items.clear()
+        if left:
+            log.warning("outbox stopped with %d request(s) unsent", left)
+        self._ring.clear()
+        self._boards.clear()
+        self._queued = 0
+        self._idle.set()
+
+    # -- enqueueing ------------------------------------------------------------------
+
+    def send(self, method: TelegramMethod[T]) -> asyncio.Future[T | None]:
+        """Queue a chat-targeted method; the future gets its result.
+
+        The result is None when the request was dropped (the chat is forbidden) or an
+        edit was answered "message is not modified". Other failures set the exception.
+        """
+        fut: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Item(self._retarget(method), [fut]))
+        return fut
+
+    async def call(self, method: TelegramMethod[T]) -> T | None:
+        """`send` and wait for the result."""
+        return await self.send(method)
+
+    def board(self, key: str, method: BoardEdit) -> asyncio.Future[Message | bool | None]:
+        """Queue an in-place edit of a board, coalesced by `key`.
+
+        If an edit for `key` is still waiting (not issued yet) in the same chat, it is
+        replaced by this newer content and both futures resolve with the one result.
+        """
+        fut: asyncio.Future[Message | bool | None] = asyncio.get_running_loop().create_future()
+        edit = self._retarget(method)
+        queued = self._boards.get(key)
+        if queued is not None and _chat_of(queued.method) == _chat_of(edit):
+            queued.method = edit
+            queued.futures.append(fut)
+            self._stats.coalesced += 1
+            return fut
+        item = _Item(edit, [fut], board_key=key)
+        self._enqueue(item)
+        if not fut.done():
+            self._boards[key] = item
+        return fut
+
+    async def answer(self, method: AnswerCallbackQuery) -> bool:
+        """Answer a callback query right now (no queue, no chat budget); False on error."""
+        try:
+            ok = await self._bot(method)
+        except TelegramAPIError as exc:
+            self._stats.answers_failed += 1
+            log.info("callback answer failed: %s", self._scrub(exc.message))
+            return False
+        except Exception as exc:
+            self._stats.answers_failed += 1
+            log.error("callback answer failed: %s", self._describe(exc))
+            return False
+        self._stats.answers += 1
+        return bool(ok)
+
+    def reactivate(self, chat_id: int) -> None:
+        """Allow sending to a chat again (the bot was re-added after a 403)."""
+        self._forbidden.discard(chat_id)
+
+    # -- inspection ------------------------------------------------------------------
+
+    @property
+    def stats(self) -> OutboxStats:
+        return replace(self._stats, per_chat=dict(self._stats.per_chat))
+
+    def pending(self, chat_id: int | None = None) -> int:
+        """Requests queued or in flight (for one chat, or for all)."""
+        if chat_id is None:
+            return self._queued + sum(1 for lane in self._lanes.values() if lane.busy)
+        lane = self._lanes.get(chat_id)
+        return 0 if lane is None else len(lane.items) + int(lane.busy)
+
+    def is_forbidden(self, chat_id: int) -> bool:
+        return chat_id in self._forbidden
+
+    # -- internals: queue ------------------------------------------------------------
+
+    def _retarget(self, method: TelegramMethod[T]) -> TelegramMethod[T]:
+        chat = _chat_of(method)
+        if chat is None or chat not in self._moved:
+            return method
+        while chat in self._moved:
+            chat = self._moved[chat]
+        return method.model_copy(update={"chat_id": chat})
+
+    def _lane(self, key: LaneKey) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = _Lane(
+                key=key,
+                tokens=float(self._limits.per_chat_burst),
+                refilled_at=self._clock.monotonic(),
+            )
+            self._lanes[key] = lane
+        return lane
+
+    def _enqueue(self, item: _Item) -> None:
+        if self._closed:
+            raise OutboxClosedError("outbox was stopped")
+        key = _chat_of(item.method)
+        if key is not None and key in self._forbidden:
+            self._stats.dropped_forbidden += 1
+            item.resolve(None)
+            return
+        lane = self._lane(key)
+        lane.items.append(item)
+        self._ring.setdefault(key, None)
+        self._queued += 1
+        self._stats.max_queue_depth = max(self._stats.max_queue_depth, self._queued)
+        self._idle.clear()
+        self._wake.set()
+
+    def _drop_lane(self, key: ChatId) -> int:
+        lane = self._lanes.get(key)
+        if lane is None:
+            return 0
+        dropped = len(lane.items)
+        for item in lane.items:
+            self._forget_board(item)
+            item.resolve(None)
+        self._queued -= dropped
+        lane.items.clear()
+        self._ring.pop(key, None)
+        if not lane.busy:
+            self._lanes.pop(key, None)
+        return dropped
+
+    def _forget_board(self, item: _Item) -> None:
+        if item.board_key is not None and self._boards.get(item.board_key) is item:
+            del self._boards[item.board_key]
+
+    # -- internals: budgets ----------------------------------------------------------
+
+    def _refill(self, lane: _Lane, now: float) -> None:
+        limits = self._limits
+        if now > lane.refilled_at:
+            lane.tokens = min(
+                float(limits.per_chat_burst),
+                lane.tokens + (now - lane.refilled_at) * limits.per_chat_rate,
+            )
+            lane.refilled_at = now
+
+    @staticmethod
+    def _trim(window: deque[float], now: float, span: float) -> None:
+        while window and window[0] <= now - span + _EPS:
+            window.popleft()
+
+    def _ready_at(self, lane: _Lane, now: float) -> float:
+        """The earliest time `lane` may issue its next request (<= now: right away)."""
+        limits = self._limits
+        at = max(lane.parked_until, self._global_parked_until)
+        if lane.key is not None:
+            self._refill(lane, now)
+            if lane.tokens < 1.0 - _EPS:
+                at = max(at, now + (1.0 - lane.tokens) / limits.per_chat_rate)
+            if _is_group(lane.key):
+                self._trim(lane.window, now, limits.group_window)
+                if len(lane.window) >= limits.group_per_minute:
+                    index = len(lane.window) - limits.group_per_minute
+                    at = max(at, lane.window[index] + limits.group_window)
+        self._trim(self._global_window, now, limits.global_window)
+        if len(self._global_window) >= limits.global_per_second:
+            index = len(self._global_window) - limits.global_per_second
+            at = max(at, self._global_window[index] + limits.global_window)
+        return at
+
+    def _charge(self, lane: _Lane, now: float) -> None:
+        self._global_window.append(now)
+        if lane.key is not None:
+            lane.tokens -= 1.0
+            if _is_group(lane.key):
+                lane.window.append(now)
+
+    # -- internals: worker -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._wake.clear()
+                next_at = self._dispatch()
+                if next_at is None:
+                    await self._wake.wait()
+                else:
+                    await self._wait(self._wake, next_at - self._clock.monotonic())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the worker must outlive any bug in one pass
+                log.error("outbox worker pass failed: %s", self._describe(exc))
+                await self._clock.sleep(1.0)
+
+    def _dispatch(self) -> float | None:
+        """Issue every request that may go now; return when to look again (None: idle)."""
+        next_at: float | None = None
+        now = self._clock.monotonic()
+        if now - self._collected_at >= self._limits.group_window:
+            self._collect_idle_lanes(now)
+        for key in list(self._ring):
+            if len(self._in_flight) >= self._concurrency:
+                return next_at  # a finishing request sets the wake event
+            lane = self._lanes.get(key)
+            if lane is not None:
+                self._withdraw_cancelled(lane)
+            if lane is None or not lane.items:
+                self._ring.pop(key, None)
+                continue
+            if lane.busy:
+                continue
+            now = self._clock.monotonic()
+            at = self._ready_at(lane, now)
+            if at > now + _EPS:
+                next_at = at if next_at is None else min(next_at, at)
+                continue
+            item = lane.items.popleft()
+            self._queued -= 1
+            self._forget_board(item)
+            if not lane.items:
+                self._ring.pop(key, None)
+            else:
+                self._ring.move_to_end(key)
+            self._charge(lane, now)
+            lane.busy = True
+            task = asyncio.create_task(self._issue(lane, item))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        if not self._in_flight and self._queued == 0:
+            self._idle.set()
+        return next_at
+
+    def _collect_idle_lanes(self, now: float) -> None:
+        """Forget lanes whose budgets have fully recovered (their state is the default)."""
+        self._collected_at = now
+        limits = self._limits
+        refill_time = limits.per_chat_burst / limits.per_chat_rate
+        for key, lane in list(self._lanes.items()):
+            if (
+                not lane.busy
+                and not lane.items
+                and now >= lane.parked_until
+                and now - lane.refilled_at >= refill_time
+                and (not lane.window or lane.window[-1] <= now - limits.group_window)
+            ):
+                del self._lanes[key]
+
+    def _withdraw_cancelled(self, lane: _Lane) -> None:
+        """Drop requests at the head of a lane whose every caller has cancelled."""
+        while lane.items and not lane.items[0].wanted():
+            self._forget_board(lane.items.popleft())
+            self._queued -= 1
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Wait for `event` or `seconds` on the clock, whichever comes first."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+
+    def _requeue(self, lane: _Lane, item: _Item) -> None:
+        """Put `item` back at the head of its lane (it keeps its place in FIFO order)."""
+        key = _chat_of(item.method)
+        target = lane if key == lane.key else self._lane(key)
+        target.items.appendleft(item)
+        self._ring.setdefault(target.key, None)
+        self._queued += 1
+        if item.board_key is not None and item.board_key not in self._boards:
+            self._boards[item.board_key] = item
+
+    async def _issue(self, lane: _Lane, item: _Item) -> None:
+        method = item.method
+        key = lane.key
+        try:
+            result = await self._bot(method)
+        except TelegramRetryAfter as exc:
+            self._stats.retried_429 += 1
+            until = self._clock.monotonic() + exc.retry_after
+            if key is None:
+                self._global_parked_until = max(self._global_parked_until, until)
+            else:
+                lane.parked_until = max(lane.parked_until, until)
+            log.info(
+                "429 on %s in chat %s: retry in %ss", method.__api_method__, key, exc.retry_after
+            )
+            self._requeue(lane, item)
+        except TelegramForbiddenError as exc:
+            await self._forbidden_chat(key, item, exc.message)
+        except TelegramMigrateToChat as exc:
+            await self._migrate(lane, item, exc.migrate_to_chat_id)
+        except TelegramBadRequest as exc:
+            if _NOT_MODIFIED in exc.message.lower() and _is_edit(method):
+                self._stats.not_modified += 1
+                self._resolve(key, item, None, count=False)
+            else:
+                self._fail(key, item, exc, warn=True)
+        except (TelegramServerError, TelegramNetworkError) as exc:
+            if isinstance(exc, TelegramEntityTooLarge):
+                self._fail(key, item, exc, warn=True)
+            else:
+                self._retry_later(lane, item, exc)
+        except asyncio.CancelledError:
+            item.cancel()
+            raise
+        except Exception as exc:
+            self._fail(key, item, exc, warn=False)
+        else:
+            self._resolve(key, item, result)
+        finally:
+            lane.busy = False
+            # Free the concurrency slot now, not in a done-callback one loop turn later,
+            # so the worker woken below sees it.
+            current = asyncio.current_task()
+            if current is not None:
+                self._in_flight.discard(current)
+            if not self._in_flight and self._queued == 0:
+                self._idle.set()
+            self._wake.set()
+
+    def _resolve(self, key: LaneKey, item: _Item, result: Any, *, count: bool = True) -> None:
+        if count:
+            self._stats.sent += 1
+            if key is not None:
+                self._stats.per_chat[key] = self._stats.per_chat.get(key, 0) + 1
+        item.resolve(result)
+
+    def _fail(self, key: LaneKey, item: _Item, exc: Exception, *, warn: bool) -> None:
+        self._stats.failed += 1
+        log.log(
+            logging.WARNING if warn else logging.ERROR,
+            "%s to chat %s failed: %s",
+            item.method.__api_method__,
+            key,
+            self._describe(exc),
+        )
+        item.fail(exc)
+
+    def _scrub(self, text: str) -> str:
+        """Remove the bot token from text bound for the log (it is in every API URL)."""
+        return text.replace(self._bot.token, "<token>")
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, TelegramAPIError):
+            return self._scrub(f"{type(exc).__name__}: {exc.message}")
+        return self._scrub("".join(traceback.format_exception(exc)).rstrip())
+
+    def _retry_later(self, lane: _Lane, item: _Item, exc: TelegramAPIError) -> None:
+        item.attempts += 1
+        if item.attempts >= self._limits.max_attempts:
+            self._fail(lane.key, item, exc, warn=False)
+            return
+        self._stats.retried_errors += 1
+        delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (item.attempts - 1))
+        lane.parked_until = max(lane.parked_until, self._clock.monotonic() + delay)
+        log.info(
+            "%s to chat %s: %s; attempt %d, retry in %ss",
+            item.method.__api_method__,
+            lane.key,
+            self._describe(exc),
+            item.attempts,
+            delay,
+        )
+        self._requeue(lane, item)
+
+    async def _forbidden_chat(self, key: LaneKey, item: _Item, description: str) -> None:
+        if key is None:  # no chat to stop sending to: a plain failure
+            item.resolve(None)
+            self._stats.dropped_forbidden += 1
+            return
+        self._forbidden.add(key)
+        self._forget_board(item)
+        item.resolve(None)
+        dropped = self._drop_lane(key)
+        self._stats.dropped_forbidden += 1 + dropped
+        log.warning(
+            "chat %s is forbidden (%s); dropped %d queued", key, self._scrub(description), dropped
+        )
+        if self._on_forbidden is not None and isinstance(key, int):
+            try:
+                await self._on_forbidden(key, description)
+            except Exception as exc:
+                log.error("on_forbidden(%s) failed: %s", key, self._describe(exc))
+
+    async def _migrate(self, lane: _Lane, item: _Item, new_id: int) -> None:
+        old = lane.key
+        if old is None:
+            self._fail(
+                old, item, RuntimeError("migration answer for a chat-less method"), warn=True
+            )
+            return
+        self._stats.migrated += 1
+        self._moved[old] = new_id
+        log.info("chat %s migrated to %s; re-targeting its queue", old, new_id)
+        moving = [item, *lane.items]
+        self._queued -= len(lane.items)
+        lane.items.clear()
+        self._ring.pop(old, None)
+        target = self._lane(new_id)
+        for moved in reversed(moving):
+            moved.method = moved.method.model_copy(update={"chat_id": new_id})
+            target.items.appendleft(moved)
+            self._queued += 1
+        self._ring.setdefault(new_id, None)
+        if self._on_migrated is not None and isinstance(old, int):
+            try:
+                await self._on_migrated(old, new_id)
+            except Exception as exc:
+                log.error("on_migrated(%s, %s) failed: %s", old, new_id, self._describe(exc))

@@ -1,0 +1,492 @@
+"""The outbox against a fake Telegram in virtual time: budgets, fairness, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiogram.exceptions import TelegramBadRequest, TelegramServerError
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageText,
+    SendMessage,
+    SendPhoto,
+    TelegramMethod,
+)
+from aiogram.types import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.outbox import FakeClock, Limits, Outbox, OutboxClosedError
+from tests.rig.fake_session import TEST_TOKEN, FakeSession, make_bot
+
+GROUP_A, GROUP_B, GROUP_C = -1001, -1002, -1003
+SUPERGROUP = -1001234567890
+EPS = 1e-6
+DEFAULT_LIMITS = Limits()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def __call__(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
+@asynccontextmanager
+async def rig(
+    *,
+    latency: float = 0.0,
+    limits: Limits | None = None,
+    concurrency: int = 8,
+    on_forbidden: Recorder | None = None,
+    on_migrated: Recorder | None = None,
+) -> AsyncIterator[tuple[Outbox, FakeSession, FakeClock]]:
+    clock = FakeClock()
+    session = FakeSession(latency=latency, clock=clock)
+    outbox = Outbox(
+        make_bot(session),
+        limits=limits or Limits(),
+        clock=clock,
+        on_forbidden=on_forbidden,
+        on_migrated=on_migrated,
+        concurrency=concurrency,
+    )
+    await outbox.start()
+    try:
+        yield outbox, session, clock
+    finally:
+        await outbox.stop(drain_timeout=0)
+
+
+def msg(chat_id: int, text: str) -> SendMessage:
+    return SendMessage(chat_id=chat_id, text=text)
+
+
+def edit(chat_id: int, text: str, message_id: int = 1) -> EditMessageText:
+    return EditMessageText(chat_id=chat_id, message_id=message_id, text=text)
+
+
+def times_for(session: FakeSession, chat_id: int | None = None) -> list[float]:
+    return [
+        t
+        for t, r in zip(session.request_times, session.requests, strict=True)
+        if chat_id is None or getattr(r, "chat_id", None) == chat_id
+    ]
+
+
+def max_in_window(times: Sequence[float], span: float) -> int:
+    """The most requests inside any half-open window [t, t + span)."""
+    best, j = 0, 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < start + span - EPS:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+def bucket_respected(times: Sequence[float], rate: float, burst: int) -> bool:
+    """A full token bucket allows n requests in [t_i, t_j] only if n <= burst + rate*dt."""
+    return all(
+        j - i + 1 <= burst + rate * (times[j] - times[i]) + EPS
+        for i in range(len(times))
+        for j in range(i, len(times))
+    )
+
+
+def assert_budgets(session: FakeSession, limits: Limits = DEFAULT_LIMITS) -> None:
+    assert max_in_window(times_for(session), 1.0) <= limits.global_per_second
+    for chat_id in {getattr(r, "chat_id", None) for r in session.requests}:
+        assert isinstance(chat_id, int)
+        times = times_for(session, chat_id)
+        assert bucket_respected(times, limits.per_chat_rate, limits.per_chat_burst), chat_id
+        if chat_id < 0:
+            assert max_in_window(times, 60.0) <= limits.group_per_minute, chat_id
+
+
+# -- budgets ---------------------------------------------------------------------------
+
+
+async def test_hundred_messages_to_one_group_arrive_in_order_at_20_per_minute() -> None:
+    async with rig() as (outbox, session, clock):
+        texts = [f"m{i}" for i in range(100)]
+        results = await asyncio.gather(*(outbox.send(msg(GROUP_A, t)) for t in texts))
+        assert session.sent_texts(GROUP_A) == texts
+        assert [r.message_id for r in results if isinstance(r, Message)] == list(range(1, 101))
+        times = times_for(session, GROUP_A)
+        assert max_in_window(times, 60.0) == 20
+        assert_budgets(session)
+        # Four full minutes of waiting plus the burst-limited last block.
+        assert 240.0 <= times[-1] - times[0] <= 300.0
+        assert clock.now < 300.0
+        assert outbox.stats.sent == 100 and outbox.stats.per_chat == {GROUP_A: 100}
+        assert outbox.pending() == 0
+
+
+async def test_three_busy_groups_interleave_fairly() -> None:
+    async with rig() as (outbox, session, _):
+        futures = [
+            outbox.send(msg(chat, f"{chat}:{i}"))
+            for chat in (GROUP_A, GROUP_B, GROUP_C)  # A's 40 are all queued before B's
+            for i in range(40)
+        ]
+        await asyncio.gather(*futures)
+        for chat in (GROUP_A, GROUP_B, GROUP_C):
+            assert session.sent_texts(chat) == [f"{chat}:{i}" for i in range(40)]
+        assert_budgets(session)
+        counts = dict.fromkeys((GROUP_A, GROUP_B, GROUP_C), 0)
+        for request in session.requests:
+            counts[getattr(request, "chat_id")] += 1  # noqa: B009
+            assert max(counts.values()) - min(counts.values()) <= 1
+
+
+async def test_one_busy_pond_does_not_starve_a_quiet_one() -> None:
+    async with rig() as (outbox, _, clock):
+        busy = [outbox.send(msg(GROUP_A, f"spam {i}")) for i in range(100)]
+        quiet = await outbox.call(msg(GROUP_B, "hello"))
+        assert isinstance(quiet, Message)
+        assert clock.now <= 1.0
+        assert outbox.pending(GROUP_A) > 90
+        await asyncio.gather(*busy)
+
+
+async def test_budgets_hold_when_each_send_is_awaited_before_the_next() -> None:
+    async with rig() as (outbox, session, clock):
+        for i in range(25):
+            await outbox.call(msg(GROUP_A, f"g{i}"))
+        for i in range(6):
+            await outbox.call(msg(5, f"p{i}"))
+        assert max_in_window(times_for(session, GROUP_A), 60.0) == 20
+        assert_budgets(session)
+        # Long idle: state is forgotten, a fresh burst is allowed again.
+        await clock.sleep(3600)
+        start = clock.now
+        await asyncio.gather(*(outbox.send(msg(GROUP_A, f"h{i}")) for i in range(3)))
+        assert times_for(session, GROUP_A)[-3:] == [start] * 3
+
+
+async def test_global_budget_caps_at_30_per_rolling_second() -> None:
+    async with rig() as (outbox, session, clock):
+        chats = list(range(1, 201))
+        await asyncio.gather(*(outbox.send(msg(c, f"dm {c}")) for c in chats))
+        assert sorted(getattr(r, "chat_id") for r in session.requests) == chats  # noqa: B009
+        assert max_in_window(times_for(session), 1.0) == 30
+        assert_budgets(session)
+        assert 6.0 <= clock.now < 7.0  # 200 / 30 per second
+
+
+async def test_concurrency_bounds_requests_in_flight_and_chat_order_is_kept() -> None:
+    async with rig(latency=0.5, concurrency=4) as (outbox, session, _):
+        futures = [outbox.send(msg(c, f"{c}:{i}")) for i in range(3) for c in range(1, 21)]
+        await asyncio.gather(*futures)
+        assert session.max_in_flight == 4
+        for c in range(1, 21):
+            assert session.sent_texts(c) == [f"{c}:{i}" for i in range(3)]
+
+
+async def test_a_chat_waits_for_its_previous_request_to_finish() -> None:
+    async with rig(latency=2.0) as (outbox, session, _):
+        await asyncio.gather(*(outbox.send(msg(5, str(i))) for i in range(4)))
+        assert session.max_in_flight == 1
+        assert times_for(session, 5) == [0.0, 2.0, 4.0, 6.0]
+
+
+async def test_edits_and_other_methods_count_against_the_group_budget() -> None:
+    async with rig() as (outbox, session, _):
+        futures: list[asyncio.Future[Any]] = []
+        for i in range(15):
+            futures.append(outbox.send(msg(GROUP_A, f"m{i}")))
+            futures.append(outbox.send(edit(GROUP_A, f"e{i}", message_id=i + 1)))
+        futures.append(outbox.send(SendPhoto(chat_id=GROUP_A, photo="file-id", caption="c")))
+        await asyncio.gather(*futures)
+        assert len(session.requests) == 31
+        assert max_in_window(times_for(session, GROUP_A), 60.0) == 20
+        assert_budgets(session)
+
+
+# -- faults ----------------------------------------------------------------------------
+
+
+async def test_429_parks_the_chat_and_resends_exactly_once() -> None:
+    async with rig() as (outbox, session, _):
+        session.fail_next("sendMessage", chat_id=GROUP_A, retry_after=7)
+        first = outbox.send(msg(GROUP_A, "a"))
+        second = outbox.send(msg(GROUP_A, "b"))
+        other = outbox.send(msg(GROUP_B, "c"))
+        await asyncio.gather(first, second, other)
+        times = times_for(session, GROUP_A)
+        assert len(times) == 3  # a (429), a, b
+        assert times[1] - times[0] >= 7.0
+        assert session.sent_texts(GROUP_A) == ["a", "b"]
+        assert times_for(session, GROUP_B) == [0.0]  # not parked by A's 429
+        assert outbox.stats.retried_429 == 1 and outbox.stats.sent == 3
+
+
+async def test_429_on_a_chatless_method_parks_everything() -> None:
+    async with rig() as (outbox, session, _):
+        session.fail_next("editMessageText", retry_after=4)
+        inline = outbox.send(EditMessageText(inline_message_id="inl-1", text="x"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        later = outbox.send(msg(9, "after"))
+        assert await inline is True
+        await later
+        assert times_for(session, 9)[0] >= 4.0
+
+
+async def test_403_drops_that_group_and_keeps_serving_others() -> None:
+    forbidden = Recorder()
+    async with rig(on_forbidden=forbidden) as (outbox, session, _):
+        session.fail_next(chat_id=GROUP_A, error_code=403)
+        a = [outbox.send(msg(GROUP_A, f"a{i}")) for i in range(10)]
+        b = [outbox.send(msg(GROUP_B, f"b{i}")) for i in range(10)]
+        assert await asyncio.gather(*a) == [None] * 10
+        assert all(isinstance(r, Message) for r in await asyncio.gather(*b))
+        assert forbidden.calls == [(GROUP_A, "Forbidden: bot was kicked from the group chat")]
+        assert len(times_for(session, GROUP_A)) == 1
+        assert session.sent_texts(GROUP_B) == [f"b{i}" for i in range(10)]
+
+        # Later sends are dropped without a request, until the bot is re-added.
+        assert await outbox.call(msg(GROUP_A, "late")) is None
+        assert len(times_for(session, GROUP_A)) == 1
+        assert outbox.is_forbidden(GROUP_A)
+        outbox.reactivate(GROUP_A)
+        back = await outbox.call(msg(GROUP_A, "welcome back"))
+        assert isinstance(back, Message)
+        assert outbox.stats.dropped_forbidden == 11
+        assert len(forbidden.calls) == 1
+
+
+async def test_migration_retargets_the_failed_and_queued_messages() -> None:
+    migrated = Recorder()
+    async with rig(on_migrated=migrated) as (outbox, session, _):
+        session.fail_next(chat_id=GROUP_A, migrate_to_chat_id=SUPERGROUP)
+        futures = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(5)]
+        results = await asyncio.gather(*futures)
+        assert migrated.calls == [(GROUP_A, SUPERGROUP)]
+        assert all(isinstance(r, Message) and r.chat.id == SUPERGROUP for r in results)
+        assert session.sent_texts(SUPERGROUP) == [f"m{i}" for i in range(5)]
+        assert session.sent_texts(GROUP_A) == []
+        # The old id keeps working for callers that have not caught up.
+        await outbox.call(msg(GROUP_A, "later"))
+        assert session.sent_texts(SUPERGROUP)[-1] == "later"
+        assert outbox.stats.migrated == 1
+
+
+async def test_server_errors_back_off_then_succeed() -> None:
+    async with rig() as (outbox, session, _):
+        session.fail_next(chat_id=7, error_code=500, times=2)
+        session.fail_next(chat_id=8, network=True)
+        x, y = outbox.send(msg(7, "x")), outbox.send(msg(8, "y"))
+        ok = await asyncio.gather(x, y)
+        assert all(isinstance(r, Message) for r in ok)
+        assert times_for(session, 7) == [0.0, 1.0, 3.0]  # backoff 1 s, 2 s
+        assert times_for(session, 8) == [0.0, 1.0]
+        assert outbox.stats.retried_errors == 3 and outbox.stats.failed == 0
+
+
+async def test_server_errors_give_up_after_max_attempts(caplog: pytest.LogCaptureFixture) -> None:
+    async with rig(limits=Limits(max_attempts=3)) as (outbox, session, _):
+        session.fail_next(chat_id=7, error_code=502, times=3)
+        doomed = outbox.send(msg(7, "x"))
+        after = outbox.send(msg(7, "y"))
+        with pytest.raises(TelegramServerError):
+            await doomed
+        assert isinstance(await after, Message)
+        assert len(times_for(session, 7)) == 4
+        assert outbox.stats.failed == 1
+    assert TEST_TOKEN not in caplog.text
+    assert TEST_TOKEN.split(":")[1] not in caplog.text
+
+
+async def test_bad_request_fails_only_that_message() -> None:
+    async with rig() as (outbox, session, _):
+        session.fail_next(chat_id=7, error_code=400, description="Bad Request: can't parse")
+        bad = outbox.send(msg(7, "<b"))
+        good = outbox.send(msg(7, "fine"))
+        with pytest.raises(TelegramBadRequest, match="can't parse"):
+            await bad
+        assert isinstance(await good, Message)
+        assert len(session.requests) == 2
+
+
+async def test_the_worker_survives_unexpected_errors() -> None:
+    async def explode(*args: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    outbox = Outbox(make_bot(session), clock=clock, on_forbidden=explode)
+    await outbox.start()
+    session.fail_next(chat_id=GROUP_A, error_code=403)
+    session.add_result("not a message", method="sendMessage", chat_id=5)  # undecodable
+    assert await outbox.call(msg(GROUP_A, "x")) is None
+    with pytest.raises(Exception, match="deserialize"):
+        await outbox.call(msg(5, "y"))
+    z = await outbox.call(msg(5, "z"))
+    assert isinstance(z, Message)
+    await outbox.stop()
+
+
+# -- boards and callback answers ---------------------------------------------------------
+
+
+async def test_board_edits_coalesce_while_the_group_is_rate_limited() -> None:
+    async with rig() as (outbox, session, clock):
+        flood = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(20)]
+        await asyncio.sleep(0)
+        boards: list[asyncio.Future[Any]] = []
+        for i in range(50):
+            boards.append(outbox.board(f"board:{GROUP_A}", edit(GROUP_A, f"v{i}")))
+            await clock.sleep(0.5)
+        await asyncio.gather(*flood, *boards)
+        edits = session.requests_of(EditMessageText)
+        assert 1 <= len(edits) <= 5
+        assert edits[-1].text == "v49"
+        last = boards[-1].result()
+        assert isinstance(last, Message) and last.text == "v49"
+        assert outbox.stats.coalesced == 50 - len(edits)
+        assert_budgets(session)
+
+
+async def test_board_edit_not_modified_is_swallowed() -> None:
+    async with rig() as (outbox, session, _):
+        session.fail_next(
+            "editMessageText",
+            error_code=400,
+            description="Bad Request: message is not modified: specified new message content "
+            "and reply markup are exactly the same as a current content",
+        )
+        assert await outbox.board("b", edit(GROUP_A, "same")) is None
+        assert outbox.stats.not_modified == 1 and outbox.stats.failed == 0
+        result = await outbox.board("b", edit(GROUP_A, "new"))
+        assert isinstance(result, Message) and result.text == "new"
+
+
+async def test_answer_is_immediate_while_the_group_is_parked() -> None:
+    async with rig() as (outbox, session, clock):
+        session.fail_next(chat_id=GROUP_A, retry_after=30)
+        queued = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(40)]
+        await clock.sleep(1.0)  # the first send got its 429; the group is parked until 30 s
+        assert outbox.stats.retried_429 == 1
+        parked_at = clock.now
+        assert await outbox.answer(AnswerCallbackQuery(callback_query_id="q1", text="ok"))
+        assert clock.now == parked_at
+        assert outbox.pending(GROUP_A) == 40
+        assert isinstance(session.requests[-1], AnswerCallbackQuery)
+
+        session.fail_next(
+            "answerCallbackQuery",
+            error_code=400,
+            description="Bad Request: query is too old and response timeout expired",
+        )
+        assert await outbox.answer(AnswerCallbackQuery(callback_query_id="q0")) is False
+        assert outbox.stats.answers == 1 and outbox.stats.answers_failed == 1
+        await asyncio.gather(*queued)
+
+
+# -- lifecycle -------------------------------------------------------------------------
+
+
+async def test_stop_drains_the_queue_and_is_idempotent() -> None:
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    outbox = Outbox(make_bot(session), clock=clock)
+    futures = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(5)]  # queued before start
+    await outbox.start()
+    await outbox.stop(drain_timeout=10)
+    assert all(f.done() and isinstance(f.result(), Message) for f in futures)
+    assert session.sent_texts(GROUP_A) == [f"m{i}" for i in range(5)]
+    await outbox.stop()
+    with pytest.raises(OutboxClosedError):
+        outbox.send(msg(GROUP_A, "too late"))
+
+
+async def test_stop_gives_up_after_the_drain_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    outbox = Outbox(make_bot(session), clock=clock)
+    await outbox.start()
+    futures = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(30)]
+    with caplog.at_level(logging.WARNING):
+        await outbox.stop(drain_timeout=5)
+    assert 5.0 <= clock.now < 6.0
+    delivered = [f for f in futures if not f.cancelled()]
+    assert len(delivered) == len(session.requests) < 30
+    assert all(f.cancelled() for f in futures[len(delivered) :])
+    assert "unsent" in caplog.text
+
+
+async def test_cancelled_sends_are_withdrawn() -> None:
+    async with rig() as (outbox, session, _):
+        futures = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(25)]
+        futures[22].cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+        assert "m22" not in session.sent_texts(GROUP_A)
+        assert len(session.requests) == 24
+
+
+# -- property ----------------------------------------------------------------------------
+
+CHATS = [GROUP_A, GROUP_B, GROUP_C, 11, 12, 13]
+FAULTS = st.sampled_from(["none", "429", "500", "403"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    plan=st.lists(st.tuples(st.sampled_from(CHATS), st.booleans()), min_size=1, max_size=80),
+    faults=st.lists(st.tuples(st.sampled_from(CHATS), FAULTS, st.integers(1, 20)), max_size=6),
+    latency=st.sampled_from([0.0, 0.05, 0.7]),
+    concurrency=st.integers(1, 8),
+)
+def test_property_every_message_once_in_order_within_budgets(
+    plan: list[tuple[int, bool]],
+    faults: list[tuple[int, str, int]],
+    latency: float,
+    concurrency: int,
+) -> None:
+    async def scenario() -> None:
+        forbidden = Recorder()
+        async with rig(latency=latency, concurrency=concurrency, on_forbidden=forbidden) as (
+            outbox,
+            session,
+            _,
+        ):
+            kicked: set[int] = set()
+            errors: dict[int, int] = {}  # 5xx per chat, kept below max_attempts
+            for chat, fault, n in faults:
+                if fault == "429":
+                    session.fail_next(chat_id=chat, retry_after=n)
+                elif fault == "500" and errors.get(chat, 0) + 1 + n % 3 < Limits().max_attempts:
+                    errors[chat] = errors.get(chat, 0) + 1 + n % 3
+                    session.fail_next(chat_id=chat, error_code=500, times=1 + n % 3)
+                elif fault == "403" and chat not in kicked:
+                    kicked.add(chat)
+                    session.fail_next(chat_id=chat, error_code=403, times=10**6)
+            sent: dict[int, list[str]] = {}
+            futures: list[asyncio.Future[Any]] = []
+            for i, (chat, is_edit) in enumerate(plan):
+                method: TelegramMethod[Any] = edit(chat, f"e{i}") if is_edit else msg(chat, f"t{i}")
+                futures.append(outbox.send(method))
+                if not is_edit:
+                    sent.setdefault(chat, []).append(f"t{i}")
+            results = await asyncio.gather(*futures)
+
+            for chat in CHATS:
+                if chat in kicked:
+                    assert session.sent_texts(chat) == []
+                else:
+                    assert session.sent_texts(chat) == sent.get(chat, [])
+            for (chat, _), result in zip(plan, results, strict=True):
+                assert (result is None) == (chat in kicked)
+            used = {c for c, _ in plan}
+            assert sorted(c for c, _ in forbidden.calls) == sorted(kicked & used)
+            assert_budgets(session)
+
+    asyncio.run(scenario())
