@@ -259,13 +259,16 @@ async def top_members(session: AsyncSession, limit: int = 10) -> list[MemberView
 
 
 async def rank_of(session: AsyncSession, user_id: int) -> int | None:
-    """1-based rank by balance among members with points; None without points."""
+    """1-based rank by balance among members with points (bots aside, as in
+    `top_members`); None without points."""
     balance = await session.scalar(
         select(col(Member.balance)).where(col(Member.user_id) == user_id)
     )
     if not balance:
         return None
     higher = await session.scalar(
-        select(func.count()).select_from(Member).where(col(Member.balance) > balance)
+        select(func.count())
+        .select_from(Member)
+        .where(col(Member.balance) > balance, col(Member.is_bot).is_(False))
     )
     return int(higher or 0) + 1

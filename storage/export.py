@@ -1,0 +1,192 @@
+"""CSV exports of members and of the points ledger (`pondbot export …`, `/export`).
+
+Columns are part of the interface contract (SPEC §5):
+
+* members: `user_id,username,display_name,balance,lifetime_earned,streak,tier`, then
+  `dm_linked` (1/0) and `created_at`;
+* ledger: `id,user_id,chat_id,delta,kind,ref,actor_id,created_at`.
+
+Times are ISO 8601 in UTC (`2025-11-11T12:00:00.123456+00:00`); an empty cell is NULL.
+Rows are streamed from one read-only transaction in chunks of `CHUNK_ROWS`, so an export
+of any size needs constant memory and sees one consistent state.
+
+CSV injection: spreadsheet programs run a cell that starts with `=`, `+`, `-` or `@` (and
+with a tab or carriage return) as a formula. Cells holding user text — username, display
+name, ledger reference — that start like that get a leading `'`. Numbers are never
+touched (a negative delta stays `-20`).
+
+`export_to_path` writes a file in UTF-8 with a BOM, which spreadsheet programs need to
+read Chinese names correctly, through a temporary file renamed into place when complete.
+Written to standard output (no path) the CSV is plain UTF-8 without BOM, because it is
+then usually piped into another program, for which a BOM would be part of the first
+column name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.engine import URL
+from sqlmodel import col
+
+from storage.db import Database
+from storage.migrate import run_blocking
+from storage.models import LedgerEntry, Member
+
+MEMBER_COLUMNS = (
+    "user_id",
+    "username",
+    "display_name",
+    "balance",
+    "lifetime_earned",
+    "streak",
+    "tier",
+    "dm_linked",
+    "created_at",
+)
+LEDGER_COLUMNS = ("id", "user_id", "chat_id", "delta", "kind", "ref", "actor_id", "created_at")
+CHUNK_ROWS = 1000
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(text: str | None) -> str:
+    """User text made inert for spreadsheets (see module docstring)."""
+    if not text:
+        return ""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(UTC).isoformat()
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+async def export_members(db: Database, out: TextIO) -> int:
+    """Write every member as CSV (header included); returns the number of rows."""
+    writer = csv.writer(out)
+    writer.writerow(MEMBER_COLUMNS)
+    count = 0
+    async with db.transaction(readonly=True) as session:
+        result = await session.stream_scalars(
+            select(Member).order_by(col(Member.user_id)).execution_options(yield_per=CHUNK_ROWS)
+        )
+        async for m in result:
+            writer.writerow(
+                (
+                    m.user_id,
+                    csv_safe(m.username),
+                    csv_safe(m.display_name),
+                    m.balance,
+                    m.lifetime_earned,
+                    m.streak,
+                    m.tier,
+                    int(m.dm_linked),
+                    _iso(m.created_at),
+                )
+            )
+            count += 1
+    return count
+
+
+async def export_ledger(db: Database, out: TextIO) -> int:
+    """Write every ledger entry, oldest first, as CSV; returns the number of rows."""
+    writer = csv.writer(out)
+    writer.writerow(LEDGER_COLUMNS)
+    count = 0
+    async with db.transaction(readonly=True) as session:
+        result = await session.stream(
+            select(
+                col(LedgerEntry.id),
+                col(LedgerEntry.user_id),
+                col(LedgerEntry.chat_id),
+                col(LedgerEntry.delta),
+                col(LedgerEntry.kind),
+                col(LedgerEntry.ref),
+                col(LedgerEntry.actor_id),
+                col(LedgerEntry.created_at),
+            )
+            .order_by(col(LedgerEntry.id))
+            .execution_options(yield_per=CHUNK_ROWS)
+        )
+        async for row in result:
+            writer.writerow(
+                (
+                    row.id,
+                    row.user_id,
+                    _opt(row.chat_id),
+                    row.delta,
+                    row.kind,
+                    csv_safe(row.ref),
+                    _opt(row.actor_id),
+                    _iso(row.created_at),
+                )
+            )
+            count += 1
+    return count
+
+
+EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
+    "members": export_members,
+    "ledger": export_ledger,
+}
+
+
+def export_to_path(url: str | URL, what: str, path: str | os.PathLike[str] | None) -> int:
+    """Export `what` ("members" or "ledger") from the database at `url`.
+
+    With a path: UTF-8 with BOM, written to a temporary file and renamed into place, so
+    a failed export leaves no half-written file. With None: plain UTF-8 to stdout.
+    Returns the number of data rows. Callable with or without a running event loop.
+    """
+    try:
+        export = EXPORTS[what]
+    except KeyError:
+        raise ValueError(f"unknown export {what!r}; expected one of {sorted(EXPORTS)}") from None
+
+    async def run(out: TextIO) -> int:
+        db = Database(url)
+        try:
+            return await export(db, out)
+        finally:
+            await db.dispose()
+
+    if path is None:
+        return _to_stdout(lambda out: run_blocking(lambda: run(out)))
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with open(fd, "w", encoding="utf-8-sig", newline="") as out:
+            rows = run_blocking(lambda: run(out))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return rows
+
+
+def _to_stdout(write: Callable[[TextIO], int]) -> int:
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # stdout replaced by a text-only stream
+        return write(sys.stdout)
+    sys.stdout.flush()
+    out = io.TextIOWrapper(buffer, encoding="utf-8", newline="")
+    try:
+        return write(out)
+    finally:
+        out.flush()
+        out.detach()  # leave sys.stdout's buffer open

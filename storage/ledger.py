@@ -1,0 +1,286 @@
+"""The points ledger: append-only entries plus a cached balance, changed together.
+
+Every movement of points is one `LedgerEntry` and one guarded `UPDATE member SET balance
+= balance + :delta WHERE balance + :delta >= 0`, in the caller's transaction. Every call
+carries an idempotency key naming the domain event (a check-in day, a grab, an
+operator's command message): a replayed update, a retried job or a double click finds
+the key taken and changes nothing, and gets back the `Movement` of the first delivery
+(`applied=False`).
+
+Order of statements: (1) look the key up, (2) guarded balance update, (3) insert the entry
+with `ON CONFLICT (idem_key) DO NOTHING`. Under SQLite's BEGIN IMMEDIATE nothing can slip
+between (1) and (3). On PostgreSQL two concurrent first deliveries of one event can both
+pass (1); the second one's insert then waits for the first transaction and, once that has
+committed, inserts nothing. That loser undoes its own balance update (a compensating
+update in the same transaction, never visible to anyone) and reports the first delivery's
+movement with `applied=False`, exactly like a later replay. No exception is raised, so
+the rest of the caller's unit of work carries on — a plain INSERT would raise
+IntegrityError there, abort the whole PostgreSQL transaction and force the caller to
+retry everything. A SAVEPOINT around (2)+(3) would achieve the same at the price of two
+extra round trips on every movement; the compensating update costs one statement, and
+only in the rare race. When the guarded update refuses (not enough points, unknown member)
+the key is looked up again before raising, since the refusal may be caused by the
+concurrent first delivery of the very same event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from storage.models import LedgerEntry, LedgerKind, Member, utcnow
+
+MAX_POINTS = 10**12  # no single movement may exceed this; keeps every sum inside BIGINT
+
+
+class LedgerError(Exception):
+    """Base class for refused movements."""
+
+
+class InsufficientPoints(LedgerError):
+    def __init__(self, user_id: int, balance: int, needed: int) -> None:
+        super().__init__(f"user {user_id} has {balance} points, needs {needed}")
+        self.user_id = user_id
+        self.balance = balance
+        self.needed = needed
+
+
+class UnknownMember(LedgerError):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"unknown member {user_id}")
+        self.user_id = user_id
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """What a ledger call did. `applied` is False when the key had been used before."""
+
+    applied: bool
+    user_id: int
+    delta: int
+    balance: int
+    entry_id: int | None
+
+
+def _check_amount(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise TypeError("points are integers")
+    if amount <= 0 or amount > MAX_POINTS:
+        raise ValueError(f"amount must be within 1..{MAX_POINTS}")
+
+
+async def _existing(session: AsyncSession, key: str) -> Movement | None:
+    row = (
+        await session.execute(
+            select(
+                col(LedgerEntry.id),
+                col(LedgerEntry.user_id),
+                col(LedgerEntry.delta),
+                col(LedgerEntry.balance_after),
+            ).where(col(LedgerEntry.idem_key) == key)
+        )
+    ).first()
+    if row is None:
+        return None
+    return Movement(False, row.user_id, row.delta, row.balance_after, row.id)
+
+
+def _insert_entry(session: AsyncSession) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(LedgerEntry)
+    if name == "sqlite":
+        return sqlite.insert(LedgerEntry)
+    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
+
+
+async def _change_balance(session: AsyncSession, user_id: int, delta: int) -> int | None:
+    """Apply `delta` unless it would make the balance negative; the new balance or None."""
+    new_balance = await session.scalar(
+        update(Member)
+        .where(col(Member.user_id) == user_id)
+        .where(col(Member.balance) + delta >= 0)
+        .values(
+            balance=col(Member.balance) + delta,
+            lifetime_earned=col(Member.lifetime_earned) + max(delta, 0),
+        )
+        .returning(col(Member.balance))
+    )
+    return None if new_balance is None else int(new_balance)
+
+
+async def _move(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    delta: int,
+    kind: LedgerKind,
+    key: str,
+    chat_id: int | None,
+    actor_id: int | None,
+    ref: str,
+    now: datetime | None,
+) -> Movement:
+    done = await _existing(session, key)
+    if done is not None:
+        return done
+    balance = await _change_balance(session, user_id, delta)
+    if balance is None:
+        done = await _existing(session, key)  # a concurrent first delivery, see docstring
+        if done is not None:
+            return done
+        current = await session.scalar(
+            select(col(Member.balance)).where(col(Member.user_id) == user_id)
+        )
+        if current is None:
+            raise UnknownMember(user_id)
+        raise InsufficientPoints(user_id, int(current), -delta)
+    entry_id = await session.scalar(
+        _insert_entry(session)
+        .values(
+            user_id=user_id,
+            chat_id=chat_id,
+            delta=delta,
+            balance_after=balance,
+            kind=str(kind),
+            ref=ref[:255],
+            actor_id=actor_id,
+            idem_key=key,
+            created_at=now or utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["idem_key"])
+        .returning(col(LedgerEntry.id))
+    )
+    if entry_id is None:
+        # Lost the race for this key to a transaction that has committed meanwhile.
+        await session.execute(
+            update(Member)
+            .where(col(Member.user_id) == user_id)
+            .values(
+                balance=col(Member.balance) - delta,
+                lifetime_earned=col(Member.lifetime_earned) - max(delta, 0),
+            )
+        )
+        done = await _existing(session, key)
+        if done is None:  # pragma: no cover - the conflicting row is committed by now
+            raise RuntimeError(f"ledger key {key!r} conflicted but cannot be found")
+        return done
+    return Movement(True, user_id, delta, balance, int(entry_id))
+
+
+async def award(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    amount: int,
+    kind: LedgerKind,
+    key: str,
+    chat_id: int | None = None,
+    actor_id: int | None = None,
+    ref: str = "",
+    now: datetime | None = None,
+) -> Movement:
+    """Credit `amount` (> 0) points once per `key`."""
+    _check_amount(amount)
+    return await _move(
+        session, user_id=user_id, delta=amount, kind=kind, key=key,
+        chat_id=chat_id, actor_id=actor_id, ref=ref, now=now,
+    )
+
+
+async def spend(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    amount: int,
+    kind: LedgerKind,
+    key: str,
+    chat_id: int | None = None,
+    actor_id: int | None = None,
+    ref: str = "",
+    now: datetime | None = None,
+) -> Movement:
+    """Debit `amount` (> 0) points once per `key`; raises `InsufficientPoints`."""
+    _check_amount(amount)
+    return await _move(
+        session, user_id=user_id, delta=-amount, kind=kind, key=key,
+        chat_id=chat_id, actor_id=actor_id, ref=ref, now=now,
+    )
+
+
+async def transfer(
+    session: AsyncSession,
+    *,
+    from_user: int,
+    to_user: int,
+    amount: int,
+    kind: LedgerKind,
+    key: str,
+    chat_id: int | None = None,
+    actor_id: int | None = None,
+    ref: str = "",
+    now: datetime | None = None,
+) -> tuple[Movement, Movement]:
+    """Move points between members: two entries, keys `key:out` and `key:in`."""
+    if from_user == to_user:
+        raise ValueError("cannot transfer to oneself")
+    out = await spend(
+        session, user_id=from_user, amount=amount, kind=kind, key=f"{key}:out",
+        chat_id=chat_id, actor_id=actor_id, ref=ref, now=now,
+    )
+    into = await award(
+        session, user_id=to_user, amount=amount, kind=kind, key=f"{key}:in",
+        chat_id=chat_id, actor_id=actor_id, ref=ref, now=now,
+    )
+    return out, into
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantReport:
+    entries_total: int
+    balances_total: int
+    negative_balances: int
+    mismatched_members: tuple[int, ...]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.entries_total == self.balances_total
+            and self.negative_balances == 0
+            and not self.mismatched_members
+        )
+
+
+async def check_invariant(session: AsyncSession) -> InvariantReport:
+    """Sum of entries == sum of balances, per member and overall; no negative balance."""
+    entries_total = await session.scalar(
+        select(func.coalesce(func.sum(col(LedgerEntry.delta)), 0))
+    )
+    balances_total = await session.scalar(select(func.coalesce(func.sum(col(Member.balance)), 0)))
+    negative = await session.scalar(
+        select(func.count()).select_from(Member).where(col(Member.balance) < 0)
+    )
+    per_user = (
+        select(col(LedgerEntry.user_id), func.sum(col(LedgerEntry.delta)).label("s"))
+        .group_by(col(LedgerEntry.user_id))
+        .subquery()
+    )
+    mismatched = (
+        await session.execute(
+            select(col(Member.user_id))
+            .outerjoin(per_user, per_user.c.user_id == col(Member.user_id))
+            .where(func.coalesce(per_user.c.s, 0) != col(Member.balance))
+        )
+    ).scalars().all()
+    return InvariantReport(
+        int(entries_total or 0),
+        int(balances_total or 0),
+        int(negative or 0),
+        tuple(int(u) for u in mismatched),
+    )
