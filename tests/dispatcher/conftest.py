@@ -1,0 +1,63 @@
+"""A real Dispatcher (built by the production factory) over a real SQLite file, with a
+fake Bot API session that records every request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiogram.client.default import DefaultBotProperties
+from aiogram.enums import ParseMode
+
+from bot.app import build_dispatcher
+from bot.outbox import Limits, Outbox
+from storage.db import Database
+from storage.migrate import aupgrade
+from tests.rig.client import Harness, group_chat, person
+from tests.rig.fake_session import FakeSession, admin, make_bot, owner
+
+OPERATOR_ID = 900_001  # listed in OPERATOR_IDS
+ADMIN_ID = 900_002  # an administrator of the test group
+OWNER_ID = 900_003
+GROUP_ID = -1001234567890
+
+# Dispatcher tests check behaviour, not pacing: the outbox's pacing has its own tests.
+FAST = Limits(
+    per_chat_rate=1e6, per_chat_burst=10**6, group_per_minute=10**6, global_per_second=10**6
+)
+
+
+@pytest.fixture
+async def bot_db(tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'pond.db'}"
+    await aupgrade(url)
+    db = Database(url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def harness(bot_db: Database) -> AsyncIterator[Harness]:
+    session = FakeSession()
+    bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+    session.admins[GROUP_ID] = [
+        owner(person(OWNER_ID, "Owner")),
+        admin(person(ADMIN_ID, "Admin", "shop_admin")),
+    ]
+    outbox = Outbox(bot, limits=FAST)
+    dp = build_dispatcher(db=bot_db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}))
+    await outbox.start()
+    h = Harness(dp, bot, session, outbox)
+    h.db = bot_db  # type: ignore[attr-defined]
+    try:
+        yield h
+    finally:
+        await outbox.stop()
+        await bot.session.close()
+    session.assert_no_violations()
+
+
+@pytest.fixture
+def group():  # type: ignore[no-untyped-def]
+    return group_chat(GROUP_ID, "测试鱼塘 <b>&</b>")
