@@ -64,7 +64,7 @@ async def play(*, quiet: bool = False, pause: float = 0.05) -> tuple[str, list[d
     with tempfile.TemporaryDirectory(prefix="pondbot-demo-") as tmp:
         async with Emulator() as emu:
             settings = Settings(
-                bot_token=emu.token,  # type: ignore[arg-type]
+                bot_token=emu.token,
                 database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}",
                 telegram_api_base=emu.url,
                 operator_ids=frozenset(),

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Iterable
 
 # Anything shaped like a bot token, even one we were never told about.
-_TOKEN_SHAPE = re.compile(r"\b\d{5,20}:[A-Za-z0-9_-]{30,100}\b")
+# (In URLs the token follows "bot" directly, so no word boundary can anchor it.)
+_TOKEN_SHAPE = re.compile(r"(?<![0-9])\d{5,20}:[A-Za-z0-9_-]{30,100}")
 
 
 class SecretFilter(logging.Filter):
@@ -47,5 +48,6 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> SecretFil
     root.addHandler(handler)
     root.setLevel(level)
     # aiogram logs every handled update at INFO; keep that for DEBUG.
+    logging.getLogger("alembic").setLevel(max(logging.getLevelName(level), logging.WARNING))
     logging.getLogger("aiogram.event").setLevel(max(logging.getLevelName(level), logging.WARNING))
     return secret_filter

@@ -10,6 +10,7 @@ empty and Chinese (`zh`) must translate every message.
 from __future__ import annotations
 
 import argparse
+import gettext
 import io
 import sys
 from pathlib import Path
@@ -60,6 +61,22 @@ def po_bytes(catalog: Catalog) -> bytes:
     return buf.getvalue()
 
 
+def messages_of(catalog: Catalog) -> dict[str, str]:
+    """The translations themselves; headers and dates don't count."""
+    return {str(m.id): str(m.string or "") for m in catalog if m.id}
+
+
+def messages_of_po(lang: str) -> dict[str, str]:
+    return messages_of(load(lang)) if po_path(lang).exists() else {}
+
+
+def messages_of_mo(path: Path) -> dict[str, str]:
+    with path.open("rb") as f:
+        catalog = gettext.GNUTranslations(f)
+    raw: dict[str, str] = catalog._catalog  # type: ignore[attr-defined]
+    return {k: v for k, v in raw.items() if k}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", action="store_true")
@@ -76,19 +93,10 @@ def main() -> int:
         new_po, new_mo = po_bytes(catalog), mo_bytes(catalog)
         mo_path = po_path(lang).with_suffix(".mo")
         if args.check:
-            old_po = po_path(lang).read_bytes() if po_path(lang).exists() else b""
-
-            # Compare content, not the timestamps babel writes into the header.
-            def body(b: bytes) -> list[bytes]:
-                return [
-                    ln
-                    for ln in b.splitlines()
-                    if not ln.startswith(b'"PO-Revision') and not ln.startswith(b'"POT-Creation')
-                ]
-
-            if body(old_po) != body(new_po):
+            if messages_of_po(lang) != messages_of(catalog):
                 problems.append(f"{lang}: {po_path(lang)} is out of date")
-            if not mo_path.exists() or mo_path.read_bytes() != new_mo:
+            translated = {k: v for k, v in messages_of(catalog).items() if v}
+            if not mo_path.exists() or messages_of_mo(mo_path) != translated:
                 problems.append(f"{lang}: {mo_path} is stale")
         else:
             po_path(lang).parent.mkdir(parents=True, exist_ok=True)
