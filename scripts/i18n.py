@@ -23,7 +23,7 @@ from babel.messages.pofile import read_po, write_po
 ROOT = Path(__file__).resolve().parent.parent
 LOCALES = ROOT / "bot" / "locales"
 DOMAIN = "pondbot"
-SOURCES = [ROOT / "bot", ROOT / "handlers"]
+SOURCES = [ROOT / "bot", ROOT / "handlers", ROOT / "scheduler"]
 KEYWORDS = {"_": None, "N_": None, "gettext": None}
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Column,
@@ -105,6 +107,10 @@ class Pond(SQLModel, table=True):
     timezone: str = Field(default="Asia/Shanghai", max_length=64)
     language: str = Field(default="zh", max_length=8)
     migrated_to: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Only the settings that differ from `games.settings.PondSettings` defaults.
+    settings: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from games.settings import PondSettings
 from storage.models import Member, Membership, Pond, PondStatus, utcnow
 
 
@@ -272,3 +273,23 @@ async def rank_of(session: AsyncSession, user_id: int) -> int | None:
         .where(col(Member.balance) > balance, col(Member.is_bot).is_(False))
     )
     return int(higher or 0) + 1
+
+
+async def pond_settings(session: AsyncSession, chat_id: int) -> PondSettings:
+    """The pond's settings (defaults for a pond we don't know)."""
+    stored = await session.scalar(select(col(Pond.settings)).where(col(Pond.chat_id) == chat_id))
+    return PondSettings.from_stored(stored)
+
+
+async def change_pond_settings(
+    session: AsyncSession, chat_id: int, now: datetime | None = None, **changes: Any
+) -> PondSettings:
+    """Validate and store changes (raises pydantic's `ValidationError` on bad values)."""
+    current = await pond_settings(session, chat_id)
+    new = current.changed(**changes)
+    await session.execute(
+        update(Pond)
+        .where(col(Pond.chat_id) == chat_id)
+        .values(settings=new.overrides(), updated_at=now or utcnow())
+    )
+    return new
