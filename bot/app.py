@@ -33,6 +33,8 @@ from bot.middlewares import PondI18nMiddleware, TrackingMiddleware
 from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
 from handlers import setup_routers
+from scheduler.core import Scheduler
+from scheduler.jobs import JobDeps, register_jobs
 from storage.db import Database
 from storage.models import PondStatus
 
@@ -60,8 +62,12 @@ def build_dispatcher(
     default_timezone: str = "Asia/Shanghai",
     default_language: str = "zh",
     admins: AdminCache | None = None,
+    scheduler: Scheduler | None = None,
 ) -> Dispatcher:
     admins = admins or AdminCache()
+    scheduler = scheduler or Scheduler(db)
+    i18n = make_i18n(default_language)
+    register_jobs(scheduler, JobDeps(db=db, outbox=outbox, i18n=i18n))
     tracking = TrackingMiddleware(
         db, default_timezone=default_timezone, default_language=default_language
     )
@@ -71,11 +77,12 @@ def build_dispatcher(
         admins=admins,
         operators=OperatorPolicy(operator_ids, admins),
         tracking=tracking,
+        scheduler=scheduler,
     )
     dp.update.outer_middleware(SeenUpdates())
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(tracking)
-    PondI18nMiddleware(make_i18n(default_language)).setup(dp)
+    PondI18nMiddleware(i18n).setup(dp)
     dp.include_routers(*setup_routers())
     return dp
 
@@ -107,6 +114,7 @@ class App:
     bot: Bot
     outbox: Outbox
     dp: Dispatcher
+    scheduler: Scheduler
 
 
 async def _mark_inactive(db: Database, chat_id: int) -> None:
@@ -147,17 +155,20 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
             await repo.migrate_pond(session, old, new)
 
     outbox = Outbox(bot, on_forbidden=on_forbidden, on_migrated=on_migrated)
+    scheduler = Scheduler(db)
     dp = build_dispatcher(
         db=db,
         outbox=outbox,
         operator_ids=settings.operator_ids,
         default_timezone=settings.tz,
         default_language=settings.locale,
+        scheduler=scheduler,
     )
     await outbox.start()
     try:
-        yield App(settings, db, bot, outbox, dp)
+        yield App(settings, db, bot, outbox, dp, scheduler)
     finally:
+        await scheduler.stop()
         await outbox.stop()
         await bot.session.close()
         await db.dispose()
@@ -180,6 +191,7 @@ async def serve_polling(settings: Settings, stop: asyncio.Event) -> None:
         await app.bot.delete_webhook(drop_pending_updates=False)
         await set_commands(app.bot, settings.locale)
         await app.dp.emit_startup(bot=app.bot)
+        await app.scheduler.start()
         try:
             await poll(app.dp, app.bot, allowed_updates=ALLOWED_UPDATES, stop=stop)
         finally:
@@ -216,6 +228,7 @@ async def run_webhook(settings: Settings) -> None:
             allowed_updates=ALLOWED_UPDATES,
         )
         await set_commands(app.bot, settings.locale)
+        await app.scheduler.start()
         runner = web.AppRunner(web_app)
         await runner.setup()
         site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)

@@ -12,7 +12,8 @@ whatever the busy timeout.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
+_AFTER_COMMIT = "pondbot_after_commit"
+
+
+def after_commit(session: AsyncSession, hook: Callable[[], object]) -> None:
+    """Run `hook` (sync or async) after the unit of work of `session` commits."""
+    hooks = session.info.get(_AFTER_COMMIT)
+    if hooks is None:
+        raise RuntimeError("after_commit needs a session from Database.transaction()")
+    hooks.append(hook)
+
+
 class Database:
     """The process's engine plus the unit-of-work factory."""
 
@@ -83,17 +95,26 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit when the block ends, roll back if it raises."""
+        """One unit of work: commit when the block ends, roll back if it raises.
+
+        Callbacks registered with `after_commit(session, fn)` run once the commit has
+        succeeded (e.g. arming a timer for a row this unit of work inserted)."""
+        hooks: list[Callable[[], object]] = []
         async with self.engine.connect() as conn:
             if readonly:
                 conn = await conn.execution_options(**{READONLY: True})
             async with conn.begin():
                 session = AsyncSession(bind=conn, expire_on_commit=False)
+                session.info[_AFTER_COMMIT] = hooks
                 try:
                     yield session
                     await session.flush()
                 finally:
                     await session.close()
+        for hook in hooks:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
 
     async def dispose(self) -> None:
         await self.engine.dispose()
