@@ -24,6 +24,7 @@ from aiogram.types import (
     BotCommandScopeAllChatAdministrators,
     BotCommandScopeDefault,
 )
+from aiohttp import web
 
 from bot import texts
 from bot.config import Settings
@@ -205,23 +206,29 @@ async def run_polling(settings: Settings) -> None:
     await serve_polling(settings, stop)
 
 
-async def run_webhook(settings: Settings) -> None:
+def build_webhook_app(app: App, secret: str) -> web.Application:
+    """The aiohttp application Telegram posts updates to."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
-    from aiohttp import web
 
+    web_app = web.Application()
+    # Requests without the secret token are refused (aiogram checks it only when given).
+    # handle_in_background=False: Telegram gets its 200 only after the update was
+    # handled, so a crash means redelivery instead of loss.
+    SimpleRequestHandler(
+        dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
+    ).register(web_app, path=app.settings.webhook_path)
+    setup_application(web_app, app.dp, bot=app.bot)
+    return web_app
+
+
+async def run_webhook(settings: Settings) -> None:
     secret = settings.webhook_secret_value()
     if not settings.webhook_url:
         from bot.config import ConfigError
 
         raise ConfigError("--webhook needs WEBHOOK_URL (the public https URL Telegram calls)")
     async with create_app(settings) as app:
-        web_app = web.Application()
-        # handle_in_background=False: Telegram gets its 200 only after the update was
-        # handled, so a crash means redelivery instead of loss.
-        SimpleRequestHandler(
-            dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
-        ).register(web_app, path=settings.webhook_path)
-        setup_application(web_app, app.dp, bot=app.bot)
+        web_app = build_webhook_app(app, secret)
         await app.bot.set_webhook(
             settings.webhook_url.rstrip("/") + settings.webhook_path,
             secret_token=secret,

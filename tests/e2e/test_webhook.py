@@ -1,0 +1,65 @@
+"""Webhook mode: the secret token is required; updates are handled before the 200."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from bot.app import build_webhook_app, create_app
+from bot.config import Settings
+from bot.emulator import Emulator
+from tests.e2e.conftest import ALICE, OWNER, POND
+
+pytestmark = pytest.mark.e2e
+SECRET = "s3cret_Token-value"
+
+
+async def test_webhook_checks_the_secret_and_handles_updates(
+    emu: Emulator, pond: int, tmp_path: Path
+) -> None:
+    settings = Settings(
+        bot_token=emu.token,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'hook.db'}",
+        telegram_api_base=emu.url,
+        webhook_secret=SECRET,
+        operator_ids=frozenset(),
+    )
+    async with create_app(settings) as app:
+        web_app = build_webhook_app(app, settings.webhook_secret_value())
+        runner = web.AppRunner(web_app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}{settings.webhook_path}"
+        update = {
+            "update_id": 1,
+            "message": {
+                "message_id": 1,
+                "date": 1_700_000_000,
+                "chat": {"id": POND, "type": "supergroup", "title": "E2E Pond"},
+                "from": {"id": ALICE, "is_bot": False, "first_name": "Alice"},
+                "text": "/points",
+                "entities": [{"type": "bot_command", "offset": 0, "length": 7}],
+            },
+        }
+        try:
+            async with ClientSession() as http:
+                for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+                    async with http.post(url, data=json.dumps(update), headers=headers) as r:
+                        assert r.status == 401
+                emu.add_bot_to_group(POND, OWNER, as_admin=True)  # so the bot may send
+                good = {
+                    "X-Telegram-Bot-Api-Secret-Token": SECRET,
+                    "Content-Type": "application/json",
+                }
+                async with http.post(url, data=json.dumps(update), headers=good) as r:
+                    assert r.status == 200
+            await app.outbox.stop()
+            texts = [m.get("text", "") for m in emu.messages_in(POND)]
+            assert any("0" in t for t in texts), texts
+        finally:
+            await runner.cleanup()
