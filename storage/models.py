@@ -7,7 +7,7 @@ a `LedgerEntry` row in the same transaction (see `storage.ledger`).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     Index,
@@ -134,6 +135,9 @@ class Member(SQLModel, table=True):
     balance: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     lifetime_earned: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     streak: int = Field(default=0)
+    # The last day (in the timezone of the pond used) the member checked in; `streak`
+    # counts the consecutive days ending there (see games/checkin.py).
+    last_checkin_day: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
     tier: str = Field(default="", max_length=16)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
@@ -181,3 +185,346 @@ class LedgerEntry(SQLModel, table=True):
     # The domain event that caused the change; a replay of that event finds this key taken.
     idem_key: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class TaskState(StrEnum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    missed = "missed"  # due while the bot was down, past its grace window
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class ScheduledTask(SQLModel, table=True):
+    """Something to do at a time: the database, not the timer library, is the source of
+    truth. A run claims its row with an atomic state change, so it runs once even if
+    two processes are started by mistake."""
+
+    __tablename__ = "scheduled_task"
+    __table_args__ = (Index("ix_scheduled_task_state_run_at", "state", "run_at"),)
+
+    key: str = Field(primary_key=True, max_length=200)
+    job: str = Field(max_length=64)
+    run_at: datetime = Field(sa_column=_ts())
+    payload: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    state: str = Field(default=TaskState.pending, max_length=16)
+    # Deadlines (closing a round, refunding a packet) run however late; posts only
+    # within `grace_seconds` of their time, else they are recorded as missed.
+    catch_up: bool = Field(default=True)
+    grace_seconds: int = Field(default=600)
+    cron: str | None = Field(default=None, max_length=120)
+    timezone: str | None = Field(default=None, max_length=64)
+    attempts: int = Field(default=0)
+    claimed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str = Field(default="", max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Checkin(SQLModel, table=True):
+    """One member's check-in for one day (shop-wide: one row per member and day)."""
+
+    __tablename__ = "checkin"
+    __table_args__ = (
+        UniqueConstraint("user_id", "day", name="uq_checkin_user_id_day"),
+        Index("ix_checkin_chat_id_day", "chat_id", "day"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))  # the pond used
+    day: date = Field(sa_column=Column(Date, nullable=False))
+    streak: int = Field(default=1)  # the streak this check-in reached
+    points: int = Field(default=0)  # base + streak bonus + milestone paid
+    makeup: bool = Field(default=False)  # a 补签 bought later (pays nothing)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class CheckinBoard(SQLModel, table=True):
+    """The pond's check-in board: the message the bot edits in place."""
+
+    __tablename__ = "checkin_board"
+
+    chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    # None while a post is on its way (the row claims the day's automatic post first).
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    day: date = Field(sa_column=Column(Date, nullable=False))  # local day it was posted
+    posted_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    posted_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class RedPacket(SQLModel, table=True):
+    """A red packet (红包) dropped in a pond. Its shares are decided at creation
+    (`RedPacketShare`); `taken` counts the grabbed ones and is the lock every grab takes.
+    `state` goes open → finished (all taken) or open → expired, never back."""
+
+    __tablename__ = "red_packet"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_red_packet_source_key"),
+        CheckConstraint("taken >= 0 AND taken <= shares", name="taken_in_range"),
+        CheckConstraint("total >= shares AND shares >= 1", name="share_at_least_one"),
+        Index("ix_red_packet_chat_id_state", "chat_id", "state"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Who sent it (None: an anonymous admin); members pay from their balance, the shop not.
+    funder_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    funder_name: str = Field(default="", max_length=128)
+    shop_funded: bool = Field(default=False)
+    total: int = Field(sa_column=Column(BigInteger, nullable=False))
+    shares: int
+    mode: str = Field(max_length=8)  # random | equal
+    password: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    taken: int = Field(default=0)
+    state: str = Field(default="open", max_length=16)
+    refunded: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    # The command message that created it: a redelivered command finds it taken.
+    source_key: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class RedPacketShare(SQLModel, table=True):
+    """One pre-computed share; `user_id` is set by the grab that takes it."""
+
+    __tablename__ = "red_packet_share"
+    __table_args__ = (
+        UniqueConstraint("packet_id", "user_id", name="uq_red_packet_share_packet_id_user_id"),
+    )
+
+    packet_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    user_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    grabbed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+# -- F4 guess the price, F5 votes, F9 invites (services in storage/guess.py,
+# storage/votes.py, storage/invites.py) ---------------------------------------------
+
+
+class GuessRound(SQLModel, table=True):
+    """A guess-the-price round. `price_cents` is secret until the round is closed."""
+
+    __tablename__ = "guess_round"
+    __table_args__ = (
+        # Set to chat_id while the round is open, NULL afterwards: one open round a pond.
+        UniqueConstraint("open_chat_id", name="uq_guess_round_open_chat_id"),
+        UniqueConstraint("source_key", name="uq_guess_round_source_key"),
+        Index("ix_guess_round_chat_id_id", "chat_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    open_chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    source_key: str = Field(max_length=64)  # the operator's command message
+    product: str = Field(max_length=255)
+    photo_file_id: str | None = Field(default=None, max_length=255)
+    price_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    prize: int = Field(sa_column=Column(BigInteger, nullable=False))
+    mode: str = Field(max_length=8)
+    max_attempts: int = Field(default=3)
+    max_winners: int = Field(default=1)
+    tolerance_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    state: str = Field(default="open", max_length=8)  # open | closed
+    guessers: int = Field(default=0)
+    winners: int = Field(default=0)  # hit mode: winner slots taken so far
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    opened_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    opened_at: datetime = Field(sa_column=_ts())
+    closes_at: datetime = Field(sa_column=_ts())
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    revealed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class PriceGuess(SQLModel, table=True):
+    """One attempt of one member in one round."""
+
+    __tablename__ = "price_guess"
+    __table_args__ = (
+        UniqueConstraint("round_id", "user_id", "attempt", name="uq_price_guess_round_id"),
+        UniqueConstraint("source_key", name="uq_price_guess_source_key"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    round_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    attempt: int = Field(default=1)
+    cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    won: bool = Field(default=False)
+    source_key: str = Field(max_length=64)  # the member's message (chat:message id)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Vote(SQLModel, table=True):
+    """A vote with inline buttons; the tally is counted from the ballots."""
+
+    __tablename__ = "vote"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_vote_source_key"),
+        Index("ix_vote_chat_id_id", "chat_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    source_key: str = Field(max_length=64)
+    question: str = Field(max_length=255)
+    options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    points: int = Field(default=0)  # participation points, paid once per member
+    state: str = Field(default="open", max_length=8)  # open | closed
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    opened_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    opened_at: datetime = Field(sa_column=_ts())
+    closes_at: datetime = Field(sa_column=_ts())
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    announced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class VoteBallot(SQLModel, table=True):
+    """A member's one ballot in a vote (changing the vote moves it)."""
+
+    __tablename__ = "vote_ballot"
+
+    vote_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    option: int = Field(default=0)
+    cast_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    changed_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class InviteLink(SQLModel, table=True):
+    """A member's personal invite link to one pond (created once, reused)."""
+
+    __tablename__ = "invite_link"
+    __table_args__ = (UniqueConstraint("link", name="uq_invite_link_link"),)
+
+    chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    link: str = Field(max_length=255)
+    name: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Referral(SQLModel, table=True):
+    """A newcomer who joined a pond through a member's link; credited once, after the
+    newcomer's first check-in."""
+
+    __tablename__ = "referral"
+    __table_args__ = (Index("ix_referral_referrer_id_chat_id", "referrer_id", "chat_id"),)
+
+    newcomer_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    referrer_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    joined_at: datetime = Field(sa_column=_ts())
+    credited_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class PromoState(StrEnum):
+    draft = "draft"  # previewed, waiting for its author's confirmation
+    scheduled = "scheduled"
+    sent = "sent"  # a one-off post that fired
+    cancelled = "cancelled"
+    discarded = "discarded"  # the preview was dismissed (or never confirmed)
+
+
+class PromoPost(SQLModel, table=True):
+    """A promotion post (大促预告) for one pond, or for every active pond (`chat_id`
+    None: a broadcast). Its schedule is the `scheduled_task` keyed `promo.post:<id>`."""
+
+    __tablename__ = "promo_post"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_promo_post_source_key"),
+        Index("ix_promo_post_state_chat_id", "state", "chat_id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # The operator (or, for an anonymous admin, the group itself) and where the preview is.
+    author_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    preview_chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    kind: str = Field(max_length=8)  # at | every
+    run_at: datetime = Field(sa_column=_ts())  # a one-off's time; a recurring post's first
+    cron: str | None = Field(default=None, sa_column=Column(String(120), nullable=True))
+    timezone: str = Field(max_length=64)
+    text: str = Field(sa_column=Column(String(4096), nullable=False))
+    photo_file_id: str | None = Field(default=None, sa_column=Column(String(255), nullable=True))
+    button_text: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    button_url: str | None = Field(default=None, sa_column=Column(String(1024), nullable=True))
+    pin: bool = Field(default=False)
+    state: str = Field(default=PromoState.draft, max_length=16)
+    # The command message: a redelivered command finds its draft already made.
+    source_key: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class DeliveryState(StrEnum):
+    pending = "pending"
+    sending = "sending"  # handed to the outbox; outcome not yet recorded
+    sent = "sent"
+    failed = "failed"  # Telegram refused the message (not a 403)
+    skipped = "skipped"  # the pond is inactive or answered 403
+    capped = "capped"  # a recurring post over the pond's frequency cap
+    unknown = "unknown"  # was `sending` when the process died: never sent again
+
+
+class BroadcastDelivery(SQLModel, table=True):
+    """One post occurrence in one pond: the progress of a broadcast, so a crash in the
+    middle resumes without sending any pond a second copy."""
+
+    __tablename__ = "broadcast_delivery"
+    __table_args__ = (
+        UniqueConstraint("post_id", "occurrence", "chat_id", name="uq_broadcast_delivery_post_id"),
+        Index("ix_broadcast_delivery_chat_id_occurrence", "chat_id", "occurrence"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    post_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    occurrence: datetime = Field(sa_column=_ts())  # when this firing was due
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    state: str = Field(default=DeliveryState.pending, max_length=16)
+    claim: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class SaleCampaign(SQLModel, table=True):
+    """A sale campaign (双十一, 618 …) of one pond, or of every pond (`scope` 0).
+    `phases` holds only the phase ranges changed from the defaults (games/campaign.py)."""
+
+    __tablename__ = "campaign"
+    __table_args__ = (UniqueConstraint("scope", "name", name="uq_campaign_scope"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    scope: int = Field(sa_column=Column(BigInteger, nullable=False))
+    name: str = Field(max_length=32)
+    sale_day: date = Field(sa_column=Column(Date, nullable=False))
+    phases: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+    created_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
