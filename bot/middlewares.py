@@ -20,6 +20,7 @@ from aiogram.utils.i18n import I18n, I18nMiddleware
 
 from bot.operators import SERVICE_USER_IDS
 from storage import repo
+from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database
 from storage.models import PondStatus
 
@@ -66,8 +67,10 @@ class TrackingMiddleware(BaseMiddleware):
         default_timezone: str,
         default_language: str,
         cache_size: int = 50_000,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.db = db
+        self.writer = writer or BatchWriter(db)
         self.default_timezone = default_timezone
         self.default_language = default_language
         self._names: _LRU = _LRU(cache_size)  # user_id -> UserInfo last written
@@ -94,26 +97,31 @@ class TrackingMiddleware(BaseMiddleware):
         new_name = person is not None and self._names.get(person.id) != person
         new_seat = person is not None and group and (chat.id, person.id) not in self._seen  # type: ignore[union-attr]
         pond = self._ponds.get(chat.id) if group else None  # type: ignore[union-attr]
-        if new_name or new_seat or (group and pond is None):
+        if group and pond is None:
+            assert chat is not None
             async with self.db.transaction() as session:
-                if group and pond is None:
-                    assert chat is not None
-                    await repo.upsert_pond(
-                        session,
-                        chat.id,
-                        title=chat.title or "",
-                        chat_type=chat.type,
-                        default_timezone=self.default_timezone,
-                        default_language=self.default_language,
-                    )
-                    row = await repo.get_pond(session, chat.id)
-                    assert row is not None
-                    pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
-                if person is not None and new_name:
-                    await repo.upsert_member(session, person)
-                if person is not None and new_seat:
-                    assert chat is not None
-                    await repo.touch_membership(session, chat.id, person.id)
+                await repo.upsert_pond(
+                    session,
+                    chat.id,
+                    title=chat.title or "",
+                    chat_type=chat.type,
+                    default_timezone=self.default_timezone,
+                    default_language=self.default_language,
+                )
+                row = await repo.get_pond(session, chat.id)
+                assert row is not None
+                pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
+        if new_name or new_seat or pond is not None:
+            if person is not None and (new_name or new_seat):
+                # Many people seen at once share one transaction (see storage.batch).
+                await self.writer.submit(
+                    SEEN,
+                    SeenRequest(
+                        person.id,
+                        person if new_name else None,
+                        chat.id if new_seat and chat is not None else None,
+                    ),
+                )
             if person is not None:
                 self._names.remember(person.id, person)
                 if group:

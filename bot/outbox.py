@@ -313,6 +313,15 @@ class Outbox:
     def is_forbidden(self, chat_id: int) -> bool:
         return chat_id in self._forbidden
 
+    def load(self, chat_id: ChatId) -> int:
+        """How busy a chat is: requests issued to it within the last group window (groups
+        only) plus those still queued. Lets a feature stay quiet in busy ponds."""
+        lane = self._lanes.get(chat_id)
+        if lane is None:
+            return 0
+        self._trim(lane.window, self._clock.monotonic(), self._limits.group_window)
+        return len(lane.window) + len(lane.items)  # an issued request is in the window
+
     # -- internals: queue ------------------------------------------------------------
 
     def _retarget(self, method: TelegramMethod[T]) -> TelegramMethod[T]:

@@ -25,11 +25,12 @@ concurrent first delivery of the very same event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -239,6 +240,103 @@ async def transfer(
         chat_id=chat_id, actor_id=actor_id, ref=ref, now=now,
     )
     return out, into
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """One credit for `award_many`; the fields mean what `award`'s arguments mean."""
+
+    user_id: int
+    amount: int
+    kind: LedgerKind
+    key: str
+    chat_id: int | None = None
+    actor_id: int | None = None
+    ref: str = ""
+
+
+async def award_many(
+    session: AsyncSession, awards: Sequence[Award], *, now: datetime | None = None
+) -> list[Movement]:
+    """Credit many awards in a few statements, with `award`'s guarantees: one entry and
+    the balance change together, once per key (a key used before, or twice in
+    `awards`, reports the first movement with `applied=False`). Raises `UnknownMember`.
+
+    The members' rows are read first — on PostgreSQL locked `FOR UPDATE`, in user id
+    order — so a concurrent first delivery of the same key has committed (and is found)
+    or waits for this transaction: no compensating update is ever needed here.
+    The movements of new entries carry `entry_id=None` (look the entry up by its key).
+    """
+    if not awards:
+        return []
+    for a in awards:
+        _check_amount(a.amount)
+    member = Member.__table__  # type: ignore[attr-defined]
+    entry = LedgerEntry.__table__  # type: ignore[attr-defined]
+    users = sorted({a.user_id for a in awards})
+    read = (
+        select(member.c.user_id, member.c.balance)
+        .where(member.c.user_id.in_(users))
+        .order_by(member.c.user_id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        read = read.with_for_update()
+    balances = {int(u): int(b) for u, b in (await session.execute(read)).all()}
+    keys = list({a.key: None for a in awards})
+    done: dict[str, Movement] = {
+        row.idem_key: Movement(False, row.user_id, row.delta, row.balance_after, row.id)
+        for row in (
+            await session.execute(
+                select(
+                    entry.c.id, entry.c.user_id, entry.c.delta, entry.c.balance_after,
+                    entry.c.idem_key,
+                ).where(entry.c.idem_key.in_(keys))
+            )
+        ).all()
+    }
+    created = now or utcnow()
+    rows: list[dict[str, Any]] = []
+    results: list[Movement] = []
+    gained: dict[int, int] = {}
+    for a in awards:
+        if a.key in done:
+            results.append(replace(done[a.key], applied=False))
+            continue
+        if a.user_id not in balances:
+            raise UnknownMember(a.user_id)
+        balances[a.user_id] += a.amount
+        gained[a.user_id] = gained.get(a.user_id, 0) + a.amount
+        rows.append(
+            {
+                "user_id": a.user_id,
+                "chat_id": a.chat_id,
+                "delta": a.amount,
+                "balance_after": balances[a.user_id],
+                "kind": str(a.kind),
+                "ref": a.ref[:255],
+                "actor_id": a.actor_id,
+                "idem_key": a.key,
+                "created_at": created,
+            }
+        )
+        movement = Movement(True, a.user_id, a.amount, balances[a.user_id], None)
+        done[a.key] = movement
+        results.append(movement)
+    if not rows:
+        return results
+    await session.execute(
+        update(member)
+        .where(member.c.user_id == bindparam("uid"))
+        .values(
+            balance=member.c.balance + bindparam("gain"),
+            lifetime_earned=member.c.lifetime_earned + bindparam("gain"),
+        ),
+        [{"uid": u, "gain": g} for u, g in gained.items()],
+    )
+    # A plain multi-row insert: asking for the new ids back in order would make SQLite
+    # insert row by row. Callers that need an entry's id look it up by its key.
+    await session.execute(insert(entry), rows)
+    return results
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,216 @@
+"""One writer task that merges many small writes into one transaction.
+
+A busy pond at 9:00 sends thousands of tiny writes (a member seen for the first time, a
+check-in). One transaction each means one `BEGIN IMMEDIATE … COMMIT` and a dozen thread
+hops each, one after the other. Instead, a caller `submit`s a request to a `BatchOp` and
+awaits its result; the writer takes everything queued so far, runs every op's requests
+in ONE unit of work (multi-row statements), commits, and resolves the futures.
+
+* Ops run in their `order` (member records before the check-ins that need them), and
+  requests of one op in the order they were submitted.
+* If a batch fails, its requests are retried one by one, each in its own unit of work,
+  so one bad request fails alone and the others still succeed.
+* The writer runs only while there is work: no task to start or stop. Results are
+  durable (committed) when the future resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.db import Database
+from storage.models import Member, Membership, utcnow
+from storage.repo import UserInfo
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+Req_contra = TypeVar("Req_contra", contravariant=True)
+Res_co = TypeVar("Res_co", covariant=True)
+
+
+class BatchOp(Protocol[Req_contra, Res_co]):
+    """A kind of write; `run` gets the requests of one batch and returns one result each."""
+
+    order: int
+
+    async def run(self, session: AsyncSession, requests: Sequence[Req_contra]) -> Sequence[Res_co]:
+        ...
+
+
+@dataclass(eq=False)
+class _Pending(Generic[Req, Res]):
+    op: BatchOp[Req, Res]
+    request: Req
+    future: asyncio.Future[Res]
+
+
+class BatchWriter:
+    def __init__(self, db: Database, *, max_batch: int = 2000) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: list[_Pending[Any, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions committed (for tests and benchmarks)
+        self.largest = 0
+
+    async def submit(self, op: BatchOp[Req, Res], request: Req) -> Res:
+        fut: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(op, request, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="batch-writer")
+        return await fut
+
+    async def idle(self) -> None:
+        """Wait until everything submitted so far is written."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                await self._write(batch)
+        finally:
+            self._task = None
+
+    @staticmethod
+    def _groups(batch: list[_Pending[Any, Any]]) -> list[list[_Pending[Any, Any]]]:
+        groups: dict[int, list[_Pending[Any, Any]]] = {}
+        for item in batch:
+            groups.setdefault(id(item.op), []).append(item)
+        return sorted(groups.values(), key=lambda g: g[0].op.order)
+
+    async def _write(self, batch: list[_Pending[Any, Any]]) -> None:
+        groups = self._groups(batch)
+        results: list[tuple[_Pending[Any, Any], Any]] = []
+        try:
+            async with self.db.transaction() as session:
+                for group in groups:
+                    out = await group[0].op.run(session, [p.request for p in group])
+                    results.extend(zip(group, out, strict=True))
+        except Exception as exc:
+            if len(batch) == 1:
+                self._settle(batch[0], exc=exc)
+                return
+            log.warning("a batch of %d writes failed (%r); writing them one by one", len(batch),
+                        exc)
+            for item in batch:
+                await self._write([item])
+            return
+        self.batches += 1
+        self.largest = max(self.largest, len(batch))
+        for item, result in results:
+            self._settle(item, result=result)
+
+    @staticmethod
+    def _settle(item: _Pending[Any, Any], *, result: Any = None, exc: BaseException | None = None
+                ) -> None:
+        if item.future.done():
+            return
+        if exc is not None:
+            item.future.set_exception(exc)
+        else:
+            item.future.set_result(result)
+
+
+# -- member tracking ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    """A person seen in a chat: refresh their names (`person`), and/or mark them present
+    in the pond (`chat_id`)."""
+
+    user_id: int
+    person: UserInfo | None = None
+    chat_id: int | None = None
+
+
+def _insert(session: AsyncSession, table: Table) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
+
+
+class SeenOp:
+    """`repo.upsert_member` and `repo.touch_membership` for many people at once."""
+
+    order = 0
+
+    async def run(self, session: AsyncSession, requests: Sequence[SeenRequest]) -> list[None]:
+        now = utcnow()
+        people: dict[int, UserInfo] = {}
+        seats: dict[tuple[int, int], None] = {}
+        for r in requests:
+            if r.person is not None:
+                people[r.user_id] = r.person  # the latest names win
+            if r.chat_id is not None:
+                seats[(r.chat_id, r.user_id)] = None
+        if people:
+            member = Member.__table__  # type: ignore[attr-defined]
+            stmt = _insert(session, member)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["user_id"],
+                set_={
+                    c: getattr(stmt.excluded, c)
+                    for c in ("username", "username_lower", "first_name", "last_name",
+                              "language_code", "updated_at")
+                },
+            )
+            await session.execute(stmt, [_member_row(p, now) for p in people.values()])
+        if seats:
+            membership = Membership.__table__  # type: ignore[attr-defined]
+            stmt = _insert(session, membership)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["chat_id", "user_id"],
+                set_={"last_seen_at": stmt.excluded.last_seen_at},
+            )
+            await session.execute(
+                stmt,
+                [
+                    {
+                        "chat_id": chat_id, "user_id": user_id, "status": "member",
+                        "first_seen_at": now, "last_seen_at": now, "joined_at": now,
+                        "left_at": None,
+                    }
+                    for chat_id, user_id in seats
+                ],
+            )
+        return [None] * len(requests)
+
+
+def _member_row(user: UserInfo, now: Any) -> dict[str, Any]:
+    username = user.username or None
+    return {
+        "user_id": user.id,
+        "username": username,
+        "username_lower": username.lower() if username else None,
+        "first_name": user.first_name[:128],
+        "last_name": (user.last_name or "")[:128],
+        "language_code": user.language_code,
+        "is_bot": user.is_bot,
+        "balance": 0,
+        "lifetime_earned": 0,
+        "streak": 0,
+        "tier": "",
+        "dm_linked": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+SEEN = SeenOp()
