@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
 from bot import texts
 from bot.messaging import reply
+from bot.middlewares import PondInfo
 from bot.outbox import Outbox
-from storage import repo
+from games.checkin import DEFAULT_TIMEZONE, local_day
+from storage import checkin, repo
 from storage.db import Database
+from storage.models import utcnow
 
 TOP_SIZE = 10
 
@@ -23,14 +30,22 @@ def setup() -> Router:
 
 
 async def points(
-    message: Message, db: Database, outbox: Outbox, person: repo.UserInfo | None
+    message: Message,
+    db: Database,
+    outbox: Outbox,
+    person: repo.UserInfo | None,
+    pond: PondInfo | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> None:
     if person is None:
         reply(outbox, message, texts.cannot_target_bot())
         return
+    today = local_day(clock(), pond.timezone if pond else DEFAULT_TIMEZONE)
     async with db.transaction(readonly=True) as session:
         member = await repo.get_member(session, person.id)
         rank = await repo.rank_of(session, person.id)
+        if member is not None:  # a streak with a missed day shows as 0
+            member = replace(member, streak=await checkin.streak_of(session, person.id, today))
     if member is None:
         reply(outbox, message, texts.no_points_yet(person.first_name))
     else:

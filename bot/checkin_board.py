@@ -1,0 +1,205 @@
+"""The pond's check-in board: one message, edited in place, paced.
+
+A busy morning brings hundreds of check-ins a minute, and Telegram allows a group 20
+messages a minute — edits included. So check-ins never answer one message each: they
+`touch` the pond's board, and the keeper refreshes it at most once per `interval`
+seconds (the first touch after a quiet spell refreshes at once). The board's content is
+read from the database at refresh time, so however many check-ins a refresh absorbs,
+it shows the latest count and names. The outbox coalesces whatever is still queued.
+
+When a pond has no board from today, the first check-in makes the keeper post one (once
+per pond and day: the post is claimed in the database first). An operator's `/board`
+always posts a fresh board, which replaces the stored one, and pins it if the bot may.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import date
+
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters.callback_data import CallbackData
+from aiogram.methods import EditMessageText, PinChatMessage, SendMessage
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.utils.i18n import I18n
+
+from bot.clock import Clock, SystemClock
+from bot.middlewares import PondInfo
+from bot.outbox import Outbox
+from bot.texts import checkin as texts
+from storage import checkin as store
+from storage.db import Database
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 6.0  # seconds between two edits of one board: ≤ 10 of the 20/min
+
+
+class CheckinButton(CallbackData, prefix="ci"):
+    """The board's 签到 button; carries the pond's chat id (checked against the chat the
+    button's message is in) and nothing else."""
+
+    chat_id: int
+
+
+def board_markup(chat_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(
+            text=texts.button(), callback_data=CheckinButton(chat_id=chat_id).pack()
+        )]]
+    )
+
+
+@dataclass(eq=False)
+class _Pond:
+    pond: PondInfo
+    today: date
+    dirty: bool = False
+    last: float = -math.inf
+    task: asyncio.Task[None] | None = None
+    posts: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class BoardKeeper:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        i18n: I18n,
+        *,
+        clock: Clock | None = None,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.i18n = i18n
+        self.clock: Clock = clock or SystemClock()
+        self.interval = interval
+        self._ponds: dict[int, _Pond] = {}
+        self.refreshes = 0  # boards rendered (for tests and benchmarks)
+
+    def _state(self, pond: PondInfo, today: date) -> _Pond:
+        st = self._ponds.get(pond.chat_id)
+        if st is None:
+            st = self._ponds[pond.chat_id] = _Pond(pond, today)
+        st.pond = pond
+        st.today = max(st.today, today)
+        return st
+
+    def touch(self, pond: PondInfo, today: date) -> None:
+        """Something changed in `pond` on `today`: refresh its board soon."""
+        st = self._state(pond, today)
+        st.dirty = True
+        if st.task is None:
+            st.task = asyncio.create_task(self._run(st), name=f"board-{pond.chat_id}")
+
+    def post(self, pond: PondInfo, today: date, *, by: int) -> None:
+        """An operator asked for a fresh board (posted in the background)."""
+        st = self._state(pond, today)
+        task = asyncio.create_task(self._post(st, by=by), name=f"board-post-{pond.chat_id}")
+        st.posts.add(task)
+        task.add_done_callback(st.posts.discard)
+
+    async def idle(self) -> None:
+        """Wait until no refresh or post is pending (tests, shutdown)."""
+        while True:
+            tasks = [t for st in self._ponds.values() for t in (st.task, *st.posts) if t]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        for st in self._ponds.values():
+            for task in (st.task, *st.posts):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _run(self, st: _Pond) -> None:
+        try:
+            while st.dirty:
+                wait = st.last + self.interval - self.clock.monotonic()
+                if wait > 0:
+                    await self.clock.sleep(wait)
+                st.dirty = False
+                st.last = self.clock.monotonic()
+                try:
+                    await self._refresh(st)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("refreshing the check-in board of %s failed", st.pond.chat_id)
+        finally:
+            st.task = None
+
+    async def _refresh(self, st: _Pond) -> None:
+        chat_id, today = st.pond.chat_id, st.today
+        async with self.db.transaction(readonly=True) as session:
+            view = await store.board_view(session, chat_id, today)
+        if view is None or view.day < today:
+            await self._post(st, by=None)
+            return
+        if view.message_id is None:
+            # A post is on its way; look again shortly so it ends up showing the latest.
+            st.dirty = True
+            await self.clock.sleep(0.1)
+            return
+        self.refreshes += 1
+        edit = EditMessageText(
+            chat_id=chat_id,
+            message_id=view.message_id,
+            text=self._render(st.pond, view),
+            reply_markup=self._markup(st.pond),
+        )
+        try:
+            await self.outbox.board(f"checkin-board:{chat_id}", edit)
+        except TelegramBadRequest as exc:
+            if "not found" in exc.message.lower():
+                log.info("the check-in board of %s is gone; posting a new one", chat_id)
+                await self._post(st, by=None, replace_gone=True)
+
+    def _render(self, pond: PondInfo, view: store.BoardView) -> str:
+        with self.i18n.context(), self.i18n.use_locale(pond.language):
+            return texts.board(view)
+
+    def _markup(self, pond: PondInfo) -> InlineKeyboardMarkup:
+        with self.i18n.context(), self.i18n.use_locale(pond.language):
+            return board_markup(pond.chat_id)
+
+    async def _post(self, st: _Pond, *, by: int | None, replace_gone: bool = False) -> None:
+        chat_id, today = st.pond.chat_id, st.today
+        now = utcnow()
+        async with self.db.transaction() as session:
+            claimed = await store.claim_board(
+                session, chat_id, today, posted_by=by, now=now, force=replace_gone
+            )
+            view = await store.board_view(session, chat_id, today) if claimed else None
+        if view is None:
+            return
+        self.refreshes += 1
+        sent = await self.outbox.send(
+            SendMessage(chat_id=chat_id, text=self._render(st.pond, view),
+                        reply_markup=self._markup(st.pond))
+        )
+        if not isinstance(sent, Message):
+            return  # the chat refused us (403): the outbox retires it
+        async with self.db.transaction() as session:
+            await store.board_posted(session, chat_id, sent.message_id)
+        st.last = self.clock.monotonic()
+        if by is not None:
+            # Pinning is a courtesy: without the right it fails, and that is fine.
+            pin = self.outbox.send(PinChatMessage(
+                chat_id=chat_id, message_id=sent.message_id, disable_notification=True
+            ))
+            with contextlib.suppress(Exception):
+                await pin
+        if st.dirty and st.task is None:
+            st.task = asyncio.create_task(self._run(st), name=f"board-{chat_id}")

@@ -1,0 +1,202 @@
+"""Daily check-in (签到): `/checkin`, the text 签到, the board's button; `/makeup`;
+`/board` (operators); `/top streak`.
+
+A check-in is one request to the batched writer (`storage.checkin.CheckinOp`): the day
+is the pond's calendar day, the member and the day make the idempotency keys, so a
+replayed update, a double click or twenty racing deliveries pay once.
+
+Feedback respects the group's 20 messages a minute: a button press gets a callback
+toast; a typed check-in shows on the board (refreshed in place, paced, by the
+`BoardKeeper`) and gets its own reply only while the pond is quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject, Filter
+from aiogram.methods import AnswerCallbackQuery
+from aiogram.types import CallbackQuery, Message
+
+from bot import texts as common_texts
+from bot.checkin_board import BoardKeeper, CheckinButton
+from bot.filters import IsOperator
+from bot.messaging import reply
+from bot.middlewares import PondInfo
+from bot.outbox import Outbox
+from bot.texts import checkin as texts
+from games.checkin import DEFAULT_TIMEZONE, local_day
+from games.parsing import fold
+from storage import checkin as store
+from storage import repo
+from storage.batch import BatchWriter
+from storage.db import Database
+
+# The bot answers a typed check-in directly only while fewer messages than this went to
+# the pond in the last minute (or are queued for it); otherwise the board says it.
+QUIET_BELOW = 3
+KEYWORD = "签到"
+TOP_SIZE = 10
+
+Clock = Callable[[], datetime]
+
+
+class IsCheckinText(Filter):
+    """The plain text 签到 (surrounding whitespace ignored)."""
+
+    async def __call__(self, message: Message) -> bool:
+        text = message.text
+        return text is not None and len(text) < 16 and fold(text) == KEYWORD
+
+
+class TopStreak(Filter):
+    async def __call__(self, message: Message, command: CommandObject) -> bool:
+        return (command.args or "").strip().lower() == "streak"
+
+
+def setup() -> Router:
+    router = Router(name="checkin")
+    router.message.register(checkin_message, Command("checkin"))
+    router.message.register(checkin_message, IsCheckinText())
+    router.callback_query.register(checkin_button, CheckinButton.filter())
+    router.message.register(makeup, Command("makeup"))
+    router.message.register(post_board, Command("board"), IsOperator())
+    router.message.register(refuse_board, Command("board"))
+    router.message.register(top_streak, Command("top"), TopStreak())
+    return router
+
+
+def _today(pond: PondInfo, clock: Clock) -> tuple[datetime, date]:
+    now = clock()
+    return now, local_day(now, pond.timezone)
+
+
+async def checkin_message(
+    message: Message,
+    pond: PondInfo | None,
+    person: repo.UserInfo | None,
+    writer: BatchWriter,
+    boards: BoardKeeper,
+    outbox: Outbox,
+    clock: Clock,
+) -> None:
+    if pond is None:
+        reply(outbox, message, texts.groups_only())
+        return
+    if person is None:
+        return  # anonymous admins and channels hold no points
+    now, today = _today(pond, clock)
+    result = await writer.submit(
+        store.CHECKIN_OP, store.CheckinRequest(person.id, pond.chat_id, today, now)
+    )
+    quiet = outbox.load(pond.chat_id) < QUIET_BELOW
+    boards.touch(pond, today)
+    if not quiet:
+        return  # the board shows it
+    name = f"{person.first_name} {person.last_name}".strip() or str(person.id)
+    if result.reward is not None:
+        reply(outbox, message, texts.done(name, result.reward, result.rank, result.balance))
+    else:
+        reply(outbox, message, texts.already(name, result.streak))
+
+
+async def checkin_button(
+    query: CallbackQuery,
+    callback_data: CheckinButton,
+    pond: PondInfo | None,
+    person: repo.UserInfo | None,
+    writer: BatchWriter,
+    boards: BoardKeeper,
+    outbox: Outbox,
+    clock: Clock,
+) -> None:
+    chat = query.message.chat if query.message is not None else None
+    if chat is None or pond is None or chat.id != callback_data.chat_id:
+        await outbox.answer(AnswerCallbackQuery(
+            callback_query_id=query.id, text=texts.button_not_here(), show_alert=True
+        ))
+        return
+    if person is None:
+        await outbox.answer(AnswerCallbackQuery(
+            callback_query_id=query.id, text=texts.members_only()
+        ))
+        return
+    now, today = _today(pond, clock)
+    result = await writer.submit(
+        store.CHECKIN_OP, store.CheckinRequest(person.id, pond.chat_id, today, now)
+    )
+    text = (
+        texts.toast(result.reward, result.rank)
+        if result.reward is not None
+        else texts.toast_already(result.streak)
+    )
+    await outbox.answer(AnswerCallbackQuery(callback_query_id=query.id, text=text))
+    if result.reward is not None:
+        boards.touch(pond, today)
+
+
+async def makeup(
+    message: Message,
+    pond: PondInfo | None,
+    person: repo.UserInfo | None,
+    db: Database,
+    outbox: Outbox,
+    clock: Clock,
+) -> None:
+    if pond is None:
+        reply(outbox, message, texts.groups_only())
+        return
+    if person is None:
+        return
+    now, today = _today(pond, clock)
+    outcome: str
+    async with db.transaction() as session:
+        settings = await repo.pond_settings(session, pond.chat_id)
+        try:
+            done = await store.makeup(
+                session,
+                user_id=person.id,
+                chat_id=pond.chat_id,
+                today=today,
+                timezone=pond.timezone,
+                cost=settings.checkin_makeup_cost,
+                window=settings.checkin_makeup_window_days,
+                every_days=settings.checkin_makeup_every_days,
+                now=now,
+            )
+        except store.MakeupError as exc:
+            outcome = texts.makeup_refused(
+                exc.code, cost=settings.checkin_makeup_cost, balance=exc.balance,
+                every_days=settings.checkin_makeup_every_days,
+            )
+        else:
+            name = f"{person.first_name} {person.last_name}".strip() or str(person.id)
+            outcome = texts.makeup_done(name, done.day, done.cost, done.streak, done.balance)
+    reply(outbox, message, outcome)
+
+
+async def post_board(
+    message: Message, pond: PondInfo | None, boards: BoardKeeper, outbox: Outbox, clock: Clock
+) -> None:
+    if pond is None:
+        reply(outbox, message, texts.groups_only())
+        return
+    _, today = _today(pond, clock)
+    actor = message.sender_chat or message.from_user
+    boards.post(pond, today, by=actor.id if actor is not None else 0)
+
+
+async def refuse_board(message: Message, outbox: Outbox) -> None:
+    reply(outbox, message, common_texts.operators_only())
+
+
+async def top_streak(
+    message: Message, pond: PondInfo | None, db: Database, outbox: Outbox, clock: Clock
+) -> None:
+    now = clock()
+    today = local_day(now, pond.timezone if pond is not None else DEFAULT_TIMEZONE)
+    async with db.transaction(readonly=True) as session:
+        rows = await store.top_streaks(session, today, TOP_SIZE)
+    reply(outbox, message, texts.top_streaks(rows))
