@@ -1,0 +1,188 @@
+"""What the red packets (抢红包) say. Names and passwords pass `html.quote` once, here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from aiogram import html
+from aiogram.utils.i18n import gettext as _
+
+from games.red_packet import PacketState, Refusal, SplitMode, luckiest
+from storage.red_packets import PacketCard
+
+RESULT_LINES = 40  # grabbers listed by name; the rest are counted (keeps far below 4096)
+NAME_CHARS = 24
+
+
+def _name(name: str) -> str:
+    name = name.strip() or "?"
+    if len(name) > NAME_CHARS:
+        name = name[: NAME_CHARS - 1] + "…"
+    return html.quote(name)
+
+
+def usage() -> str:
+    return html.quote(_(
+        "Usage: /redpacket <total> <shares> [random|equal] [pwd=<password>] [for=<duration>]"
+        " — e.g. /redpacket 100 5, or /redpacket 50 5 equal pwd=hello for=2h"
+    ))
+
+
+def parse_error(code: str, *, max_total: int, max_shares: int, max_expiry_hours: int) -> str:
+    messages = {
+        "not_a_number": _("⚠️ Points and shares must be whole numbers, like 100 5."),
+        "not_positive": _("⚠️ Points and shares must be positive whole numbers."),
+        "too_large": _("⚠️ At most {max} points per red packet in this pond.").format(
+            max=max_total
+        ),
+        "total_too_large": _("⚠️ At most {max} points per red packet in this pond.").format(
+            max=max_total
+        ),
+        "too_many_shares": _("⚠️ At most {max} shares per red packet in this pond.").format(
+            max=max_shares
+        ),
+        "share_below_one": _("⚠️ Every share needs at least 1 point: total ≥ shares."),
+        "bad_password": _("⚠️ The password can't be empty or start with /."),
+        "password_too_long": _("⚠️ The password is too long (32 characters at most)."),
+        "bad_duration": _("⚠️ Durations look like 30s, 10m, 2h or 1d."),
+        "expiry_too_long": _("⚠️ A red packet lasts {hours} hours at most.").format(
+            hours=max_expiry_hours
+        ),
+    }
+    head = messages.get(code)
+    return f"{head}\n{usage()}" if head else f"⚠️ {usage()}"
+
+
+def groups_only() -> str:
+    return _("🧧 Red packets are sent in a pond (a group chat), not here.")
+
+
+def members_may_not_send() -> str:
+    return _("⛔ In this pond only the operators send red packets.")
+
+
+def not_a_member() -> str:
+    return _("⚠️ Bots, channels and anonymous senders can't send red packets.")
+
+
+def insufficient(balance: int, total: int) -> str:
+    return _(
+        "⚠️ You have {balance} points: a red packet of {total} points is paid from your own "
+        "balance."
+    ).format(balance=balance, total=total)
+
+
+def button() -> str:
+    return _("🧧 Grab")
+
+
+def _mode(mode: str) -> str:
+    return _("lucky draw") if mode == SplitMode.random else _("equal shares")
+
+
+def _header(card: PacketCard) -> list[str]:
+    if card.shop_funded:
+        head = _("🧧 <b>A red packet from the shop</b> ({name}): <b>{total}</b> points, "
+                 "{shares} shares, {mode}")
+    else:
+        head = _("🧧 <b>{name}</b> sent a red packet: <b>{total}</b> points, {shares} shares, "
+                 "{mode}")
+    lines = [
+        head.format(
+            name=_name(card.funder_name), total=card.total, shares=card.shares,
+            mode=_mode(card.mode),
+        )
+    ]
+    if card.password is not None:
+        lines.append(
+            _("🔑 Password: <code>{password}</code> — type it in this group to grab").format(
+                password=html.quote(card.password)
+            )
+        )
+    return lines
+
+
+def _local(at: datetime, timezone: str) -> str:
+    try:
+        zone = ZoneInfo(timezone)
+    except Exception:  # an unknown zone name must not break the post
+        zone = ZoneInfo("UTC")
+    return at.astimezone(zone).strftime("%m-%d %H:%M")
+
+
+def post(card: PacketCard, timezone: str) -> str:
+    """The packet's message while it is open (also its progress edits)."""
+    lines = _header(card)
+    lines.append(
+        _("Grabbed {taken}/{shares} · open until {until}").format(
+            taken=card.taken, shares=card.shares, until=_local(card.expires_at, timezone)
+        )
+    )
+    return "\n".join(lines)
+
+
+def result(card: PacketCard) -> str:
+    """The packet's message once it is closed: who got what, and the luckiest."""
+    lines = _header(card)
+    if card.state is PacketState.finished:
+        lines.append(_("✅ All {shares} shares grabbed.").format(shares=card.shares))
+    else:
+        lines.append(
+            _("⌛ Ended: {taken}/{shares} shares grabbed.").format(
+                taken=card.taken, shares=card.shares
+            )
+        )
+        if card.refunded:
+            lines.append(
+                _("↩️ {points} unclaimed points went back to {name}.").format(
+                    points=card.refunded, name=_name(card.funder_name)
+                )
+            )
+    best = luckiest([(g.seq, g.amount) for g in card.grabs]) if card.mode == "random" else None
+    if card.grabs:
+        lines.append("")
+    for g in card.grabs[:RESULT_LINES]:
+        crown = " 👑" if g.seq == best else ""
+        lines.append(f"{_name(g.name)} — {g.amount}{crown}")
+    hidden = len(card.grabs) - RESULT_LINES
+    if hidden > 0:
+        lines.append(_("… and {count} more").format(count=hidden))
+    if best is not None and card.state is PacketState.finished:
+        top = next(g for g in card.grabs if g.seq == best)
+        lines.append("")
+        lines.append(
+            _("🏆 Luckiest: {name}, {points} points").format(
+                name=_name(top.name), points=top.amount
+            )
+        )
+    return "\n".join(lines)
+
+
+def grabbed(amount: int) -> str:
+    return _("🎉 You grabbed {points} points!").format(points=amount)
+
+
+def grabbed_by_password(name: str, amount: int) -> str:
+    return _("🧧 {name} grabbed {points} points").format(name=_name(name), points=amount)
+
+
+def refused(why: Refusal, password: str | None = None) -> str:
+    """A toast (answerCallbackQuery: 200 characters at most)."""
+    if why is Refusal.already:
+        return _("You already grabbed this red packet.")
+    if why is Refusal.gone:
+        return _("All gone — every share has been grabbed.")
+    if why is Refusal.expired:
+        return _("This red packet has expired.")
+    if why is Refusal.own_packet:
+        return _("You can't grab your own red packet.")
+    if why is Refusal.needs_password:
+        if password:
+            return _("🔑 Type the password in the group to grab: {password}").format(
+                password=password
+            )
+        return _("🔑 Type the password in the group to grab.")
+    if why is Refusal.not_member:
+        return _("Only members can grab red packets.")
+    return _("This red packet is not for you.")

@@ -1,0 +1,210 @@
+"""Red packets (抢红包): the command's arguments, the split, who may grab. Pure functions.
+
+The split is decided when the packet is created, not at grab time: the shares are a
+pre-computed list stored with the packet, and a grab takes the next one in order. Grabs
+are then a single guarded update (no arithmetic under the lock), the sum is exact by
+construction, and because the list is shuffled with the injected `random.Random`, every
+grab position has the same expected amount — early grabbers have no edge.
+
+* `random`: WeChat-style "double average" — each share is uniform in
+  [1, 2 × remaining / remaining_shares], capped so that every later share can still get
+  1 point; the last share takes the remainder.
+* `equal`: total // shares each; the remainder adds one point to each of the first shares.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from games.parsing import ParseError, fold, parse_duration, parse_points
+
+MAX_PASSWORD = 32  # characters, after folding
+
+
+class SplitMode(StrEnum):
+    random = "random"
+    equal = "equal"
+
+
+def split_random(total: int, shares: int, rng: random.Random) -> list[int]:
+    """Double-average split, shuffled: sums to `total`, every share >= 1."""
+    _check_split(total, shares)
+    amounts: list[int] = []
+    remaining, left = total, shares
+    while left > 1:
+        upper = min(2 * remaining // left, remaining - (left - 1))
+        amount = rng.randint(1, max(1, upper))
+        amounts.append(amount)
+        remaining -= amount
+        left -= 1
+    amounts.append(remaining)
+    rng.shuffle(amounts)
+    return amounts
+
+
+def split_equal(total: int, shares: int) -> list[int]:
+    """total // shares each; the first `total % shares` shares get one point more."""
+    _check_split(total, shares)
+    base, extra = divmod(total, shares)
+    return [base + 1 if i < extra else base for i in range(shares)]
+
+
+def split(total: int, shares: int, mode: SplitMode, rng: random.Random) -> list[int]:
+    if mode is SplitMode.equal:
+        return split_equal(total, shares)
+    return split_random(total, shares, rng)
+
+
+def _check_split(total: int, shares: int) -> None:
+    if shares < 1:
+        raise ValueError("a packet has at least one share")
+    if total < shares:
+        raise ValueError("every share needs at least 1 point")
+
+
+def luckiest(grabs: Sequence[tuple[int, int]]) -> int | None:
+    """The seq of the largest share among `(seq, amount)` grabs; ties go to the
+    earliest grab. None when nobody grabbed."""
+    best: tuple[int, int] | None = None
+    for seq, amount in grabs:
+        if best is None or amount > best[1] or (amount == best[1] and seq < best[0]):
+            best = (seq, amount)
+    return None if best is None else best[0]
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PacketLimits:
+    """A pond's bounds (from `PondSettings`)."""
+
+    max_total: int
+    max_shares: int
+    default_expiry: timedelta
+    max_expiry: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class PacketArgs:
+    total: int
+    shares: int
+    mode: SplitMode
+    password: str | None
+    expiry: timedelta
+
+
+def normalize_password(text: str) -> str:
+    """How typed text is compared with a packet's password: folded, case-insensitive,
+    inner whitespace collapsed."""
+    return " ".join(fold(text).casefold().split())
+
+
+def parse_packet(args: str | None, limits: PacketLimits) -> PacketArgs:
+    """`<total> <shares> [random|equal] [pwd=<口令>] [for=<duration>]`."""
+    parts = fold(args or "").split()
+    if len(parts) < 2:
+        raise ParseError("usage")
+    total = parse_points(parts[0], maximum=10**12)
+    shares = parse_points(parts[1], maximum=10**12)
+    if total > limits.max_total:
+        raise ParseError("total_too_large")
+    if shares > limits.max_shares:
+        raise ParseError("too_many_shares")
+    if total < shares:
+        raise ParseError("share_below_one")
+    mode: SplitMode | None = None
+    password: str | None = None
+    expiry: timedelta | None = None
+    for part in parts[2:]:
+        key, eq, value = part.partition("=")
+        key = key.lower()
+        if not eq and key in ("random", "equal") and mode is None:
+            mode = SplitMode(key)
+        elif eq and key in ("pwd", "口令") and password is None:
+            password = normalize_password(value)
+            if not password or password.startswith("/"):
+                raise ParseError("bad_password")
+            if len(password) > MAX_PASSWORD:
+                raise ParseError("password_too_long")
+        elif eq and key == "for" and expiry is None:
+            try:
+                expiry = parse_duration(value, maximum=limits.max_expiry)
+            except ParseError as exc:
+                raise ParseError(
+                    "expiry_too_long" if exc.code == "too_large" else "bad_duration"
+                ) from exc
+        else:
+            raise ParseError("usage")
+    return PacketArgs(
+        total=total,
+        shares=shares,
+        mode=mode or SplitMode.random,
+        password=password,
+        expiry=expiry or min(limits.default_expiry, limits.max_expiry),
+    )
+
+
+# -- grabbing ------------------------------------------------------------------------
+
+
+class PacketState(StrEnum):
+    open = "open"
+    finished = "finished"  # every share taken
+    expired = "expired"  # time ran out; a member's unclaimed points went back
+
+
+class Refusal(StrEnum):
+    """Why a grab changed nothing (each has its own toast)."""
+
+    unknown = "unknown"  # forged or stale packet id
+    wrong_chat = "wrong_chat"  # the button's message is not in the packet's chat
+    own_packet = "own_packet"
+    needs_password = "needs_password"
+    already = "already"
+    gone = "gone"  # every share taken
+    expired = "expired"
+    not_member = "not_member"  # bots, anonymous admins, channels
+
+
+@dataclass(frozen=True, slots=True)
+class PacketView:
+    """What a grab needs to know about a packet."""
+
+    chat_id: int
+    funder_id: int | None
+    state: PacketState
+    expires_at: datetime
+    has_password: bool
+
+
+def refusal(
+    packet: PacketView | None,
+    *,
+    user_id: int,
+    chat_id: int,
+    now: datetime,
+    by_password: bool,
+    already: bool,
+) -> Refusal | None:
+    """Why `user_id` may not grab now (None: they may). Order matters: a closed
+    packet says so before anything personal."""
+    if packet is None:
+        return Refusal.unknown
+    if packet.chat_id != chat_id:
+        return Refusal.wrong_chat
+    if already:
+        return Refusal.already
+    if packet.state is PacketState.finished:
+        return Refusal.gone
+    if packet.state is PacketState.expired or now >= packet.expires_at:
+        return Refusal.expired
+    if packet.funder_id == user_id:
+        return Refusal.own_packet
+    if packet.has_password and not by_password:
+        return Refusal.needs_password
+    return None

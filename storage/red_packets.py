@@ -1,0 +1,452 @@
+"""Red packets in the database: create (and fund), grab, expire (and refund), show.
+
+Plain functions over the caller's unit of work; none of them commits.
+
+A grab is one short write transaction: read the packet (and whether this member already
+has a share), decide with `games.red_packet.refusal`, then
+
+    UPDATE red_packet SET taken = taken + 1, state = … WHERE id = :p AND state = 'open'
+        AND taken < shares AND expires_at > :now RETURNING taken
+    UPDATE red_packet_share SET user_id = :u … WHERE packet_id = :p AND seq = :taken
+        AND user_id IS NULL RETURNING amount
+
+plus the ledger credit. The counter update is the packet's lock: on SQLite every write
+transaction is serialized anyway (BEGIN IMMEDIATE); on PostgreSQL concurrent grabs of one
+packet queue on that row and each re-checks `taken < shares` once it gets it, so the
+n-th grab takes exactly share n and no grab ever needs a retry. The same SQL runs on both
+(no `SKIP LOCKED`). The unique (packet_id, user_id) is the last guard: two concurrent
+grabs by one member on PostgreSQL make the second fail with an IntegrityError, which the
+caller reports as "already grabbed" after the rollback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from games.red_packet import PacketArgs, PacketState, PacketView, Refusal, refusal
+from storage import ledger, repo
+from storage.models import LedgerKind, Member, RedPacket, RedPacketShare
+
+_packet = RedPacket.__table__  # type: ignore[attr-defined]
+_share = RedPacketShare.__table__  # type: ignore[attr-defined]
+
+
+def fund_key(packet_id: int) -> str:
+    return f"rp:{packet_id}:fund"
+
+
+def grab_key(packet_id: int, user_id: int) -> str:
+    return f"rp:{packet_id}:grab:{user_id}"
+
+
+def refund_key(packet_id: int) -> str:
+    return f"rp:{packet_id}:refund"
+
+
+def expiry_task_key(packet_id: int) -> str:
+    return f"rp:{packet_id}:expire"
+
+
+@dataclass(frozen=True, slots=True)
+class GrabLine:
+    seq: int
+    user_id: int
+    name: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class PacketCard:
+    """Everything the packet's message shows."""
+
+    id: int
+    chat_id: int
+    message_id: int | None
+    funder_id: int | None
+    funder_name: str
+    shop_funded: bool
+    total: int
+    shares: int
+    mode: str
+    password: str | None
+    taken: int
+    state: PacketState
+    refunded: int
+    expires_at: datetime
+    grabs: tuple[GrabLine, ...] = field(default=())
+
+    @property
+    def closed(self) -> bool:
+        return self.state is not PacketState.open
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    card: PacketCard
+    applied: bool  # False: the command was delivered before and made this packet then
+
+
+@dataclass(frozen=True, slots=True)
+class Grab:
+    """What a grab did: `amount` points, or why nothing (`refused`).
+
+    `card` is the packet as this grab left it (None for an unknown id or another
+    chat's button); `closed` is set when the packet is closed for good — finished, or
+    past its time (even before the expiry job has recorded it)."""
+
+    packet_id: int
+    refused: Refusal | None
+    amount: int | None = None
+    card: PacketCard | None = None
+    closed: PacketState | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.refused is None and self.closed is PacketState.finished
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
+
+
+def _card(row: Any, grabs: Sequence[GrabLine] = ()) -> PacketCard:
+    return PacketCard(
+        id=int(row.id),
+        chat_id=int(row.chat_id),
+        message_id=None if row.message_id is None else int(row.message_id),
+        funder_id=None if row.funder_id is None else int(row.funder_id),
+        funder_name=row.funder_name,
+        shop_funded=bool(row.shop_funded),
+        total=int(row.total),
+        shares=int(row.shares),
+        mode=row.mode,
+        password=row.password,
+        taken=int(row.taken),
+        state=PacketState(row.state),
+        refunded=int(row.refunded),
+        expires_at=row.expires_at,
+        grabs=tuple(grabs),
+    )
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    funder: repo.UserInfo | None,
+    funder_name: str,
+    shop_funded: bool,
+    args: PacketArgs,
+    amounts: Sequence[int],
+    source_key: str,
+    now: datetime,
+) -> Created:
+    """Record a packet and its shares; a member's packet is paid from their balance
+    (raises `ledger.InsufficientPoints`, and the caller's unit of work rolls back)."""
+    if sum(amounts) != args.total or len(amounts) != args.shares or min(amounts) < 1:
+        raise ValueError("shares must be >= 1 each and sum to the total")
+    packet_id = await session.scalar(
+        _insert(session, _packet)
+        .values(
+            chat_id=chat_id,
+            funder_id=funder.id if funder else None,
+            funder_name=funder_name[:128],
+            shop_funded=shop_funded,
+            total=args.total,
+            shares=args.shares,
+            mode=str(args.mode),
+            password=args.password,
+            taken=0,
+            state=str(PacketState.open),
+            refunded=0,
+            source_key=source_key,
+            created_at=now,
+            expires_at=now + args.expiry,
+        )
+        .on_conflict_do_nothing(index_elements=["source_key"])
+        .returning(_packet.c.id)
+    )
+    if packet_id is None:
+        row = (
+            await session.execute(select(_packet).where(_packet.c.source_key == source_key))
+        ).one()
+        return Created(_card(row), applied=False)
+    packet_id = int(packet_id)
+    await session.execute(
+        insert(_share),
+        [{"packet_id": packet_id, "seq": i, "amount": a} for i, a in enumerate(amounts, 1)],
+    )
+    if not shop_funded:
+        if funder is None:
+            raise ValueError("a member's packet needs the member")
+        await repo.upsert_member(session, funder, now)
+        await ledger.spend(
+            session,
+            user_id=funder.id,
+            amount=args.total,
+            kind=LedgerKind.red_packet,
+            key=fund_key(packet_id),
+            chat_id=chat_id,
+            actor_id=funder.id,
+            ref=f"red packet {packet_id}",
+            now=now,
+        )
+    card = await get_card(session, packet_id)
+    assert card is not None
+    return Created(card, applied=True)
+
+
+async def set_message(session: AsyncSession, packet_id: int, message_id: int) -> None:
+    await session.execute(
+        update(_packet)
+        .where(_packet.c.id == packet_id, _packet.c.message_id.is_(None))
+        .values(message_id=message_id)
+    )
+
+
+async def get_card(
+    session: AsyncSession, packet_id: int, *, with_grabs: bool = False
+) -> PacketCard | None:
+    row = (await session.execute(select(_packet).where(_packet.c.id == packet_id))).first()
+    if row is None:
+        return None
+    grabs: list[GrabLine] = []
+    if with_grabs:
+        member = Member.__table__  # type: ignore[attr-defined]
+        rows = (
+            await session.execute(
+                select(
+                    _share.c.seq,
+                    _share.c.user_id,
+                    _share.c.amount,
+                    member.c.first_name,
+                    member.c.last_name,
+                    member.c.username,
+                )
+                .select_from(_share.outerjoin(member, member.c.user_id == _share.c.user_id))
+                .where(_share.c.packet_id == packet_id, _share.c.user_id.is_not(None))
+                .order_by(_share.c.seq)  # seq is the grab order
+            )
+        ).all()
+        for r in rows:
+            name = f"{r.first_name or ''} {r.last_name or ''}".strip()
+            name = name or (f"@{r.username}" if r.username else str(r.user_id))
+            grabs.append(GrabLine(int(r.seq), int(r.user_id), name, int(r.amount)))
+    return _card(row, grabs)
+
+
+async def grab(
+    session: AsyncSession,
+    *,
+    packet_id: int,
+    user: repo.UserInfo,
+    chat_id: int,
+    message_id: int | None,
+    by_password: bool,
+    now: datetime,
+) -> Grab:
+    """Take the next share of an open packet for `user` (see the module docstring).
+    `message_id` is the message whose button was pressed (None: typed password)."""
+    mine = (
+        select(_share.c.amount)
+        .where(_share.c.packet_id == packet_id, _share.c.user_id == user.id)
+        .scalar_subquery()
+    )
+    row = (
+        await session.execute(select(_packet, mine.label("mine")).where(_packet.c.id == packet_id))
+    ).first()
+    if row is None:
+        return Grab(packet_id, Refusal.unknown)
+    card = _card(row)
+    if card.chat_id != chat_id or (
+        message_id is not None and card.message_id is not None and card.message_id != message_id
+    ):
+        return Grab(packet_id, Refusal.wrong_chat)  # a button on another chat's message
+    view = PacketView(
+        chat_id=card.chat_id,
+        funder_id=card.funder_id,
+        state=card.state,
+        expires_at=card.expires_at,
+        has_password=card.password is not None,
+    )
+    closed = card.state if card.closed else (
+        PacketState.expired if now >= card.expires_at else None
+    )
+    why = refusal(
+        view,
+        user_id=user.id,
+        chat_id=chat_id,
+        now=now,
+        by_password=by_password,
+        already=row.mine is not None,
+    )
+    if why is not None:
+        return Grab(packet_id, why, card=card, closed=closed)
+    if card.message_id is None and message_id is not None:
+        await set_message(session, packet_id, message_id)  # the post's id was not stored yet
+        card = replace(card, message_id=message_id)
+
+    finishing = _packet.c.taken + 1 >= _packet.c.shares
+    taken = await session.scalar(
+        update(_packet)
+        .where(
+            _packet.c.id == packet_id,
+            _packet.c.state == str(PacketState.open),
+            _packet.c.taken < _packet.c.shares,
+            _packet.c.expires_at > now,
+        )
+        .values(
+            taken=_packet.c.taken + 1,
+            state=case((finishing, str(PacketState.finished)), else_=_packet.c.state),
+            closed_at=case((finishing, now), else_=_packet.c.closed_at),
+        )
+        .returning(_packet.c.taken)
+    )
+    if taken is None:  # closed since we looked (PostgreSQL: while we waited for the row)
+        fresh = await get_card(session, packet_id)
+        assert fresh is not None
+        gone = fresh.state is PacketState.finished
+        return Grab(
+            packet_id,
+            Refusal.gone if gone else Refusal.expired,
+            card=fresh,
+            closed=PacketState.finished if gone else PacketState.expired,
+        )
+    taken = int(taken)
+    amount = await session.scalar(
+        update(_share)
+        .where(
+            _share.c.packet_id == packet_id,
+            _share.c.seq == taken,
+            _share.c.user_id.is_(None),
+        )
+        .values(user_id=user.id, grabbed_at=now)
+        .returning(_share.c.amount)
+    )
+    if amount is None:  # pragma: no cover - `taken` and the shares move together
+        raise RuntimeError(f"red packet {packet_id}: share {taken} missing or taken")
+    amount = int(amount)
+    await _credit(session, user, amount, packet_id, chat_id, now)
+    finished = taken >= card.shares
+    state = PacketState.finished if finished else PacketState.open
+    return Grab(
+        packet_id,
+        None,
+        amount=amount,
+        card=replace(card, taken=taken, state=state),
+        closed=PacketState.finished if finished else None,
+    )
+
+
+async def _credit(
+    session: AsyncSession,
+    user: repo.UserInfo,
+    amount: int,
+    packet_id: int,
+    chat_id: int,
+    now: datetime,
+) -> None:
+    kw: dict[str, Any] = {
+        "user_id": user.id,
+        "amount": amount,
+        "kind": LedgerKind.red_packet,
+        "key": grab_key(packet_id, user.id),
+        "chat_id": chat_id,
+        "ref": f"red packet {packet_id}",
+        "now": now,
+    }
+    try:
+        await ledger.award(session, **kw)
+    except ledger.UnknownMember:
+        # Not recorded yet (no statement failed, so the transaction carries on).
+        await repo.upsert_member(session, user, now)
+        await ledger.award(session, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    card: PacketCard
+    applied: bool  # False: it had been closed before (finished, or expired by an earlier run)
+
+
+async def expire(session: AsyncSession, packet_id: int, *, now: datetime) -> Expired | None:
+    """Close an open packet whose time is up; a member's unclaimed points go back to
+    them, once (ledger key `rp:<id>:refund`). Safe to run any number of times."""
+    closed = await session.scalar(
+        update(_packet)
+        .where(
+            _packet.c.id == packet_id,
+            _packet.c.state == str(PacketState.open),
+            _packet.c.expires_at <= now,
+        )
+        .values(state=str(PacketState.expired), closed_at=now)
+        .returning(_packet.c.id)
+    )
+    applied = closed is not None
+    if applied:
+        row = (await session.execute(select(_packet).where(_packet.c.id == packet_id))).one()
+        unclaimed = int(
+            await session.scalar(
+                select(func.coalesce(func.sum(_share.c.amount), 0)).where(
+                    _share.c.packet_id == packet_id, _share.c.user_id.is_(None)
+                )
+            )
+            or 0
+        )
+        if unclaimed and not row.shop_funded and row.funder_id is not None:
+            await ledger.award(
+                session,
+                user_id=int(row.funder_id),
+                amount=unclaimed,
+                kind=LedgerKind.red_packet_refund,
+                key=refund_key(packet_id),
+                chat_id=int(row.chat_id),
+                ref=f"red packet {packet_id}",
+                now=now,
+            )
+            await session.execute(
+                update(_packet).where(_packet.c.id == packet_id).values(refunded=unclaimed)
+            )
+    card = await get_card(session, packet_id, with_grabs=True)
+    return None if card is None else Expired(card, applied)
+
+
+async def open_passwords(session: AsyncSession, chat_id: int, now: datetime) -> dict[str, int]:
+    """Password → packet id of the pond's open password packets (the oldest first wins)."""
+    rows = (
+        await session.execute(
+            select(_packet.c.id, _packet.c.password)
+            .where(
+                _packet.c.chat_id == chat_id,
+                _packet.c.state == str(PacketState.open),
+                _packet.c.password.is_not(None),
+                _packet.c.expires_at > now,
+            )
+            .order_by(_packet.c.id.desc())
+        )
+    ).all()
+    return {str(r.password): int(r.id) for r in rows}  # later (older) ids overwrite
+
+
+async def paid_out(session: AsyncSession, packet_id: int) -> int:
+    """Points grabbed so far (a check for tests and reports)."""
+    return int(
+        await session.scalar(
+            select(func.coalesce(func.sum(_share.c.amount), 0)).where(
+                _share.c.packet_id == packet_id, _share.c.user_id.is_not(None)
+            )
+        )
+        or 0
+    )
