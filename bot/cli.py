@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("migrate", help="bring the database schema up to date")
     exp = sub.add_parser("export", help="write a CSV file (UTF-8 with BOM)")
-    exp.add_argument("what", choices=["members", "ledger"])
+    exp.add_argument("what", choices=["members", "ledger", "votes"])
     exp.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
     demo = sub.add_parser("demo", help="play a scripted pond offline and print the chat")
     demo.add_argument("--quiet", action="store_true", help="print only the transcript")

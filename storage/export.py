@@ -4,7 +4,8 @@ Columns are part of the interface contract (SPEC §5):
 
 * members: `user_id,username,display_name,balance,lifetime_earned,streak,tier`, then
   `dm_linked` (1/0) and `created_at`;
-* ledger: `id,user_id,chat_id,delta,kind,ref,actor_id,created_at`.
+* ledger: `id,user_id,chat_id,delta,kind,ref,actor_id,created_at`;
+* votes: `vote_id,chat_id,question,option,count` (one row per option of every vote).
 
 Times are ISO 8601 in UTC (`2025-11-11T12:00:00.123456+00:00`); an empty cell is NULL.
 Rows are streamed from one read-only transaction in chunks of `CHUNK_ROWS`, so an export
@@ -35,13 +36,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 from sqlmodel import col
 
 from storage.db import Database
 from storage.migrate import run_blocking
-from storage.models import LedgerEntry, Member
+from storage.models import LedgerEntry, Member, Vote, VoteBallot
 
 MEMBER_COLUMNS = (
     "user_id",
@@ -138,9 +139,49 @@ async def export_ledger(db: Database, out: TextIO) -> int:
     return count
 
 
+VOTE_COLUMNS = ("vote_id", "chat_id", "question", "option", "count")
+
+
+async def export_votes(db: Database, out: TextIO) -> int:
+    """Write the tally of every vote — one row per option, zero counts included — oldest
+    vote first; returns the number of rows."""
+    writer = csv.writer(out)
+    writer.writerow(VOTE_COLUMNS)
+    count = 0
+    async with db.transaction(readonly=True) as session:
+        counts = {
+            (int(v), int(o)): int(n)
+            for v, o, n in (
+                await session.execute(
+                    select(col(VoteBallot.vote_id), col(VoteBallot.option), func.count())
+                    .group_by(col(VoteBallot.vote_id), col(VoteBallot.option))
+                )
+            ).all()
+        }
+        result = await session.stream(
+            select(col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options))
+            .order_by(col(Vote.id))
+            .execution_options(yield_per=CHUNK_ROWS)
+        )
+        async for row in result:
+            for index, option in enumerate(row.options or []):
+                writer.writerow(
+                    (
+                        row.id,
+                        row.chat_id,
+                        csv_safe(row.question),
+                        csv_safe(str(option)),
+                        counts.get((int(row.id), index), 0),
+                    )
+                )
+                count += 1
+    return count
+
+
 EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
     "members": export_members,
     "ledger": export_ledger,
+    "votes": export_votes,
 }
 
 

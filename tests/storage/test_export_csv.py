@@ -168,7 +168,7 @@ async def test_export_to_stdout_is_plain_utf8(
 
 def test_unknown_export_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="members"):
-        export_to_path(f"sqlite:///{tmp_path / 'x.db'}", "votes", tmp_path / "x.csv")
+        export_to_path(f"sqlite:///{tmp_path / 'x.db'}", "nonsense", tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
 
 

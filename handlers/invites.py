@@ -1,0 +1,139 @@
+"""Personal invite links (以老带新): `/invite`, and joins through those links.
+
+`/invite` gives the member their own link to the pond (`createChatInviteLink`, named
+after them), made once and stored. The link is created with a direct Bot API call — it
+is not a chat message, so it does not go through the outbox — and never inside a
+database transaction. The same command also credits any of the member's newcomers who
+have checked in meanwhile (lazily; a scheduler task does it every minute anyway).
+
+A `chat_member` update with an `invite_link` records the referral before the
+membership router records the join (this router comes first, then lets the update go
+on with `SkipHandler`): "was this person ever in the pond?" must be asked before the
+join itself is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from aiogram import Bot, Router
+from aiogram.dispatcher.event.bases import SkipHandler
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.filters import Command, Filter
+from aiogram.types import ChatMemberUpdated, Message
+
+from bot import texts as common_texts
+from bot.messaging import reply
+from bot.middlewares import PondInfo, person_of
+from bot.outbox import Outbox
+from bot.texts import games as texts
+from games.votes import invite_link_name
+from scheduler.core import Scheduler
+from storage import invites, repo
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+CREDIT_JOB = "invites.credit"
+CREDIT_EVERY = "* * * * *"  # every minute, UTC
+PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
+
+
+def _present(status: str, is_member: bool | None) -> bool:
+    return status in PRESENT and (status != "restricted" or bool(is_member))
+
+
+class JoinedViaLink(Filter):
+    async def __call__(self, event: ChatMemberUpdated) -> bool:
+        new, old = event.new_chat_member, event.old_chat_member
+        return (
+            event.invite_link is not None
+            and event.chat.type in ("group", "supergroup")
+            and _present(new.status, getattr(new, "is_member", None))
+            and not _present(old.status, getattr(old, "is_member", None))
+        )
+
+
+def setup() -> Router:
+    router = Router(name="invites")
+    router.chat_member.register(joined_via_link, JoinedViaLink())
+    router.message.register(invite, Command("invite"))
+    return router
+
+
+async def joined_via_link(event: ChatMemberUpdated, db: Database, scheduler: Scheduler) -> None:
+    person = person_of(event.new_chat_member.user, None)
+    assert event.invite_link is not None
+    if person is not None:
+        now = scheduler.clock()
+        async with db.transaction() as session:
+            referrer = await invites.record_join(
+                session,
+                chat_id=event.chat.id,
+                newcomer_id=person.id,
+                link=event.invite_link.invite_link,
+                now=now,
+            )
+            if referrer is not None:
+                # One recurring task for the whole shop, created by the first referral.
+                await scheduler.schedule(
+                    now + timedelta(minutes=1),
+                    CREDIT_JOB,
+                    CREDIT_JOB,
+                    session=session,
+                    cron=CREDIT_EVERY,
+                    timezone="UTC",
+                    catch_up=False,
+                    grace=timedelta(minutes=1),
+                )
+    raise SkipHandler  # the membership router records the join itself
+
+
+def _display(person: repo.UserInfo) -> str:
+    full = f"{person.first_name} {person.last_name}".strip()
+    return full or (f"@{person.username}" if person.username else str(person.id))
+
+
+async def invite(
+    message: Message,
+    bot: Bot,
+    db: Database,
+    outbox: Outbox,
+    scheduler: Scheduler,
+    pond: PondInfo | None,
+    person: repo.UserInfo | None,
+) -> None:
+    if pond is None:
+        reply(outbox, message, texts.invite_in_group_only())
+        return
+    if person is None:
+        reply(outbox, message, common_texts.cannot_target_bot())
+        return
+    now = scheduler.clock()
+    async with db.transaction() as session:
+        link = await invites.get_link(session, pond.chat_id, person.id)
+        await invites.credit_due(session, now, referrer_id=person.id)
+        points = (await repo.pond_settings(session, pond.chat_id)).referral_points
+        stats = await invites.referral_stats(session, person.id, pond.chat_id)
+    if link is None:
+        name = invite_link_name(_display(person))
+        try:
+            created = await bot.create_chat_invite_link(chat_id=pond.chat_id, name=name)
+        except TelegramBadRequest as exc:
+            rights = "rights" in exc.message.lower() or "admin" in exc.message.lower()
+            reply(outbox, message, texts.invite_no_rights() if rights else texts.invite_failed())
+            return
+        except TelegramAPIError as exc:
+            log.warning("invite link for %s failed: %s", pond.chat_id, type(exc).__name__)
+            reply(outbox, message, texts.invite_failed())
+            return
+        async with db.transaction() as session:
+            link = await invites.save_link(
+                session, pond.chat_id, person.id, created.invite_link, name, now
+            )
+    reply(
+        outbox,
+        message,
+        texts.invite_link(_display(person), link, points, stats.joined, stats.credited),
+    )

@@ -1,0 +1,163 @@
+"""Personal invite links and referrals (F9). Functions over the caller's session.
+
+A referral is recorded when a newcomer joins a pond through a member's link: not for a
+bot, not for the link's owner, and not for anyone who was ever in that pond before (a
+membership row exists). A newcomer is referred at most once (primary key).
+
+The referrer is credited once — ledger key `referral:<newcomer>` — after the newcomer's
+first check-in, detected as their first `checkin` ledger entry. Three ways lead there,
+all through `credit_referral_after_checkin`, so which one comes first does not matter:
+
+* a hook the check-in code can call in its unit of work
+  (`credit_referral_after_checkin(session, user_id, now)`);
+* `credit_due`, run by a durable recurring scheduler task (`invites.credit`, every
+  minute), created the first time a referral is recorded;
+* lazily, for a referrer's own newcomers, when the referrer asks for their link again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from storage import ledger, repo
+from storage.models import InviteLink, LedgerEntry, LedgerKind, Membership, Referral
+
+CREDIT_BATCH = 500
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+async def get_link(session: AsyncSession, chat_id: int, user_id: int) -> str | None:
+    return await session.scalar(
+        select(col(InviteLink.link)).where(
+            col(InviteLink.chat_id) == chat_id, col(InviteLink.user_id) == user_id
+        )
+    )
+
+
+async def save_link(
+    session: AsyncSession, chat_id: int, user_id: int, link: str, name: str, now: datetime
+) -> str:
+    """Store the member's link; if one was stored meanwhile, that one wins (returned)."""
+    await session.execute(
+        _insert(session, InviteLink)
+        .values(chat_id=chat_id, user_id=user_id, link=link, name=name, created_at=now)
+        .on_conflict_do_nothing()
+    )
+    stored = await get_link(session, chat_id, user_id)
+    assert stored is not None
+    return stored
+
+
+async def record_join(
+    session: AsyncSession, *, chat_id: int, newcomer_id: int, link: str, now: datetime
+) -> int | None:
+    """Record that `newcomer_id` joined through `link`; the referrer's id, or None when
+    it does not count (unknown link, self-invite, was in the pond before, referred
+    already). Call it before the join itself is recorded as a membership."""
+    owner = await session.scalar(
+        select(col(InviteLink.user_id)).where(
+            col(InviteLink.chat_id) == chat_id, col(InviteLink.link) == link
+        )
+    )
+    if owner is None or owner == newcomer_id:
+        return None
+    if await session.get(Membership, (chat_id, newcomer_id)) is not None:
+        return None
+    inserted = await session.scalar(
+        _insert(session, Referral)
+        .values(newcomer_id=newcomer_id, referrer_id=owner, chat_id=chat_id, joined_at=now)
+        .on_conflict_do_nothing()
+        .returning(col(Referral.newcomer_id))
+    )
+    return int(owner) if inserted is not None else None
+
+
+def _has_checked_in() -> Any:
+    return exists().where(
+        col(LedgerEntry.user_id) == col(Referral.newcomer_id),
+        col(LedgerEntry.kind) == str(LedgerKind.checkin),
+    )
+
+
+async def credit_referral_after_checkin(
+    session: AsyncSession, user_id: int, now: datetime
+) -> ledger.Movement | None:
+    """Credit the referrer of `user_id` if `user_id` has checked in and the referral is
+    not credited yet; the movement, or None. Idempotent."""
+    ref = (
+        await session.execute(
+            select(Referral).where(
+                col(Referral.newcomer_id) == user_id,
+                col(Referral.credited_at).is_(None),
+                _has_checked_in(),
+            )
+        )
+    ).scalar_one_or_none()
+    if ref is None:
+        return None
+    claimed = await session.execute(
+        update(Referral)
+        .where(col(Referral.newcomer_id) == user_id, col(Referral.credited_at).is_(None))
+        .values(credited_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    points = (await repo.pond_settings(session, ref.chat_id)).referral_points
+    if points <= 0:
+        return None
+    return await ledger.award(
+        session,
+        user_id=ref.referrer_id,
+        amount=points,
+        kind=LedgerKind.referral,
+        key=f"referral:{user_id}",
+        chat_id=ref.chat_id,
+        ref=f"newcomer {user_id}",
+        now=now,
+    )
+
+
+async def credit_due(
+    session: AsyncSession, now: datetime, *, referrer_id: int | None = None
+) -> list[ledger.Movement]:
+    """Credit every referral (of one referrer, or all) whose newcomer has checked in."""
+    query = select(col(Referral.newcomer_id)).where(
+        col(Referral.credited_at).is_(None), _has_checked_in()
+    )
+    if referrer_id is not None:
+        query = query.where(col(Referral.referrer_id) == referrer_id)
+    newcomers = (await session.execute(query.limit(CREDIT_BATCH))).scalars().all()
+    moves = []
+    for newcomer in newcomers:
+        move = await credit_referral_after_checkin(session, int(newcomer), now)
+        if move is not None:
+            moves.append(move)
+    return moves
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralStats:
+    joined: int
+    credited: int
+
+
+async def referral_stats(session: AsyncSession, referrer_id: int, chat_id: int) -> ReferralStats:
+    row = (
+        await session.execute(
+            select(func.count(), func.count(col(Referral.credited_at))).where(
+                col(Referral.referrer_id) == referrer_id, col(Referral.chat_id) == chat_id
+            )
+        )
+    ).one()
+    return ReferralStats(int(row[0]), int(row[1]))

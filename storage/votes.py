@@ -1,0 +1,205 @@
+"""Votes (F5): open, cast (or move) a ballot, close. Functions over the caller's session.
+
+A member has one ballot row per vote (primary key vote_id + user_id); changing the vote
+updates that row, so the tally — always counted from the ballots — stays exact. The
+participation points are paid by a ledger key naming the vote and the member, so they
+are paid once however often the member changes their mind or clicks again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from games.votes import VoteArgs
+from storage import ledger
+from storage.models import LedgerKind, Vote, VoteBallot
+
+
+@dataclass(frozen=True, slots=True)
+class VoteView:
+    id: int
+    chat_id: int
+    question: str
+    options: tuple[str, ...]
+    points: int
+    state: str
+    message_id: int | None
+    closes_at: datetime
+
+
+def _view(v: Vote) -> VoteView:
+    assert v.id is not None
+    return VoteView(
+        v.id,
+        v.chat_id,
+        v.question,
+        tuple(v.options),
+        v.points,
+        v.state,
+        v.message_id,
+        v.closes_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    kind: str  # opened | replay
+    vote: VoteView
+
+
+async def open_vote(
+    session: AsyncSession,
+    *,
+    chat_id: int,
+    source_key: str,
+    args: VoteArgs,
+    points: int,
+    opened_by: int | None,
+    now: datetime,
+) -> Opened:
+    seen = (
+        await session.execute(select(Vote).where(col(Vote.source_key) == source_key))
+    ).scalar_one_or_none()
+    if seen is not None:
+        return Opened("replay", _view(seen))
+    row = Vote(
+        chat_id=chat_id,
+        source_key=source_key,
+        question=args.question,
+        options=list(args.options),
+        points=points,
+        opened_by=opened_by,
+        opened_at=now,
+        closes_at=now + args.duration,
+    )
+    session.add(row)
+    await session.flush()
+    return Opened("opened", _view(row))
+
+
+async def set_vote_message(session: AsyncSession, vote_id: int, message_id: int) -> None:
+    await session.execute(update(Vote).where(col(Vote.id) == vote_id).values(message_id=message_id))
+
+
+async def tally(session: AsyncSession, vote_id: int, options: int) -> list[int]:
+    counts = [0] * options
+    rows = await session.execute(
+        select(col(VoteBallot.option), func.count())
+        .where(col(VoteBallot.vote_id) == vote_id)
+        .group_by(col(VoteBallot.option))
+    )
+    for option, n in rows.all():
+        if 0 <= option < options:
+            counts[option] = int(n)
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    kind: str  # not_found | closed | bad_option | same | cast | changed
+    vote: VoteView | None = None
+    counts: tuple[int, ...] = ()
+    option: int = 0
+    paid: int = 0  # points paid by this click (0 after the first ballot)
+
+
+def _upsert_ballot(session: AsyncSession, values: dict[str, Any]) -> Any:
+    dialect = session.get_bind().dialect.name
+    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(VoteBallot)
+    stmt = stmt.values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=["vote_id", "user_id"],
+        set_={"option": stmt.excluded.option, "changed_at": stmt.excluded.changed_at},
+    )
+
+
+async def cast(
+    session: AsyncSession,
+    *,
+    vote_id: int,
+    chat_id: int,
+    message_id: int | None,
+    user_id: int,
+    option: int,
+    now: datetime,
+) -> Cast:
+    """A member's click on option `option` of the vote whose post is `message_id` in
+    `chat_id` (the button's message must be that vote's post, in that chat)."""
+    row = await session.get(Vote, vote_id)
+    if row is None or row.chat_id != chat_id:
+        return Cast("not_found")
+    if row.message_id is not None and message_id != row.message_id:
+        return Cast("not_found")
+    view = _view(row)
+    if row.state != "open" or now >= row.closes_at:
+        return Cast("closed", view)
+    if not 0 <= option < len(row.options):
+        return Cast("bad_option", view)
+    before = await session.scalar(
+        select(col(VoteBallot.option)).where(
+            col(VoteBallot.vote_id) == vote_id, col(VoteBallot.user_id) == user_id
+        )
+    )
+    if before == option:
+        return Cast("same", view, option=option)
+    await session.execute(
+        _upsert_ballot(
+            session,
+            {
+                "vote_id": vote_id,
+                "user_id": user_id,
+                "option": option,
+                "cast_at": now,
+                "changed_at": now,
+            },
+        )
+    )
+    paid = 0
+    if row.points > 0:
+        move = await ledger.award(
+            session,
+            user_id=user_id,
+            amount=row.points,
+            kind=LedgerKind.vote,
+            key=f"vote:{vote_id}:{user_id}",
+            chat_id=chat_id,
+            ref=row.question,
+            now=now,
+        )
+        paid = row.points if move.applied else 0
+    counts = await tally(session, vote_id, len(row.options))
+    return Cast("changed" if before is not None else "cast", view, tuple(counts), option, paid)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    vote: VoteView
+    counts: tuple[int, ...]
+    closed_now: bool
+    announced: bool
+
+
+async def close_vote(session: AsyncSession, vote_id: int, now: datetime) -> Result | None:
+    """Close the vote (if open) and count it; None for an unknown vote. Safe to repeat."""
+    closed = await session.execute(
+        update(Vote)
+        .where(col(Vote.id) == vote_id, col(Vote.state) == "open")
+        .values(state="closed", closed_at=now)
+    )
+    row = await session.get(Vote, vote_id, populate_existing=True)
+    if row is None:
+        return None
+    counts = await tally(session, vote_id, len(row.options))
+    closed_now = closed.rowcount == 1  # type: ignore[attr-defined]
+    return Result(_view(row), tuple(counts), closed_now, row.announced_at is not None)
+
+
+async def mark_announced(session: AsyncSession, vote_id: int, now: datetime) -> None:
+    await session.execute(update(Vote).where(col(Vote.id) == vote_id).values(announced_at=now))
