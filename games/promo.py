@@ -1,0 +1,294 @@
+"""Scheduled promotion posts (大促预告): the command grammar, the frequency cap and the
+sales planner. Pure functions; time is passed in.
+
+    /promo at 2026-11-01 20:00 [pin] <text>        one post at a local time
+    /promo at +2h [pin] <text>                     one post after a while
+    /promo every 0 20 * * 5 [pin] <text>           a recurring post (5-field crontab)
+    /promo list · /promo cancel <id>
+
+The text may end with a line `[button text](https://…)`: the post gets a URL button.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from games.parsing import ParseError, fold, parse_duration, parse_points
+
+MAX_AHEAD = timedelta(days=366)
+MAX_BUTTON_TEXT = 64
+MAX_URL = 1024
+PIN_FLAGS = frozenset({"pin", "置顶"})
+
+_TOKEN = re.compile(r"\S+")
+_DAY = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,\-?]{1,40}")
+_BUTTON = re.compile(r"\[([^\[\]\n]{1,64})\]\((.*)\)")
+_ID = re.compile(r"#?(\d{1,12})")
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    text: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostRequest:
+    """`/promo at …` or `/promo every …`, parsed (time not yet resolved)."""
+
+    kind: str  # "at" | "every"
+    local: datetime | None  # at: naive local date and time …
+    delay: timedelta | None  # … or a delay from now
+    cron: str | None  # every: the crontab expression
+    pin: bool
+    text: str
+    button: Button | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromoCommand:
+    action: str  # "post" | "list" | "cancel"
+    post: PostRequest | None = None
+    post_id: int | None = None
+
+
+def _tokens(s: str) -> list[re.Match[str]]:
+    return list(_TOKEN.finditer(s))
+
+
+def parse_button_url(raw: str) -> str:
+    """An http(s) URL fit for a button, or `ParseError("bad_url")`."""
+    url = fold(raw)
+    if len(url) > MAX_URL or any(c in url for c in '<>"\\ \t\n'):
+        raise ParseError("bad_url")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ParseError("bad_url") from None
+    if parts.scheme not in ("http", "https") or not host or "." not in host.strip("."):
+        raise ParseError("bad_url")
+    return url
+
+
+def split_button(text: str) -> tuple[str, Button | None]:
+    """Take a `[label](url)` last line off the text."""
+    body, _nl, last = text.rstrip().rpartition("\n")
+    if not _nl:
+        body, last = "", text.strip()
+    m = _BUTTON.fullmatch(last.strip())
+    if m is None:
+        return text.strip(), None
+    label = m.group(1).strip()
+    if not label:
+        raise ParseError("bad_button")
+    return body.strip(), Button(label, parse_button_url(m.group(2)))
+
+
+def parse_promo(args: str | None) -> PromoCommand:
+    raw = args or ""
+    toks = _tokens(raw)
+    if not toks:
+        raise ParseError("usage")
+    verb = fold(toks[0].group(0)).lower()
+    if verb == "list" and len(toks) == 1:
+        return PromoCommand("list")
+    if verb == "cancel":
+        if len(toks) != 2:
+            raise ParseError("usage")
+        m = _ID.fullmatch(fold(toks[1].group(0)))
+        if m is None:
+            raise ParseError("bad_id")
+        return PromoCommand("cancel", post_id=int(m.group(1)))
+    if verb not in ("at", "every"):
+        raise ParseError("usage")
+
+    local: datetime | None = None
+    delay: timedelta | None = None
+    cron: str | None = None
+    i = 1
+    if verb == "at":
+        if len(toks) < 2:
+            raise ParseError("usage")
+        first = fold(toks[1].group(0))
+        if first.startswith("+"):
+            delay = parse_duration(first[1:], maximum=MAX_AHEAD)
+            i = 2
+        else:
+            if len(toks) < 3:
+                raise ParseError("bad_time")
+            local = _local_time(first, fold(toks[2].group(0)))
+            i = 3
+    else:
+        fields = [fold(t.group(0)).lower() for t in toks[1:6]]
+        if len(fields) < 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+            raise ParseError("bad_cron")
+        fields[4] = crontab_weekdays(fields[4])
+        cron = " ".join(fields)
+        i = 6
+    pin = False
+    while i < len(toks) and fold(toks[i].group(0)).lower() in PIN_FLAGS:
+        pin = True
+        i += 1
+    rest = raw[toks[i].start() :] if i < len(toks) else ""
+    text, button = split_button(rest)
+    if not text:
+        raise ParseError("no_text")
+    return PromoCommand("post", PostRequest(verb, local, delay, cron, pin, text, button))
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_WEEKDAY_PART = re.compile(r"(\*|\w{1,3})(?:-(\w{1,3}))?(?:/(\d{1,2}))?")
+
+
+def _weekday(token: str) -> int:
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token) % 7
+    if token in _WEEKDAYS:
+        return _WEEKDAYS.index(token)
+    raise ParseError("bad_cron")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab weekday field (0 or 7 = Sunday, 1 = Monday … names too) as weekday
+    names. The scheduler library numbers weekdays from Monday = 0, so a number passed
+    through would move every weekly post by a day; names mean the same to both."""
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for part in field.split(","):
+        m = _WEEKDAY_PART.fullmatch(part)
+        if m is None:
+            raise ParseError("bad_cron")
+        start_s, end_s, step_s = m.groups()
+        step = int(step_s) if step_s else 1
+        if step < 1:
+            raise ParseError("bad_cron")
+        if start_s == "*":
+            if end_s:
+                raise ParseError("bad_cron")
+            first, last = 0, 6
+        else:
+            first = _weekday(start_s)
+            last = (
+                (7 if end_s == "7" else _weekday(end_s)) if end_s else (first if not step_s else 6)
+            )
+            if last < first:
+                raise ParseError("bad_cron")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def _local_time(day_s: str, time_s: str) -> datetime:
+    d, t = _DAY.fullmatch(day_s), _TIME.fullmatch(time_s)
+    if d is None or t is None:
+        raise ParseError("bad_time")
+    try:
+        return datetime(
+            int(d.group(1)), int(d.group(2)), int(d.group(3)), int(t.group(1)), int(t.group(2))
+        )
+    except ValueError:
+        raise ParseError("bad_time") from None
+
+
+def resolve_at(request: PostRequest, now: datetime, timezone: str) -> datetime:
+    """The UTC time of a one-off post; it must lie ahead, within a year."""
+    if request.delay is not None:
+        at = now + request.delay
+    else:
+        assert request.local is not None
+        at = request.local.replace(tzinfo=ZoneInfo(timezone)).astimezone(UTC)
+    if at <= now:
+        raise ParseError("in_the_past")
+    if at - now > MAX_AHEAD:
+        raise ParseError("too_far")
+    return at
+
+
+# -- the frequency cap -----------------------------------------------------------------
+
+Interval = tuple[datetime, datetime]  # [start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class CapVerdict:
+    allowed: bool
+    conflict: datetime | None = None  # the counted post that is too close
+    next_allowed: datetime | None = None  # the earliest time at or after the wish that fits
+
+
+def _exempt(at: datetime, exempt: Sequence[Interval]) -> bool:
+    return any(start <= at < end for start, end in exempt)
+
+
+def check_cap(
+    at: datetime, others: Sequence[datetime], exempt: Sequence[Interval], period: timedelta
+) -> CapVerdict:
+    """At most one marketing post per `period` in a pond, outside the exempt phases.
+
+    `others` are the pond's other posts (sent or scheduled). Posts inside an exempt
+    interval (warm-up, sprint) are neither capped nor counted. A refused time comes with
+    the post it collides with and the earliest time at or after it that would pass."""
+    if period <= timedelta(0) or _exempt(at, exempt):
+        return CapVerdict(True)
+    counted = [o for o in others if not _exempt(o, exempt)]
+
+    def fits(t: datetime) -> bool:
+        return _exempt(t, exempt) or all(abs(o - t) >= period for o in counted)
+
+    if fits(at):
+        return CapVerdict(True)
+    conflict = min((o for o in counted if abs(o - at) < period), key=lambda o: abs(o - at))
+    candidates = sorted(
+        {o + period for o in counted if o + period > at} | {s for s, _e in exempt if s > at}
+    )
+    nxt = next(t for t in candidates if fits(t))
+    return CapVerdict(False, conflict, nxt)
+
+
+# -- the planner -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    sales: int
+    per_buyer: int
+    buyers: int
+    invite_low: int  # buyers + 20 %
+    invite: int  # buyers + 25 %
+    invite_high: int  # buyers + 30 %
+
+
+def _ceil_percent(n: int, percent: int) -> int:
+    return -(-n * percent // 100)
+
+
+def plan(sales: int, per_buyer: int) -> Plan:
+    """`/plan 200 5`: 40 buyers; with the seed's 20–30 % no-show margin invite 48–52 (50)."""
+    buyers = -(-sales // per_buyer)
+    return Plan(
+        sales,
+        per_buyer,
+        buyers,
+        _ceil_percent(buyers, 120),
+        _ceil_percent(buyers, 125),
+        _ceil_percent(buyers, 130),
+    )
+
+
+MAX_PLAN = 10_000_000
+
+
+def parse_plan(args: str | None) -> tuple[int, int]:
+    parts = fold(args or "").split()
+    if len(parts) != 2:
+        raise ParseError("usage")
+    return parse_points(parts[0], maximum=MAX_PLAN), parse_points(parts[1], maximum=MAX_PLAN)

@@ -1,0 +1,227 @@
+"""Promotion posts firing (F11): two jobs.
+
+* `promo.post` — the post's own schedule (`catch_up=False`: sent late only within the
+  grace window, else recorded as missed by the scheduler). It sends nothing itself: in one
+  transaction it records the occurrence — one `broadcast_delivery` row per target pond
+  (`capped` for a recurring post over a pond's frequency cap) — and schedules the
+  delivery task. Its commit is the last thing it does, so a retry never finds half a
+  firing, and a re-run of the same occurrence inserts nothing new.
+* `promo.deliver` — a deadline (`catch_up=True`): it hands the pending rows to the
+  outbox, a sliding window at a time, and records each answer. Rows found `sending` when
+  it starts were left by a run that died in the middle: they become `unknown` and are
+  never sent again (at-most-once: no pond gets a second copy; see storage/promo.py).
+  A crashed delivery run is handed back by the scheduler on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from aiogram.methods import PinChatMessage, SendMessage, SendPhoto
+from aiogram.types import Message
+
+from bot.outbox import OutboxClosedError
+from bot.promo_post import post_method
+from bot.texts import promo as t
+from games.campaign import Campaign
+from scheduler.core import Scheduler, TaskRun
+from storage import promo as store
+from storage.models import DeliveryState, PromoPost, PromoState
+
+if TYPE_CHECKING:  # scheduler.jobs imports this module to register it
+    from scheduler.jobs import JobDeps
+
+log = logging.getLogger(__name__)
+
+# Deliveries handed to the outbox and not yet answered, at most: bounds how many rows a
+# crash can leave `unknown`.
+WINDOW = 60
+# A broadcast's own pace, under the outbox's overall ≈30/s.
+BROADCAST_RATE = 25.0
+PACE_BURST = 5
+
+
+def setup(scheduler: Scheduler, deps: JobDeps) -> None:
+    async def fire(run: TaskRun) -> None:
+        await fire_post(scheduler, deps, run)
+
+    async def deliver(run: TaskRun) -> None:
+        await deliver_post(deps, run)
+
+    scheduler.register(store.POST_JOB, fire)
+    scheduler.register(store.DELIVER_JOB, deliver)
+
+
+async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
+    post_id = int(run.payload["post_id"])
+    occurrence = run.due
+    async with deps.db.transaction() as session:
+        post = await store.get_post(session, post_id)
+        if post is None or post.state != PromoState.scheduled:
+            return  # cancelled meanwhile
+        if post.chat_id is None:
+            targets = await store.active_ponds(session)
+        else:
+            chat_id = await store.current_chat(session, post.chat_id)
+            targets = list((await store.ponds(session, [chat_id])).values())
+        capped: frozenset[int] = frozenset()
+        if post.kind == "every":
+            verdicts = await store.cap_verdicts(session, targets, occurrence, scheduled_too=False)
+            capped = frozenset(c for c, v in verdicts.items() if not v.allowed)
+        await store.create_deliveries(
+            session, post_id, occurrence, [p.chat_id for p in targets], capped=capped, now=run.now
+        )
+        if post.kind == "at":
+            await store.move_post(
+                session, post_id, PromoState.sent, from_states=[PromoState.scheduled]
+            )
+        await scheduler.schedule(
+            run.now,
+            store.DELIVER_JOB,
+            store.deliver_key(post_id, occurrence),
+            {"post_id": post_id, "occurrence": occurrence.isoformat()},
+            session=session,
+            chat_id=post.chat_id,
+        )
+    log.info(
+        "promo post %s fired for %d pond(s) (%d over the cap)", post_id, len(targets), len(capped)
+    )
+
+
+async def deliver_post(deps: JobDeps, run: TaskRun) -> None:
+    post_id = int(run.payload["post_id"])
+    occurrence = datetime.fromisoformat(str(run.payload["occurrence"]))
+    async with deps.db.transaction() as session:
+        post = await store.get_post(session, post_id)
+        orphans = await store.orphans_to_unknown(session, post_id, occurrence, run.now)
+    if post is None:
+        return
+    if orphans:
+        log.warning("promo post %s: %d delivery(ies) of unknown fate, not resent", post_id, orphans)
+
+    in_flight: dict[asyncio.Future[Message | None], store.Claimed] = {}
+    pace = _Pace(BROADCAST_RATE, PACE_BURST)
+    exhausted = False
+    while True:
+        want = min(WINDOW - len(in_flight), pace.available())
+        if not exhausted and want > 0:
+            claimed = await _hand_over(deps, post, occurrence, want, run, in_flight)
+            pace.take(len(claimed))
+            exhausted = not claimed
+        if exhausted and not in_flight:
+            break
+        idle = exhausted or len(in_flight) >= WINDOW
+        timeout = None if idle else pace.delay()
+        if not in_flight:
+            await asyncio.sleep(timeout or 0)
+            continue
+        done, _pending = await asyncio.wait(
+            in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if done:
+            outcomes = [_outcome(deps, post.pin, fut, in_flight.pop(fut)) for fut in done]
+            async with deps.db.transaction() as session:
+                await store.finish_deliveries(session, outcomes)
+
+    await _report(deps, post, occurrence)
+
+
+async def _hand_over(
+    deps: JobDeps,
+    post: PromoPost,
+    occurrence: datetime,
+    count: int,
+    run: TaskRun,
+    in_flight: dict[asyncio.Future[Message | None], store.Claimed],
+) -> list[store.Claimed]:
+    """Mark up to `count` pending rows `sending` (committed), then queue their messages."""
+    assert post.id is not None
+    async with deps.db.transaction() as session:
+        claimed = await store.claim_deliveries(session, post.id, occurrence, count, run.now)
+        chats = [c.pond.chat_id for c in claimed]
+        campaigns = await store.campaigns_by_scope(session, chats) if claimed else {}
+    unsent: list[int] = []
+    for c in claimed:
+        method = _method(deps, post, c.pond, campaigns.get(c.pond.chat_id, []), run)
+        try:
+            in_flight[deps.outbox.send(method)] = c
+        except OutboxClosedError:
+            unsent.append(c.delivery_id)
+    if unsent:  # never handed over: they may go on the next run
+        async with deps.db.transaction() as session:
+            await store.finish_deliveries(
+                session, [(i, DeliveryState.pending, None) for i in unsent]
+            )
+        raise OutboxClosedError("outbox stopped during a broadcast")
+    return claimed
+
+
+class _Pace:
+    """A token bucket: a broadcast leaves part of the bot's overall budget (≈30/s) to
+    the replies and boards of live ponds, and sends evenly rather than in bursts."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def available(self) -> int:
+        self._refill()
+        return int(self.tokens)
+
+    def take(self, n: int) -> None:
+        self.tokens -= n
+
+    def delay(self) -> float:
+        """Seconds until the next send may go."""
+        self._refill()
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
+def _method(
+    deps: JobDeps, post: PromoPost, pond: store.PondView, campaigns: list[Campaign], run: TaskRun
+) -> SendMessage | SendPhoto:
+    with deps.language(pond.language):
+        return post_method(post, pond.chat_id, campaigns, store.local_day(run.now, pond.timezone))
+
+
+def _outcome(
+    deps: JobDeps, pin: bool, fut: asyncio.Future[Message | None], claimed: store.Claimed
+) -> tuple[int, DeliveryState, int | None]:
+    if fut.cancelled():
+        return claimed.delivery_id, DeliveryState.unknown, None
+    exc = fut.exception()
+    if exc is not None:
+        log.warning("promo delivery to %s failed: %s", claimed.pond.chat_id, type(exc).__name__)
+        return claimed.delivery_id, DeliveryState.failed, None
+    result = fut.result()
+    if not isinstance(result, Message):
+        return claimed.delivery_id, DeliveryState.skipped, None  # 403: the pond is retired
+    if pin:
+        # A pin that fails (no right to pin) is ignored: the post is out all the same.
+        deps.outbox.send(
+            PinChatMessage(
+                chat_id=result.chat.id, message_id=result.message_id, disable_notification=True
+            )
+        )
+    return claimed.delivery_id, DeliveryState.sent, result.message_id
+
+
+async def _report(deps: JobDeps, post: PromoPost, occurrence: datetime) -> None:
+    """Tell the author of a broadcast, in private, how it went."""
+    if post.chat_id is not None or post.preview_chat_id <= 0 or post.id is None:
+        return
+    async with deps.db.transaction(readonly=True) as session:
+        counts = await store.delivery_counts(session, post.id, occurrence)
+    with deps.language(deps.i18n.default_locale):
+        text = t.broadcast_report(post.id, counts)
+    deps.outbox.send(SendMessage(chat_id=post.preview_chat_id, text=text))
