@@ -36,6 +36,7 @@ async def start(
     async with db.transaction() as session:
         await repo.upsert_member(session, person)
         await repo.link_dm(session, person.id)
+    outbox.reactivate(person.id)  # they may have blocked the bot before and come back
     reply(outbox, message, texts.start_private(person.first_name, operator=is_op))
 
 

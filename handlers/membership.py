@@ -63,6 +63,8 @@ async def bot_membership(
         async with db.transaction() as session:
             if now_in:
                 await repo.link_dm(session, chat.id)
+        if now_in:
+            outbox.reactivate(chat.id)
         return
     if chat.type not in ("group", "supergroup"):
         return
