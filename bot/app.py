@@ -27,6 +27,7 @@ from aiogram.types import (
 from aiohttp import web
 
 from bot import texts
+from bot.checkin_board import BoardKeeper
 from bot.config import Settings
 from bot.dedup import SeenUpdates
 from bot.i18n import LANGUAGES, make_i18n
@@ -36,8 +37,9 @@ from bot.outbox import Outbox
 from handlers import setup_routers
 from scheduler.core import Scheduler
 from scheduler.jobs import JobDeps, register_jobs
+from storage.batch import BatchWriter
 from storage.db import Database
-from storage.models import PondStatus
+from storage.models import PondStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,9 @@ def build_dispatcher(
     scheduler = scheduler or Scheduler(db)
     i18n = make_i18n(default_language)
     register_jobs(scheduler, JobDeps(db=db, outbox=outbox, i18n=i18n))
+    writer = BatchWriter(db)  # merges many members' small writes into one transaction
     tracking = TrackingMiddleware(
-        db, default_timezone=default_timezone, default_language=default_language
+        db, default_timezone=default_timezone, default_language=default_language, writer=writer
     )
     dp = Dispatcher(
         db=db,
@@ -79,6 +82,9 @@ def build_dispatcher(
         operators=OperatorPolicy(operator_ids, admins),
         tracking=tracking,
         scheduler=scheduler,
+        writer=writer,
+        boards=BoardKeeper(db, outbox, i18n),
+        clock=utcnow,  # the wall clock handlers read (tests put a fake one here)
     )
     dp.update.outer_middleware(SeenUpdates())
     for observer in (dp.message, dp.callback_query):

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from aiogram.utils.i18n import I18n
 
 from bot.outbox import Outbox
+from scheduler import games as games_jobs
+from scheduler import promo as promo_jobs
+from scheduler import red_packet
 from scheduler.core import Scheduler
 from storage.db import Database
 
@@ -36,7 +39,9 @@ class JobDeps:
 
 JobSetup = Callable[[Scheduler, JobDeps], None]
 
-JOB_SETUPS: list[JobSetup] = []
+JOB_SETUPS: list[JobSetup] = [red_packet.setup]
+JOB_SETUPS.append(games_jobs.setup)
+JOB_SETUPS.append(promo_jobs.setup)
 
 
 def register_jobs(scheduler: Scheduler, deps: JobDeps) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.emulator import Emulator
 
@@ -72,6 +74,124 @@ async def points_scene(emu: Emulator, c: Cast) -> None:
     await c.say(emu, c.pond, c.bob, "/top", "🏆")
 
 
+async def checkin_scene(emu: Emulator, c: Cast) -> None:
+    """A check-in morning: the board, buttons and 签到, a double click, the streak board."""
+    emu.send_message(c.pond, c.owner, "/board")
+    board = await emu.wait_for_message(c.pond, lambda m: bool(m.get("reply_markup")), timeout=15)
+    button = board["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    for who in (c.alice, c.bob):
+        await emu.wait_callback_answer(
+            emu.click(c.pond, who, board["message_id"], button), timeout=15
+        )
+        await asyncio.sleep(c.pause)
+    await c.say(emu, c.pond, c.mei, "签到")
+    await c.say(emu, c.pond, c.owner, "签到")
+    again = emu.click(c.pond, c.alice, board["message_id"], button)  # a double click
+    await emu.wait_callback_answer(again, timeout=15)
+    await emu.wait_for_event(
+        lambda e: e["kind"] == "edit" and e["chat_id"] == c.pond and "4" in str(e.get("text")),
+        timeout=20,
+    )
+    await c.say(emu, c.pond, c.bob, "/top streak", "🔥")
+
+
+async def games_scene(emu: Emulator, c: Cast) -> None:
+    """Guess the price and a vote side by side (short rounds: the scene waits for both
+    closes), then an invite link that brings a friend in. The pond has been busy, so the
+    outbox paces the bot within the group's 20 messages a minute: waits are generous."""
+    await c.say(emu, c.pond, c.owner, "/guessprice 89 12s 50 玫瑰精华小样礼盒")
+    post = await emu.wait_for_message(c.pond, said("玫瑰精华小样礼盒"), timeout=60)
+    await c.say(emu, c.pond, c.owner, "/vote 10s 下期上新选哪款？ | 玫瑰面霜 | 山茶花精华")
+    vote = await emu.wait_for_message(c.pond, said("下期上新选哪款"), timeout=60)
+    buttons = [b["callback_data"] for row in vote["reply_markup"]["inline_keyboard"] for b in row]
+    for who, option in ((c.alice, 1), (c.bob, 0), (c.mei, 1), (c.bob, 1)):
+        await emu.wait_callback_answer(
+            emu.click(c.pond, who, vote["message_id"], buttons[option]), timeout=15
+        )
+        await asyncio.sleep(c.pause)
+    await c.say(emu, c.pond, c.alice, "/guess 99")
+    emu.send_message(c.pond, c.bob, "88", reply_to=post["message_id"])
+    await asyncio.sleep(c.pause)
+    await c.say(emu, c.pond, c.mei, "/guess ￥８５．５")
+    await emu.wait_for_message(c.pond, said("📊"), timeout=60, since=0)
+    await emu.wait_for_message(c.pond, said("¥89"), timeout=60, since=0)
+    emu.send_message(c.pond, c.alice, "/invite")
+    reply = await emu.wait_for_message(c.pond, said("t.me/+"), timeout=60)
+    link = next(w for w in str(reply.get("text")).split() if w.startswith("https://t.me/+"))
+    friend = 1005
+    emu.add_user(friend, "小红", username="xiaohong", language_code="zh-hans")
+    emu.join(c.pond, friend, invite_link=link)
+    await asyncio.sleep(c.pause)
+    emu.send_message(c.pond, friend, "签到")
+    await asyncio.sleep(1.0)
+    emu.send_message(c.pond, c.alice, "/invite")
+    await emu.wait_for_message(c.pond, said("t.me/+"), timeout=60)
+
+
+async def red_packet_scene(emu: Emulator, c: Cast) -> None:
+    """The owner drops a lucky-draw packet; the crowd grabs (one taps twice); then a
+    password packet (口令红包) grabbed by typing the password."""
+    extra = [(1011, "小李", "xiaoli_fan"), (1012, "阿珍", "azhen_88")]
+    for uid, name, username in extra:
+        emu.add_user(uid, name, username=username, language_code="zh-hans")
+        emu.join(c.pond, uid)
+    emu.send_message(c.pond, c.owner, "/redpacket 100 5")
+    packet = await emu.wait_for_message(
+        c.pond, lambda m: bool(m.get("reply_markup")) and "🧧" in str(m.get("text")), timeout=15
+    )
+    data = packet["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    grabbers = [c.alice, c.bob, c.alice, c.mei, *(uid for uid, _, _ in extra)]
+    for who in grabbers:
+        await emu.wait_callback_answer(
+            emu.click(c.pond, who, packet["message_id"], data), timeout=15
+        )
+        await asyncio.sleep(c.pause)
+
+    def over(event: dict[str, Any]) -> bool:
+        message = emu.messages_in(c.pond)
+        return any(m["message_id"] == packet["message_id"] and "🏆" in str(m.get("text"))
+                   for m in message)
+
+    await emu.wait_for_event(over, timeout=60)
+    emu.send_message(c.pond, c.owner, "/redpacket 20 2 pwd=老客福利")
+    await emu.wait_for_message(c.pond, said("老客福利"), timeout=15)
+    await c.say(emu, c.pond, c.mei, "老客福利")
+    await c.say(emu, c.pond, c.bob, "老客福利")
+    await asyncio.sleep(1.0)
+
+
+async def promo_scene(emu: Emulator, c: Cast) -> None:
+    """A sale five days out: the owner sets up the campaign, writes a post due in 5 s,
+    previews it in private, confirms, and the post lands in the pond on time."""
+    sale = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=5)
+    await c.say(emu, c.pond, c.owner, f"/campaign 店庆 {sale:%m-%d}", "📅")
+    await c.say(emu, c.owner, c.owner, "/start", "/points")  # previews go to a linked DM
+    emu.send_message(
+        c.pond,
+        c.owner,
+        "/promo at +5s {campaign}{phase}：距大促还有{days_left}天，今晚8点直播间见！\n"
+        "[进店逛逛](https://shop.example.com/sale)",
+    )
+    control = await emu.wait_for_message(
+        c.owner, lambda m: "pp:ok:" in str(m.get("reply_markup")), timeout=30
+    )
+    ok = control["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await emu.wait_callback_answer(
+        emu.click(c.owner, c.owner, control["message_id"], ok), timeout=15
+    )
+    await emu.wait_for_message(
+        c.pond,
+        lambda m: "直播间" in str(m.get("text")) and "reply_to_message" not in m,
+        timeout=60,
+        since=0,
+    )
+    await c.say(emu, c.pond, c.owner, "/plan 200 5", "🧮")
+
+
 SCENES: list[Scene] = [
     points_scene,
+    checkin_scene,
+    games_scene,
+    red_packet_scene,
+    promo_scene,
 ]

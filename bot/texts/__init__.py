@@ -19,13 +19,24 @@ def N_(text: str) -> str:
 
 
 MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("checkin", N_("Daily check-in (or just type 签到)")),
+    ("makeup", N_("Make up the last missed check-in")),
     ("points", N_("My points, streak and rank")),
-    ("top", N_("Leaderboard")),
+    ("top", N_("Leaderboard (/top streak: longest streaks)")),
+    ("guess", N_("Guess the price in the open round: /guess 88")),
+    ("invite", N_("My personal invite link")),
+    ("redpacket", N_("Send a red packet from my points: /redpacket 50 5")),
     ("help", N_("What I can do")),
 )
 OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("give", N_("Give points: /give @user 50 reason")),
     ("take", N_("Take points: /take @user 20 reason")),
+    ("board", N_("Post the check-in board")),
+    ("guessprice", N_("Open a guess-the-price round")),
+    ("vote", N_("Open a vote: /vote 1h Question | A | B")),
+    ("promo", N_("Schedule a promotion post: /promo at +2h text")),
+    ("campaign", N_("Sale campaigns: /campaign 双十一 11-11")),
+    ("plan", N_("How many to invite: /plan 200 5")),
 )
 
 
