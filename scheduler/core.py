@@ -38,6 +38,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from games.promo import crontab_weekdays
 from storage.db import Database, after_commit
 from storage.models import ScheduledTask, TaskState, utcnow
 
@@ -65,8 +66,14 @@ JobFunc = Callable[[TaskRun], Awaitable[None]]
 
 
 def next_cron_time(expr: str, tz: str, after: datetime) -> datetime | None:
-    """The next time a crontab expression fires after `after`, in UTC."""
-    trigger = CronTrigger.from_crontab(expr, timezone=ZoneInfo(tz))
+    """The next time a crontab expression fires after `after`, in UTC.
+
+    Weekdays follow crontab (0 or 7 = Sunday); they are turned into names first, since
+    APScheduler numbers them from Monday = 0."""
+    fields = expr.split()
+    if len(fields) == 5:
+        fields[4] = crontab_weekdays(fields[4])
+    trigger = CronTrigger.from_crontab(" ".join(fields), timezone=ZoneInfo(tz))
     nxt = trigger.get_next_fire_time(None, after.astimezone(ZoneInfo(tz)) + timedelta(seconds=1))
     return None if nxt is None else nxt.astimezone(UTC)
 
@@ -132,7 +139,11 @@ class Scheduler:
         """Cancel a pending task; False if it is no longer pending."""
         stmt = (
             update(ScheduledTask)
-            .where(col(ScheduledTask.key) == key, col(ScheduledTask.state) == TaskState.pending)
+            .where(
+                col(ScheduledTask.key) == key,
+                # A run in flight finishes, but a recurring task is not re-armed after it.
+                col(ScheduledTask.state).in_([TaskState.pending, TaskState.running]),
+            )
             .values(state=TaskState.cancelled, finished_at=self.clock())
         )
         if session is None:
@@ -328,13 +339,15 @@ class Scheduler:
                 values["state"] = TaskState.done
             else:
                 values.update(state=TaskState.pending, run_at=nxt)
-            await session.execute(
+            result = await session.execute(
                 update(ScheduledTask)
                 .where(
                     col(ScheduledTask.key) == row.key, col(ScheduledTask.state) == TaskState.running
                 )
                 .values(**values)
             )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return TaskState.cancelled  # cancelled while it ran
         if nxt is not None:
             self._arm(row.key, nxt)
             return TaskState.pending

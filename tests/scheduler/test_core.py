@@ -162,3 +162,26 @@ async def test_cancel(db: Database) -> None:
     assert not await s.cancel("c")
     await s.sweep()
     assert runs == [] and await s.state_of("c") == TaskState.cancelled
+
+
+def test_cron_weekdays_follow_crontab_numbering() -> None:
+    # 2026-11-01 is a Sunday. "5" in crontab is Friday (APScheduler alone reads Saturday).
+    friday = next_cron_time("0 20 * * 5", "UTC", T0)
+    assert friday is not None and friday.strftime("%a %H:%M") == "Fri 20:00"
+    sunday = next_cron_time("0 20 * * 0", "UTC", T0)
+    assert sunday is not None and sunday.date() == T0.date()
+    assert next_cron_time("0 20 * * 7", "UTC", T0) == sunday
+    assert next_cron_time("0 20 * * fri", "UTC", T0) == friday
+
+
+async def test_recurring_task_cancelled_while_running_is_not_rearmed(db: Database) -> None:
+    clock = Clock()
+    s = Scheduler(db, clock=clock)
+
+    async def cancels_itself(run: TaskRun) -> None:
+        assert await s.cancel(run.key)  # an operator cancels while the post goes out
+
+    s.register("self.cancel", cancels_itself)
+    await s.schedule(T0, "self.cancel", "r", cron="0 20 * * *", timezone="UTC")
+    assert await s.run_now("r") == TaskState.cancelled
+    assert await s.state_of("r") == TaskState.cancelled
