@@ -29,3 +29,11 @@ def say(
     outbox: Outbox, chat_id: int, text: str, *, markup: InlineKeyboardMarkup | None = None
 ) -> None:
     outbox.send(SendMessage(chat_id=chat_id, text=text, reply_markup=markup))
+
+
+def actor_of(message: Message) -> int | None:
+    """Who did it, for the ledger's audit column: the user, or the chat an anonymous
+    admin or a channel speaks as."""
+    if message.sender_chat is not None:
+        return message.sender_chat.id
+    return message.from_user.id if message.from_user else None

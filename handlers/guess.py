@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot import texts as common_texts
 from bot.filters import IsOperator
-from bot.messaging import reply
+from bot.messaging import actor_of, reply
 from bot.middlewares import PondInfo
 from bot.outbox import Outbox, OutboxClosedError
 from bot.texts import games as texts
@@ -121,11 +121,7 @@ async def open_round(
     except ParseError as exc:
         reply(outbox, message, texts.round_error(exc.code))
         return
-    actor = (
-        message.sender_chat.id
-        if message.sender_chat
-        else (message.from_user.id if message.from_user else None)
-    )
+    actor = actor_of(message)
     now = scheduler.clock()
     try:
         async with db.transaction() as session:

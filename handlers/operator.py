@@ -14,7 +14,7 @@ from aiogram.types import Message
 
 from bot import texts
 from bot.filters import IsOperator
-from bot.messaging import reply
+from bot.messaging import actor_of, reply
 from bot.middlewares import person_of
 from bot.outbox import Outbox
 from games.parsing import ParseError, parse_adjust
@@ -56,11 +56,7 @@ async def adjust(message: Message, command: CommandObject, db: Database, outbox:
             reply(outbox, message, texts.cannot_target_bot())
             return
 
-    actor = (
-        message.sender_chat.id
-        if message.sender_chat
-        else (message.from_user.id if message.from_user else None)
-    )
+    actor = actor_of(message)
     key = f"{name}:{message.chat.id}:{message.message_id}"
     pond_id = message.chat.id if message.chat.type in ("group", "supergroup") else None
     outcome: str

@@ -24,7 +24,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot import texts as common_texts
 from bot.filters import IsOperator
-from bot.messaging import reply
+from bot.messaging import actor_of, reply
 from bot.middlewares import PondInfo
 from bot.outbox import Outbox
 from bot.texts import games as texts
@@ -90,11 +90,7 @@ async def open_vote(
     except ParseError as exc:
         reply(outbox, message, texts.vote_error(exc.code))
         return
-    actor = (
-        message.sender_chat.id
-        if message.sender_chat
-        else (message.from_user.id if message.from_user else None)
-    )
+    actor = actor_of(message)
     now = scheduler.clock()
     async with db.transaction() as session:
         points = (await repo.pond_settings(session, pond.chat_id)).vote_points
