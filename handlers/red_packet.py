@@ -22,6 +22,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -58,7 +59,7 @@ from scheduler.core import Scheduler
 from scheduler.red_packet import EXPIRE_JOB
 from storage import ledger, red_packets, repo
 from storage.db import Database
-from storage.red_packets import Grab, PacketCard
+from storage.red_packets import Grab, GrabRequest, PacketCard
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,22 @@ class RedPackets:
         # database's write lock anyway (SQLite sleeps while it waits for it), and
         # whoever waited behind the last share is answered from memory.
         self._turns = KeyedLock()
+        # Grabs waiting for their packet's turn; the next turn takes them all at once.
+        self._queued: dict[int, list[tuple[GrabRequest, asyncio.Future[Grab]]]] = {}
 
     def router(self) -> Router:
+        """`/redpacket` and typed passwords."""
         router = Router(name="red_packet")
         router.message.register(self.create, Command("redpacket"))
+        router.message.register(self.grab_by_password, PasswordTyped(self.passwords))
+        return router
+
+    def buttons(self) -> Router:
+        """The grab button. Its callback data is the feature's own, so this router may be
+        tried early: a stampede of clicks then skips the other features' routers."""
+        router = Router(name="red_packet_buttons")
         router.callback_query.register(self.grab_by_button, RedPacketCB.filter())
         router.callback_query.register(self.forged, DataPrefix(f"{RedPacketCB.__prefix__}:"))
-        router.message.register(self.grab_by_password, PasswordTyped(self.passwords))
         return router
 
     # -- /redpacket ----------------------------------------------------------------------
@@ -384,17 +394,72 @@ class RedPackets:
         *,
         by_password: bool,
     ) -> Grab:
+        request = GrabRequest(person, chat_id, message_id, by_password)
+        outcome: asyncio.Future[Grab] = asyncio.get_running_loop().create_future()
+        self._queued.setdefault(packet_id, []).append((request, outcome))
         async with self._turns.hold(packet_id):
-            known = self.closed.get(packet_id)
-            if known is not None and known[0] == chat_id:
-                _chat, state, grabbers = known
-                if person.id in grabbers:
-                    return Grab(packet_id, Refusal.already)
-                gone = state is PacketState.finished
-                return Grab(packet_id, Refusal.gone if gone else Refusal.expired)
-            return await self._grab_now(
-                db, scheduler, packet_id, person, chat_id, message_id, by_password=by_password
-            )
+            if not outcome.done():
+                # Whoever gets the turn grabs for everyone queued behind the previous
+                # turn: one transaction for all of them.
+                batch = self._queued.pop(packet_id)
+                try:
+                    grabs = await self._grab_batch(db, scheduler, packet_id, batch)
+                except BaseException:
+                    # The others are still waiting for a turn: they try again in theirs.
+                    others = [item for item in batch if item[1] is not outcome]
+                    self._queued.setdefault(packet_id, [])[:0] = others
+                    raise
+                for (_, other), grab in zip(batch, grabs, strict=True):
+                    other.set_result(grab)
+        return outcome.result()
+
+    async def _grab_batch(
+        self,
+        db: Database,
+        scheduler: Scheduler,
+        packet_id: int,
+        batch: list[tuple[GrabRequest, asyncio.Future[Grab]]],
+    ) -> list[Grab]:
+        requests = [r for r, _ in batch]
+        known = self.closed.get(packet_id)
+        if known is not None:
+            return [self._from_memory(packet_id, known, r) for r in requests]
+        now = scheduler.clock()
+        grabs: list[Grab] | None
+        try:
+            async with db.transaction() as session:
+                found = await red_packets.grab_many(session, packet_id, requests, now=now)
+                if found is not None and any(g.finished for g in found):
+                    await scheduler.cancel(red_packets.expiry_task_key(packet_id), session=session)
+                    card = await red_packets.get_card(session, packet_id, with_grabs=True)
+                    found = [replace(g, card=card) if g.card is not None else g for g in found]
+            grabs = found
+        except IntegrityError:
+            grabs = None  # PostgreSQL: a member's concurrent grab in another process
+        if grabs is None:
+            # The packet moved under us (another process grabbed meanwhile): each on its own.
+            grabs = [
+                await self._grab_now(
+                    db, scheduler, packet_id, r.user, r.chat_id, r.message_id,
+                    by_password=r.by_password,
+                )
+                for r in requests
+            ]
+        for grab in grabs:
+            if grab.closed is not None and grab.card is not None:
+                self._remember_closed(grab.card, grab.closed)
+                break
+        return grabs
+
+    @staticmethod
+    def _from_memory(packet_id: int, known: Any, request: GrabRequest) -> Grab:
+        chat, state, grabbers = known
+        if chat != request.chat_id:
+            return Grab(packet_id, Refusal.wrong_chat)
+        if request.user.id in grabbers:
+            return Grab(packet_id, Refusal.already)
+        gone = state is PacketState.finished
+        return Grab(packet_id, Refusal.gone if gone else Refusal.expired)
 
     async def _grab_now(
         self,
@@ -434,10 +499,13 @@ class RedPackets:
         if card is None:
             return
         if grab.closed is not None:
-            grabbers = frozenset(g.user_id for g in card.grabs)
-            self.closed.put(card.id, (card.chat_id, grab.closed, grabbers))
+            self._remember_closed(card, grab.closed)
         if grab.refused is None:
             self._show(outbox, card, pond)
+
+    def _remember_closed(self, card: PacketCard, state: PacketState) -> None:
+        grabbers = frozenset(g.user_id for g in card.grabs)
+        self.closed.put(card.id, (card.chat_id, state, grabbers))
 
     def _show(self, outbox: Outbox, card: PacketCard, pond: PondInfo | None) -> None:
         if card.message_id is None:
@@ -472,5 +540,8 @@ def _timezone(pond: PondInfo | None) -> str:
     return pond.timezone if pond is not None else "Asia/Shanghai"
 
 
-def setup(rng: random.Random | None = None) -> Router:
-    return RedPackets(rng).router()
+def setup(rng: random.Random | None = None) -> tuple[Router, Router]:
+    """The grab button's router and the messages' router (one feature, two places in
+    the order routers are tried)."""
+    packets = RedPackets(rng)
+    return packets.buttons(), packets.router()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -348,6 +348,191 @@ async def grab(
         card=replace(card, taken=taken, state=state),
         closed=PacketState.finished if finished else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class GrabRequest:
+    """One member's grab in `grab_many` (the arguments of `grab`)."""
+
+    user: repo.UserInfo
+    chat_id: int
+    message_id: int | None
+    by_password: bool
+
+
+async def grab_many(
+    session: AsyncSession, packet_id: int, requests: Sequence[GrabRequest], *, now: datetime
+) -> list[Grab] | None:
+    """`grab` for many members in one go, with the outcome each would have had grabbing
+    one after the other in this order (one counter update, one share update, one ledger
+    batch). None when the packet moved under us since we read it (PostgreSQL: another
+    process grabbed meanwhile); the caller then grabs one by one."""
+    users = sorted({r.user.id for r in requests})
+    row = (await session.execute(select(_packet).where(_packet.c.id == packet_id))).first()
+    if row is None:
+        return [Grab(packet_id, Refusal.unknown) for _ in requests]
+    card = _card(row)
+    had = set(
+        (
+            await session.execute(
+                select(_share.c.user_id).where(
+                    _share.c.packet_id == packet_id, _share.c.user_id.in_(users)
+                )
+            )
+        ).scalars()
+    )
+    view = PacketView(
+        chat_id=card.chat_id,
+        funder_id=card.funder_id,
+        state=card.state,
+        expires_at=card.expires_at,
+        has_password=card.password is not None,
+    )
+    taken = card.taken
+    outcomes: list[Refusal | None] = []
+    wrong: set[int] = set()  # positions of buttons on another chat's message
+    closings: list[PacketState | None] = []
+    winners: list[GrabRequest] = []
+    for r in requests:
+        closed = view.state if view.state is not PacketState.open else (
+            PacketState.expired if now >= view.expires_at else None
+        )
+        closings.append(closed)
+        if card.chat_id != r.chat_id or (
+            r.message_id is not None
+            and card.message_id is not None
+            and card.message_id != r.message_id
+        ):
+            outcomes.append(Refusal.wrong_chat)
+            wrong.add(len(outcomes) - 1)
+            continue
+        why = refusal(
+            view,
+            user_id=r.user.id,
+            chat_id=r.chat_id,
+            now=now,
+            by_password=r.by_password,
+            already=r.user.id in had,
+        )
+        outcomes.append(why)
+        if why is None:
+            had.add(r.user.id)
+            winners.append(r)
+            taken += 1
+            if taken >= card.shares:
+                view = replace(view, state=PacketState.finished)
+    if not winners:
+        return [
+            Grab(packet_id, why) if i in wrong else Grab(packet_id, why, card=card, closed=closed)
+            for i, (why, closed) in enumerate(zip(outcomes, closings, strict=True))
+        ]
+    new_message = next((r.message_id for r in winners if r.message_id is not None), None)
+    if card.message_id is None and new_message is not None:
+        await set_message(session, packet_id, new_message)  # the post's id was not stored yet
+        card = replace(card, message_id=new_message)
+    k = len(winners)
+    finishing = _packet.c.taken + k >= _packet.c.shares
+    after = await session.scalar(
+        update(_packet)
+        .where(
+            _packet.c.id == packet_id,
+            _packet.c.state == str(PacketState.open),
+            _packet.c.taken == card.taken,
+            _packet.c.expires_at > now,
+        )
+        .values(
+            taken=_packet.c.taken + k,
+            state=case((finishing, str(PacketState.finished)), else_=_packet.c.state),
+            closed_at=case((finishing, now), else_=_packet.c.closed_at),
+        )
+        .returning(_packet.c.taken)
+    )
+    if after is None or int(after) != taken:
+        return None
+    first = card.taken + 1
+    await session.execute(
+        update(_share)
+        .where(
+            _share.c.packet_id == packet_id,
+            _share.c.seq == bindparam("s"),
+            _share.c.user_id.is_(None),
+        )
+        .values(user_id=bindparam("u"), grabbed_at=now),
+        [{"s": first + i, "u": r.user.id} for i, r in enumerate(winners)],
+    )
+    amounts = {
+        int(s.seq): (s.user_id, int(s.amount))
+        for s in (
+            await session.execute(
+                select(_share.c.seq, _share.c.user_id, _share.c.amount).where(
+                    _share.c.packet_id == packet_id,
+                    _share.c.seq >= first,
+                    _share.c.seq <= taken,
+                )
+            )
+        ).all()
+    }
+    got: dict[int, int] = {}
+    for i, r in enumerate(winners):
+        holder, amount = amounts.get(first + i, (None, 0))
+        if holder != r.user.id:  # pragma: no cover - `taken` and the shares move together
+            raise RuntimeError(f"red packet {packet_id}: share {first + i} missing or taken")
+        got[r.user.id] = amount
+    await _credit_many(session, winners, got, packet_id, now)
+    finished = taken >= card.shares
+    state = PacketState.finished if finished else PacketState.open
+    card = replace(card, taken=taken, state=state)
+    last = winners[-1]
+    grabs: list[Grab] = []
+    for i, (r, why, shut) in enumerate(zip(requests, outcomes, closings, strict=True)):
+        if i in wrong:
+            grabs.append(Grab(packet_id, why))
+        elif why is not None:
+            grabs.append(Grab(packet_id, why, card=card, closed=shut))
+        else:
+            done = finished and r is last
+            grabs.append(
+                Grab(
+                    packet_id,
+                    None,
+                    amount=got[r.user.id],
+                    card=card,
+                    closed=PacketState.finished if done else None,
+                )
+            )
+    return grabs
+
+
+async def _credit_many(
+    session: AsyncSession,
+    winners: Sequence[GrabRequest],
+    got: dict[int, int],
+    packet_id: int,
+    now: datetime,
+) -> None:
+    awards = [
+        ledger.Award(
+            user_id=r.user.id,
+            amount=got[r.user.id],
+            kind=LedgerKind.red_packet,
+            key=grab_key(packet_id, r.user.id),
+            chat_id=r.chat_id,
+            ref=f"red packet {packet_id}",
+        )
+        for r in winners
+    ]
+    recorded: set[int] = set()
+    while True:
+        try:
+            await ledger.award_many(session, awards, now=now)
+            return
+        except ledger.UnknownMember as exc:
+            # Not recorded yet (nothing was written, so the transaction carries on).
+            if exc.user_id in recorded:  # pragma: no cover - upsert_member records them
+                raise
+            recorded.add(exc.user_id)
+            user = next(r.user for r in winners if r.user.id == exc.user_id)
+            await repo.upsert_member(session, user, now)
 
 
 async def _credit(
