@@ -31,7 +31,7 @@ from bot.checkin_board import BoardKeeper
 from bot.config import Settings
 from bot.dedup import SeenUpdates
 from bot.i18n import LANGUAGES, make_i18n
-from bot.middlewares import PondI18nMiddleware, TrackingMiddleware
+from bot.middlewares import MemberWritten, PondI18nMiddleware, TrackingMiddleware
 from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
 from handlers import setup_routers
@@ -89,6 +89,7 @@ def build_dispatcher(
     dp.update.outer_middleware(SeenUpdates())
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(tracking)
+        observer.middleware(MemberWritten())
     PondI18nMiddleware(i18n).setup(dp)
     dp.include_routers(*setup_routers())
     return dp

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.dispatcher.flags import get_flag
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
@@ -23,6 +24,11 @@ from storage import repo
 from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database
 from storage.models import PondStatus
+
+# Handler flag: the handler writes through the `BatchWriter` only, so it needs no
+# committed record of a first-seen member before it runs (see TrackingMiddleware).
+BATCHED = "batched"
+MEMBER_WRITE = "member_write"  # data key: the pending write of a first-seen member
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,25 +117,47 @@ class TrackingMiddleware(BaseMiddleware):
                 row = await repo.get_pond(session, chat.id)
                 assert row is not None
                 pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
-        if new_name or new_seat or pond is not None:
-            if person is not None and (new_name or new_seat):
-                # Many people seen at once share one transaction (see storage.batch).
-                await self.writer.submit(
-                    SEEN,
-                    SeenRequest(
-                        person.id,
-                        person if new_name else None,
-                        chat.id if new_seat and chat is not None else None,
-                    ),
-                )
-            if person is not None:
-                self._names.remember(person.id, person)
-                if group:
-                    self._seen.remember((chat.id, person.id), True)  # type: ignore[union-attr]
-            if pond is not None:
-                self._ponds.remember(pond.chat_id, pond)
+        if pond is not None:
+            self._ponds.remember(pond.chat_id, pond)
         data["pond"] = pond
         data["person"] = person
+        if person is None or not (new_name or new_seat):
+            return await handler(event, data)
+        # Many people seen at once share one transaction (see storage.batch). The
+        # handler runs once the record is written (`MemberWritten`), or, if its own
+        # writes go through the same writer (flag BATCHED), right away: they are queued
+        # after this one, so they land in the same transaction or a later one.
+        written = self.writer.enqueue(
+            SEEN,
+            SeenRequest(
+                person.id,
+                person if new_name else None,
+                chat.id if new_seat and chat is not None else None,
+            ),
+        )
+        data[MEMBER_WRITE] = written
+        try:
+            return await handler(event, data)
+        finally:
+            await written
+            self._names.remember(person.id, person)
+            if group:
+                self._seen.remember((chat.id, person.id), True)  # type: ignore[union-attr]
+
+
+class MemberWritten(BaseMiddleware):
+    """Inner middleware: a handler runs after the record of a first-seen member is
+    committed, unless it is flagged BATCHED."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        written = data.get(MEMBER_WRITE)
+        if written is not None and not get_flag(data, BATCHED):
+            await written
         return await handler(event, data)
 
 
@@ -151,4 +179,12 @@ class PondI18nMiddleware(I18nMiddleware):
         return self.i18n.default_locale
 
 
-__all__ = ["PondI18nMiddleware", "PondInfo", "PondStatus", "TrackingMiddleware", "person_of"]
+__all__ = [
+    "BATCHED",
+    "MemberWritten",
+    "PondI18nMiddleware",
+    "PondInfo",
+    "PondStatus",
+    "TrackingMiddleware",
+    "person_of",
+]

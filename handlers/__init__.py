@@ -21,15 +21,19 @@ from handlers import (
 
 def setup_routers() -> list[Router]:
     """Routers in the order they are tried."""
+    red_packet_buttons, red_packet_messages = red_packet.setup()
     return [
+        # First: at opening time nearly every update is a check-in, and each router
+        # tried before the one that matches costs a full propagation step.
+        checkin.setup(),  # before points: it answers `/top streak`
+        red_packet_buttons,  # a grab stampede; its callback data is its own
         errors.setup(),
         invites.setup(),  # before membership: a join through a link is a referral
         membership.setup(),
         operator.setup(),
         common.setup(),
-        checkin.setup(),  # before points: it answers `/top streak`
         points.setup(),
-        red_packet.setup(),
+        red_packet_messages,
         guess.setup(),
         votes.setup(),
         promo.setup(),

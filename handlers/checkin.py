@@ -24,7 +24,7 @@ from bot import texts as common_texts
 from bot.checkin_board import BoardKeeper, CheckinButton
 from bot.filters import IsOperator
 from bot.messaging import reply
-from bot.middlewares import PondInfo
+from bot.middlewares import BATCHED, PondInfo
 from bot.outbox import Outbox
 from bot.texts import checkin as texts
 from games.checkin import DEFAULT_TIMEZONE, local_day
@@ -58,9 +58,11 @@ class TopStreak(Filter):
 
 def setup() -> Router:
     router = Router(name="checkin")
-    router.message.register(checkin_message, Command("checkin"))
-    router.message.register(checkin_message, IsCheckinText())
-    router.callback_query.register(checkin_button, CheckinButton.filter())
+    # BATCHED: a first-seen member's record is written in the check-in's own batch.
+    batched = {BATCHED: True}
+    router.message.register(checkin_message, Command("checkin"), flags=batched)
+    router.message.register(checkin_message, IsCheckinText(), flags=batched)
+    router.callback_query.register(checkin_button, CheckinButton.filter(), flags=batched)
     router.message.register(makeup, Command("makeup"))
     router.message.register(post_board, Command("board"), IsOperator())
     router.message.register(refuse_board, Command("board"))

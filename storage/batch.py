@@ -64,11 +64,16 @@ class BatchWriter:
         self.largest = 0
 
     async def submit(self, op: BatchOp[Req, Res], request: Req) -> Res:
+        return await self.enqueue(op, request)
+
+    def enqueue(self, op: BatchOp[Req, Res], request: Req) -> asyncio.Future[Res]:
+        """Queue a request now; the future resolves once it is committed. A request
+        queued later is written in the same transaction or a later one."""
         fut: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(op, request, fut))
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name="batch-writer")
-        return await fut
+        return fut
 
     async def idle(self) -> None:
         """Wait until everything submitted so far is written."""
