@@ -40,6 +40,7 @@ from sqlalchemy import func, select  # noqa: E402
 from bot.app import build_dispatcher  # noqa: E402
 from bot.checkin_board import CheckinButton  # noqa: E402
 from bot.outbox import Limits, Outbox  # noqa: E402
+from bot.runtime import tune_gc  # noqa: E402
 from storage import ledger  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.migrate import aupgrade  # noqa: E402
@@ -130,6 +131,7 @@ async def run(n: int, kind: str, chunk: int, warmup: int) -> dict[str, float]:
             await feed(bare, floor_bot, make, range(1, warmup + 1), 1, chunk)
             await feed(dp, bot, make, range(1, warmup + 1), 1, chunk)
             await dp["boards"].idle()
+            tune_gc()  # as `pondbot run` does once it serves (applies to both dispatchers)
 
             users = range(1_000_000, 1_000_000 + n)
             floor_s = await feed(bare, floor_bot, make, users, 10_000, chunk)

@@ -42,6 +42,7 @@ from sqlalchemy import select  # noqa: E402
 
 from bot.app import build_dispatcher  # noqa: E402
 from bot.outbox import Limits, Outbox  # noqa: E402
+from bot.runtime import tune_gc  # noqa: E402
 from handlers.red_packet import RedPacketCB  # noqa: E402
 from storage import ledger  # noqa: E402
 from storage.db import Database  # noqa: E402
@@ -165,6 +166,7 @@ async def run(n: int, shares: int, concurrency: int) -> list[dict[str, float]]:
             warm = [grab_update(10 + i, 5_000_000 + i, pid, mid) for i in range(300)]
             await feed(bare, floor_bot, warm, concurrency)
             await feed(dp, bot, warm, concurrency)
+            tune_gc()  # as `pondbot run` does once it serves (applies to both dispatchers)
 
             users = range(1_000_000, 1_000_000 + n)
             next_update = 100_000

@@ -34,6 +34,7 @@ from bot.i18n import LANGUAGES, make_i18n
 from bot.middlewares import MemberWritten, PondI18nMiddleware, TrackingMiddleware
 from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
+from bot.runtime import tune_gc
 from handlers import setup_routers
 from scheduler.core import Scheduler
 from scheduler.jobs import JobDeps, register_jobs
@@ -200,6 +201,7 @@ async def serve_polling(settings: Settings, stop: asyncio.Event) -> None:
         await set_commands(app.bot, settings.locale)
         await app.dp.emit_startup(bot=app.bot)
         await app.scheduler.start()
+        tune_gc()
         try:
             await poll(app.dp, app.bot, allowed_updates=ALLOWED_UPDATES, stop=stop)
         finally:
@@ -243,6 +245,7 @@ async def run_webhook(settings: Settings) -> None:
         )
         await set_commands(app.bot, settings.locale)
         await app.scheduler.start()
+        tune_gc()
         runner = web.AppRunner(web_app)
         await runner.setup()
         site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
