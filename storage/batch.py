@@ -26,6 +26,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage import repo
 from storage.db import Database
 from storage.models import Member, Membership, utcnow
 from storage.repo import UserInfo
@@ -170,13 +171,9 @@ class SeenOp:
             stmt = _insert(session, member)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["user_id"],
-                set_={
-                    c: getattr(stmt.excluded, c)
-                    for c in ("username", "username_lower", "first_name", "last_name",
-                              "language_code", "updated_at")
-                },
+                set_={c: getattr(stmt.excluded, c) for c in repo.MEMBER_REFRESH},
             )
-            await session.execute(stmt, [_member_row(p, now) for p in people.values()])
+            await session.execute(stmt, [repo.member_row(p, now) for p in people.values()])
         if seats:
             membership = Membership.__table__  # type: ignore[attr-defined]
             stmt = _insert(session, membership)
@@ -196,26 +193,6 @@ class SeenOp:
                 ],
             )
         return [None] * len(requests)
-
-
-def _member_row(user: UserInfo, now: Any) -> dict[str, Any]:
-    username = user.username or None
-    return {
-        "user_id": user.id,
-        "username": username,
-        "username_lower": username.lower() if username else None,
-        "first_name": user.first_name[:128],
-        "last_name": (user.last_name or "")[:128],
-        "language_code": user.language_code,
-        "is_bot": user.is_bot,
-        "balance": 0,
-        "lifetime_earned": 0,
-        "streak": 0,
-        "tier": "",
-        "dm_linked": False,
-        "created_at": now,
-        "updated_at": now,
-    }
 
 
 SEEN = SeenOp()

@@ -72,31 +72,40 @@ async def _upsert(
     await session.execute(stmt)
 
 
-async def upsert_member(session: AsyncSession, user: UserInfo, now: datetime | None = None) -> None:
-    """Record a member or refresh their names (display names are kept fresh)."""
-    now = now or utcnow()
+def member_row(user: UserInfo, now: datetime) -> dict[str, Any]:
+    """The `member` row for a person seen for the first time."""
     username = user.username or None
+    return {
+        "user_id": user.id,
+        "username": username,
+        "username_lower": username.lower() if username else None,
+        "first_name": user.first_name[:128],
+        "last_name": (user.last_name or "")[:128],
+        "language_code": user.language_code,
+        "is_bot": user.is_bot,
+        "balance": 0,
+        "lifetime_earned": 0,
+        "streak": 0,
+        "tier": "",
+        "dm_linked": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+# What a later sighting refreshes (display names are kept fresh).
+MEMBER_REFRESH = ["username", "username_lower", "first_name", "last_name", "language_code",
+                  "updated_at"]
+
+
+async def upsert_member(session: AsyncSession, user: UserInfo, now: datetime | None = None) -> None:
+    """Record a member or refresh their names."""
     await _upsert(
         session,
         Member.__table__,  # type: ignore[attr-defined]
-        {
-            "user_id": user.id,
-            "username": username,
-            "username_lower": username.lower() if username else None,
-            "first_name": user.first_name[:128],
-            "last_name": (user.last_name or "")[:128],
-            "language_code": user.language_code,
-            "is_bot": user.is_bot,
-            "balance": 0,
-            "lifetime_earned": 0,
-            "streak": 0,
-            "tier": "",
-            "dm_linked": False,
-            "created_at": now,
-            "updated_at": now,
-        },
+        member_row(user, now or utcnow()),
         ["user_id"],
-        ["username", "username_lower", "first_name", "last_name", "language_code", "updated_at"],
+        MEMBER_REFRESH,
     )
 
 
