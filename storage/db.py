@@ -15,12 +15,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from storage import sqlite_driver
 
 READONLY = "pondbot_readonly"
 BUSY_TIMEOUT_MS = 15_000
@@ -49,7 +52,15 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
 
     _prepare_sqlite_file(u)
     engine = create_async_engine(
-        u, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        u,
+        echo=echo,
+        async_creator=partial(
+            sqlite_driver.connect,
+            u.database or ":memory:",
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,
+            uri=str(u.query.get("uri", "")).lower() in ("1", "true"),
+        ),
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -65,8 +76,12 @@ def create_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        readonly = conn.get_execution_options().get(READONLY, False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        sql = "BEGIN" if conn.get_execution_options().get(READONLY, False) else "BEGIN IMMEDIATE"
+        driver = conn.connection.driver_connection
+        if isinstance(driver, sqlite_driver.LeanConnection):
+            driver.begin_lazily(sql)  # sent with the first statement, in the same trip
+        else:
+            conn.exec_driver_sql(sql)
 
     return engine
 
