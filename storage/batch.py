@@ -60,6 +60,7 @@ class BatchWriter:
         self.db = db
         self.max_batch = max_batch
         self._queue: list[_Pending[Any, Any]] = []
+        self._writing: list[_Pending[Any, Any]] = []  # the batch in its transaction
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # transactions committed (for tests and benchmarks)
         self.largest = 0
@@ -76,6 +77,14 @@ class BatchWriter:
             self._task = asyncio.create_task(self._drain(), name="batch-writer")
         return fut
 
+    async def flushed(self) -> None:
+        """Wait until every request queued so far is committed or has failed (a failure
+        is its submitter's to report). Unlike `idle`, later requests are not waited for,
+        so a steady stream of writes cannot hold this up."""
+        pending = [p.future for p in self._queue] + [p.future for p in self._writing]
+        if pending:
+            await asyncio.wait(pending)
+
     async def idle(self) -> None:
         """Wait until everything submitted so far is written."""
         while self._task is not None:
@@ -84,10 +93,11 @@ class BatchWriter:
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch = self._queue[: self.max_batch]
+                batch = self._writing = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 await self._write(batch)
         finally:
+            self._writing = []
             self._task = None
 
     @staticmethod
@@ -157,6 +167,28 @@ class SeenOp:
 
     order = 0
 
+    def __init__(self) -> None:
+        self._statements: dict[str, tuple[Any, Any]] = {}  # dialect -> (members, seats)
+
+    def _upserts(self, session: AsyncSession) -> tuple[Any, Any]:
+        """Both statements, built once per dialect (building one costs more than running
+        it for a few rows)."""
+        name = session.get_bind().dialect.name
+        found = self._statements.get(name)
+        if found is None:
+            member = _insert(session, Member.__table__)  # type: ignore[attr-defined]
+            member = member.on_conflict_do_update(
+                index_elements=["user_id"],
+                set_={c: getattr(member.excluded, c) for c in repo.MEMBER_REFRESH},
+            )
+            seat = _insert(session, Membership.__table__)  # type: ignore[attr-defined]
+            seat = seat.on_conflict_do_update(
+                index_elements=["chat_id", "user_id"],
+                set_={"last_seen_at": seat.excluded.last_seen_at},
+            )
+            found = self._statements[name] = (member, seat)
+        return found
+
     async def run(self, session: AsyncSession, requests: Sequence[SeenRequest]) -> list[None]:
         now = utcnow()
         people: dict[int, UserInfo] = {}
@@ -166,23 +198,14 @@ class SeenOp:
                 people[r.user_id] = r.person  # the latest names win
             if r.chat_id is not None:
                 seats[(r.chat_id, r.user_id)] = None
+        upsert_members, upsert_seats = self._upserts(session)
         if people:
-            member = Member.__table__  # type: ignore[attr-defined]
-            stmt = _insert(session, member)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["user_id"],
-                set_={c: getattr(stmt.excluded, c) for c in repo.MEMBER_REFRESH},
-            )
-            await session.execute(stmt, [repo.member_row(p, now) for p in people.values()])
-        if seats:
-            membership = Membership.__table__  # type: ignore[attr-defined]
-            stmt = _insert(session, membership)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["chat_id", "user_id"],
-                set_={"last_seen_at": stmt.excluded.last_seen_at},
-            )
             await session.execute(
-                stmt,
+                upsert_members, [repo.member_row(p, now) for p in people.values()]
+            )
+        if seats:
+            await session.execute(
+                upsert_seats,
                 [
                     {
                         "chat_id": chat_id, "user_id": user_id, "status": "member",
