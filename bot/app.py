@@ -31,10 +31,16 @@ from bot.checkin_board import BoardKeeper
 from bot.config import Settings
 from bot.dedup import SeenUpdates
 from bot.i18n import LANGUAGES, make_i18n
-from bot.middlewares import MemberWritten, PondI18nMiddleware, TrackingMiddleware
+from bot.middlewares import (
+    MemberWritten,
+    PondI18nMiddleware,
+    TrackingMiddleware,
+    settle_writes,
+)
 from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
 from bot.runtime import tune_gc
+from bot.shortcuts import Shortcuts
 from handlers import setup_routers
 from scheduler.core import Scheduler
 from scheduler.jobs import JobDeps, register_jobs
@@ -91,8 +97,10 @@ def build_dispatcher(
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(tracking)
         observer.middleware(MemberWritten())
-    PondI18nMiddleware(i18n).setup(dp)
-    dp.include_routers(*setup_routers())
+    PondI18nMiddleware(i18n).setup(dp)  # after tracking: it reads the pond's language
+    shortcuts = Shortcuts()
+    dp.callback_query.outer_middleware(shortcuts)  # last: presser recorded, language set
+    dp.include_routers(*setup_routers(shortcuts))
     return dp
 
 
@@ -219,11 +227,17 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
     """The aiohttp application Telegram posts updates to."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
+    class SettlingRequestHandler(SimpleRequestHandler):
+        async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
+            response = await super()._handle_request(bot, request)
+            await settle_writes(self.dispatcher)
+            return response
+
     web_app = web.Application()
     # Requests without the secret token are refused (aiogram checks it only when given).
     # handle_in_background=False: Telegram gets its 200 only after the update was
-    # handled, so a crash means redelivery instead of loss.
-    SimpleRequestHandler(
+    # handled and what it wrote is committed, so a crash means redelivery, not loss.
+    SettlingRequestHandler(
         dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
     ).register(web_app, path=app.settings.webhook_path)
     setup_application(web_app, app.dp, bot=app.bot)

@@ -9,12 +9,14 @@ handler data.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram import BaseMiddleware
+from aiogram import BaseMiddleware, Dispatcher
 from aiogram.dispatcher.flags import get_flag
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
@@ -24,6 +26,8 @@ from storage import repo
 from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database
 from storage.models import PondStatus
+
+log = logging.getLogger(__name__)
 
 # Handler flag: the handler writes through the `BatchWriter` only, so it needs no
 # committed record of a first-seen member before it runs (see TrackingMiddleware).
@@ -126,23 +130,37 @@ class TrackingMiddleware(BaseMiddleware):
         # Many people seen at once share one transaction (see storage.batch). The
         # handler runs once the record is written (`MemberWritten`), or, if its own
         # writes go through the same writer (flag BATCHED), right away: they are queued
-        # after this one, so they land in the same transaction or a later one.
+        # after this one, so they land in the same transaction or a later one. Nothing
+        # else waits for the record: the update is acknowledged to Telegram only after
+        # `settle_writes` (a polled batch, a webhook call), so a crash before the commit
+        # means redelivery, not a lost member.
+        seat = (chat.id, person.id) if new_seat and chat is not None else None
         written = self.writer.enqueue(
-            SEEN,
-            SeenRequest(
-                person.id,
-                person if new_name else None,
-                chat.id if new_seat and chat is not None else None,
-            ),
+            SEEN, SeenRequest(person.id, person if new_name else None, seat[0] if seat else None)
         )
+        written.add_done_callback(lambda done: self._recorded(done, person, seat))
         data[MEMBER_WRITE] = written
-        try:
-            return await handler(event, data)
-        finally:
-            await written
-            self._names.remember(person.id, person)
-            if group:
-                self._seen.remember((chat.id, person.id), True)  # type: ignore[union-attr]
+        return await handler(event, data)
+
+    def _recorded(
+        self, done: asyncio.Future[None], person: repo.UserInfo, seat: tuple[int, int] | None
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            # Not remembered: the next update of this person tries again.
+            log.warning("recording member %s failed: %r", person.id,
+                        None if done.cancelled() else done.exception())
+            return
+        self._names.remember(person.id, person)
+        if seat is not None:
+            self._seen.remember(seat, True)
+
+
+async def settle_writes(dp: Dispatcher) -> None:
+    """Wait until what the updates handled so far queued in the writer is committed:
+    the transports call this before they acknowledge updates to Telegram."""
+    writer: BatchWriter | None = dp.workflow_data.get("writer")
+    if writer is not None:
+        await writer.flushed()
 
 
 class MemberWritten(BaseMiddleware):
@@ -187,4 +205,5 @@ __all__ = [
     "PondStatus",
     "TrackingMiddleware",
     "person_of",
+    "settle_writes",
 ]

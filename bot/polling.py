@@ -6,8 +6,11 @@ crash loses those updates. Here a batch is confirmed only after every update in 
 handled: a crash or SIGKILL means Telegram delivers the batch again, and the handlers'
 idempotency keys make the replay harmless.
 
-Within a batch, updates of one chat are handled in order (a join before the message
-that follows it); different chats are handled concurrently.
+Within a batch, chats are handled concurrently, and so are the members of one chat
+(10,000 people pressing one button must not queue behind each other); one member's
+updates keep their order (a join before the message that follows it), and a command or
+a chat-wide event (the bot added, a migration) keeps its place among all of the chat's
+updates, so `/guess end` still comes after the guesses sent before it.
 """
 
 from __future__ import annotations
@@ -30,10 +33,22 @@ from aiogram.exceptions import (
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
+from bot.middlewares import settle_writes
+
 log = logging.getLogger(__name__)
 
 
-def _chat_key(update: Update) -> int:
+# Commands whose effect concerns only the member who sends them: a morning's storm of
+# `/checkin` need not take turns. Every other command keeps its place in the chat.
+PERSONAL_COMMANDS = frozenset({"checkin", "makeup", "points", "top", "invite", "help", "start"})
+
+
+def _command(text: str) -> str:
+    words = text[1:].split(maxsplit=1)
+    return words[0].partition("@")[0].lower() if words else ""
+
+
+def _chat_of(update: Update) -> int:
     event = update.event
     chat = getattr(event, "chat", None)
     if chat is None:
@@ -45,10 +60,55 @@ def _chat_key(update: Update) -> int:
     return int(user.id) if user is not None else 0
 
 
-async def handle_batch(dp: Dispatcher, bot: Bot, updates: Sequence[Update], **kwargs: Any) -> None:
-    lanes: dict[int, list[Update]] = defaultdict(list)
+def _person_of(update: Update) -> int | None:
+    """Whose lane an update takes within its chat; None: the whole chat's (a barrier)."""
+    if update.callback_query is not None:
+        return update.callback_query.from_user.id
+    if update.chat_member is not None:
+        return update.chat_member.new_chat_member.user.id
+    message = update.message
+    if message is None or message.from_user is None or message.sender_chat is not None:
+        return None
+    text = message.text or message.caption or ""
+    if text.startswith("/") and _command(text) not in PERSONAL_COMMANDS:
+        return None
+    if message.new_chat_members or message.left_chat_member:
+        return None
+    if message.migrate_to_chat_id or message.migrate_from_chat_id:
+        return None
+    return message.from_user.id
+
+
+def plan(updates: Sequence[Update]) -> list[list[list[list[Update]]]]:
+    """Lanes, per chat, in steps: within a step each person's updates form one lane
+    (in order) and the lanes run concurrently; a command or a chat-wide event is a step
+    of its own, after everything before it in that chat and before everything after."""
+    chats: dict[int, list[list[list[Update]]]] = defaultdict(list)
+    open_step: dict[int, dict[int, list[Update]]] = {}
     for u in updates:
-        lanes[_chat_key(u)].append(u)
+        chat = _chat_of(u)
+        person = _person_of(u)
+        steps = chats[chat]
+        if person is None:
+            steps.append([[u]])
+            open_step.pop(chat, None)
+            continue
+        lanes = open_step.get(chat)
+        if lanes is None:
+            lanes = open_step[chat] = {}
+            steps.append([])
+        lane = lanes.get(person)
+        if lane is None:
+            lane = lanes[person] = []
+            steps[-1].append(lane)
+        lane.append(u)
+    return list(chats.values())
+
+
+async def handle_batch(dp: Dispatcher, bot: Bot, updates: Sequence[Update], **kwargs: Any) -> None:
+    """Handle one batch: chats concurrently; within a chat, people concurrently, each
+    person's updates in order, commands and chat-wide events in order with the rest.
+    Returns once what the batch wrote is durable (it is confirmed right after)."""
 
     async def lane(items: list[Update]) -> None:
         for u in items:
@@ -57,7 +117,16 @@ async def handle_batch(dp: Dispatcher, bot: Bot, updates: Sequence[Update], **kw
             except Exception:  # the error handler logs; one bad update must not stop the rest
                 log.exception("update %s was not handled", u.update_id)
 
-    await asyncio.gather(*(lane(items) for items in lanes.values()))
+    async def chat(steps: list[list[list[Update]]]) -> None:
+        for i, step in enumerate(steps):
+            if i:
+                # What the steps before wrote is visible to this one (a command naming
+                # a member who just spoke for the first time finds them).
+                await settle_writes(dp)
+            await asyncio.gather(*(lane(items) for items in step))
+
+    await asyncio.gather(*(chat(steps) for steps in plan(updates)))
+    await settle_writes(dp)  # the batch is confirmed next: what it wrote must be durable
 
 
 async def poll(

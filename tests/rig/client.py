@@ -31,6 +31,7 @@ from aiogram.types import (
     User,
 )
 
+from bot.middlewares import settle_writes
 from bot.outbox import Outbox
 from tests.rig.fake_session import BOT_USERNAME, FakeSession
 
@@ -58,7 +59,11 @@ class Harness:
         return next(self._message_ids.setdefault(chat_id, itertools.count(10_000)))
 
     async def feed(self, update: Update) -> Any:
-        return await self.dp.feed_update(self.bot, update)
+        """Handle one update the way the transports do: acknowledged (returned) only
+        once what it queued for the writer is committed."""
+        result = await self.dp.feed_update(self.bot, update)
+        await settle_writes(self.dp)
+        return result
 
     async def feed_event(self, **event: Any) -> Any:
         return await self.feed(Update(update_id=self.next_update_id(), **event))
