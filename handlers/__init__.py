@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
+from bot.shortcuts import Shortcuts
 from handlers import (
     checkin,
     common,
@@ -19,9 +20,10 @@ from handlers import (
 )
 
 
-def setup_routers() -> list[Router]:
-    """Routers in the order they are tried."""
-    red_packet_buttons, red_packet_messages = red_packet.setup()
+def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
+    """Routers in the order they are tried; features that can answer a button press
+    from memory register with `shortcuts`."""
+    red_packet_buttons, red_packet_messages = red_packet.setup(shortcuts)
     return [
         # First: at opening time nearly every update is a check-in, and each router
         # tried before the one that matches costs a full propagation step.

@@ -43,6 +43,7 @@ from bot.messaging import reply
 from bot.middlewares import PondInfo
 from bot.operators import OperatorPolicy
 from bot.outbox import Outbox
+from bot.shortcuts import Shortcuts
 from bot.texts import red_packet as texts
 from games.parsing import ParseError
 from games.red_packet import (
@@ -316,16 +317,7 @@ class RedPackets:
         packet_id = callback_data.id
         message = query.message
         chat_id = message.chat.id if message is not None else None
-        known = self.closed.get(packet_id)
-        if known is not None:  # closed for good: answered from memory
-            closed_chat, state, grabbers = known
-            if closed_chat != chat_id:
-                why = Refusal.wrong_chat
-            elif query.from_user.id in grabbers:
-                why = Refusal.already
-            else:
-                why = Refusal.gone if state is PacketState.finished else Refusal.expired
-            await _toast(outbox, query, texts.refused(why))
+        if await self._answer_closed(query, packet_id, outbox):
             return
         if person is None:
             await _toast(outbox, query, texts.refused(Refusal.not_member))
@@ -378,6 +370,30 @@ class RedPackets:
                 )
             )
         self._after(grab, outbox, pond)
+
+    async def answer_from_memory(
+        self, query: CallbackQuery, payload: str, data: dict[str, Any]
+    ) -> bool:
+        """The `rp:` shortcut (see bot.shortcuts): a press on a packet known to be
+        closed is answered before routing; anything else goes on to `grab_by_button`."""
+        if not (payload.isascii() and payload.isdigit() and len(payload) <= 19):
+            return False
+        return await self._answer_closed(query, int(payload), data["outbox"])
+
+    async def _answer_closed(self, query: CallbackQuery, packet_id: int, outbox: Outbox) -> bool:
+        known = self.closed.get(packet_id)
+        if known is None:
+            return False
+        closed_chat, state, grabbers = known
+        message = query.message
+        if message is None or closed_chat != message.chat.id:
+            why = Refusal.wrong_chat
+        elif query.from_user.id in grabbers:
+            why = Refusal.already
+        else:
+            why = Refusal.gone if state is PacketState.finished else Refusal.expired
+        await _toast(outbox, query, texts.refused(why))
+        return True
 
     async def forged(self, query: CallbackQuery, outbox: Outbox) -> None:
         """Button data with our prefix that is not a packet id."""
@@ -540,8 +556,12 @@ def _timezone(pond: PondInfo | None) -> str:
     return pond.timezone if pond is not None else "Asia/Shanghai"
 
 
-def setup(rng: random.Random | None = None) -> tuple[Router, Router]:
+def setup(
+    shortcuts: Shortcuts | None = None, rng: random.Random | None = None
+) -> tuple[Router, Router]:
     """The grab button's router and the messages' router (one feature, two places in
-    the order routers are tried)."""
+    the order routers are tried); presses on closed packets are answered as a shortcut."""
     packets = RedPackets(rng)
+    if shortcuts is not None:
+        shortcuts.register(RedPacketCB.__prefix__, packets.answer_from_memory)
     return packets.buttons(), packets.router()
