@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 # Young-generation collections run after this many net allocations (CPython: 700).
-GC_THRESHOLD = (10_000, 20, 20)
+GC_THRESHOLD = (50_000, 20, 20)
 
 
 def tune_gc() -> None:
