@@ -42,6 +42,7 @@ from aiogram.methods import AnswerCallbackQuery  # noqa: E402
 from aiogram.types import CallbackQuery, Chat, Message, MessageEntity, Update, User  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from bench.support import Failures  # noqa: E402
 from bot.app import build_dispatcher  # noqa: E402
 from bot.outbox import Limits, Outbox  # noqa: E402
 from bot.polling import handle_batch  # noqa: E402
@@ -230,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100,
                         help="updates per getUpdates batch (100, Telegram's maximum)")
     args = parser.parse_args(argv)
+    failures = Failures.installed()
     results = asyncio.run(run(args.n, args.shares, args.batch))
+    if failures.records:
+        raise SystemExit(f"{len(failures.records)} errors logged, the first: "
+                         f"{failures.records[0].getMessage()}")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"red packet grabs: N={args.n} members, {args.shares} shares, "
           f"batches of {args.batch}, SQLite file")

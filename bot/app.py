@@ -98,7 +98,7 @@ def build_dispatcher(
         observer.outer_middleware(tracking)
         observer.middleware(MemberWritten())
     PondI18nMiddleware(i18n).setup(dp)  # after tracking: it reads the pond's language
-    shortcuts = Shortcuts()
+    shortcuts = dp["shortcuts"] = Shortcuts()
     dp.callback_query.outer_middleware(shortcuts)  # last: presser recorded, language set
     dp.include_routers(*setup_routers(shortcuts))
     return dp

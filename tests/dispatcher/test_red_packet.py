@@ -177,14 +177,25 @@ async def test_late_clicks_on_a_finished_packet_cost_no_database(pond: Pond, gro
     def count(*args: Any) -> None:
         statements.append(str(args[2]))
 
+    other = group_chat(-1009999999999, "Other pond")
+    eve = pond.h.member(other, person(52, "Eve"))
+    await eve.send("hi")
+    elsewhere = await pond.post_of(packet, other)
     event.listen(pond.db.engine.sync_engine, "before_cursor_execute", count)
     try:
         gone = await pond.click(c, msg, f"rp:{packet.id}")
         again = await pond.click(a, msg, f"rp:{packet.id}")
+        foreign = await pond.click(eve, elsewhere, f"rp:{packet.id}")
     finally:
         event.remove(pond.db.engine.sync_engine, "before_cursor_execute", count)
     assert statements == []
     assert gone != again and "🎉" not in gone  # "all gone" vs "already grabbed"
+    assert foreign not in (gone, again) and "🎉" not in foreign
+    # Not a packet id the shortcut may read: the routers refuse it as before.
+    for data in (f"rp:{packet.id}:1", "rp:²", f"rp:+{packet.id}"):
+        assert "🎉" not in await pond.click(c, msg, data)
+    with pytest.raises(ValueError, match="twice"):
+        pond.h.dp["shortcuts"].register("rp", pond.h.dp["shortcuts"].__call__)
     assert await pond.balance(20) == 1 and await pond.balance(21) == 1
 
 
