@@ -86,6 +86,7 @@ class TrackingMiddleware(BaseMiddleware):
         self._names: _LRU = _LRU(cache_size)  # user_id -> UserInfo last written
         self._seen: _LRU = _LRU(cache_size)  # (chat_id, user_id) -> True
         self._ponds: _LRU = _LRU(10_000)  # chat_id -> PondInfo
+        self._registering: dict[int, asyncio.Future[PondInfo]] = {}
 
     def forget_pond(self, chat_id: int) -> None:
         self._ponds.pop(chat_id, None)
@@ -109,20 +110,9 @@ class TrackingMiddleware(BaseMiddleware):
         pond = self._ponds.get(chat.id) if group else None  # type: ignore[union-attr]
         if group and pond is None:
             assert chat is not None
-            async with self.db.transaction() as session:
-                await repo.upsert_pond(
-                    session,
-                    chat.id,
-                    title=chat.title or "",
-                    chat_type=chat.type,
-                    default_timezone=self.default_timezone,
-                    default_language=self.default_language,
-                )
-                row = await repo.get_pond(session, chat.id)
-                assert row is not None
-                pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
-        if pond is not None:
-            self._ponds.remember(pond.chat_id, pond)
+            pond = await self._register(chat)
+        elif pond is not None:
+            self._ponds.move_to_end(pond.chat_id)  # recently used: kept longest
         data["pond"] = pond
         data["person"] = person
         if person is None or not (new_name or new_seat):
@@ -141,6 +131,31 @@ class TrackingMiddleware(BaseMiddleware):
         written.add_done_callback(lambda done: self._recorded(done, person, seat))
         data[MEMBER_WRITE] = written
         return await handler(event, data)
+
+    async def _register(self, chat: Chat) -> PondInfo:
+        """Record a pond seen for the first time (or forgotten): once, however many of
+        its updates arrive together."""
+        pending = self._registering.get(chat.id)
+        if pending is None:
+            pending = self._registering[chat.id] = asyncio.ensure_future(self._upsert_pond(chat))
+            pending.add_done_callback(lambda _: self._registering.pop(chat.id, None))
+        return await asyncio.shield(pending)
+
+    async def _upsert_pond(self, chat: Chat) -> PondInfo:
+        async with self.db.transaction() as session:
+            await repo.upsert_pond(
+                session,
+                chat.id,
+                title=chat.title or "",
+                chat_type=chat.type,
+                default_timezone=self.default_timezone,
+                default_language=self.default_language,
+            )
+            row = await repo.get_pond(session, chat.id)
+            assert row is not None
+        pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
+        self._ponds.remember(pond.chat_id, pond)
+        return pond
 
     def _recorded(
         self, done: asyncio.Future[None], person: repo.UserInfo, seat: tuple[int, int] | None

@@ -126,3 +126,29 @@ async def test_flushed_waits_only_for_what_was_queued(harness: Harness) -> None:
     await late
     assert order == ["early", "late"]
 
+
+
+async def test_a_new_pond_is_registered_once_by_a_burst(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage import repo
+
+    calls = 0
+    real = repo.upsert_pond
+
+    async def counting(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo, "upsert_pond", counting)
+    fresh = Chat(id=-100555, type="supergroup", title="Busy new pond")
+    await handle_batch(harness.dp, harness.bot, _updates(harness, fresh, [
+        (300 + i, "签到") for i in range(50)
+    ]))
+    assert calls == 1
+    async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+        seats = await s.scalar(
+            select(func.count()).select_from(Membership).where(Membership.chat_id == fresh.id)
+        )
+    assert seats == 50
