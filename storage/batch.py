@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repo
 from storage.db import Database
+from storage.dialect import insert_for
 from storage.models import Member, Membership, utcnow
 from storage.repo import UserInfo
 
@@ -153,15 +152,6 @@ class SeenRequest:
     chat_id: int | None = None
 
 
-def _insert(session: AsyncSession, table: Table) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
-
-
 class SeenOp:
     """`repo.upsert_member` and `repo.touch_membership` for many people at once."""
 
@@ -176,12 +166,12 @@ class SeenOp:
         name = session.get_bind().dialect.name
         found = self._statements.get(name)
         if found is None:
-            member = _insert(session, Member.__table__)  # type: ignore[attr-defined]
+            member = insert_for(session, Member.__table__)  # type: ignore[attr-defined]
             member = member.on_conflict_do_update(
                 index_elements=["user_id"],
                 set_={c: getattr(member.excluded, c) for c in repo.MEMBER_REFRESH},
             )
-            seat = _insert(session, Membership.__table__)  # type: ignore[attr-defined]
+            seat = insert_for(session, Membership.__table__)  # type: ignore[attr-defined]
             seat = seat.on_conflict_do_update(
                 index_elements=["chat_id", "user_id"],
                 set_={"last_seen_at": seat.excluded.last_seen_at},

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.guess import Guess, Mode, RoundArgs, Verdict, attempts_allowed, closest_winners, judge
 from games.settings import PondSettings
 from storage import ledger
+from storage.dialect import insert_for
 from storage.models import GuessRound, LedgerKind, Member, PriceGuess, Referral
 
 MAX_REVEALED_WINNERS = 30
@@ -66,15 +65,6 @@ def _view(r: GuessRound) -> RoundView:
         r.closes_at,
         r.state,
     )
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +207,7 @@ async def record_guess(
     if used >= allowed:
         return GuessOutcome("out_of_attempts", view, allowed=allowed)
     guess_id = await session.scalar(
-        _insert(session, PriceGuess)
+        insert_for(session, PriceGuess)
         .values(
             round_id=row.id,
             user_id=user_id,

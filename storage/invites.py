@@ -22,19 +22,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from storage import ledger, repo
+from storage.dialect import insert_for
 from storage.models import InviteLink, LedgerEntry, LedgerKind, Membership, Referral
 
 CREDIT_BATCH = 500
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 async def get_link(session: AsyncSession, chat_id: int, user_id: int) -> str | None:
@@ -50,7 +45,7 @@ async def save_link(
 ) -> str:
     """Store the member's link; if one was stored meanwhile, that one wins (returned)."""
     await session.execute(
-        _insert(session, InviteLink)
+        insert_for(session, InviteLink)
         .values(chat_id=chat_id, user_id=user_id, link=link, name=name, created_at=now)
         .on_conflict_do_nothing()
     )
@@ -75,7 +70,7 @@ async def record_join(
     if await session.get(Membership, (chat_id, newcomer_id)) is not None:
         return None
     inserted = await session.scalar(
-        _insert(session, Referral)
+        insert_for(session, Referral)
         .values(newcomer_id=newcomer_id, referrer_id=owner, chat_id=chat_id, joined_at=now)
         .on_conflict_do_nothing()
         .returning(col(Referral.newcomer_id))

@@ -23,13 +23,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.campaign import Campaign, DayRange, Phase
 from games.promo import CapVerdict, Interval, check_cap
 from games.settings import PondSettings
+from storage.dialect import insert_for
 from storage.models import (
     BroadcastDelivery,
     DeliveryState,
@@ -59,15 +59,6 @@ def deliver_key(post_id: int, occurrence: datetime) -> str:
     return f"{DELIVER_JOB}:{post_id}:{int(occurrence.timestamp())}"
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
-
-
 # -- posts -------------------------------------------------------------------------------
 
 
@@ -87,7 +78,7 @@ class PostView:
 async def create_draft(session: AsyncSession, post: PromoPost) -> tuple[int, bool]:
     """Insert a draft once per command message; returns (id, created)."""
     values = post.model_dump(exclude={"id"})
-    stmt = _insert(session, PromoPost.__table__).values(**values)  # type: ignore[attr-defined]
+    stmt = insert_for(session, PromoPost.__table__).values(**values)  # type: ignore[attr-defined]
     result = await session.execute(stmt.on_conflict_do_nothing(index_elements=["source_key"]))
     post_id = await session.scalar(
         select(col(PromoPost.id)).where(col(PromoPost.source_key) == post.source_key)
@@ -326,7 +317,7 @@ async def save_campaign(
             "created_at": now,
             "updated_at": now,
         }
-        stmt = _insert(session, SaleCampaign.__table__).values(**values)  # type: ignore[attr-defined]
+        stmt = insert_for(session, SaleCampaign.__table__).values(**values)  # type: ignore[attr-defined]
         await session.execute(stmt.on_conflict_do_nothing(index_elements=["scope", "name"]))
         return True
     if row.sale_day != sale_day:
@@ -481,7 +472,7 @@ async def create_deliveries(
         }
         for c in chat_ids
     ]
-    stmt = _insert(session, BroadcastDelivery.__table__)  # type: ignore[attr-defined]
+    stmt = insert_for(session, BroadcastDelivery.__table__)  # type: ignore[attr-defined]
     for start in range(0, len(rows), 500):
         await session.execute(
             stmt.values(rows[start : start + 500]).on_conflict_do_nothing(

@@ -27,11 +27,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games.red_packet import PacketArgs, PacketState, PacketView, Refusal, refusal
 from storage import ledger, repo
+from storage.dialect import insert_for
 from storage.models import LedgerKind, Member, RedPacket, RedPacketShare
 
 _packet = RedPacket.__table__  # type: ignore[attr-defined]
@@ -112,15 +112,6 @@ class Grab:
         return self.refused is None and self.closed is PacketState.finished
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
-
-
 def _card(row: Any, grabs: Sequence[GrabLine] = ()) -> PacketCard:
     return PacketCard(
         id=int(row.id),
@@ -158,7 +149,7 @@ async def create(
     if sum(amounts) != args.total or len(amounts) != args.shares or min(amounts) < 1:
         raise ValueError("shares must be >= 1 each and sum to the total")
     packet_id = await session.scalar(
-        _insert(session, _packet)
+        insert_for(session, _packet)
         .values(
             chat_id=chat_id,
             funder_id=funder.id if funder else None,

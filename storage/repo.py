@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.settings import PondSettings
+from storage.dialect import insert_for
 from storage.models import Member, Membership, Pond, PondStatus, utcnow
 
 
@@ -55,14 +55,7 @@ async def _upsert(
     key: list[str],
     update_cols: list[str],
 ) -> None:
-    name = session.get_bind().dialect.name
-    stmt: Any
-    if name == "postgresql":
-        stmt = postgresql.insert(table).values(**values)
-    elif name == "sqlite":
-        stmt = sqlite.insert(table).values(**values)
-    else:  # pragma: no cover - only the two supported backends
-        raise NotImplementedError(name)
+    stmt = insert_for(session, table).values(**values)
     if update_cols:
         stmt = stmt.on_conflict_do_update(
             index_elements=key, set_={c: getattr(stmt.excluded, c) for c in update_cols}

@@ -13,12 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.votes import VoteArgs
 from storage import ledger
+from storage.dialect import insert_for
 from storage.models import LedgerKind, Vote, VoteBallot
 
 
@@ -111,9 +111,7 @@ class Cast:
 
 
 def _upsert_ballot(session: AsyncSession, values: dict[str, Any]) -> Any:
-    dialect = session.get_bind().dialect.name
-    stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(VoteBallot)
-    stmt = stmt.values(**values)
+    stmt = insert_for(session, VoteBallot).values(**values)
     return stmt.on_conflict_do_update(
         index_elements=["vote_id", "user_id"],
         set_={"option": stmt.excluded.option, "changed_at": stmt.excluded.changed_at},
