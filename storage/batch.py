@@ -25,8 +25,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repo
+from storage.bulk import Bulk
 from storage.db import Database
-from storage.dialect import insert_for
+from storage.dialect import insert_for_dialect
 from storage.models import Member, Membership, utcnow
 from storage.repo import UserInfo
 
@@ -152,32 +153,32 @@ class SeenRequest:
     chat_id: int | None = None
 
 
+def _member_upsert(dialect: str) -> Any:
+    stmt = insert_for_dialect(dialect, Member.__table__)  # type: ignore[attr-defined]
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={c: getattr(stmt.excluded, c) for c in repo.MEMBER_REFRESH},
+    )
+
+
+def _seat_upsert(dialect: str) -> Any:
+    stmt = insert_for_dialect(dialect, Membership.__table__)  # type: ignore[attr-defined]
+    return stmt.on_conflict_do_update(
+        index_elements=["chat_id", "user_id"],
+        set_={"last_seen_at": stmt.excluded.last_seen_at},
+    )
+
+
+SEAT_COLUMNS = ["chat_id", "user_id", "status", "first_seen_at", "last_seen_at", "joined_at",
+                "left_at"]
+
+
 class SeenOp:
     """`repo.upsert_member` and `repo.touch_membership` for many people at once."""
 
     order = 0
-
-    def __init__(self) -> None:
-        self._statements: dict[str, tuple[Any, Any]] = {}  # dialect -> (members, seats)
-
-    def _upserts(self, session: AsyncSession) -> tuple[Any, Any]:
-        """Both statements, built once per dialect (building one costs more than running
-        it for a few rows)."""
-        name = session.get_bind().dialect.name
-        found = self._statements.get(name)
-        if found is None:
-            member = insert_for(session, Member.__table__)  # type: ignore[attr-defined]
-            member = member.on_conflict_do_update(
-                index_elements=["user_id"],
-                set_={c: getattr(member.excluded, c) for c in repo.MEMBER_REFRESH},
-            )
-            seat = insert_for(session, Membership.__table__)  # type: ignore[attr-defined]
-            seat = seat.on_conflict_do_update(
-                index_elements=["chat_id", "user_id"],
-                set_={"last_seen_at": seat.excluded.last_seen_at},
-            )
-            found = self._statements[name] = (member, seat)
-        return found
+    members = Bulk(_member_upsert, repo.MEMBER_COLUMNS)
+    seats = Bulk(_seat_upsert, SEAT_COLUMNS)
 
     async def run(self, session: AsyncSession, requests: Sequence[SeenRequest]) -> list[None]:
         now = utcnow()
@@ -188,23 +189,18 @@ class SeenOp:
                 people[r.user_id] = r.person  # the latest names win
             if r.chat_id is not None:
                 seats[(r.chat_id, r.user_id)] = None
-        upsert_members, upsert_seats = self._upserts(session)
-        if people:
-            await session.execute(
-                upsert_members, [repo.member_row(p, now) for p in people.values()]
-            )
-        if seats:
-            await session.execute(
-                upsert_seats,
-                [
-                    {
-                        "chat_id": chat_id, "user_id": user_id, "status": "member",
-                        "first_seen_at": now, "last_seen_at": now, "joined_at": now,
-                        "left_at": None,
-                    }
-                    for chat_id, user_id in seats
-                ],
-            )
+        await self.members.execute(session, [repo.member_row(p, now) for p in people.values()])
+        await self.seats.execute(
+            session,
+            [
+                {
+                    "chat_id": chat_id, "user_id": user_id, "status": "member",
+                    "first_seen_at": now, "last_seen_at": now, "joined_at": now,
+                    "left_at": None,
+                }
+                for chat_id, user_id in seats
+            ],
+        )
         return [None] * len(requests)
 
 

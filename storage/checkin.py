@@ -26,6 +26,7 @@ from sqlmodel import col
 from games import checkin as rules
 from games.settings import PondSettings
 from storage import ledger
+from storage.bulk import Bulk
 from storage.models import Checkin, CheckinBoard, LedgerKind, Member, Pond
 
 CHECKIN = Checkin.__table__  # type: ignore[attr-defined]
@@ -129,8 +130,8 @@ class CheckinOp:
         new = [(q, d) for q, d in decisions if d is not None and d.reward is not None]
         ranks = await self._ranks(session, [(q.chat_id, q.day) for q, _ in new])
         if new:
-            await session.execute(
-                insert(CHECKIN),
+            await _CHECKINS.execute(
+                session,
                 [
                     {
                         "user_id": q.user_id, "chat_id": q.chat_id, "day": q.day,
@@ -155,10 +156,8 @@ class CheckinOp:
                         ref=f"day {d.reward.streak}",
                     ))
             await ledger.award_many(session, awards, now=new[0][0].now)
-            await session.execute(
-                update(MEMBER)
-                .where(MEMBER.c.user_id == bindparam("uid"))
-                .values(streak=bindparam("new_streak"), last_checkin_day=bindparam("new_day")),
+            await _STREAKS.execute(
+                session,
                 [
                     {"uid": u, "new_streak": state[u][1], "new_day": state[u][2]}
                     for u in dict.fromkeys(q.user_id for q, _ in new)
@@ -196,6 +195,17 @@ class CheckinOp:
             ranks.append(counts[pond_day])
         return ranks
 
+
+_CHECKINS = Bulk(
+    lambda _dialect: insert(CHECKIN),
+    ["user_id", "chat_id", "day", "streak", "points", "makeup", "created_at"],
+)
+_STREAKS = Bulk(
+    lambda _dialect: update(MEMBER)
+    .where(MEMBER.c.user_id == bindparam("uid"))
+    .values(streak=bindparam("new_streak"), last_checkin_day=bindparam("new_day")),
+    ["uid", "new_streak", "new_day"],
+)
 
 CHECKIN_OP = CheckinOp()
 

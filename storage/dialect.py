@@ -10,7 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 def insert_for(session: AsyncSession, table: Any) -> Any:
     """An INSERT for the session's backend, with `on_conflict_do_…` (an upsert)."""
-    name = session.get_bind().dialect.name
+    return insert_for_dialect(session.get_bind().dialect.name, table)
+
+
+def insert_for_dialect(name: str, table: Any) -> Any:
     if name == "postgresql":
         return postgresql.insert(table)
     if name == "sqlite":

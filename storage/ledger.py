@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from storage.bulk import Bulk
 from storage.models import LedgerEntry, LedgerKind, Member, utcnow
 
 MAX_POINTS = 10**12  # no single movement may exceed this; keeps every sum inside BIGINT
@@ -324,19 +325,31 @@ async def award_many(
         results.append(movement)
     if not rows:
         return results
-    await session.execute(
+    await _CREDIT.execute(session, [{"uid": u, "gain": g} for u, g in gained.items()])
+    # A plain multi-row insert: asking for the new ids back in order would make SQLite
+    # insert row by row. Callers that need an entry's id look it up by its key.
+    await _ENTRIES.execute(session, rows)
+    return results
+
+
+def _credit(_dialect: str) -> Any:
+    member = Member.__table__  # type: ignore[attr-defined]
+    return (
         update(member)
         .where(member.c.user_id == bindparam("uid"))
         .values(
             balance=member.c.balance + bindparam("gain"),
             lifetime_earned=member.c.lifetime_earned + bindparam("gain"),
-        ),
-        [{"uid": u, "gain": g} for u, g in gained.items()],
+        )
     )
-    # A plain multi-row insert: asking for the new ids back in order would make SQLite
-    # insert row by row. Callers that need an entry's id look it up by its key.
-    await session.execute(insert(entry), rows)
-    return results
+
+
+_CREDIT = Bulk(_credit, ["uid", "gain"])
+_ENTRIES = Bulk(
+    lambda _dialect: insert(LedgerEntry.__table__),  # type: ignore[attr-defined]
+    ["user_id", "chat_id", "delta", "balance_after", "kind", "ref", "actor_id", "idem_key",
+     "created_at"],
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,10 @@ def member_row(user: UserInfo, now: datetime) -> dict[str, Any]:
     }
 
 
+MEMBER_COLUMNS = ["user_id", "username", "username_lower", "first_name", "last_name",
+                  "language_code", "is_bot", "balance", "lifetime_earned", "streak", "tier",
+                  "dm_linked", "created_at", "updated_at"]
+
 # What a later sighting refreshes (display names are kept fresh).
 MEMBER_REFRESH = ["username", "username_lower", "first_name", "last_name", "language_code",
                   "updated_at"]
