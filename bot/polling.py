@@ -8,9 +8,10 @@ idempotency keys make the replay harmless.
 
 Within a batch, chats are handled concurrently, and so are the members of one chat
 (10,000 people pressing one button must not queue behind each other); one member's
-updates keep their order (a join before the message that follows it), and a command or
-a chat-wide event (the bot added, a migration) keeps its place among all of the chat's
-updates, so `/guess end` still comes after the guesses sent before it.
+updates keep their order (a join before the message that follows it), and a command, an
+answer to the bot (a guess replying to a round) or a chat-wide event (the bot added, a
+migration) keeps its place among all of the chat's updates: of two equal guesses the
+earlier wins, and an operator's command sees everything sent before it.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def _person_of(update: Update) -> int | None:
         return None
     if message.new_chat_members or message.left_chat_member:
         return None
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and replied.from_user.is_bot:
+        return None  # an answer to the bot (a guess on a round): in order with the others
     if message.migrate_to_chat_id or message.migrate_from_chat_id:
         return None
     return message.from_user.id

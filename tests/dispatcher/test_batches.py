@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiogram.types import CallbackQuery, Chat, Update
+from aiogram.types import CallbackQuery, Chat, Message, Update, User
 from sqlalchemy import func, select
 
 from bot.polling import handle_batch, plan
@@ -14,6 +14,7 @@ from storage.batch import SeenOp
 from storage.models import Member, Membership
 from tests.dispatcher.conftest import OPERATOR_ID
 from tests.rig.client import Harness, person
+from tests.rig.fake_session import BOT_ID
 
 
 def _updates(h: Harness, group: Chat, items: list[tuple[int, str]]) -> list[Update]:
@@ -40,6 +41,12 @@ def test_plan_members_concurrent_commands_in_place(harness: Harness, group: Chat
                           message=updates[0].message, data="x")
     updates.append(Update(update_id=harness.next_update_id(), callback_query=press))
 
+    round_post = Message(message_id=1, date=harness.now, chat=group,
+                         from_user=User(id=BOT_ID, is_bot=True, first_name="Bot"), text="?")
+    for uid in (7, 8):
+        guess = harness.member(group, person(uid, "G")).message("88", reply_to=round_post)
+        updates.append(Update(update_id=harness.next_update_id(), message=guess))
+
     chats = plan(updates)
     assert len(chats) == 2
     first = chats[0]
@@ -49,6 +56,8 @@ def test_plan_members_concurrent_commands_in_place(harness: Harness, group: Chat
     assert [[u.update_id for u in lane] for lane in first[2]] == [
         [updates[5].update_id], [updates[6].update_id], [updates[8].update_id]
     ]
+    # Answers to the bot (guesses) keep their order: each is a step of its own.
+    assert _ids(first[3:]) == [[[7]], [[8]]]
     assert _ids(chats[1]) == [[[5]]]
 
 
