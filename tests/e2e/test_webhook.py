@@ -11,6 +11,7 @@ from aiohttp import ClientSession, web
 from bot.app import build_webhook_app, create_app
 from bot.config import Settings
 from bot.emulator import Emulator
+from storage.models import Member
 from tests.e2e.conftest import ALICE, OWNER, POND
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +59,16 @@ async def test_webhook_checks_the_secret_and_handles_updates(
                 }
                 async with http.post(url, data=json.dumps(update), headers=good) as r:
                     assert r.status == 200
+                # A newcomer's plain message: no handler, but their record is written
+                # (behind) and committed before the 200.
+                hello = {"update_id": 2, "message": {
+                    **update["message"], "message_id": 2, "text": "大家好", "entities": [],
+                    "from": {"id": 4242, "is_bot": False, "first_name": "New"},
+                }}
+                async with http.post(url, data=json.dumps(hello), headers=good) as r:
+                    assert r.status == 200
+                    async with app.db.transaction(readonly=True) as s:
+                        assert await s.get(Member, 4242) is not None
             await app.outbox.stop()
             texts = [m.get("text", "") for m in emu.messages_in(POND)]
             assert any("0" in t for t in texts), texts
