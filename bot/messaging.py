@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiogram.methods import SendMessage
 from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
 
+from bot import texts
 from bot.outbox import Outbox
 
 
@@ -37,3 +38,8 @@ def actor_of(message: Message) -> int | None:
     if message.sender_chat is not None:
         return message.sender_chat.id
     return message.from_user.id if message.from_user else None
+
+
+async def refuse_non_operator(message: Message, outbox: Outbox) -> None:
+    """Registered after an operator command's own handler: a member tried the command."""
+    reply(outbox, message, texts.operators_only())

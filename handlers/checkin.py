@@ -20,10 +20,9 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message
 
-from bot import texts as common_texts
 from bot.checkin_board import BoardKeeper, CheckinButton
 from bot.filters import IsOperator
-from bot.messaging import reply
+from bot.messaging import refuse_non_operator, reply
 from bot.middlewares import BATCHED, PondInfo
 from bot.outbox import Outbox
 from bot.texts import checkin as texts
@@ -65,7 +64,7 @@ def setup() -> Router:
     router.callback_query.register(checkin_button, CheckinButton.filter(), flags=batched)
     router.message.register(makeup, Command("makeup"))
     router.message.register(post_board, Command("board"), IsOperator())
-    router.message.register(refuse_board, Command("board"))
+    router.message.register(refuse_non_operator, Command("board"))
     router.message.register(top_streak, Command("top"), TopStreak())
     return router
 
@@ -189,9 +188,6 @@ async def post_board(
     actor = message.sender_chat or message.from_user
     boards.post(pond, today, by=actor.id if actor is not None else 0)
 
-
-async def refuse_board(message: Message, outbox: Outbox) -> None:
-    reply(outbox, message, common_texts.operators_only())
 
 
 async def top_streak(

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot import texts as common_texts
 from bot.filters import IsOperator
-from bot.messaging import actor_of, reply
+from bot.messaging import actor_of, refuse_non_operator, reply
 from bot.middlewares import PondInfo
 from bot.outbox import Outbox, OutboxClosedError
 from bot.texts import games as texts
@@ -75,14 +75,11 @@ class PriceReplyToBot(Filter):
 def setup() -> Router:
     router = Router(name="guess")
     router.message.register(open_round, Command("guessprice"), IsOperator())
-    router.message.register(refuse, Command("guessprice"))
+    router.message.register(refuse_non_operator, Command("guessprice"))
     router.message.register(guess_command, Command("guess"))
     router.message.register(guess_reply, PriceReplyToBot())
     return router
 
-
-async def refuse(message: Message, outbox: Outbox) -> None:
-    reply(outbox, message, common_texts.operators_only())
 
 
 def _photo_of(message: Message) -> str | None:

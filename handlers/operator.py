@@ -14,7 +14,7 @@ from aiogram.types import Message
 
 from bot import texts
 from bot.filters import IsOperator
-from bot.messaging import actor_of, reply
+from bot.messaging import actor_of, refuse_non_operator, reply
 from bot.middlewares import person_of
 from bot.outbox import Outbox
 from games.parsing import ParseError, parse_adjust
@@ -27,12 +27,9 @@ def setup() -> Router:
     router = Router(name="operator")
     router.message.register(adjust, Command("give", "take"), IsOperator())
     # Everyone else who tries is told so, and nothing changes.
-    router.message.register(refuse, Command("give", "take"))
+    router.message.register(refuse_non_operator, Command("give", "take"))
     return router
 
-
-async def refuse(message: Message, outbox: Outbox) -> None:
-    reply(outbox, message, texts.operators_only())
 
 
 async def adjust(message: Message, command: CommandObject, db: Database, outbox: Outbox) -> None:

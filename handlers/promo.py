@@ -29,9 +29,8 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import texts
 from bot.filters import IsOperator
-from bot.messaging import reply
+from bot.messaging import refuse_non_operator, reply
 from bot.middlewares import PondInfo, TrackingMiddleware
 from bot.operators import OperatorPolicy
 from bot.outbox import Outbox
@@ -72,13 +71,10 @@ def setup() -> Router:
     router.message.register(promo, Command("promo"), IsOperator())
     router.message.register(campaign, Command("campaign"), IsOperator())
     router.message.register(plan_, Command("plan"), IsOperator())
-    router.message.register(refuse, Command("promo", "campaign", "plan"))
+    router.message.register(refuse_non_operator, Command("promo", "campaign", "plan"))
     router.callback_query.register(preview_button, PromoCB.filter())
     return router
 
-
-async def refuse(message: Message, outbox: Outbox) -> None:
-    reply(outbox, message, texts.operators_only())
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,8 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot import texts as common_texts
 from bot.filters import IsOperator
-from bot.messaging import actor_of, reply
+from bot.messaging import actor_of, refuse_non_operator, reply
 from bot.middlewares import PondInfo
 from bot.outbox import Outbox
 from bot.texts import games as texts
@@ -65,13 +64,10 @@ def markup(view: store.VoteView) -> InlineKeyboardMarkup:
 def setup() -> Router:
     router = Router(name="votes")
     router.message.register(open_vote, Command("vote"), IsOperator())
-    router.message.register(refuse, Command("vote"))
+    router.message.register(refuse_non_operator, Command("vote"))
     router.callback_query.register(click, VoteButton.filter())
     return router
 
-
-async def refuse(message: Message, outbox: Outbox) -> None:
-    reply(outbox, message, common_texts.operators_only())
 
 
 async def open_vote(
