@@ -228,8 +228,8 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
     class SettlingRequestHandler(SimpleRequestHandler):
-        async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
-            response = await super()._handle_request(bot, request)
+        async def handle(self, request: web.Request) -> web.Response:
+            response = await super().handle(request)
             await settle_writes(self.dispatcher)
             return response
 
