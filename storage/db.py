@@ -7,14 +7,17 @@ on any exception. Repositories and services take the session and never commit.
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and every write
 transaction starts with `BEGIN IMMEDIATE`: a deferred transaction that reads and then
 writes fails at once with "database is locked" when another writer got in first,
-whatever the busy timeout.
+whatever the busy timeout. Write transactions of this process take turns on an asyncio
+lock before they begin, so they never meet in SQLite's busy handler (which sleeps up to
+100 ms a try); the busy timeout is left for other processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -103,6 +106,29 @@ class Database:
     def __init__(self, url: str | URL, *, echo: bool = False) -> None:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url, echo=echo)
+        self._writers = asyncio.Lock() if self.is_sqlite else None
+        self._writer: asyncio.Task[object] | None = None  # the task whose turn it is
+
+    def _turn(self, readonly: bool) -> AbstractAsyncContextManager[object]:
+        """SQLite has one writer at a time. Its own wait for the lock is a sleep that
+        grows to 100 ms a try, so writers of this process take turns here instead, in
+        order and without sleeping (readers never wait: WAL)."""
+        if readonly or self._writers is None:
+            return nullcontext()
+        return self._write_turn()
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        assert self._writers is not None
+        me = asyncio.current_task()
+        if me is not None and me is self._writer:
+            raise RuntimeError("a write transaction inside a write transaction (deadlock)")
+        async with self._writers:
+            self._writer = me
+            try:
+                yield
+            finally:
+                self._writer = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -115,7 +141,7 @@ class Database:
         Callbacks registered with `after_commit(session, fn)` run once the commit has
         succeeded (e.g. arming a timer for a row this unit of work inserted)."""
         hooks: list[Callable[[], object]] = []
-        async with self.engine.connect() as conn:
+        async with self._turn(readonly), self.engine.connect() as conn:
             if readonly:
                 conn = await conn.execution_options(**{READONLY: True})
             async with conn.begin():

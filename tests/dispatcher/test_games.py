@@ -20,6 +20,7 @@ from aiogram.methods import (
     SendPhoto,
 )
 from aiogram.types import (
+    CallbackQuery,
     Chat,
     ChatInviteLink,
     ChatMemberLeft,
@@ -27,12 +28,14 @@ from aiogram.types import (
     ChatMemberUpdated,
     Message,
     PhotoSize,
+    Update,
     User,
 )
 from sqlalchemy import func, select
 
 from bot.app import build_dispatcher
 from bot.outbox import Outbox
+from bot.polling import handle_batch
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler
 from storage import invites, ledger, repo
@@ -433,9 +436,9 @@ async def test_round_survives_a_restart_and_closes_late_once(pond: Pond, bot_db:
     try:
         assert await fresh.start()
         await fresh.sweep()
-        await outbox.stop()
     finally:
-        await fresh.stop()
+        await fresh.stop()  # waits for runs in flight: the recovered alarm may run it first
+    await outbox.stop()
     assert (await pond.round()).state == "closed"
     assert await pond.balance(1) == 100
     assert "¥199" in pond.session.sent_texts(GROUP_ID)[-1]
@@ -652,3 +655,27 @@ async def test_no_referral_for_rejoin_self_or_bots(pond: Pond) -> None:
         await checkin(pond, uid)
     await pond.later(120)
     assert await pond.balance(1) == 5  # only her own check-in
+
+
+async def test_a_batch_of_vote_clicks_from_many_members_is_exact(pond: Pond) -> None:
+    await pond.op.send("/vote 1h Q | A | B")
+    await pond.h.settle()
+    msg = await vote_post(pond)
+    vote_id = await pond.scalar(select(Vote.id))
+    members = [pond.member(1000 + i, f"M{i}") for i in range(100)]
+    for m in members:
+        await m.send("hi")  # known members, so every click is a vote transaction of its own
+    batch = [
+        Update(update_id=pond.h.next_update_id(), callback_query=CallbackQuery(
+            id=f"v{i}", from_user=m.user, chat_instance="c", message=msg,
+            data=VoteButton(vote_id=vote_id, option=i % 2).pack(),
+        ))
+        for i, m in enumerate(members)
+    ]
+    await handle_batch(pond.h.dp, pond.h.bot, batch)  # side by side: one chat, 100 members
+    async with pond.db.transaction(readonly=True) as s:
+        ballots = await s.scalar(select(func.count()).select_from(VoteBallot))
+    assert ballots == 100
+    answered = [a.callback_query_id for a in pond.session.requests_of(AnswerCallbackQuery)]
+    assert sorted(a for a in answered if a.startswith("v")) == sorted(f"v{i}" for i in range(100))
+    assert await pond.invariant_ok()

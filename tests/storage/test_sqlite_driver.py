@@ -81,3 +81,45 @@ async def test_failed_statement_rolls_back_the_whole_unit(sqlite_db: Database) -
         s.add(Member(user_id=1, first_name="A"))
     async with sqlite_db.transaction(readonly=True) as s:
         assert await s.get(Member, 1) is not None
+
+
+async def test_writers_take_turns_and_readers_do_not_wait(sqlite_db: Database) -> None:
+    import asyncio
+
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with sqlite_db.transaction() as s:
+            s.add(Member(user_id=1, first_name="A"))
+            await s.flush()
+            holding.set()
+            await release.wait()
+
+    first = asyncio.ensure_future(slow_writer())
+    await holding.wait()
+    second_done = asyncio.Event()
+
+    async def second_writer() -> None:
+        async with sqlite_db.transaction() as s:
+            s.add(Member(user_id=2, first_name="B"))
+        second_done.set()
+
+    second = asyncio.ensure_future(second_writer())
+    async with sqlite_db.transaction(readonly=True) as s:  # a reader goes straight in
+        assert await s.get(Member, 1) is None  # not committed yet
+    await asyncio.sleep(0.05)
+    assert not second_done.is_set()  # waits for its turn, without "database is locked"
+    release.set()
+    await asyncio.gather(first, second)
+    async with sqlite_db.transaction(readonly=True) as s:
+        assert await s.get(Member, 1) is not None and await s.get(Member, 2) is not None
+
+
+async def test_a_write_inside_a_write_fails_at_once(sqlite_db: Database) -> None:
+    async with sqlite_db.transaction():
+        with pytest.raises(RuntimeError, match="inside a write transaction"):
+            async with sqlite_db.transaction():
+                pass
+        async with sqlite_db.transaction(readonly=True) as inner:  # reading is fine
+            await inner.execute(text("SELECT 1"))
