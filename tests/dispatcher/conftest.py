@@ -4,6 +4,7 @@ fake Bot API session that records every request."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from aiogram.enums import ParseMode
 
 from bot.app import build_dispatcher
 from bot.outbox import Limits, Outbox
+from scheduler.core import Scheduler
 from storage.db import Database
 from storage.migrate import aupgrade
 from tests.rig.client import Harness, group_chat, person
@@ -37,8 +39,10 @@ async def bot_db(tmp_path: Path) -> AsyncIterator[Database]:
     await db.dispose()
 
 
-@pytest.fixture
-async def harness(bot_db: Database) -> AsyncIterator[Harness]:
+@asynccontextmanager
+async def running(db: Database, scheduler: Scheduler | None = None) -> AsyncIterator[Harness]:
+    """The production dispatcher over `db`, its outbox started, the test group's admins
+    known to the fake session; on the way out, no request may have broken the spec."""
     session = FakeSession()
     bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     session.admins[GROUP_ID] = [
@@ -46,16 +50,24 @@ async def harness(bot_db: Database) -> AsyncIterator[Harness]:
         admin(person(ADMIN_ID, "Admin", "shop_admin")),
     ]
     outbox = Outbox(bot, limits=FAST)
-    dp = build_dispatcher(db=bot_db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}))
+    dp = build_dispatcher(
+        db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler
+    )
     await outbox.start()
     h = Harness(dp, bot, session, outbox)
-    h.db = bot_db  # type: ignore[attr-defined]
+    h.db = db  # type: ignore[attr-defined]
     try:
         yield h
     finally:
         await outbox.stop()
         await bot.session.close()
     session.assert_no_violations()
+
+
+@pytest.fixture
+async def harness(bot_db: Database) -> AsyncIterator[Harness]:
+    async with running(bot_db) as h:
+        yield h
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiogram.client.default import DefaultBotProperties
-from aiogram.enums import ParseMode
 from aiogram.methods import (
     AnswerCallbackQuery,
     CreateChatInviteLink,
@@ -49,9 +47,9 @@ from storage.models import (
     Vote,
     VoteBallot,
 )
-from tests.dispatcher.conftest import ADMIN_ID, FAST, GROUP_ID, OPERATOR_ID, OWNER_ID
+from tests.dispatcher.conftest import FAST, GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
-from tests.rig.fake_session import BOT_ID, BOT_USERNAME, FakeSession, admin, make_bot, owner
+from tests.rig.fake_session import BOT_ID, BOT_USERNAME, FakeSession
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 BOT = User(id=BOT_ID, is_bot=True, first_name="PondBot", username=BOT_USERNAME)
@@ -136,33 +134,16 @@ class Pond:
 
 @pytest.fixture
 async def pond(bot_db: Any) -> AsyncIterator[Pond]:
-    session = FakeSession()
-    bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-    session.admins[GROUP_ID] = [
-        owner(person(OWNER_ID, "Owner")),
-        admin(person(ADMIN_ID, "Admin", "shop_admin")),
-    ]
-    outbox = Outbox(bot, limits=FAST)
     clock = Clock()
     scheduler = Scheduler(bot_db, clock=clock)
-    dp = build_dispatcher(
-        db=bot_db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler
-    )
-    async with bot_db.transaction() as s:  # an English-speaking pond, for readable asserts
-        await repo.upsert_pond(
-            s, GROUP_ID, title="Pond", chat_type="supergroup", default_language="en"
-        )
-        # Quiet-pond replies up to 20 messages a minute (the busy-pond test sets 3).
-        await repo.change_pond_settings(s, GROUP_ID, guess_quiet_below=20)
-    await outbox.start()
-    h = Harness(dp, bot, session, outbox)
-    h.db = bot_db  # type: ignore[attr-defined]
-    try:
+    async with running(bot_db, scheduler) as h:
+        async with bot_db.transaction() as s:  # an English-speaking pond, for readable asserts
+            await repo.upsert_pond(
+                s, GROUP_ID, title="Pond", chat_type="supergroup", default_language="en"
+            )
+            # Quiet-pond replies up to 20 messages a minute (the busy-pond test sets 3).
+            await repo.change_pond_settings(s, GROUP_ID, guess_quiet_below=20)
         yield Pond(h, clock, scheduler, group_chat(GROUP_ID, "测试鱼塘 <b>&</b>"))
-    finally:
-        await outbox.stop()
-        await bot.session.close()
-    session.assert_no_violations()
 
 
 def joined_via(chat: Chat, user: User, link: str | None, *, was: str = "left") -> ChatMemberUpdated:

@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiogram.client.default import DefaultBotProperties
-from aiogram.enums import ParseMode
 from aiogram.methods import (
     AnswerCallbackQuery,
     EditMessageText,
@@ -24,8 +22,6 @@ from aiogram.methods import (
 from aiogram.types import Chat, Message, PhotoSize, User
 from sqlalchemy import func, select, update
 
-from bot.app import build_dispatcher
-from bot.outbox import Outbox
 from scheduler.core import Scheduler
 from storage import promo as store
 from storage import repo
@@ -38,9 +34,9 @@ from storage.models import (
     ScheduledTask,
     TaskState,
 )
-from tests.dispatcher.conftest import ADMIN_ID, FAST, GROUP_ID, OPERATOR_ID, OWNER_ID
+from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID, OWNER_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
-from tests.rig.fake_session import BOT_ID, FakeSession, admin, make_bot, owner
+from tests.rig.fake_session import BOT_ID, FakeSession
 
 # Tuesday 2026-10-20, 12:00 in Shanghai.
 T0 = datetime(2026, 10, 20, 4, 0, tzinfo=UTC)
@@ -126,25 +122,10 @@ class Rig:
 
 @pytest.fixture
 async def rig(bot_db: Database) -> AsyncIterator[Rig]:
-    session = FakeSession()
-    bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-    session.admins[GROUP_ID] = [
-        owner(person(OWNER_ID, "Owner")),
-        admin(person(ADMIN_ID, "Admin", "shop_admin")),
-    ]
-    outbox = Outbox(bot, limits=FAST)
     clock = Clock()
     scheduler = Scheduler(bot_db, clock=clock)
-    dp = build_dispatcher(
-        db=bot_db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler
-    )
-    await outbox.start()
-    try:
-        yield Rig(Harness(dp, bot, session, outbox), bot_db, clock, scheduler)
-    finally:
-        await outbox.stop()
-        await bot.session.close()
-    session.assert_no_violations()
+    async with running(bot_db, scheduler) as h:
+        yield Rig(h, bot_db, clock, scheduler)
 
 
 @pytest.fixture

@@ -9,23 +9,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiogram.client.default import DefaultBotProperties
-from aiogram.enums import ParseMode
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import Chat, Message, User
 from sqlalchemy import event, func, select
 
-from bot.app import build_dispatcher
-from bot.outbox import Outbox
 from handlers.red_packet import RedPacketCB
 from scheduler.core import Scheduler, TaskRun
 from scheduler.red_packet import EXPIRE_JOB
 from storage import ledger, red_packets, repo
 from storage.db import Database
 from storage.models import LedgerEntry, RedPacket, ScheduledTask, TaskState
-from tests.dispatcher.conftest import ADMIN_ID, FAST, GROUP_ID, OPERATOR_ID, OWNER_ID
+from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person
-from tests.rig.fake_session import BOT_ID, FakeSession, admin, make_bot, owner
+from tests.rig.fake_session import BOT_ID, FakeSession
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -100,26 +96,10 @@ class Pond:
 
 @pytest.fixture
 async def pond(bot_db: Database) -> AsyncIterator[Pond]:
-    session = FakeSession()
-    bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-    session.admins[GROUP_ID] = [
-        owner(person(OWNER_ID, "Owner")),
-        admin(person(ADMIN_ID, "Admin", "shop_admin")),
-    ]
-    outbox = Outbox(bot, limits=FAST)
     clock = Clock()
     scheduler = Scheduler(bot_db, clock=clock)
-    dp = build_dispatcher(
-        db=bot_db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler
-    )
-    await outbox.start()
-    h = Harness(dp, bot, session, outbox)
-    try:
+    async with running(bot_db, scheduler) as h:
         yield Pond(h, bot_db, clock, scheduler)
-    finally:
-        await outbox.stop()
-        await bot.session.close()
-    session.assert_no_violations()
 
 
 @pytest.fixture
