@@ -59,6 +59,10 @@ async def running(db: Database, scheduler: Scheduler | None = None) -> AsyncIter
     try:
         yield h
     finally:
+        # The dispatcher's background work ends before the database goes: a board
+        # refresh or a write still in a transaction would leave a connection behind.
+        await dp["boards"].aclose()
+        await dp["writer"].idle()
         await outbox.stop()
         await bot.session.close()
     session.assert_no_violations()
