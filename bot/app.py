@@ -186,6 +186,10 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         yield App(settings, db, bot, outbox, dp, scheduler)
     finally:
         await scheduler.stop()
+        # Background work ends while the database is still there: a board refresh is
+        # dropped (the next check-in redraws it), queued writes are committed.
+        await dp["boards"].aclose()
+        await dp["writer"].idle()
         await outbox.stop()
         await bot.session.close()
         await db.dispose()
