@@ -9,9 +9,12 @@ an in-place board edit) and the outbox issues it when every budget allows.
 * Each chat is a FIFO lane: a chat's next request waits until the previous one is done.
 * Lanes are served round-robin, up to `concurrency` requests in flight, so one busy pond
   never starves the others.
-* Budgets are counted when a request is issued: a per-chat token bucket, a rolling 60 s
-  window per group (negative chat ids and `@usernames`) and a rolling 1 s window over
-  everything. Edits count like messages.
+* Budgets: a per-chat token bucket, a rolling 60 s window per group (negative chat ids
+  and `@usernames`) and a rolling 1 s window over everything. Edits count like
+  messages. A request counts from the moment it is issued until a window after
+  Telegram answered it (the bucket refills from the answer on): Telegram counts it at
+  some instant in between, so network and server delays can never make a request that
+  the outbox thought in budget arrive over the limit.
 * 429 parks the lane (or, for a chat-less method, the whole outbox) for `retry_after`
   and then resends the same request; 403 drops the chat until `reactivate`; a group
   migrated to a supergroup has its lane re-targeted; 5xx / network errors back off
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -147,7 +151,7 @@ class _Lane:
     items: deque[_Item] = field(default_factory=deque)
     busy: bool = False
     parked_until: float = 0.0
-    window: deque[float] = field(default_factory=deque)  # issue times, groups only
+    window: deque[float] = field(default_factory=deque)  # answer times, groups only
 
 
 def _is_group(key: LaneKey) -> bool:
@@ -189,7 +193,8 @@ class Outbox:
         self._boards: dict[str, _Item] = {}
         self._forbidden: set[ChatId] = set()
         self._moved: dict[ChatId, int] = {}
-        self._global_window: deque[float] = deque()
+        self._global_window: deque[float] = deque()  # answer times
+        self._global_in_flight = 0  # issued, not yet answered: they count too
         self._global_parked_until = 0.0
         self._collected_at = self._clock.monotonic()
         self._queued = 0
@@ -320,7 +325,7 @@ class Outbox:
         if lane is None:
             return 0
         self._trim(lane.window, self._clock.monotonic(), self._limits.group_window)
-        return len(lane.window) + len(lane.items)  # an issued request is in the window
+        return len(lane.window) + int(lane.busy) + len(lane.items)
 
     # -- internals: queue ------------------------------------------------------------
 
@@ -408,15 +413,27 @@ class Outbox:
                     index = len(lane.window) - limits.group_per_minute
                     at = max(at, lane.window[index] + limits.group_window)
         self._trim(self._global_window, now, limits.global_window)
-        if len(self._global_window) >= limits.global_per_second:
-            index = len(self._global_window) - limits.global_per_second
+        if self._global_in_flight >= limits.global_per_second:
+            return math.inf  # a finishing request wakes the worker
+        counted = len(self._global_window) + self._global_in_flight
+        if counted >= limits.global_per_second:
+            index = counted - limits.global_per_second
             at = max(at, self._global_window[index] + limits.global_window)
         return at
 
-    def _charge(self, lane: _Lane, now: float) -> None:
-        self._global_window.append(now)
+    def _charge(self, lane: _Lane) -> None:
+        """Count a request being issued; `_settle` moves the count to its answer."""
+        self._global_in_flight += 1
         if lane.key is not None:
             lane.tokens -= 1.0
+
+    def _settle(self, lane: _Lane) -> None:
+        """Count an answered request at the moment of its answer, not of its issue."""
+        now = self._clock.monotonic()
+        self._global_in_flight -= 1
+        self._global_window.append(now)
+        if lane.key is not None:
+            lane.refilled_at = max(lane.refilled_at, now)  # no refill while in flight
             if _is_group(lane.key):
                 lane.window.append(now)
 
@@ -457,7 +474,8 @@ class Outbox:
             now = self._clock.monotonic()
             at = self._ready_at(lane, now)
             if at > now + _EPS:
-                next_at = at if next_at is None else min(next_at, at)
+                if at != math.inf:
+                    next_at = at if next_at is None else min(next_at, at)
                 continue
             item = lane.items.popleft()
             self._queued -= 1
@@ -466,7 +484,7 @@ class Outbox:
                 self._ring.pop(key, None)
             else:
                 self._ring.move_to_end(key)
-            self._charge(lane, now)
+            self._charge(lane)
             lane.busy = True
             task = asyncio.create_task(self._issue(lane, item))
             self._in_flight.add(task)
@@ -558,6 +576,7 @@ class Outbox:
         else:
             self._resolve(key, item, result)
         finally:
+            self._settle(lane)
             lane.busy = False
             # Free the concurrency slot now, not in a done-callback one loop turn later,
             # so the worker woken below sees it.

@@ -194,7 +194,24 @@ async def test_a_chat_waits_for_its_previous_request_to_finish() -> None:
     async with rig(latency=2.0) as (outbox, session, _):
         await asyncio.gather(*(outbox.send(msg(5, str(i))) for i in range(4)))
         assert session.max_in_flight == 1
-        assert times_for(session, 5) == [0.0, 2.0, 4.0, 6.0]
+        # The burst of 3 is spent by the third request; the bucket refills from that
+        # request's answer (6.0), not its issue, so the fourth waits one more second.
+        assert times_for(session, 5) == [0.0, 2.0, 4.0, 7.0]
+
+
+async def test_a_request_counts_against_the_global_window_until_its_answer() -> None:
+    """Telegram counts a request at some instant between its issue and its answer, so no
+    rolling second may touch more than 30 requests' flights, however slow the answers."""
+    async with rig(latency=0.4, concurrency=64) as (outbox, session, _):
+        await asyncio.gather(*(outbox.send(msg(c, f"dm {c}")) for c in range(1, 91)))
+        flights = [(t, t + 0.4) for t in times_for(session)]
+        starts = [answer for _, answer in flights] + [issue - 1.0 + EPS for issue, _ in flights]
+        touching = max(
+            sum(1 for issue, answer in flights if issue < s + 1.0 and answer >= s) for s in starts
+        )
+        assert touching == 30
+        # Each 30 go out a second after the previous 30 were answered.
+        assert sorted({round(t, 6) for t in times_for(session)}) == [0.0, 1.4, 2.8]
 
 
 async def test_edits_and_other_methods_count_against_the_group_budget() -> None:

@@ -155,10 +155,10 @@ async def test_broadcast_to_300_ponds_with_a_kicked_pond_and_a_429_storm(
         )
         assert per_second <= 30 and rate <= 30
         assert per_pond <= 20
-        # Without the storm there are none; after it the 40 parked ponds are retried at
-        # once and the outbox fills its 30/s window in a burst, where network jitter can
-        # draw a few 429s from the emulator's own limiter (retried, never duplicated).
-        assert flood_429 < 20
+        # After the storm the 40 parked ponds are retried at once and the outbox fills its
+        # 30/s window in a burst; a request counts there until its answer, so however the
+        # network delays it, it never lands over the emulator's limit.
+        assert flood_429 == 0
     finally:
         await proc.stop()
         assert emu.token not in proc.logs()
