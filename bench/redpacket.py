@@ -1,6 +1,6 @@
 """Red packet grabs against the floor of aiogram itself.
 
-    .venv/bin/python bench/red_packet.py [--n 10000] [--shares 100] [--batch 100]
+    .venv/bin/python bench/redpacket.py [--n 10000] [--shares 100] [--batch 100]
 
 N distinct members press the grab button of one packet of `shares` shares, through the
 production Dispatcher (`build_dispatcher`), a real SQLite file (migrated) and the
