@@ -126,9 +126,10 @@ class TrackingMiddleware(BaseMiddleware):
         # means redelivery, not a lost member.
         seat = (chat.id, person.id) if new_seat and chat is not None else None
         written = self.writer.enqueue(
-            SEEN, SeenRequest(person.id, person if new_name else None, seat[0] if seat else None)
+            SEEN,
+            SeenRequest(person.id, person if new_name else None, seat[0] if seat else None),
+            then=lambda error: self._recorded(error, person, seat),
         )
-        written.add_done_callback(lambda done: self._recorded(done, person, seat))
         data[MEMBER_WRITE] = written
         return await handler(event, data)
 
@@ -158,12 +159,13 @@ class TrackingMiddleware(BaseMiddleware):
         return pond
 
     def _recorded(
-        self, done: asyncio.Future[None], person: repo.UserInfo, seat: tuple[int, int] | None
+        self, error: BaseException | None, person: repo.UserInfo, seat: tuple[int, int] | None
     ) -> None:
-        if done.cancelled() or done.exception() is not None:
+        """Called as the record commits (before `settle_writes` returns), so an update
+        handled after the settle never writes the same record again."""
+        if error is not None:
             # Not remembered: the next update of this person tries again.
-            log.warning("recording member %s failed: %r", person.id,
-                        None if done.cancelled() else done.exception())
+            log.warning("recording member %s failed: %r", person.id, error)
             return
         self._names.remember(person.id, person)
         if seat is not None:

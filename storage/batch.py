@@ -12,13 +12,16 @@ in ONE unit of work (multi-row statements), commits, and resolves the futures.
   so one bad request fails alone and the others still succeed.
 * The writer runs only while there is work: no task to start or stop. Results are
   durable (committed) when the future resolves.
+* A request may carry `then`, called with None or the error the moment its write is
+  settled, before `flushed` returns and whether or not anyone still awaits the future:
+  the place to update what the caller caches about the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -53,6 +56,7 @@ class _Pending(Generic[Req, Res]):
     op: BatchOp[Req, Res]
     request: Req
     future: asyncio.Future[Res]
+    then: Callable[[BaseException | None], None] | None = None
 
 
 class BatchWriter:
@@ -68,11 +72,17 @@ class BatchWriter:
     async def submit(self, op: BatchOp[Req, Res], request: Req) -> Res:
         return await self.enqueue(op, request)
 
-    def enqueue(self, op: BatchOp[Req, Res], request: Req) -> asyncio.Future[Res]:
+    def enqueue(
+        self,
+        op: BatchOp[Req, Res],
+        request: Req,
+        *,
+        then: Callable[[BaseException | None], None] | None = None,
+    ) -> asyncio.Future[Res]:
         """Queue a request now; the future resolves once it is committed. A request
         queued later is written in the same transaction or a later one."""
         fut: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(op, request, fut))
+        self._queue.append(_Pending(op, request, fut, then))
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name="batch-writer")
         return fut
@@ -132,6 +142,11 @@ class BatchWriter:
     @staticmethod
     def _settle(item: _Pending[Any, Any], *, result: Any = None, exc: BaseException | None = None
                 ) -> None:
+        if item.then is not None:
+            try:
+                item.then(exc)
+            except Exception:
+                log.exception("a write's follow-up failed")
         if item.future.done():
             return
         if exc is not None:

@@ -136,6 +136,35 @@ async def test_flushed_waits_only_for_what_was_queued(harness: Harness) -> None:
     assert order == ["early", "late"]
 
 
+class _Echo:
+    order = 5
+
+    async def run(self, session: object, requests: list[str]) -> list[str]:
+        return list(requests)
+
+
+async def test_then_runs_as_the_write_settles_before_anything_else_sees_it(
+    harness: Harness,
+) -> None:
+    """What a caller caches about a write is updated as it commits: a done-callback would
+    run a loop turn later, after a `flushed` that found nothing left to wait for had
+    already returned (and an update handled then wrote the same member again)."""
+    writer = harness.dp["writer"]
+    events: list[object] = []
+    first = writer.enqueue(_Echo(), "a", then=lambda error: events.append(("then", error)))
+    first.add_done_callback(lambda _: events.append("callback"))
+    while not first.done():
+        await asyncio.sleep(0)
+    assert events == [("then", None)]  # the future is done; its callbacks have not run
+    await writer.flushed()  # nothing queued: returns without a turn of the loop
+    assert events == [("then", None)]
+
+    gone = writer.enqueue(_Echo(), "b", then=lambda error: events.append(("then b", error)))
+    gone.cancel()  # its caller went away; the write still happens and is still reported
+    await writer.idle()
+    assert events[-1] == ("then b", None)
+
+
 
 async def test_a_new_pond_is_registered_once_by_a_burst(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
