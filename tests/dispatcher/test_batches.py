@@ -151,11 +151,16 @@ async def test_then_runs_as_the_write_settles_before_anything_else_sees_it(
     already returned (and an update handled then wrote the same member again)."""
     writer = harness.dp["writer"]
     events: list[object] = []
-    first = writer.enqueue(_Echo(), "a", then=lambda error: events.append(("then", error)))
+    settled = asyncio.Event()
+
+    def then(error: BaseException | None) -> None:
+        events.append(("then", error))
+        settled.set()
+
+    first = writer.enqueue(_Echo(), "a", then=then)
     first.add_done_callback(lambda _: events.append("callback"))
-    while not first.done():
-        await asyncio.sleep(0)
-    assert events == [("then", None)]  # the future is done; its callbacks have not run
+    await settled.wait()
+    assert first.done() and events == [("then", None)]  # its callbacks have not run yet
     await writer.flushed()  # nothing queued: returns without a turn of the loop
     assert events == [("then", None)]
 
