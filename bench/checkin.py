@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,23 +32,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aiogram import Bot, Dispatcher, Router  # noqa: E402
-from aiogram.client.default import DefaultBotProperties  # noqa: E402
-from aiogram.enums import ParseMode  # noqa: E402
 from aiogram.methods import AnswerCallbackQuery, SendMessage  # noqa: E402
 from aiogram.types import CallbackQuery, Chat, Message, Update, User  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.support import Failures  # noqa: E402
-from bot.app import build_dispatcher  # noqa: E402
+from bench.support import Failures, rig  # noqa: E402
 from bot.checkin_board import CheckinButton  # noqa: E402
-from bot.outbox import Limits, Outbox  # noqa: E402
 from bot.polling import handle_batch  # noqa: E402
 from bot.runtime import tune_gc  # noqa: E402
 from storage import ledger  # noqa: E402
-from storage.db import Database  # noqa: E402
-from storage.migrate import aupgrade  # noqa: E402
 from storage.models import Checkin  # noqa: E402
-from tests.rig.fake_session import BOT_ID, FakeSession, make_bot  # noqa: E402
+from tests.rig.fake_session import BOT_ID  # noqa: E402
 
 POND = Chat(id=-1001000000777, type="supergroup", title="Bench pond")
 BOARD = Message(
@@ -59,9 +52,6 @@ BOARD = Message(
     from_user=User(id=BOT_ID, is_bot=True, first_name="PondBot"),
     text="board",
 )
-# Pacing is the outbox's business and has its own tests; here it must not hold anyone up.
-UNLIMITED = Limits(per_chat_rate=1e9, per_chat_burst=10**9, group_per_minute=10**9,
-                   global_per_second=10**9)
 
 UpdateFactory = Callable[[int, int], Update]
 
@@ -117,53 +107,33 @@ async def feed(
 
 async def run(n: int, kind: str, batch: int, warmup: int) -> dict[str, float]:
     make = button_update if kind == "button" else text_update
-    with tempfile.TemporaryDirectory(prefix="pondbot-bench-") as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        await aupgrade(url)
-        db = Database(url)
+    async with rig(bare_dispatcher()) as r:
+        dp, bot, bare, floor_bot = r.dp, r.bot, r.bare, r.floor_bot
+        # Warm both up (imports, statement caches, the pond's first sighting).
+        await feed(bare, floor_bot, make, range(1, warmup + 1), 1, batch)
+        await feed(dp, bot, make, range(1, warmup + 1), 1, batch)
+        await dp["boards"].idle()
+        tune_gc()  # as `pondbot run` does once it serves (applies to both dispatchers)
 
-        floor_session = FakeSession()
-        floor_bot = make_bot(floor_session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-        bare = bare_dispatcher()
+        # Each side runs twice and keeps its best: the floor over the same members, the
+        # real dispatcher over two sets of members (a member checks in once a day).
+        users = range(1_000_000, 1_000_000 + n)
+        others = range(2_000_000, 2_000_000 + n)
+        floor_s = await feed(bare, floor_bot, make, users, 10_000, batch)
+        real_s = await feed(dp, bot, make, users, 10_000, batch)
+        floor_again_s = await feed(bare, floor_bot, make, users, 20_000, batch)
+        real_again_s = await feed(dp, bot, make, others, 30_000, batch)
+        await dp["boards"].idle()
+        await r.outbox.stop()
 
-        session = FakeSession()
-        bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-        outbox = Outbox(bot, limits=UNLIMITED)
-        dp = build_dispatcher(db=db, outbox=outbox)
-        await outbox.start()
-        try:
-            # Warm both up (imports, statement caches, the pond's first sighting).
-            await feed(bare, floor_bot, make, range(1, warmup + 1), 1, batch)
-            await feed(dp, bot, make, range(1, warmup + 1), 1, batch)
-            await dp["boards"].idle()
-            tune_gc()  # as `pondbot run` does once it serves (applies to both dispatchers)
-
-            # Each side runs twice and keeps its best: the floor over the same members, the
-            # real dispatcher over two sets of members (a member checks in once a day).
-            users = range(1_000_000, 1_000_000 + n)
-            others = range(2_000_000, 2_000_000 + n)
-            floor_s = await feed(bare, floor_bot, make, users, 10_000, batch)
-            real_s = await feed(dp, bot, make, users, 10_000, batch)
-            floor_again_s = await feed(bare, floor_bot, make, users, 20_000, batch)
-            real_again_s = await feed(dp, bot, make, others, 30_000, batch)
-            await dp["boards"].idle()
-            await outbox.stop()
-
-            async with db.transaction(readonly=True) as s:
-                checkins = await s.scalar(select(func.count()).select_from(Checkin))
-                report = await ledger.check_invariant(s)
-            members = 2 * n + warmup
-            assert checkins == members, f"{checkins} check-ins for {members} members"
-            assert report.ok and report.entries_total == 5 * members, report
-            floor_session.assert_no_violations()
-            session.assert_no_violations()
-            writer = dp["writer"]
-        finally:
-            await dp["boards"].aclose()
-            await outbox.stop()
-            await bot.session.close()
-            await floor_bot.session.close()
-            await db.dispose()
+        async with r.db.transaction(readonly=True) as s:
+            checkins = await s.scalar(select(func.count()).select_from(Checkin))
+            report = await ledger.check_invariant(s)
+        members = 2 * n + warmup
+        assert checkins == members, f"{checkins} check-ins for {members} members"
+        assert report.ok and report.entries_total == 5 * members, report
+        writer = dp["writer"]
+        session = r.session
     floor = n / min(floor_s, floor_again_s)
     real = n / min(real_s, real_again_s)
     return {

@@ -25,7 +25,6 @@ import datetime as dt
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,29 +35,23 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aiogram import Bot, Dispatcher, Router  # noqa: E402
-from aiogram.client.default import DefaultBotProperties  # noqa: E402
-from aiogram.enums import ParseMode  # noqa: E402
 from aiogram.methods import AnswerCallbackQuery  # noqa: E402
 from aiogram.types import CallbackQuery, Chat, Message, MessageEntity, Update, User  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from bench.support import Failures  # noqa: E402
-from bot.app import build_dispatcher  # noqa: E402
-from bot.outbox import Limits, Outbox  # noqa: E402
+from bench.support import Failures, rig  # noqa: E402
+from bot.outbox import Outbox  # noqa: E402
 from bot.polling import handle_batch  # noqa: E402
 from bot.runtime import tune_gc  # noqa: E402
 from handlers.red_packet import RedPacketCB  # noqa: E402
 from storage import ledger  # noqa: E402
 from storage.db import Database  # noqa: E402
-from storage.migrate import aupgrade  # noqa: E402
 from storage.models import LedgerEntry, RedPacket  # noqa: E402
-from tests.rig.fake_session import BOT_ID, FakeSession, make_bot  # noqa: E402
+from tests.rig.fake_session import BOT_ID  # noqa: E402
 
 POND = Chat(id=-1001000000888, type="supergroup", title="Bench pond")
 OPERATOR = 900_001
 TOTAL_PER_SHARE = 10
-UNLIMITED = Limits(per_chat_rate=1e9, per_chat_burst=10**9, group_per_minute=10**9,
-                   global_per_second=10**9)
 DATE = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 
@@ -162,65 +155,48 @@ async def exact(db: Database, packet_id: int, shares: int) -> None:
 
 
 async def run(n: int, shares: int, batch: int) -> list[dict[str, float]]:
-    with tempfile.TemporaryDirectory(prefix="pondbot-bench-") as tmp:
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        await aupgrade(url)
-        db = Database(url)
-        floor_session = FakeSession()
-        floor_bot = make_bot(floor_session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-        bare = bare_dispatcher()
-        session = FakeSession()
-        bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-        outbox = Outbox(bot, limits=UNLIMITED)
-        dp = build_dispatcher(db=db, outbox=outbox, operator_ids=frozenset({OPERATOR}))
-        await outbox.start()
-        results: list[dict[str, float]] = []
-        try:
-            # Warm-up: imports, statement caches, the pond's first sighting.
-            pid, mid = await drop(dp, bot, db, outbox, 20, 1)
-            warm = [grab_update(10 + i, 5_000_000 + i, pid, mid) for i in range(300)]
-            await feed(bare, floor_bot, warm, batch)
-            await feed(dp, bot, warm, batch)
-            tune_gc()  # as `pondbot run` does once it serves (applies to both dispatchers)
+    results: list[dict[str, float]] = []
+    async with rig(bare_dispatcher(), operator_ids=frozenset({OPERATOR})) as r:
+        dp, bot, db, outbox, session = r.dp, r.bot, r.db, r.outbox, r.session
+        bare, floor_bot = r.bare, r.floor_bot
+        # Warm-up: imports, statement caches, the pond's first sighting.
+        pid, mid = await drop(dp, bot, db, outbox, 20, 1)
+        warm = [grab_update(10 + i, 5_000_000 + i, pid, mid) for i in range(300)]
+        await feed(bare, floor_bot, warm, batch)
+        await feed(dp, bot, warm, batch)
+        tune_gc()  # as `pondbot run` does once it serves (applies to both dispatchers)
 
-            users = range(1_000_000, 1_000_000 + n)
-            next_update = 100_000
-            for label in ("first sight", "known members"):
-                pid, mid = await drop(dp, bot, db, outbox, shares, next_update)
-                updates = [grab_update(next_update + 1 + i, uid, pid, mid)
-                           for i, uid in enumerate(users)]
-                next_update += n + 10
-                floor_s, floor_lat = await feed(bare, floor_bot, updates, batch)
-                real_s, real_lat = await feed(dp, bot, updates, batch)
-                floor2_s, floor2_lat = await feed(bare, floor_bot, updates, batch)
-                if floor2_s < floor_s:
-                    floor_s, floor_lat = floor2_s, floor2_lat
-                await settle(outbox)
-                await exact(db, pid, shares)
-                ids = {u.callback_query.id for u in updates}  # type: ignore[union-attr]
-                answered = Counter(
-                    a.callback_query_id for a in session.requests_of(AnswerCallbackQuery)
-                    if a.callback_query_id in ids
-                )
-                assert set(answered.values()) == {1}, Counter(answered.values())
-                assert len(answered) == n, len(answered)
-                results.append({
-                    "label": label,  # type: ignore[dict-item]
-                    "grabs_per_s": n / real_s,
-                    "floor_per_s": n / floor_s,
-                    "ratio": floor_s / real_s,
-                    "p50_ms": pct(real_lat, 50),
-                    "p99_ms": pct(real_lat, 99),
-                    "floor_p50_ms": pct(floor_lat, 50),
-                    "floor_p99_ms": pct(floor_lat, 99),
-                })
-            floor_session.assert_no_violations()
-            session.assert_no_violations()
-        finally:
-            await outbox.stop()
-            await bot.session.close()
-            await floor_bot.session.close()
-            await db.dispose()
+        users = range(1_000_000, 1_000_000 + n)
+        next_update = 100_000
+        for label in ("first sight", "known members"):
+            pid, mid = await drop(dp, bot, db, outbox, shares, next_update)
+            updates = [grab_update(next_update + 1 + i, uid, pid, mid)
+                       for i, uid in enumerate(users)]
+            next_update += n + 10
+            floor_s, floor_lat = await feed(bare, floor_bot, updates, batch)
+            real_s, real_lat = await feed(dp, bot, updates, batch)
+            floor2_s, floor2_lat = await feed(bare, floor_bot, updates, batch)
+            if floor2_s < floor_s:
+                floor_s, floor_lat = floor2_s, floor2_lat
+            await settle(outbox)
+            await exact(db, pid, shares)
+            ids = {u.callback_query.id for u in updates}  # type: ignore[union-attr]
+            answered = Counter(
+                a.callback_query_id for a in session.requests_of(AnswerCallbackQuery)
+                if a.callback_query_id in ids
+            )
+            assert set(answered.values()) == {1}, Counter(answered.values())
+            assert len(answered) == n, len(answered)
+            results.append({
+                "label": label,  # type: ignore[dict-item]
+                "grabs_per_s": n / real_s,
+                "floor_per_s": n / floor_s,
+                "ratio": floor_s / real_s,
+                "p50_ms": pct(real_lat, 50),
+                "p99_ms": pct(real_lat, 99),
+                "floor_p50_ms": pct(floor_lat, 50),
+                "floor_p99_ms": pct(floor_lat, 99),
+            })
     return results
 
 

@@ -1,8 +1,29 @@
-"""What the benches share."""
+"""What the benches share: the two dispatchers under test and the error counter.
+
+Imported by the benches after they put the project root on `sys.path`."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.enums import ParseMode
+
+from bot.app import build_dispatcher
+from bot.outbox import Limits, Outbox
+from storage.db import Database
+from storage.migrate import aupgrade
+from tests.rig.fake_session import FakeSession, make_bot
+
+# Pacing is the outbox's business and has its own tests; here it must not hold anyone up.
+UNLIMITED = Limits(per_chat_rate=1e9, per_chat_burst=10**9, group_per_minute=10**9,
+                   global_per_second=10**9)
 
 
 class Failures(logging.Handler):
@@ -21,3 +42,47 @@ class Failures(logging.Handler):
         handler = cls()
         logging.getLogger().addHandler(handler)
         return handler
+
+
+@dataclass
+class Rig:
+    """The production dispatcher over a fresh, migrated SQLite file, and the floor (a
+    bare dispatcher), each talking to its own spec-validating fake Bot API session."""
+
+    db: Database
+    dp: Dispatcher
+    bot: Bot
+    session: FakeSession
+    outbox: Outbox
+    bare: Dispatcher
+    floor_bot: Bot
+    floor_session: FakeSession
+
+
+@asynccontextmanager
+async def rig(bare: Dispatcher, *, operator_ids: frozenset[int] = frozenset()
+              ) -> AsyncIterator[Rig]:
+    """On a clean exit, neither session may have seen a request that breaks the spec."""
+    with tempfile.TemporaryDirectory(prefix="pondbot-bench-") as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+        await aupgrade(url)
+        db = Database(url)
+        html = DefaultBotProperties(parse_mode=ParseMode.HTML)
+        floor_session = FakeSession()
+        floor_bot = make_bot(floor_session, default=html)
+        session = FakeSession()
+        bot = make_bot(session, default=html)
+        outbox = Outbox(bot, limits=UNLIMITED)
+        dp = build_dispatcher(db=db, outbox=outbox, operator_ids=operator_ids)
+        await outbox.start()
+        try:
+            yield Rig(db, dp, bot, session, outbox, bare, floor_bot, floor_session)
+            floor_session.assert_no_violations()
+            session.assert_no_violations()
+        finally:
+            await dp["boards"].aclose()
+            await dp["writer"].idle()
+            await outbox.stop()
+            await bot.session.close()
+            await floor_bot.session.close()
+            await db.dispose()
