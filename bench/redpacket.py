@@ -149,7 +149,7 @@ async def exact(db: Database, packet_id: int, shares: int) -> None:
             .where(LedgerEntry.idem_key.like(f"rp:{packet_id}:grab:%"))  # type: ignore[attr-defined]
         )).all()
         assert (await ledger.check_invariant(s)).ok
-        total = await s.scalar(select(RedPacket.total).where(RedPacket.id == packet_id))  # type: ignore[arg-type]
+        total = await s.scalar(select(RedPacket.total).where(RedPacket.id == packet_id))  # type: ignore[call-overload]
     assert len(rows) == shares and len({u for u, _ in rows}) == shares, len(rows)
     assert sum(d for _, d in rows) == total
 
