@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
@@ -134,11 +134,25 @@ class App:
     scheduler: Scheduler
 
 
-async def _mark_inactive(db: Database, chat_id: int) -> None:
+def chat_refused(db: Database) -> Callable[[int, str], Awaitable[None]]:
+    """What to remember when a chat answers 403: a group that removed the bot is an
+    inactive pond; a member who blocked the bot no longer has a linked DM (their game
+    answers go to the group until they /start the bot again)."""
     from storage import repo
 
-    async with db.transaction() as session:
-        await repo.set_pond_status(session, chat_id, PondStatus.inactive)
+    async def refused(chat_id: int, description: str) -> None:
+        async with db.transaction() as session:
+            if chat_id < 0:
+                await repo.set_pond_status(session, chat_id, PondStatus.inactive)
+            else:
+                await repo.link_dm(session, chat_id, linked=False)
+        if chat_id < 0:
+            log.warning("chat %s refused our messages (%s): pond marked inactive",
+                        chat_id, description)
+        else:
+            log.info("user %s refused private messages (%s): DM unlinked", chat_id, description)
+
+    return refused
 
 
 @asynccontextmanager
@@ -158,20 +172,13 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
             raise SystemExit("The database schema is out of date: run `pondbot migrate` first.")
     bot = build_bot(token, settings.telegram_api_base)
 
-    async def on_forbidden(chat_id: int, description: str) -> None:
-        if chat_id < 0:
-            log.warning(
-                "chat %s refused our messages (%s): pond marked inactive", chat_id, description
-            )
-            await _mark_inactive(db, chat_id)
-
     async def on_migrated(old: int, new: int) -> None:
         from storage import repo
 
         async with db.transaction() as session:
             await repo.migrate_pond(session, old, new)
 
-    outbox = Outbox(bot, on_forbidden=on_forbidden, on_migrated=on_migrated)
+    outbox = Outbox(bot, on_forbidden=chat_refused(db), on_migrated=on_migrated)
     scheduler = Scheduler(db)
     dp = build_dispatcher(
         db=db,

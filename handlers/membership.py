@@ -61,8 +61,7 @@ async def bot_membership(
     if chat.type == "private":
         # The user blocked or unblocked the bot.
         async with db.transaction() as session:
-            if now_in:
-                await repo.link_dm(session, chat.id)
+            await repo.link_dm(session, chat.id, linked=now_in)
         if now_in:
             outbox.reactivate(chat.id)
         return

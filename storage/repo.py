@@ -106,9 +106,11 @@ async def upsert_member(session: AsyncSession, user: UserInfo, now: datetime | N
     )
 
 
-async def link_dm(session: AsyncSession, user_id: int) -> None:
+async def link_dm(session: AsyncSession, user_id: int, *, linked: bool = True) -> None:
+    """Whether the bot may write to the member privately (they started it, and have not
+    blocked it since)."""
     await session.execute(
-        update(Member).where(Member.user_id == user_id).values(dm_linked=True)  # type: ignore[arg-type]
+        update(Member).where(Member.user_id == user_id).values(dm_linked=linked)  # type: ignore[arg-type]
     )
 
 

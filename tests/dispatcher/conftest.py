@@ -11,7 +11,7 @@ import pytest
 from aiogram.client.default import DefaultBotProperties
 from aiogram.enums import ParseMode
 
-from bot.app import build_dispatcher
+from bot.app import build_dispatcher, chat_refused
 from bot.outbox import Limits, Outbox
 from scheduler.core import Scheduler
 from storage.db import Database
@@ -49,7 +49,7 @@ async def running(db: Database, scheduler: Scheduler | None = None) -> AsyncIter
         owner(person(OWNER_ID, "Owner")),
         admin(person(ADMIN_ID, "Admin", "shop_admin")),
     ]
-    outbox = Outbox(bot, limits=FAST)
+    outbox = Outbox(bot, limits=FAST, on_forbidden=chat_refused(db))
     dp = build_dispatcher(
         db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler
     )

@@ -342,6 +342,11 @@ async def test_hit_mode_higher_lower_attempts_dm_fallback_and_early_close(pond: 
     await bob.send("/guess 300")
     await pond.h.settle()
     assert "Bob" in pond.replies()[-1] and "Lower" in pond.replies()[-1]
+    # The refusal unlinked his DM: later answers go to the group without trying it first.
+    async with pond.db.transaction(readonly=True) as s:
+        bob_row = await s.get(Member, bob.user.id)
+    assert bob_row is not None and not bob_row.dm_linked
+    privately = [r for r in pond.session.requests if getattr(r, "chat_id", None) == bob.user.id]
 
     # Alice's third attempt is her last.
     await alice.send("/guess 198")
@@ -354,6 +359,9 @@ async def test_hit_mode_higher_lower_attempts_dm_fallback_and_early_close(pond: 
     # Bob hits: the only winner slot is taken, the round closes now, not in 10 minutes.
     await bob.send("/guess ¥199.00")
     await pond.h.settle()
+    assert privately == [
+        r for r in pond.session.requests if getattr(r, "chat_id", None) == bob.user.id
+    ]
     await pond.later(0)
     rnd = await pond.round()
     assert rnd.state == "closed" and rnd.winners == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiogram.types import (
     Chat,
+    ChatMemberBanned,
     ChatMemberLeft,
     ChatMemberMember,
     ChatMemberUpdated,
@@ -14,7 +15,7 @@ from sqlalchemy import select
 
 from storage.models import LedgerEntry, Member, Membership, Pond
 from tests.dispatcher.conftest import OPERATOR_ID
-from tests.rig.client import Harness, group_chat, person
+from tests.rig.client import Harness, group_chat, person, private_chat
 from tests.rig.fake_session import BOT_ID, BOT_USERNAME, admin
 
 BOT = User(id=BOT_ID, is_bot=True, first_name="PondBot", username=BOT_USERNAME)
@@ -24,6 +25,7 @@ def _bot_status(chat: Chat, harness: Harness, old: str, new: str) -> ChatMemberU
     states = {
         "left": ChatMemberLeft(user=BOT),
         "member": ChatMemberMember(user=BOT),
+        "kicked": ChatMemberBanned(user=BOT, until_date=0),
     }
     return ChatMemberUpdated(
         chat=chat,
@@ -52,6 +54,26 @@ async def test_bot_added_and_removed(harness: Harness) -> None:
     await harness.feed_event(my_chat_member=_bot_status(chat, harness, "left", "member"))
     pond = await _pond(harness, chat.id)
     assert pond is not None and pond.status == "active"
+
+
+async def test_blocking_the_bot_unlinks_the_dm_and_unblocking_links_it(harness: Harness) -> None:
+    dora = person(31, "Dora")
+    dm = harness.member(private_chat(dora), dora)
+
+    async def linked() -> bool:
+        async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+            member = await s.get(Member, dora.id)
+        assert member is not None
+        return member.dm_linked
+
+    await dm.send("/start")
+    assert await linked()
+    blocked = _bot_status(private_chat(dora), harness, "member", "kicked")
+    await harness.feed_event(my_chat_member=blocked.model_copy(update={"from_user": dora}))
+    assert not await linked()
+    unblocked = _bot_status(private_chat(dora), harness, "kicked", "member")
+    await harness.feed_event(my_chat_member=unblocked.model_copy(update={"from_user": dora}))
+    assert await linked()
 
 
 async def test_join_leave_recorded_and_bots_ignored(harness: Harness, group: Chat) -> None:
