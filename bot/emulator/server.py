@@ -90,6 +90,23 @@ class ApiError(Exception):
         return body
 
 
+class RawAnswer(Exception):
+    """An answer that is not the Bot API's JSON: the HTML error page Telegram's front end
+    serves during incidents, or a connection closed without any answer."""
+
+    def __init__(self, status: int, body: str | None) -> None:
+        super().__init__(f"{status} raw answer")
+        self.status = status
+        self.body = body  # None: close the connection without answering
+
+
+HTML_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
 class EmulatorViolation(AssertionError):
     """The bot sent requests the Bot API spec does not allow."""
 
@@ -572,6 +589,15 @@ class Emulator:
         except ApiError as error:
             self._record_error(method, params, error)
             return self._json(error.payload(), error.code)
+        except RawAnswer as raw:
+            self.stats.errors[raw.status] += 1
+            self.calls.append({"method": method, "params": self._printable(params),
+                               "ok": False, "error_code": raw.status, "raw": True})
+            if raw.body is None:
+                if request.transport is not None:
+                    request.transport.close()
+                raise web.HTTPInternalServerError() from None  # never written: closed
+            return web.Response(text=raw.body, status=raw.status, content_type="text/html")
         self.calls.append({"method": method, "params": self._printable(params), "ok": True})
         return self._json({"ok": True, "result": result})
 
@@ -647,6 +673,10 @@ class Emulator:
         if fault.kind == "timeout":
             await asyncio.sleep(fault.hang)
             raise ApiError(504, "Gateway Timeout")
+        if fault.kind == "html502":
+            raise RawAnswer(502, HTML_502)
+        if fault.kind == "reset":
+            raise RawAnswer(0, None)
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     async def _call(
@@ -1659,9 +1689,10 @@ class Emulator:
         hang: float = 30.0,
     ) -> None:
         """The next ``times`` matching requests fail with ``kind``
-        (429, 403, 500, 502, migrate, timeout). ``method=None`` matches every method
-        except getUpdates."""
-        if kind not in ("429", "403", "500", "502", "migrate", "timeout"):
+        (429, 403, 500, 502, migrate, timeout; html502: an HTML error page instead of
+        JSON; reset: the connection closed without an answer). ``method=None`` matches
+        every method except getUpdates."""
+        if kind not in ("429", "403", "500", "502", "migrate", "timeout", "html502", "reset"):
             raise ValueError(f"unknown fault kind {kind!r}")
         self.faults.append(Fault(method, chat_id, kind, times, retry_after, migrate_to, hang))
 

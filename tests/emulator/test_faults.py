@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from aiogram import Bot
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramForbiddenError,
     TelegramMigrateToChat,
     TelegramNetworkError,
@@ -64,3 +65,20 @@ async def test_timeout_fault(emu: Emulator, pond: int) -> None:
         await tg.send_message(pond, "after the timeout")
     finally:
         await tg.session.close()
+
+
+async def test_html_error_page_and_reset_faults(bot: Bot, emu: Emulator, pond: int) -> None:
+    """Telegram's front end answers with an HTML page during incidents, or drops the
+    connection: aiogram raises ClientDecodeError / TelegramNetworkError, not a JSON error."""
+    emu.inject_fault("sendMessage", kind="html502")
+    with pytest.raises(ClientDecodeError):
+        await bot.send_message(pond, "x")
+    emu.inject_fault("getUpdates", kind="html502")
+    with pytest.raises(ClientDecodeError):
+        await bot.get_updates(timeout=0)
+    emu.inject_fault("getChat", kind="reset")
+    with pytest.raises(TelegramNetworkError):
+        await bot.get_chat(pond)
+    await bot.send_message(pond, "works again")
+    assert emu.stats.errors[502] == 2
+    emu.assert_no_violations()
