@@ -13,23 +13,28 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramRetryAfter, TelegramUnauthorizedError
+from aiogram.methods import TelegramMethod
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllChatAdministrators,
     BotCommandScopeDefault,
+    Update,
 )
 from aiohttp import web
 
 from bot import texts
 from bot.checkin_board import BoardKeeper
 from bot.config import Settings
-from bot.dedup import SeenUpdates
+from bot.dedup import SeenUpdates, Unconfirmed
+from bot.filters import AskAgainLater
 from bot.i18n import LANGUAGES, make_i18n
 from bot.middlewares import (
     MemberWritten,
@@ -41,6 +46,7 @@ from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
 from bot.runtime import tune_gc
 from bot.shortcuts import Shortcuts
+from bot.weather import describe, is_transient
 from handlers import setup_routers
 from scheduler.core import Scheduler
 from scheduler.jobs import JobDeps, register_jobs
@@ -49,6 +55,7 @@ from storage.db import Database
 from storage.models import PondStatus, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ALLOWED_UPDATES = [
     "message",
@@ -98,6 +105,8 @@ def build_dispatcher(
         observer.outer_middleware(tracking)
         observer.middleware(MemberWritten())
     PondI18nMiddleware(i18n).setup(dp)  # after tracking: it reads the pond's language
+    for observer in (dp.message, dp.callback_query):
+        observer.outer_middleware(AskAgainLater())  # in the language: "try again in a minute"
     shortcuts = dp["shortcuts"] = Shortcuts()
     dp.callback_query.outer_middleware(shortcuts)  # last: presser recorded, language set
     dp.include_routers(*setup_routers(shortcuts))
@@ -209,22 +218,97 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+async def _started(
+    what: str, call: Callable[[], Awaitable[T]], bot: Bot, stop: asyncio.Event
+) -> T | None:
+    """A start-up call the bot cannot serve without: tried until it succeeds, whatever
+    Telegram answers meanwhile (one warning line a try), except a 401 (the token is
+    wrong: nothing to wait for). None if `stop` is set first."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await call()
+        except TelegramUnauthorizedError:
+            raise
+        except TelegramRetryAfter as exc:
+            wait = float(exc.retry_after)
+            log.warning("%s: 429, retrying in %.0fs", what, wait)
+        except Exception as exc:
+            wait = delay
+            log.warning(
+                "%s failed (%s); retrying in %.0fs",
+                what,
+                describe(exc, bot.token, trace=not is_transient(exc)),
+                wait,
+            )
+            delay = min(delay * 2, 30.0)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+    return None
+
+
+async def keep_setting_commands(bot: Bot, default_language: str, *, delay: float = 5.0) -> None:
+    """`setMyCommands` in the background, retried until Telegram takes it: the command
+    menu is a convenience, serving does not wait for it. A request Telegram refuses
+    for good (a 400) is logged and not repeated."""
+    while True:
+        try:
+            await set_commands(bot, default_language)
+        except TelegramRetryAfter as exc:
+            wait = float(exc.retry_after)
+            log.warning("setMyCommands: 429, retrying in %.0fs", wait)
+        except Exception as exc:
+            if not is_transient(exc):
+                log.error("setMyCommands failed: %s", describe(exc, bot.token))
+                return
+            wait = delay
+            log.warning(
+                "setMyCommands failed (%s); retrying in %.0fs", describe(exc, bot.token), wait
+            )
+            delay = min(delay * 2, 300.0)
+        else:
+            return
+        await asyncio.sleep(wait)
+
+
+@asynccontextmanager
+async def _background(coro: Awaitable[None], name: str) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(coro)
+    task.set_name(name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def serve_polling(settings: Settings, stop: asyncio.Event) -> None:
     """Serve by long polling until `stop` is set."""
     from bot.polling import poll
 
     async with create_app(settings) as app:
-        me = await app.bot.get_me()
+        me = await _started("getMe", app.bot.get_me, app.bot, stop)
+        if me is None:
+            return
         log.info("pondbot @%s starting (long polling)", me.username)
-        await app.bot.delete_webhook(drop_pending_updates=False)
-        await set_commands(app.bot, settings.locale)
-        await app.dp.emit_startup(bot=app.bot)
-        await app.scheduler.start()
-        tune_gc()
-        try:
-            await poll(app.dp, app.bot, allowed_updates=ALLOWED_UPDATES, stop=stop)
-        finally:
-            await app.dp.emit_shutdown(bot=app.bot)
+        dropped = await _started(
+            "deleteWebhook",
+            lambda: app.bot.delete_webhook(drop_pending_updates=False),
+            app.bot,
+            stop,
+        )
+        if dropped is None:
+            return
+        async with _background(
+            keep_setting_commands(app.bot, settings.locale), "set-commands"
+        ):
+            await app.dp.emit_startup(bot=app.bot)
+            await app.scheduler.start()
+            tune_gc()
+            try:
+                await poll(app.dp, app.bot, allowed_updates=ALLOWED_UPDATES, stop=stop)
+            finally:
+                await app.dp.emit_shutdown(bot=app.bot)
         log.info("pondbot stopped")
 
 
@@ -244,10 +328,26 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
             await settle_writes(self.dispatcher)
             return response
 
+        async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
+            update = Update.model_validate(
+                await request.json(loads=bot.session.json_loads), context={"bot": bot}
+            )
+            try:
+                result = await self.dispatcher.feed_update(bot, update, **self.data)
+            except Unconfirmed:
+                # The database failed it (logged): Telegram is to deliver it again.
+                return web.Response(status=503, text="not handled; deliver again")
+            except Exception:
+                log.exception("update %s was not handled", update.update_id)
+                result = None
+            method = result if isinstance(result, TelegramMethod) else None
+            return web.Response(body=self._build_response_writer(bot=bot, result=method))
+
     web_app = web.Application()
     # Requests without the secret token are refused (aiogram checks it only when given).
     # handle_in_background=False: Telegram gets its 200 only after the update was
-    # handled and what it wrote is committed, so a crash means redelivery, not loss.
+    # handled and what it wrote is committed, so a crash means redelivery, not loss;
+    # an update the database failed gets a 503, so Telegram delivers it again.
     SettlingRequestHandler(
         dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
     ).register(web_app, path=app.settings.webhook_path)
@@ -261,26 +361,36 @@ async def run_webhook(settings: Settings) -> None:
         from bot.config import ConfigError
 
         raise ConfigError("--webhook needs WEBHOOK_URL (the public https URL Telegram calls)")
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
     async with create_app(settings) as app:
         web_app = build_webhook_app(app, secret)
-        await app.bot.set_webhook(
-            settings.webhook_url.rstrip("/") + settings.webhook_path,
-            secret_token=secret,
-            allowed_updates=ALLOWED_UPDATES,
+        url = settings.webhook_url.rstrip("/") + settings.webhook_path
+        hooked = await _started(
+            "setWebhook",
+            lambda: app.bot.set_webhook(
+                url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
+            ),
+            app.bot,
+            stop,
         )
-        await set_commands(app.bot, settings.locale)
-        await app.scheduler.start()
-        tune_gc()
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
-        await site.start()
-        log.info(
-            "pondbot serving the webhook on %s:%s", settings.webhook_host, settings.webhook_port
-        )
-        stop = asyncio.Event()
-        _install_signal_handlers(stop)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        if hooked is None:
+            return
+        async with _background(
+            keep_setting_commands(app.bot, settings.locale), "set-commands"
+        ):
+            await app.scheduler.start()
+            tune_gc()
+            runner = web.AppRunner(web_app)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
+            await site.start()
+            log.info(
+                "pondbot serving the webhook on %s:%s",
+                settings.webhook_host,
+                settings.webhook_port,
+            )
+            try:
+                await stop.wait()
+            finally:
+                await runner.cleanup()

@@ -1,13 +1,23 @@
-"""Drop an update this process has already seen.
+"""Drop an update this process has already handled; let one the database failed come again.
 
 Telegram redelivers updates (a retried webhook call, a batch fetched again after a
 network error). Within one process an update id seen before is skipped outright, so
 not even a read-only reply is repeated. After a restart this memory is empty; then the
 handlers' idempotency keys keep every effect single.
+
+An update whose handling failed because the database was not there (`bot.weather.
+is_database_outage`: a failover, a dropped connection, a locked SQLite file) is not
+handled: it is forgotten here, so its redelivery is handled in full, and `Unconfirmed`
+tells the transport not to confirm it (long polling fetches it again, the webhook
+answers non-200). An update that fails that way `max_attempts` times in a row is a
+poison update: logged once at ERROR with its id and skipped, so one bad update cannot
+wedge its pond. Any other exception is a bug in handling that update: the error
+handler logs it, and the update counts as handled.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,11 +26,30 @@ from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
 
+from bot.weather import describe, is_database_outage
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+class Unconfirmed(Exception):
+    """The update was not handled (the database failed it): do not confirm it."""
+
+    def __init__(self, update_id: int, attempt: int) -> None:
+        super().__init__(f"update {update_id} not handled (attempt {attempt})")
+        self.update_id = update_id
+        self.attempt = attempt
+
 
 class SeenUpdates(BaseMiddleware):
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, *, max_attempts: int = MAX_ATTEMPTS) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.size = size
+        self.max_attempts = max_attempts
         self._seen: OrderedDict[int, None] = OrderedDict()
+        self._failures: OrderedDict[int, int] = OrderedDict()  # update id -> failed attempts
 
     async def __call__(
         self,
@@ -28,10 +57,42 @@ class SeenUpdates(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        if isinstance(event, Update):
-            if event.update_id in self._seen:
-                return UNHANDLED
-            self._seen[event.update_id] = None
-            if len(self._seen) > self.size:
-                self._seen.popitem(last=False)
-        return await handler(event, data)
+        if not isinstance(event, Update):
+            return await handler(event, data)
+        update_id = event.update_id
+        if update_id in self._seen:
+            return UNHANDLED
+        self._seen[update_id] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        try:
+            result = await handler(event, data)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise  # a bug: logged by the error handler, the update counts as handled
+            return self._failed(update_id, exc)
+        self._failures.pop(update_id, None)
+        return result
+
+    def _failed(self, update_id: int, exc: BaseException) -> None:
+        attempt = self._failures.pop(update_id, 0) + 1
+        if attempt >= self.max_attempts:
+            log.error(
+                "update %s failed %d times on a database error (%s): skipped",
+                update_id,
+                attempt,
+                describe(exc),
+            )
+            return None  # handled, as far as Telegram is concerned
+        self._failures[update_id] = attempt
+        if len(self._failures) > self.size:
+            self._failures.popitem(last=False)
+        self._seen.pop(update_id, None)  # its redelivery must be handled, not skipped
+        log.warning(
+            "update %s hit a database error (%s); it will be handled again (attempt %d of %d)",
+            update_id,
+            describe(exc),
+            attempt,
+            self.max_attempts,
+        )
+        raise Unconfirmed(update_id, attempt) from exc

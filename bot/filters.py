@@ -3,17 +3,24 @@ worker thread, which costs ~0.2 ms per update on the hot path."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiogram import Bot
+from aiogram import BaseMiddleware, Bot
 from aiogram.filters import Filter
-from aiogram.types import CallbackQuery, Chat, Message
+from aiogram.methods import AnswerCallbackQuery
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject
 
-from bot.operators import OperatorPolicy
+from bot.messaging import reply
+from bot.operators import AdminsUnavailable, OperatorPolicy
+from bot.outbox import Outbox
+from bot.texts import weather as texts
 
 
 class IsOperator(Filter):
-    """Passes for operators; puts `is_operator=True` into the handler data."""
+    """Passes for operators; puts `is_operator=True` into the handler data. When the
+    chat's admins cannot be known just now, `AdminsUnavailable` goes up to
+    `AskAgainLater` (a `False` here would let the refusal for members answer)."""
 
     async def __call__(
         self, event: Message | CallbackQuery, bot: Bot, operators: OperatorPolicy
@@ -35,3 +42,31 @@ class ChatTypeIn(Filter):
 
     async def __call__(self, event: Message) -> bool:
         return event.chat.type in self.types
+
+
+class AskAgainLater(BaseMiddleware):
+    """Outer middleware for messages and button presses, inside the language middleware.
+    When an operator check could not be made (`AdminsUnavailable`: Telegram did not
+    answer `getChatAdministrators` and no list is known), the person is told that
+    Telegram is not answering and to try again in a minute — not refused as a member,
+    not left in silence. The update counts as handled."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        try:
+            return await handler(event, data)
+        except AdminsUnavailable:
+            outbox: Outbox = data["outbox"]
+            if isinstance(event, Message):
+                reply(outbox, event, texts.telegram_not_answering())
+            elif isinstance(event, CallbackQuery):
+                await outbox.answer(
+                    AnswerCallbackQuery(
+                        callback_query_id=event.id, text=texts.telegram_not_answering()
+                    )
+                )
+            return None

@@ -17,8 +17,10 @@ an in-place board edit) and the outbox issues it when every budget allows.
   the outbox thought in budget arrive over the limit.
 * 429 parks the lane (or, for a chat-less method, the whole outbox) for `retry_after`
   and then resends the same request; 403 drops the chat until `reactivate`; a group
-  migrated to a supergroup has its lane re-targeted; 5xx / network errors back off
-  exponentially up to `Limits.max_attempts`; any other error fails that request only.
+  migrated to a supergroup has its lane re-targeted; 5xx, an HTML page instead of JSON,
+  a timeout or a dropped connection (`bot.weather.is_transient`) back off exponentially
+  up to `Limits.max_attempts`; any other error fails that request only (a failed pin,
+  a courtesy, is one warning line).
 * Callback answers are not chat messages: `answer` sends them at once, outside all of
   the above.
 
@@ -44,20 +46,20 @@ from aiogram.exceptions import (
     TelegramEntityTooLarge,
     TelegramForbiddenError,
     TelegramMigrateToChat,
-    TelegramNetworkError,
     TelegramRetryAfter,
-    TelegramServerError,
 )
 from aiogram.methods import (
     AnswerCallbackQuery,
     EditMessageCaption,
     EditMessageReplyMarkup,
     EditMessageText,
+    PinChatMessage,
     TelegramMethod,
 )
 from aiogram.types import Message
 
 from bot.clock import Clock, FakeClock, SystemClock
+from bot.weather import describe, is_transient
 
 __all__ = [
     "Clock",
@@ -83,6 +85,9 @@ _EPS = 1e-9
 _NOT_MODIFIED = "message is not modified"
 _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 60.0
+_ANSWER_ATTEMPTS = 3
+_ANSWER_BACKOFF = 0.5
+_ANSWERED_KEPT = 50_000
 
 
 class OutboxClosedError(RuntimeError):
@@ -200,6 +205,7 @@ class Outbox:
         self._queued = 0
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stats = OutboxStats()
+        self._answered: OrderedDict[str, None] = OrderedDict()  # callback queries answered
 
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -284,17 +290,37 @@ class Outbox:
         return fut
 
     async def answer(self, method: AnswerCallbackQuery) -> bool:
-        """Answer a callback query right now (no queue, no chat budget); False on error."""
-        try:
-            ok = await self._bot(method)
-        except TelegramAPIError as exc:
-            self._stats.answers_failed += 1
-            log.info("callback answer failed: %s", self._scrub(exc.message))
-            return False
-        except Exception as exc:
-            self._stats.answers_failed += 1
-            log.error("callback answer failed: %s", self._describe(exc))
-            return False
+        """Answer a callback query right now (no queue, no chat budget); False on error.
+
+        A query is answered once: answering the same id again (its update handled anew
+        after the database failed it) is skipped. A transient failure (5xx, an HTML
+        page, a timeout, a dropped connection) is tried again twice within ~1.5 s: a
+        query must be answered within about 15 s of the press."""
+        query_id = method.callback_query_id
+        if query_id in self._answered:
+            return True
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ok = await self._bot(method)
+            except Exception as exc:
+                if is_transient(exc) and attempt < _ANSWER_ATTEMPTS:
+                    log.info("callback answer: %s; trying again", self._describe(exc))
+                    await self._clock.sleep(_ANSWER_BACKOFF * attempt)
+                    continue
+                self._stats.answers_failed += 1
+                if isinstance(exc, TelegramAPIError) and not is_transient(exc):
+                    log.info("callback answer failed: %s", self._scrub(exc.message))
+                elif is_transient(exc):
+                    log.warning("callback answer failed: %s", self._describe(exc))
+                else:
+                    log.error("callback answer failed: %s", self._describe(exc))
+                return False
+            break
+        self._answered[query_id] = None
+        if len(self._answered) > _ANSWERED_KEPT:
+            self._answered.popitem(last=False)
         self._stats.answers += 1
         return bool(ok)
 
@@ -563,16 +589,15 @@ class Outbox:
                 self._resolve(key, item, None, count=False)
             else:
                 self._fail(key, item, exc, warn=True)
-        except (TelegramServerError, TelegramNetworkError) as exc:
-            if isinstance(exc, TelegramEntityTooLarge):
-                self._fail(key, item, exc, warn=True)
-            else:
-                self._retry_later(lane, item, exc)
         except asyncio.CancelledError:
             item.cancel()
             raise
         except Exception as exc:
-            self._fail(key, item, exc, warn=False)
+            # 5xx, an HTML page instead of JSON, a timeout, a dropped connection: weather.
+            if is_transient(exc):
+                self._retry_later(lane, item, exc)
+            else:
+                self._fail(key, item, exc, warn=isinstance(exc, TelegramEntityTooLarge))
         else:
             self._resolve(key, item, result)
         finally:
@@ -596,6 +621,7 @@ class Outbox:
 
     def _fail(self, key: LaneKey, item: _Item, exc: Exception, *, warn: bool) -> None:
         self._stats.failed += 1
+        warn = warn or isinstance(item.method, PinChatMessage)  # a pin is a courtesy
         log.log(
             logging.WARNING if warn else logging.ERROR,
             "%s to chat %s failed: %s",
@@ -610,11 +636,11 @@ class Outbox:
         return text.replace(self._bot.token, "<token>")
 
     def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, TelegramAPIError):
-            return self._scrub(f"{type(exc).__name__}: {exc.message}")
+        if isinstance(exc, TelegramAPIError) or is_transient(exc):
+            return describe(exc, self._bot.token)  # one line: a known kind of failure
         return self._scrub("".join(traceback.format_exception(exc)).rstrip())
 
-    def _retry_later(self, lane: _Lane, item: _Item, exc: TelegramAPIError) -> None:
+    def _retry_later(self, lane: _Lane, item: _Item, exc: Exception) -> None:
         item.attempts += 1
         if item.attempts >= self._limits.max_attempts:
             self._fail(lane.key, item, exc, warn=False)

@@ -4,7 +4,10 @@ aiogram's own polling loop (with `handle_as_tasks=True`) confirms a batch to Tel
 by asking for the next offset — before the handlers of that batch have finished, so a
 crash loses those updates. Here a batch is confirmed only after every update in it was
 handled: a crash or SIGKILL means Telegram delivers the batch again, and the handlers'
-idempotency keys make the replay harmless.
+idempotency keys make the replay harmless. An update the database failed is not
+confirmed: the batch is confirmed up to it and fetched again from there (the updates
+after it that did succeed are skipped by `bot.dedup`, so nobody gets a second reply).
+Trouble on Telegram's side never ends the loop (see `poll`).
 
 Within a batch, chats are handled concurrently, and so are the members of one chat
 (10,000 people pressing one button must not queue behind each other); one member's
@@ -26,15 +29,15 @@ from typing import Any
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
     TelegramConflictError,
-    TelegramNetworkError,
     TelegramRetryAfter,
-    TelegramServerError,
     TelegramUnauthorizedError,
 )
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
+from bot.dedup import Unconfirmed
 from bot.middlewares import settle_writes
+from bot.weather import describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +112,28 @@ def plan(updates: Sequence[Update]) -> list[list[list[list[Update]]]]:
     return list(chats.values())
 
 
-async def handle_batch(dp: Dispatcher, bot: Bot, updates: Sequence[Update], **kwargs: Any) -> None:
+async def handle_batch(
+    dp: Dispatcher, bot: Bot, updates: Sequence[Update], **kwargs: Any
+) -> set[int]:
     """Handle one batch: chats concurrently; within a chat, people concurrently, each
     person's updates in order, commands and chat-wide events in order with the rest.
-    Returns once what the batch wrote is durable (it is confirmed right after)."""
+    Returns once what the batch wrote is durable (it is confirmed right after).
 
-    async def lane(items: list[Update]) -> None:
-        for u in items:
+    Returns the ids of the updates left unhandled, to be fetched again: each one the
+    database failed (`Unconfirmed`), and what must not overtake it — the rest of its
+    lane, and the chat's later steps."""
+    left: set[int] = set()
+
+    async def lane(items: list[Update]) -> bool:
+        for i, u in enumerate(items):
             try:
                 await dp.feed_update(bot, u, **kwargs)
+            except Unconfirmed:
+                left.update(later.update_id for later in items[i:])
+                return False
             except Exception:  # the error handler logs; one bad update must not stop the rest
                 log.exception("update %s was not handled", u.update_id)
+        return True
 
     async def chat(steps: list[list[list[Update]]]) -> None:
         for i, step in enumerate(steps):
@@ -127,10 +141,14 @@ async def handle_batch(dp: Dispatcher, bot: Bot, updates: Sequence[Update], **kw
                 # What the steps before wrote is visible to this one (a command naming
                 # a member who just spoke for the first time finds them).
                 await settle_writes(dp)
-            await asyncio.gather(*(lane(items) for items in step))
+            done = await asyncio.gather(*(lane(items) for items in step))
+            if not all(done):
+                left.update(u.update_id for later in steps[i + 1 :] for ls in later for u in ls)
+                return
 
     await asyncio.gather(*(chat(steps) for steps in plan(updates)))
     await settle_writes(dp)  # the batch is confirmed next: what it wrote must be durable
+    return left
 
 
 async def poll(
@@ -140,10 +158,21 @@ async def poll(
     allowed_updates: list[str],
     stop: asyncio.Event,
     poll_timeout: int = 25,
+    backoff: float = 1.0,
+    refetch_backoff: float = 0.25,
+    max_backoff: float = 30.0,
     **kwargs: Any,
 ) -> None:
+    """Fetch, handle and confirm batches until `stop` is set.
+
+    Nothing Telegram answers ends the loop but a 401 (the token is wrong): a 5xx, an
+    HTML page instead of JSON, a timeout, a dropped connection or anything unexpected
+    is one warning line and another try after a growing pause. A batch is confirmed up
+    to its first update left unhandled (the database failed it); from there it is
+    fetched again after a growing pause, so a database outage is not a hot loop."""
     offset: int | None = None
-    delay = 1.0
+    delay = backoff  # after a failed getUpdates
+    again = refetch_backoff  # after a batch with updates left unhandled
     while not stop.is_set():
         request = GetUpdates(offset=offset, timeout=poll_timeout, allowed_updates=allowed_updates)
         fetch = asyncio.ensure_future(bot(request, request_timeout=poll_timeout + 15))
@@ -165,18 +194,44 @@ async def poll(
         except TelegramConflictError:
             log.error("another process is polling with this token (409); retrying in %.0fs", delay)
             await _sleep(stop, delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, max_backoff)
             continue
-        except (TelegramNetworkError, TelegramServerError, OSError) as exc:
-            log.warning("getUpdates failed (%s); retrying in %.0fs", type(exc).__name__, delay)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning(
+                    "getUpdates failed (%s); retrying in %.0fs", describe(exc, bot.token), delay
+                )
+            else:
+                log.error(
+                    "getUpdates failed unexpectedly; retrying in %.0fs: %s",
+                    delay,
+                    describe(exc, bot.token, trace=True),
+                )
             await _sleep(stop, delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, max_backoff)
             continue
-        delay = 1.0
+        delay = backoff
         if not updates:
             continue
-        await handle_batch(dp, bot, updates, **kwargs)
-        offset = updates[-1].update_id + 1
+        try:
+            left = await handle_batch(dp, bot, updates, **kwargs)
+        except Exception as exc:  # outside any one update: fetch the batch again
+            left = {u.update_id for u in updates}
+            log.error("handling a batch failed: %s", describe(exc, bot.token, trace=True))
+        if not left:
+            offset = updates[-1].update_id + 1
+            again = refetch_backoff
+            continue
+        # Confirm what came before the first update left unhandled; fetch the rest again.
+        offset = min(left)
+        log.info(
+            "%d update(s) left unhandled from %s on; fetching again in %.1fs",
+            len(left),
+            offset,
+            again,
+        )
+        await _sleep(stop, again)
+        again = min(again * 2, max_backoff)
     if offset is not None:
         # Confirm the last handled batch so a clean restart does not see it again.
         try:

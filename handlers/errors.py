@@ -1,11 +1,20 @@
-"""Last-resort error handler: log the failure (never the token) and carry on."""
+"""Last-resort error handler: log the failure (never the token) and carry on.
+
+An update the database failed (`bot.dedup.Unconfirmed`) is not handled here: it goes
+back to the transport unconfirmed, so Telegram delivers it again. Anything else is a
+bug in handling that one update: logged with its traceback, and the update counts as
+handled so the rest of the pond goes on.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from aiogram import Router
+from aiogram.dispatcher.event.bases import SkipHandler
 from aiogram.types import ErrorEvent
+
+from bot.dedup import Unconfirmed
 
 log = logging.getLogger("pondbot.errors")
 
@@ -17,6 +26,8 @@ def setup() -> Router:
 
 
 async def on_error(event: ErrorEvent) -> bool:
+    if isinstance(event.exception, Unconfirmed):
+        raise SkipHandler  # unhandled: the dispatcher re-raises it to the transport
     log.error(
         "update %s failed: %s",
         event.update.update_id,

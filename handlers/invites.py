@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from aiogram import Bot, Router
 from aiogram.dispatcher.event.bases import SkipHandler
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.filters import Command, Filter
 from aiogram.types import ChatMemberUpdated, Message
 
@@ -28,6 +28,8 @@ from bot.messaging import reply
 from bot.middlewares import PondInfo, person_of
 from bot.outbox import Outbox
 from bot.texts import games as texts
+from bot.texts import weather as weather_texts
+from bot.weather import describe, is_transient
 from games.votes import invite_link_name
 from scheduler.core import Scheduler
 from storage import invites, repo
@@ -124,7 +126,17 @@ async def invite(
             rights = "rights" in exc.message.lower() or "admin" in exc.message.lower()
             reply(outbox, message, texts.invite_no_rights() if rights else texts.invite_failed())
             return
-        except TelegramAPIError as exc:
+        except TelegramRetryAfter as exc:
+            log.warning("invite link for %s: 429 (retry after %ss)", pond.chat_id, exc.retry_after)
+            reply(outbox, message, weather_texts.telegram_not_answering())
+            return
+        except Exception as exc:
+            if is_transient(exc):  # 5xx, an HTML page, a timeout: ask again in a minute
+                log.warning("invite link for %s failed: %s", pond.chat_id, describe(exc))
+                reply(outbox, message, weather_texts.telegram_not_answering())
+                return
+            if not isinstance(exc, TelegramAPIError):
+                raise
             log.warning("invite link for %s failed: %s", pond.chat_id, type(exc).__name__)
             reply(outbox, message, texts.invite_failed())
             return

@@ -9,10 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiogram.exceptions import TelegramBadRequest, TelegramServerError
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramServerError,
+)
 from aiogram.methods import (
     AnswerCallbackQuery,
     EditMessageText,
+    PinChatMessage,
     SendMessage,
     SendPhoto,
     TelegramMethod,
@@ -21,6 +27,7 @@ from aiogram.types import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.emulator.server import HTML_502
 from bot.outbox import FakeClock, Limits, Outbox, OutboxClosedError
 from tests.rig.fake_session import TEST_TOKEN, FakeSession, make_bot
 
@@ -507,3 +514,113 @@ def test_property_every_message_once_in_order_within_budgets(
             assert_budgets(session)
 
     asyncio.run(scenario())
+
+
+# -- weather: HTML pages, dropped connections ----------------------------------------------
+
+
+class WeatherSession(FakeSession):
+    """A fake Telegram whose front end can answer an HTML "502 Bad Gateway" page (aiogram
+    raises `ClientDecodeError`) or drop the connection, as `weather(...)` scripts."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scripted: list[tuple[str, str]] = []  # (API method, kind), in order
+
+    def weather(self, method: str, kind: str, times: int = 1) -> None:
+        self.scripted += [(method, kind)] * times
+
+    def _respond(self, bot: Any, method: TelegramMethod[Any]) -> tuple[str, int]:
+        for i, (name, kind) in enumerate(self.scripted):
+            if name == method.__api_method__:
+                del self.scripted[i]
+                if kind == "html502":
+                    return HTML_502, 502
+                if kind == "reset":  # what aiogram's aiohttp session makes of it
+                    raise TelegramNetworkError(
+                        method=method, message="ServerDisconnectedError: Server disconnected"
+                    )
+                raise ConnectionResetError(104, "Connection reset by peer")
+        return super()._respond(bot, method)
+
+
+@asynccontextmanager
+async def weather_rig(
+    limits: Limits | None = None,
+) -> AsyncIterator[tuple[Outbox, WeatherSession, FakeClock]]:
+    clock = FakeClock()
+    session = WeatherSession(clock=clock)
+    outbox = Outbox(make_bot(session), limits=limits or Limits(), clock=clock)
+    await outbox.start()
+    try:
+        yield outbox, session, clock
+    finally:
+        await outbox.stop(drain_timeout=0)
+
+
+async def test_an_html_502_page_is_retried_like_a_5xx_and_delivered_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.outbox")
+    async with weather_rig() as (outbox, session, _):
+        session.weather("sendMessage", "html502")
+        sent = await outbox.call(msg(GROUP_A, "check-in board"))
+        assert isinstance(sent, Message)
+        assert session.sent_texts(GROUP_A) == ["check-in board"]  # delivered once
+        assert times_for(session, GROUP_A) == [0.0, 1.0]  # retried after the 1 s backoff
+        assert outbox.stats.retried_errors == 1 and outbox.stats.failed == 0
+    assert "Traceback" not in caplog.text
+    assert "<html>" not in caplog.text  # the page itself stays out of the log
+    assert TEST_TOKEN.split(":")[1] not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["reset", "oserror"])
+async def test_a_dropped_connection_is_retried(kind: str) -> None:
+    async with weather_rig() as (outbox, session, _):
+        session.weather("sendMessage", kind, times=2)
+        sent = await outbox.call(msg(7, "hello"))
+        assert isinstance(sent, Message)
+        assert session.sent_texts(7) == ["hello"]
+        assert times_for(session, 7) == [0.0, 1.0, 3.0]
+        assert outbox.stats.retried_errors == 2 and outbox.stats.failed == 0
+
+
+async def test_html_pages_give_up_after_max_attempts_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with weather_rig(Limits(max_attempts=3)) as (outbox, session, _):
+        session.weather("sendMessage", "html502", times=3)
+        with pytest.raises(ClientDecodeError):
+            await outbox.call(msg(7, "x"))
+        assert len(times_for(session, 7)) == 3
+        assert outbox.stats.failed == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "Traceback" not in caplog.text
+
+
+async def test_a_failed_pin_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    async with weather_rig(Limits(max_attempts=2)) as (outbox, session, _):
+        session.weather("pinChatMessage", "html502", times=2)
+        pin = outbox.send(PinChatMessage(chat_id=GROUP_A, message_id=5))
+        with pytest.raises(ClientDecodeError):
+            await pin
+        session.fail_next("pinChatMessage", error_code=400,
+                          description="Bad Request: not enough rights to pin a message")
+        with pytest.raises(TelegramBadRequest):
+            await outbox.call(PinChatMessage(chat_id=GROUP_A, message_id=6))
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.WARNING]
+    assert all("pinChatMessage" in r.getMessage() for r in lines)
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_callback_answer_survives_an_html_page_and_is_sent_once() -> None:
+    async with weather_rig() as (outbox, session, _):
+        session.weather("answerCallbackQuery", "html502")
+        query = AnswerCallbackQuery(callback_query_id="q1", text="✅")
+        assert await outbox.answer(query) is True
+        # The same press handled again (after a database failure): not answered twice.
+        assert await outbox.answer(query) is True
+        assert len(session.delivered_of(AnswerCallbackQuery)) == 1
+        assert len(session.requests_of(AnswerCallbackQuery)) == 2  # the HTML page, the answer
+        assert outbox.stats.answers == 1 and outbox.stats.answers_failed == 0

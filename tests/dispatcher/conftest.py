@@ -40,10 +40,12 @@ async def bot_db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 @asynccontextmanager
-async def running(db: Database, scheduler: Scheduler | None = None) -> AsyncIterator[Harness]:
+async def running(
+    db: Database, scheduler: Scheduler | None = None, session: FakeSession | None = None
+) -> AsyncIterator[Harness]:
     """The production dispatcher over `db`, its outbox started, the test group's admins
     known to the fake session; on the way out, no request may have broken the spec."""
-    session = FakeSession()
+    session = session or FakeSession()
     bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     session.admins[GROUP_ID] = [
         owner(person(OWNER_ID, "Owner")),
