@@ -23,6 +23,15 @@ an in-place board edit) and the outbox issues it when every budget allows.
   a courtesy, is one warning line).
 * Callback answers are not chat messages: `answer` sends them at once, outside all of
   the above.
+* A chat's queue is bounded (`Limits.max_queue_per_chat`). Ordinary replies are sent
+  `droppable`: one that waited longer than `Limits.stale_after` (nobody reads a reply to
+  a command typed minutes ago) is dropped instead of sent, and when the queue is full
+  the stale ones go first, then the oldest droppable one (the newer replies supersede
+  it). Everything else — game posts, results, codes, scheduled posts — is never dropped
+  (board edits are coalesced instead); a full queue of those only grows.
+* Nothing that handles an update waits for its chat's queue: a post whose message id
+  must be stored (a game's post) goes through `post`, which records the answer in a
+  tracked background task; `stop` waits for those briefly.
 
 All waiting goes through an injected `Clock`, so tests run in virtual time.
 """
@@ -103,6 +112,8 @@ class Limits:
     max_attempts: int = 5  # 5xx / network errors; 429s retry without limit
     group_window: float = 60.0
     global_window: float = 1.0
+    max_queue_per_chat: int = 50  # droppable requests make room beyond this
+    stale_after: float = 180.0  # a droppable request queued longer is not sent
 
 
 @dataclass
@@ -118,6 +129,10 @@ class OutboxStats:
     answers: int = 0
     answers_failed: int = 0
     max_queue_depth: int = 0
+    dropped_stale: int = 0  # droppable requests that waited longer than `stale_after`
+    dropped_full: int = 0  # droppable requests dropped to keep a chat's queue bounded
+    posts_recorded: int = 0  # `post` answers recorded
+    posts_unrecorded: int = 0  # `post` answers whose record failed
     per_chat: dict[ChatId, int] = field(default_factory=dict)  # sent per chat
 
 
@@ -127,6 +142,8 @@ class _Item:
     futures: list[asyncio.Future[Any]]
     board_key: str | None = None
     attempts: int = 0  # failed attempts with 5xx / network errors
+    droppable: bool = False  # an ordinary reply: dropped when stale or to make room
+    queued_at: float = 0.0
 
     def wanted(self) -> bool:
         return any(not f.done() for f in self.futures)
@@ -204,6 +221,8 @@ class Outbox:
         self._collected_at = self._clock.monotonic()
         self._queued = 0
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._posting: set[str] = set()  # keys of `post`s queued, in flight or recording
+        self._records: set[asyncio.Task[None]] = set()
         self._stats = OutboxStats()
         self._answered: OrderedDict[str, None] = OrderedDict()  # callback queries answered
 
@@ -252,18 +271,94 @@ class Outbox:
         self._boards.clear()
         self._queued = 0
         self._idle.set()
+        await self._finish_records(drain_timeout)
+
+    async def _finish_records(self, seconds: float) -> None:
+        """Let the answers of posts already sent be recorded (each is one short
+        transaction), for at most `seconds` on the clock (1 s at least); then cancel
+        the rest."""
+        await asyncio.sleep(0)  # done-callbacks of futures resolved just now
+        if self._records:
+            done = asyncio.ensure_future(
+                asyncio.wait(set(self._records), return_when=asyncio.ALL_COMPLETED)
+            )
+            sleeper = asyncio.ensure_future(self._clock.sleep(max(seconds, 1.0)))
+            try:
+                await asyncio.wait({done, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                done.cancel()
+        for task in list(self._records):
+            task.cancel()
+        if self._records:
+            log.warning("outbox stopped with %d post answer(s) unrecorded", len(self._records))
+            await asyncio.gather(*self._records, return_exceptions=True)
 
     # -- enqueueing ------------------------------------------------------------------
 
-    def send(self, method: TelegramMethod[T]) -> asyncio.Future[T | None]:
+    def send(
+        self, method: TelegramMethod[T], *, droppable: bool = False
+    ) -> asyncio.Future[T | None]:
         """Queue a chat-targeted method; the future gets its result.
 
-        The result is None when the request was dropped (the chat is forbidden) or an
-        edit was answered "message is not modified". Other failures set the exception.
+        The result is None when the request was dropped (the chat is forbidden, or a
+        `droppable` request went stale or made room in a full queue) or an edit was
+        answered "message is not modified". Other failures set the exception.
         """
         fut: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Item(self._retarget(method), [fut]))
+        self._enqueue(_Item(self._retarget(method), [fut], droppable=droppable))
         return fut
+
+    def post(
+        self,
+        method: TelegramMethod[T],
+        *,
+        key: str,
+        record: Callable[[T], Awaitable[None]],
+    ) -> asyncio.Future[T | None] | None:
+        """Queue a post (never dropped) and, once Telegram answered it, run
+        `record(result)` — storing the post's message id — in a tracked task of its own.
+
+        Nobody waits for the chat's queue: the caller returns at once, and the answer is
+        recorded whenever it comes (`stop` gives those records a moment to finish).
+        `key` names the post (`rp:12`): while a post with that key is queued, in flight
+        or being recorded in this process, another one is not queued (None is returned),
+        so a command delivered again meanwhile cannot post twice.
+        """
+        if key in self._posting:
+            return None
+        fut = self.send(method)
+        self._posting.add(key)
+
+        def answered(done: asyncio.Future[T | None]) -> None:
+            if done.cancelled() or done.exception() is not None or done.result() is None:
+                self._posting.discard(key)  # failed or dropped: the caller may post again
+                return
+            task = asyncio.ensure_future(self._record(key, record, done.result()))
+            self._records.add(task)
+            task.add_done_callback(self._records.discard)
+
+        fut.add_done_callback(answered)
+        return fut
+
+    async def _record(
+        self, key: str, record: Callable[[Any], Awaitable[None]], result: Any
+    ) -> None:
+        try:
+            await record(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._stats.posts_unrecorded += 1
+            log.error("recording the answer to post %s failed: %s", key, self._describe(exc))
+        else:
+            self._stats.posts_recorded += 1
+        finally:
+            self._posting.discard(key)
+
+    def posting(self, key: str) -> bool:
+        """Whether a `post` with this key is on its way (or its answer being recorded)."""
+        return key in self._posting
 
     async def call(self, method: TelegramMethod[T]) -> T | None:
         """`send` and wait for the result."""
@@ -335,9 +430,11 @@ class Outbox:
         return replace(self._stats, per_chat=dict(self._stats.per_chat))
 
     def pending(self, chat_id: int | None = None) -> int:
-        """Requests queued or in flight (for one chat, or for all)."""
+        """Requests queued or in flight (for one chat; or for all, with the answers of
+        posts still being recorded)."""
         if chat_id is None:
-            return self._queued + sum(1 for lane in self._lanes.values() if lane.busy)
+            busy = sum(1 for lane in self._lanes.values() if lane.busy)
+            return self._queued + busy + len(self._records)
         lane = self._lanes.get(chat_id)
         return 0 if lane is None else len(lane.items) + int(lane.busy)
 
@@ -383,12 +480,40 @@ class Outbox:
             item.resolve(None)
             return
         lane = self._lane(key)
+        item.queued_at = self._clock.monotonic()
+        if key is not None and len(lane.items) >= self._limits.max_queue_per_chat:
+            self._make_room(lane, item.queued_at)
+            if len(lane.items) >= self._limits.max_queue_per_chat and item.droppable:
+                self._stats.dropped_full += 1
+                item.resolve(None)
+                return
         lane.items.append(item)
         self._ring.setdefault(key, None)
         self._queued += 1
         self._stats.max_queue_depth = max(self._stats.max_queue_depth, self._queued)
         self._idle.clear()
         self._wake.set()
+
+    def _stale(self, item: _Item, now: float) -> bool:
+        return item.droppable and now - item.queued_at > self._limits.stale_after + _EPS
+
+    def _make_room(self, lane: _Lane, now: float) -> None:
+        """A full lane sheds what is stale, else its oldest droppable request; the order
+        of what stays is kept. Requests that may not be dropped are never touched."""
+        stale = [i for i in lane.items if self._stale(i, now)]
+        dropped = stale
+        if not stale:
+            oldest = next((i for i in lane.items if i.droppable), None)
+            dropped = [] if oldest is None else [oldest]
+        if not dropped:
+            return
+        gone = set(dropped)
+        lane.items = deque(i for i in lane.items if i not in gone)
+        self._queued -= len(dropped)
+        self._stats.dropped_stale += len(stale)
+        self._stats.dropped_full += len(dropped) - len(stale)
+        for item in dropped:
+            item.resolve(None)
 
     def _drop_lane(self, key: ChatId) -> int:
         lane = self._lanes.get(key)
@@ -491,7 +616,7 @@ class Outbox:
                 return next_at  # a finishing request sets the wake event
             lane = self._lanes.get(key)
             if lane is not None:
-                self._withdraw_cancelled(lane)
+                self._withdraw_cancelled(lane, now)
             if lane is None or not lane.items:
                 self._ring.pop(key, None)
                 continue
@@ -534,11 +659,19 @@ class Outbox:
             ):
                 del self._lanes[key]
 
-    def _withdraw_cancelled(self, lane: _Lane) -> None:
-        """Drop requests at the head of a lane whose every caller has cancelled."""
-        while lane.items and not lane.items[0].wanted():
-            self._forget_board(lane.items.popleft())
+    def _withdraw_cancelled(self, lane: _Lane, now: float) -> None:
+        """Drop requests at the head of a lane whose every caller has cancelled, or
+        that are droppable and went stale while they waited."""
+        while lane.items:
+            head = lane.items[0]
+            if head.wanted() and not self._stale(head, now):
+                return
+            lane.items.popleft()
+            self._forget_board(head)
             self._queued -= 1
+            if head.wanted():
+                self._stats.dropped_stale += 1
+                head.resolve(None)
 
     async def _wait(self, event: asyncio.Event, seconds: float) -> None:
         """Wait for `event` or `seconds` on the clock, whichever comes first."""

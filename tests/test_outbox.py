@@ -624,3 +624,104 @@ async def test_a_callback_answer_survives_an_html_page_and_is_sent_once() -> Non
         assert len(session.delivered_of(AnswerCallbackQuery)) == 1
         assert len(session.requests_of(AnswerCallbackQuery)) == 2  # the HTML page, the answer
         assert outbox.stats.answers == 1 and outbox.stats.answers_failed == 0
+
+
+# -- bounded queues, droppable replies, posts -------------------------------------------
+
+BOUNDED = Limits(max_queue_per_chat=5, stale_after=180.0)
+
+
+async def test_a_full_queue_sheds_droppable_replies_oldest_first_and_keeps_order() -> None:
+    async with rig(limits=BOUNDED) as (outbox, session, _):
+        post = outbox.send(msg(GROUP_A, "post"))
+        replies = [outbox.send(msg(GROUP_A, f"r{i}"), droppable=True) for i in range(8)]
+        results = await asyncio.gather(post, *replies)
+        # The queue holds 5: r0..r3 made room for r4..r7; what was kept went out in order.
+        assert session.sent_texts(GROUP_A) == ["post", "r4", "r5", "r6", "r7"]
+        assert [r is None for r in results[1:]] == [True] * 4 + [False] * 4
+        assert outbox.stats.dropped_full == 4 and outbox.stats.dropped_stale == 0
+        assert outbox.stats.max_queue_depth == BOUNDED.max_queue_per_chat
+
+
+async def test_posts_are_never_dropped_and_replies_give_way_to_them() -> None:
+    async with rig(limits=BOUNDED) as (outbox, session, _):
+        plan = ["r0", "p0", "p1", "p2", "r1", "r2", "r3", *[f"p{i}" for i in range(3, 10)]]
+        futures = [outbox.send(msg(GROUP_A, t), droppable=t[0] == "r") for t in plan]
+        late = outbox.send(msg(GROUP_A, "r-late"), droppable=True)
+        await asyncio.gather(*futures, late)
+        # Each new request pushed out the oldest reply; once only posts were queued, the
+        # queue grew past its bound for them and refused the next reply instead.
+        assert session.sent_texts(GROUP_A) == [f"p{i}" for i in range(10)]
+        assert late.result() is None
+        assert outbox.stats.dropped_full == 5 and outbox.stats.failed == 0
+
+
+async def test_a_reply_that_waited_past_its_staleness_is_dropped_not_sent() -> None:
+    limits = Limits(stale_after=60.0)  # 20/min: whatever waits behind 44 posts is stale
+    async with rig(limits=limits) as (outbox, session, clock):
+        posts = [outbox.send(msg(GROUP_A, f"p{i}")) for i in range(44)]
+        replies = [outbox.send(msg(GROUP_A, f"r{i}"), droppable=True) for i in range(5)]
+        last = outbox.send(msg(GROUP_A, "p44"))  # 50 queued: the bound is not reached
+        fresh = outbox.send(msg(GROUP_B, "r-b"), droppable=True)  # another pond: no wait
+        await asyncio.gather(*posts, *replies, last, fresh)
+        assert session.sent_texts(GROUP_A) == [f"p{i}" for i in range(45)]
+        assert session.sent_texts(GROUP_B) == ["r-b"]
+        assert all(r.result() is None for r in replies)
+        assert outbox.stats.dropped_stale == 5 and outbox.stats.dropped_full == 0
+        assert clock.now > 120.0
+
+
+async def test_non_droppable_sends_wait_however_long() -> None:
+    async with rig(limits=Limits(max_queue_per_chat=50)) as (outbox, session, clock):
+        futures = [outbox.send(msg(GROUP_A, f"p{i}")) for i in range(70)]
+        await asyncio.gather(*futures)
+        assert session.sent_texts(GROUP_A) == [f"p{i}" for i in range(70)]
+        assert clock.now > 180.0 and outbox.stats.dropped_stale == outbox.stats.dropped_full == 0
+
+
+async def test_a_post_is_recorded_once_answered_and_not_queued_twice() -> None:
+    recorded: list[int] = []
+    done = asyncio.Event()
+
+    async def record(sent: Message) -> None:
+        recorded.append(sent.message_id)
+        done.set()
+
+    async with rig(limits=BOUNDED) as (outbox, session, _):
+        filler = [outbox.send(msg(GROUP_A, f"r{i}"), droppable=True) for i in range(4)]
+        first = outbox.post(msg(GROUP_A, "post"), key="rp:1", record=record)
+        assert first is not None
+        assert outbox.posting("rp:1")
+        assert outbox.post(msg(GROUP_A, "post again"), key="rp:1", record=record) is None
+        assert outbox.pending() == 5
+        await asyncio.gather(*filler, first)
+        await done.wait()
+        await asyncio.sleep(0)  # the record's task is done
+        assert outbox.pending() == 0
+        assert recorded == [5] and not outbox.posting("rp:1")
+        assert session.sent_texts(GROUP_A).count("post") == 1
+        assert outbox.stats.posts_recorded == 1
+
+
+async def test_a_failed_post_may_be_posted_again_and_stop_waits_for_records() -> None:
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    outbox = Outbox(make_bot(session), clock=clock)
+    await outbox.start()
+    session.fail_next("sendMessage", error_code=400, description="Bad Request: chat not found")
+    recorded: list[int] = []
+
+    async def record(sent: Message) -> None:
+        await clock.sleep(0.5)  # one short write
+        recorded.append(sent.message_id)
+
+    lost = outbox.post(msg(GROUP_A, "post"), key="vote:7", record=record)
+    assert lost is not None
+    with pytest.raises(TelegramBadRequest):
+        await lost
+    assert not outbox.posting("vote:7") and recorded == []
+    again = outbox.post(msg(GROUP_A, "post"), key="vote:7", record=record)
+    assert again is not None
+    await again
+    await outbox.stop(drain_timeout=2)
+    assert recorded == [1] and outbox.stats.posts_recorded == 1
