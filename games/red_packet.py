@@ -169,6 +169,7 @@ class Refusal(StrEnum):
     gone = "gone"  # every share taken
     expired = "expired"
     not_member = "not_member"  # bots, anonymous admins, channels
+    not_ready = "not_ready"  # a button on a post whose message id is not stored yet
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,6 @@ from typing import Any
 
 from aiogram import Bot, Router
 from aiogram.dispatcher.event.bases import SkipHandler
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, Filter
 from aiogram.methods import EditMessageCaption, EditMessageText, SendMessage, SendPhoto
 from aiogram.types import Message
@@ -35,7 +34,14 @@ from sqlalchemy.exc import IntegrityError
 
 from bot import texts as common_texts
 from bot.filters import IsOperator
-from bot.messaging import actor_of, refuse_non_operator, reply
+from bot.messaging import (
+    active_ponds,
+    actor_of,
+    log_restored,
+    refuse_non_operator,
+    reply,
+    startup_deps,
+)
 from bot.middlewares import PondInfo
 from bot.outbox import Outbox, OutboxClosedError
 from bot.texts import games as texts
@@ -78,6 +84,7 @@ def setup() -> Router:
     router.message.register(refuse_non_operator, Command("guessprice"))
     router.message.register(guess_command, Command("guess"))
     router.message.register(guess_reply, PriceReplyToBot())
+    router.startup.register(restore_posts)
     return router
 
 
@@ -149,17 +156,50 @@ async def open_round(
     if opened.kind == "busy":
         reply(outbox, message, texts.round_busy())
         return
-    if opened.kind != "opened" or opened.round is None:
-        return  # a replay of a command already carried out
     view = opened.round
-    try:
-        sent = await outbox.send(_round_method(view, texts.round_post(view, pond.timezone)))
-    except TelegramAPIError as exc:
-        log.warning("round %s: the post could not be sent: %s", view.id, type(exc).__name__)
+    if view is None:
         return
-    if isinstance(sent, Message):
+    lost = view.message_id is None and view.state == "open"
+    if opened.kind != "opened" and not lost:
+        return  # a replay of a command already carried out
+    # New, or a replay of one whose post was lost (a crash before it went out): post.
+    post_round(db, outbox, view, pond.timezone)
+
+
+def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: str) -> bool:
+    """Queue the round's post; nobody waits for it (the pond's queue may be long). Its
+    message id is stored when Telegram answers — the only source of that id — and the
+    participant count brought up to date if `/guess` came in meanwhile. False when the
+    post is already on its way."""
+
+    async def record(sent: Message) -> None:
         async with db.transaction() as session:
-            await store.set_round_message(session, view.id, sent.message_id)
+            now = await store.set_round_message(session, view.id, sent.message_id)
+        if now is not None and now.state == "open" and now.guessers:
+            _refresh_post(outbox, now, timezone)
+
+    queued = outbox.post(
+        _round_method(view, texts.round_post(view, timezone)),
+        key=f"guess:{view.id}",
+        record=record,
+    )
+    return queued is not None
+
+
+async def restore_posts(router: Router) -> None:
+    """At start: post the open rounds whose post never went out (bot.messaging, "lost
+    posts"); without it such a round would hold the pond's only slot unseen."""
+    deps = startup_deps(router)
+    async with deps.db.transaction(readonly=True) as session:
+        lost = await store.unposted(session)
+        ponds = await active_ponds(session, [r.chat_id for r in lost])
+    posted = 0
+    for view in lost:
+        pond = ponds.get(view.chat_id)
+        if pond is not None:
+            with deps.speaking(pond.language):
+                posted += post_round(deps.db, deps.outbox, view, pond.timezone)
+    log_restored("guess round", posted)
 
 
 async def guess_command(

@@ -37,9 +37,10 @@ from aiogram.types import (
     Message,
     ReplyParameters,
 )
+from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 
-from bot.messaging import reply
+from bot.messaging import active_ponds, log_restored, reply, startup_deps
 from bot.middlewares import PondInfo
 from bot.operators import OperatorPolicy
 from bot.outbox import Outbox
@@ -70,9 +71,9 @@ TOAST_CHARS = 200
 
 
 class RedPacketCB(CallbackData, prefix="rp"):
-    """The grab button: the packet's id, nothing else."""
+    """The grab button: the packet's id, nothing else (bounded: a signed 64-bit id)."""
 
-    id: int
+    id: int = Field(ge=1, le=MAX_ID)
 
 
 class _LRU(OrderedDict[int, Any]):
@@ -198,6 +199,7 @@ class RedPackets:
         router = Router(name="red_packet")
         router.message.register(self.create, Command("redpacket"))
         router.message.register(self.grab_by_password, PasswordTyped(self.passwords))
+        router.startup.register(self.restore_posts)
         return router
 
     def buttons(self) -> Router:
@@ -238,6 +240,7 @@ class RedPackets:
         now = scheduler.clock()
         problem: str | None = None
         card: PacketCard | None = None
+        replayed = False
         try:
             async with db.transaction() as session:
                 settings = await repo.pond_settings(session, chat.id)
@@ -271,36 +274,78 @@ class RedPackets:
                         source_key=f"{chat.id}:{message.message_id}",
                         now=now,
                     )
-                    if not created.applied:
-                        return  # a redelivered command: the packet exists, say nothing
                     card = created.card
-                    await scheduler.schedule(
-                        card.expires_at,
-                        EXPIRE_JOB,
-                        red_packets.expiry_task_key(card.id),
-                        {"packet_id": card.id},
-                        session=session,
-                        chat_id=chat.id,
-                    )
+                    replayed = not created.applied
+                    if not replayed:
+                        await scheduler.schedule(
+                            card.expires_at,
+                            EXPIRE_JOB,
+                            red_packets.expiry_task_key(card.id),
+                            {"packet_id": card.id},
+                            session=session,
+                            chat_id=chat.id,
+                        )
         except ledger.InsufficientPoints as exc:
             reply(outbox, message, texts.insufficient(exc.balance, exc.needed))
             return
         if problem is not None or card is None:
             reply(outbox, message, problem or texts.usage())
             return
+        if replayed and (card.message_id is not None or card.closed or card.expires_at <= now):
+            return  # a redelivered command: the packet exists and was shown, say nothing
+        # New, or redelivered after its post was lost (a crash before it went out).
         if card.password is not None:
             self.passwords.invalidate(chat.id)
-        posted = await outbox.send(
-            SendMessage(
-                chat_id=chat.id,
-                message_thread_id=message.message_thread_id if message.is_topic_message else None,
-                text=texts.post(card, _timezone(pond)),
-                reply_markup=keyboard(card.id),
-            )
-        )
-        if isinstance(posted, Message):
+        thread = message.message_thread_id if message.is_topic_message else None
+        self.post(db, outbox, card, _timezone(pond), thread)
+
+    def post(
+        self,
+        db: Database,
+        outbox: Outbox,
+        card: PacketCard,
+        timezone: str,
+        thread_id: int | None = None,
+    ) -> bool:
+        """Queue the packet's post; nobody waits for it (the pond's queue may be long).
+        Its message id is stored when Telegram answers — the only source of that id: a
+        press before that is "not ready" — and the post brought up to date if typed
+        passwords took shares meanwhile (or the packet closed). False when the post is
+        already on its way."""
+
+        async def record(sent: Message) -> None:
             async with db.transaction() as session:
-                await red_packets.set_message(session, card.id, posted.message_id)
+                await red_packets.set_message(session, card.id, sent.message_id)
+                now = await red_packets.get_card(session, card.id, with_grabs=True)
+            if now is not None and (now.taken or now.closed):
+                self._show(outbox, now, timezone)
+
+        queued = outbox.post(
+            SendMessage(
+                chat_id=card.chat_id,
+                message_thread_id=thread_id,
+                text=texts.post(card, timezone),
+                reply_markup=keyboard(card.id),
+            ),
+            key=f"rp:{card.id}",
+            record=record,
+        )
+        return queued is not None
+
+    async def restore_posts(self, router: Router) -> None:
+        """At start: post the open packets whose post never went out (bot.messaging,
+        "lost posts")."""
+        deps = startup_deps(router)
+        async with deps.db.transaction(readonly=True) as session:
+            lost = await red_packets.unposted(session, deps.scheduler.clock())
+            ponds = await active_ponds(session, [c.chat_id for c in lost])
+        posted = 0
+        for card in lost:
+            pond = ponds.get(card.chat_id)
+            if pond is not None:
+                with deps.speaking(pond.language):
+                    posted += self.post(deps.db, deps.outbox, card, pond.timezone)
+        log_restored("red packet", posted)
 
     # -- grabbing ---------------------------------------------------------------------------
 
@@ -517,20 +562,20 @@ class RedPackets:
         if grab.closed is not None:
             self._remember_closed(card, grab.closed)
         if grab.refused is None:
-            self._show(outbox, card, pond)
+            self._show(outbox, card, _timezone(pond))
 
     def _remember_closed(self, card: PacketCard, state: PacketState) -> None:
         grabbers = frozenset(g.user_id for g in card.grabs)
         self.closed.put(card.id, (card.chat_id, state, grabbers))
 
-    def _show(self, outbox: Outbox, card: PacketCard, pond: PondInfo | None) -> None:
+    def _show(self, outbox: Outbox, card: PacketCard, timezone: str) -> None:
         if card.message_id is None:
             return
         version = card.shares + 1 if card.closed else card.taken
         if self._shown.get(card.id, -1) >= version:
             return
         self._shown.put(card.id, version)
-        text = texts.result(card) if card.closed else texts.post(card, _timezone(pond))
+        text = texts.result(card) if card.closed else texts.post(card, timezone)
         outbox.board(
             f"rp:{card.id}",
             EditMessageText(

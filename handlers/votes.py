@@ -16,19 +16,26 @@ from __future__ import annotations
 import logging
 
 from aiogram import Router
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from pydantic import Field
 
 from bot.filters import IsOperator
-from bot.messaging import actor_of, refuse_non_operator, reply
+from bot.messaging import (
+    active_ponds,
+    actor_of,
+    log_restored,
+    refuse_non_operator,
+    reply,
+    startup_deps,
+)
 from bot.middlewares import PondInfo
 from bot.outbox import Outbox
 from bot.texts import games as texts
 from games.parsing import ParseError
-from games.votes import parse_vote
+from games.votes import MAX_OPTIONS, parse_vote
 from scheduler.core import Scheduler
 from storage import repo
 from storage import votes as store
@@ -39,9 +46,15 @@ log = logging.getLogger(__name__)
 CLOSE_JOB = "vote.close"
 
 
+MAX_ID = 2**63 - 1
+
+
 class VoteButton(CallbackData, prefix="vt"):
-    vote_id: int
-    option: int
+    """A vote's button: ids only, bounded before they reach SQL (a forged
+    `vt:99999999999999999999999:0` fails to parse and gets the "not valid" toast)."""
+
+    vote_id: int = Field(ge=1, le=MAX_ID)
+    option: int = Field(ge=0, lt=MAX_OPTIONS)
 
 
 def close_key(vote_id: int) -> str:
@@ -66,7 +79,47 @@ def setup() -> Router:
     router.message.register(open_vote, Command("vote"), IsOperator())
     router.message.register(refuse_non_operator, Command("vote"))
     router.callback_query.register(click, VoteButton.filter())
+    router.startup.register(restore_posts)
     return router
+
+
+def post_vote(db: Database, outbox: Outbox, view: store.VoteView, timezone: str) -> bool:
+    """Queue the vote's post; nobody waits for it (the pond's queue may be long). Its
+    message id is stored when Telegram answers — the only source of that id — and the
+    tally shown then, if ballots came in meanwhile (they cannot before: a click on a
+    post whose id is not stored is "not ready")."""
+
+    async def record(sent: Message) -> None:
+        async with db.transaction() as session:
+            await store.set_vote_message(session, view.id, sent.message_id)
+
+    queued = outbox.post(
+        SendMessage(
+            chat_id=view.chat_id,
+            text=texts.vote_post(view, [0] * len(view.options), timezone),
+            reply_markup=markup(view),
+        ),
+        key=f"vote:{view.id}",
+        record=record,
+    )
+    return queued is not None
+
+
+async def restore_posts(router: Router) -> None:
+    """At start: post the open votes whose post never went out (bot.messaging, "lost
+    posts")."""
+    deps = startup_deps(router)
+    now = deps.scheduler.clock()
+    async with deps.db.transaction(readonly=True) as session:
+        lost = await store.unposted(session, now)
+        ponds = await active_ponds(session, [v.chat_id for v in lost])
+    posted = 0
+    for view in lost:
+        pond = ponds.get(view.chat_id)
+        if pond is not None:
+            with deps.speaking(pond.language):
+                posted += post_vote(deps.db, deps.outbox, view, pond.timezone)
+    log_restored("vote", posted)
 
 
 
@@ -108,20 +161,12 @@ async def open_vote(
                 session=session,
                 chat_id=pond.chat_id,
             )
-    if opened.kind != "opened":
-        return  # a replay of a command already carried out
     view = opened.vote
-    text = texts.vote_post(view, [0] * len(view.options), pond.timezone)
-    try:
-        sent = await outbox.send(
-            SendMessage(chat_id=view.chat_id, text=text, reply_markup=markup(view))
-        )
-    except TelegramAPIError as exc:
-        log.warning("vote %s: the post could not be sent: %s", view.id, type(exc).__name__)
-        return
-    if isinstance(sent, Message):
-        async with db.transaction() as session:
-            await store.set_vote_message(session, view.id, sent.message_id)
+    lost = view.message_id is None and view.state == "open" and now < view.closes_at
+    if opened.kind != "opened" and not lost:
+        return  # a replay of a command already carried out
+    # New, or a replay of one whose post was lost (a crash before it went out): post.
+    post_vote(db, outbox, view, pond.timezone)
 
 
 async def click(
@@ -152,7 +197,9 @@ async def click(
             option=callback_data.option,
             now=scheduler.clock(),
         )
-    if cast.kind in ("not_found", "bad_option") or cast.vote is None:
+    if cast.kind == "not_ready":
+        toast = texts.vote_not_ready_toast()
+    elif cast.kind in ("not_found", "bad_option") or cast.vote is None:
         toast = texts.vote_unknown_toast()
     elif cast.kind == "closed":
         toast = texts.vote_closed_toast()

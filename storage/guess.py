@@ -117,10 +117,28 @@ async def open_round(
     return Opened("opened", _view(row))
 
 
-async def set_round_message(session: AsyncSession, round_id: int, message_id: int) -> None:
+async def set_round_message(
+    session: AsyncSession, round_id: int, message_id: int
+) -> RoundView | None:
+    """Store the post's message id, from Telegram's answer to the post (only then);
+    returns the round as it is now."""
     await session.execute(
-        update(GuessRound).where(col(GuessRound.id) == round_id).values(message_id=message_id)
+        update(GuessRound)
+        .where(col(GuessRound.id) == round_id, col(GuessRound.message_id).is_(None))
+        .values(message_id=message_id)
     )
+    row = await session.get(GuessRound, round_id, populate_existing=True)
+    return None if row is None else _view(row)
+
+
+async def unposted(session: AsyncSession) -> list[RoundView]:
+    """Open rounds whose post never went out (or whose answer was never recorded)."""
+    rows = await session.execute(
+        select(GuessRound)
+        .where(col(GuessRound.state) == "open", col(GuessRound.message_id).is_(None))
+        .order_by(col(GuessRound.id))
+    )
+    return [_view(r) for r in rows.scalars().all()]
 
 
 async def open_round_of(session: AsyncSession, chat_id: int) -> RoundView | None:

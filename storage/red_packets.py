@@ -200,11 +200,43 @@ async def create(
 
 
 async def set_message(session: AsyncSession, packet_id: int, message_id: int) -> None:
+    """Store the post's message id, as Telegram's answer to the post gave it (the only
+    source: a button press never names the post)."""
     await session.execute(
         update(_packet)
         .where(_packet.c.id == packet_id, _packet.c.message_id.is_(None))
         .values(message_id=message_id)
     )
+
+
+def _off_post(card: PacketCard, chat_id: int, message_id: int | None) -> Refusal | None:
+    """Why a grab from `message_id` in `chat_id` is not on the packet's post (None: it
+    is, or it is a typed password, which needs no post). A press is only ever checked
+    against the id stored from Telegram's answer: before that it is `not_ready`, and a
+    press on any other message — forged data, another chat — is refused."""
+    if card.chat_id != chat_id:
+        return Refusal.wrong_chat
+    if message_id is None:
+        return None
+    if card.message_id is None:
+        return Refusal.not_ready
+    return None if card.message_id == message_id else Refusal.wrong_chat
+
+
+async def unposted(session: AsyncSession, now: datetime) -> list[PacketCard]:
+    """Open packets whose post never went out (or whose answer was never recorded)."""
+    rows = (
+        await session.execute(
+            select(_packet)
+            .where(
+                _packet.c.state == str(PacketState.open),
+                _packet.c.message_id.is_(None),
+                _packet.c.expires_at > now,
+            )
+            .order_by(_packet.c.id)
+        )
+    ).all()
+    return [_card(r) for r in rows]
 
 
 async def get_card(
@@ -261,10 +293,9 @@ async def grab(
     if row is None:
         return Grab(packet_id, Refusal.unknown)
     card = _card(row)
-    if card.chat_id != chat_id or (
-        message_id is not None and card.message_id is not None and card.message_id != message_id
-    ):
-        return Grab(packet_id, Refusal.wrong_chat)  # a button on another chat's message
+    off = _off_post(card, chat_id, message_id)
+    if off is not None:
+        return Grab(packet_id, off)
     view = PacketView(
         chat_id=card.chat_id,
         funder_id=card.funder_id,
@@ -285,9 +316,6 @@ async def grab(
     )
     if why is not None:
         return Grab(packet_id, why, card=card, closed=closed)
-    if card.message_id is None and message_id is not None:
-        await set_message(session, packet_id, message_id)  # the post's id was not stored yet
-        card = replace(card, message_id=message_id)
 
     finishing = _packet.c.taken + 1 >= _packet.c.shares
     taken = await session.scalar(
@@ -381,7 +409,7 @@ async def grab_many(
     )
     taken = card.taken
     outcomes: list[Refusal | None] = []
-    wrong: set[int] = set()  # positions of buttons on another chat's message
+    wrong: set[int] = set()  # positions of buttons not on the packet's stored post
     closings: list[PacketState | None] = []
     winners: list[GrabRequest] = []
     for r in requests:
@@ -389,12 +417,9 @@ async def grab_many(
             PacketState.expired if now >= view.expires_at else None
         )
         closings.append(closed)
-        if card.chat_id != r.chat_id or (
-            r.message_id is not None
-            and card.message_id is not None
-            and card.message_id != r.message_id
-        ):
-            outcomes.append(Refusal.wrong_chat)
+        off = _off_post(card, r.chat_id, r.message_id)
+        if off is not None:
+            outcomes.append(off)
             wrong.add(len(outcomes) - 1)
             continue
         why = refusal(
@@ -417,10 +442,6 @@ async def grab_many(
             Grab(packet_id, why) if i in wrong else Grab(packet_id, why, card=card, closed=closed)
             for i, (why, closed) in enumerate(zip(outcomes, closings, strict=True))
         ]
-    new_message = next((r.message_id for r in winners if r.message_id is not None), None)
-    if card.message_id is None and new_message is not None:
-        await set_message(session, packet_id, new_message)  # the post's id was not stored yet
-        card = replace(card, message_id=new_message)
     k = len(winners)
     finishing = _packet.c.taken + k >= _packet.c.shares
     after = await session.scalar(

@@ -85,7 +85,31 @@ async def open_vote(
 
 
 async def set_vote_message(session: AsyncSession, vote_id: int, message_id: int) -> None:
-    await session.execute(update(Vote).where(col(Vote.id) == vote_id).values(message_id=message_id))
+    """Store the post's message id, from Telegram's answer to the post (only then)."""
+    await session.execute(
+        update(Vote)
+        .where(col(Vote.id) == vote_id, col(Vote.message_id).is_(None))
+        .values(message_id=message_id)
+    )
+
+
+async def get_vote(session: AsyncSession, vote_id: int) -> VoteView | None:
+    row = await session.get(Vote, vote_id, populate_existing=True)
+    return None if row is None else _view(row)
+
+
+async def unposted(session: AsyncSession, now: datetime) -> list[VoteView]:
+    """Open votes whose post never went out (or whose answer was never recorded)."""
+    rows = await session.execute(
+        select(Vote)
+        .where(
+            col(Vote.state) == "open",
+            col(Vote.message_id).is_(None),
+            col(Vote.closes_at) > now,
+        )
+        .order_by(col(Vote.id))
+    )
+    return [_view(v) for v in rows.scalars().all()]
 
 
 async def tally(session: AsyncSession, vote_id: int, options: int) -> list[int]:
@@ -103,7 +127,7 @@ async def tally(session: AsyncSession, vote_id: int, options: int) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Cast:
-    kind: str  # not_found | closed | bad_option | same | cast | changed
+    kind: str  # not_found | not_ready | closed | bad_option | same | cast | changed
     vote: VoteView | None = None
     counts: tuple[int, ...] = ()
     option: int = 0
@@ -133,9 +157,13 @@ async def cast(
     row = await session.get(Vote, vote_id)
     if row is None or row.chat_id != chat_id:
         return Cast("not_found")
-    if row.message_id is not None and message_id != row.message_id:
-        return Cast("not_found")
     view = _view(row)
+    # The post's id comes only from Telegram's answer to the post: a click before it
+    # is stored cannot be checked, and a click on any other message is forged.
+    if row.message_id is None:
+        return Cast("not_ready", view)
+    if message_id != row.message_id:
+        return Cast("not_found")
     if row.state != "open" or now >= row.closes_at:
         return Cast("closed", view)
     if not 0 <= option < len(row.options):

@@ -264,6 +264,15 @@ def vote_unknown_toast() -> str:
     return _("⚠️ This button is not valid here.")
 
 
+def button_not_valid() -> str:
+    """Any button whose data is malformed or out of range (a forged press)."""
+    return _("⚠️ This button is not valid here.")
+
+
+def vote_not_ready_toast() -> str:
+    return _("⏳ This vote is not ready yet — try again in a moment.")
+
+
 def bots_cannot_vote() -> str:
     return _("⚠️ Only members can vote.")
 

@@ -185,4 +185,6 @@ def refused(why: Refusal, password: str | None = None) -> str:
         return _("🔑 Type the password in the group to grab.")
     if why is Refusal.not_member:
         return _("Only members can grab red packets.")
+    if why is Refusal.not_ready:
+        return _("This red packet is not ready yet — try again in a moment.")
     return _("This red packet is not for you.")
