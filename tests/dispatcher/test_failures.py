@@ -11,28 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from aiogram import Bot
-from aiogram.methods import GetUpdates, SendMessage, TelegramMethod
-from aiogram.types import Message, Update
-from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from aiogram.methods import AnswerCallbackQuery, GetUpdates, SendMessage, TelegramMethod
+from aiogram.types import CallbackQuery, Message, Update, User
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
+from bot.checkin_board import CheckinButton
 from bot.emulator.server import HTML_502
+from bot.i18n import make_i18n
 from bot.polling import handle_batch, poll
+from bot.texts import weather as weather_texts
 from storage.db import Database
 from storage.models import LedgerEntry, LedgerKind
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, running
 from tests.rig.client import Harness, group_chat, person
-from tests.rig.fake_session import FakeSession
+from tests.rig.fake_session import BOT_ID, FakeSession
+from tests.rig.outage import Outage
 
 ALICE, BOB, CAROL = 7001, 7002, 7003
-TRY_AGAIN = "Telegram"  # the "Telegram is not answering, try again" reply names it
+
+
+def try_again() -> str:
+    """The "Telegram is not answering, try again in a minute" reply, in the pond's
+    language (Chinese by default)."""
+    i18n = make_i18n("zh")
+    with i18n.context(), i18n.use_locale("zh"):
+        return weather_texts.telegram_not_answering()
 
 
 class Telegram(FakeSession):
@@ -73,41 +84,6 @@ class Telegram(FakeSession):
             self.pages.remove(method.__api_method__)
             return HTML_502, 502
         return super()._respond(bot, method)
-
-
-class Outage:
-    """Makes the database fail the check-in of chosen members: every statement that
-    writes a check-in for them raises `error` while they have failures left."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.left: dict[int, int] = {}
-        self.raised = 0
-        self.error: Callable[[str], Exception] = lambda sql: OperationalError(
-            sql, None, ConnectionResetError("server closed the connection unexpectedly")
-        )
-
-    def fail(self, user_id: int, times: int) -> None:
-        self.left[user_id] = times
-
-    def hook(self, _conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if not statement.lstrip().upper().startswith("INSERT INTO CHECKIN"):
-            return
-        rows = params if isinstance(params, list) else [params]
-        for user_id, left in self.left.items():
-            if left > 0 and any(user_id in tuple(row) for row in rows):
-                self.left[user_id] = left - 1
-                self.raised += 1
-                raise self.error(statement)
-
-    @contextmanager
-    def installed(self) -> Iterator[Outage]:
-        engine = self.db.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", self.hook)
-        try:
-            yield self
-        finally:
-            event.remove(engine, "before_cursor_execute", self.hook)
 
 
 @asynccontextmanager
@@ -297,14 +273,14 @@ async def test_an_operator_check_telegram_cannot_answer_asks_to_try_again(
         await confirmed(telegram)
         await h.settle()
         [answer] = replies_to(h, give)
-        assert TRY_AGAIN in answer.text
+        assert answer.text == try_again()
         # Telegram is back: the same command works, paid once.
         again = admin.message(f"/give {ALICE} 10")
         telegram.deliver(Update(update_id=h.next_update_id(), message=again))
         await confirmed(telegram)
         await h.settle()
         [done] = replies_to(h, again)
-        assert TRY_AGAIN not in done.text
+        assert done.text != try_again()
         # A list known before is kept while Telegram does not answer.
         h.dp["admins"].put(GROUP_ID, frozenset({ADMIN_ID}))
         h.dp["admins"]._entries[GROUP_ID] = (0.0, frozenset({ADMIN_ID}))  # due for refresh
@@ -314,7 +290,7 @@ async def test_an_operator_check_telegram_cannot_answer_asks_to_try_again(
         await confirmed(telegram)
         await h.settle()
         [kept] = replies_to(h, third)
-        assert TRY_AGAIN not in kept.text
+        assert kept.text != try_again()
         assert c  # Alice was met
     async with bot_db.transaction(readonly=True) as s:
         total = (await s.execute(
@@ -323,3 +299,48 @@ async def test_an_operator_check_telegram_cannot_answer_asks_to_try_again(
             )
         )).scalar_one()
     assert total == 15
+
+
+async def test_a_button_press_the_database_failed_is_answered_on_the_retry_once(
+    bot_db: Database,
+) -> None:
+    async with polling(bot_db) as (h, telegram):
+        await meet(h, telegram, ALICE)
+        chat = group_chat(GROUP_ID, "Pond")
+        board = Message(
+            message_id=h.next_message_id(GROUP_ID), date=h.now, chat=chat, text="签到榜",
+            from_user=User(id=BOT_ID, is_bot=True, first_name="PondBot"),
+        )
+        press = CallbackQuery(
+            id="press-1", from_user=person(ALICE, f"U{ALICE}"), chat_instance="1",
+            message=board, data=CheckinButton(chat_id=GROUP_ID).pack(),
+        )
+        with Outage(bot_db).installed() as outage:
+            outage.fail(ALICE, times=1)
+            telegram.deliver(Update(update_id=h.next_update_id(), callback_query=press))
+            await confirmed(telegram)
+            await h.settle()
+        assert outage.raised == 1
+    answers = [
+        a for a in h.session.requests_of(AnswerCallbackQuery) if a.callback_query_id == "press-1"
+    ]
+    assert len(answers) == 1  # not on the failed try, once on the retry
+    assert await checkins(bot_db, ALICE) == 1
+
+
+async def test_an_invite_link_telegram_cannot_make_asks_to_try_again(bot_db: Database) -> None:
+    async with polling(bot_db) as (h, telegram):
+        c = await meet(h, telegram, ALICE)
+        telegram.html502("createChatInviteLink")
+        first = c[ALICE].message("/invite")
+        telegram.deliver(Update(update_id=h.next_update_id(), message=first))
+        await confirmed(telegram)
+        await h.settle()
+        [answer] = replies_to(h, first)
+        assert answer.text == try_again()
+        second = c[ALICE].message("/invite")  # a minute later: Telegram is back
+        telegram.deliver(Update(update_id=h.next_update_id(), message=second))
+        await confirmed(telegram)
+        await h.settle()
+        [link] = replies_to(h, second)
+        assert "https://t.me/" in link.text
