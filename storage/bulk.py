@@ -57,7 +57,12 @@ class Bulk:
         missing = set(names) - set(self._columns)
         if missing:
             raise ValueError(f"parameters not given by the rows: {sorted(missing)}")
-        converts = tuple(compiled.binds[n].type.bind_processor(dialect) for n in names)
+        # The type as this dialect stores it (`dialect_impl`): a TypeDecorator's own
+        # `bind_processor` skips its impl's conversion, and SQLite would then get a
+        # datetime in another text form than every other write of the column.
+        converts = tuple(
+            compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
+        )
         plan = self._plans[dialect.name] = _Plan(compiled.string, names, converts)
         return plan
 
