@@ -2,10 +2,18 @@
 
 * A day is a calendar day in the pond's timezone; `local_day` is the only place that
   turns an instant into a day.
+* A check-in counts at the moment it was made: its message's `date` (a button press:
+  when it is handled), so a 签到 typed before midnight and delivered after it (the bot
+  was down) counts for the day it was typed. `checkin_moment` keeps that moment within
+  what Telegram can really deliver: it keeps an undelivered update for 24 hours, so an
+  older date is taken as 24 hours ago, and a date ahead of our clock (beyond a small
+  lead of Telegram's clock over ours) as now.
 * A member checks in at most once per day, shop-wide, and only forward in time: a
   check-in for a day on or before the last one is "already checked in" (a member who
   checked in in Shanghai cannot check in again for the same or an earlier day in a pond
-  whose clock is behind).
+  whose clock is behind). The one exception is a late delivery (`decide_late`): a
+  check-in for an earlier day that has none, made before the member's latest check-in
+  was made, is credited for its own day — it only arrived out of order.
 * The streak counts consecutive days ending at the last check-in. Checking in the day
   after the last one grows it; any gap restarts it at 1. A streak whose last day is
   before yesterday is broken: shown as 0.
@@ -17,7 +25,9 @@
   checked in at least once before `M` (there is a streak to mend). The streak is then
   recomputed as the run of consecutive days ending at the last checked-in day. A make-up
   pays no reward and no milestone; it costs points and can be used once per
-  `every_days` days.
+  `every_days` days. A make-up that would not lengthen the member's streak (two or more
+  days missed in a row since the last check-in: the filled day would stand alone) is
+  refused, so nobody pays for nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +40,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 ONE_DAY = timedelta(days=1)
+# Telegram keeps an update it could not deliver for this long.
+REDELIVERY_WINDOW = timedelta(hours=24)
+# How far Telegram's clock (a message's `date`) may run ahead of ours and still be taken
+# at its word.
+CLOCK_LEAD = timedelta(minutes=5)
 
 
 @lru_cache(maxsize=256)
@@ -46,6 +61,16 @@ def local_day(now: datetime, timezone: str) -> date:
     if now.tzinfo is None:
         raise ValueError("local_day needs a timezone-aware instant")
     return now.astimezone(zone(timezone)).date()
+
+
+def checkin_moment(sent: datetime | None, now: datetime) -> datetime:
+    """The moment a check-in counts at: `sent`, its message's date (None: a button press,
+    which counts when handled), kept within `REDELIVERY_WINDOW` before `now` and no
+    later than `now` (a date within `CLOCK_LEAD` ahead is Telegram's clock, kept: the
+    same message then always falls on the same day)."""
+    if sent is None or sent > now + CLOCK_LEAD:
+        return now
+    return max(sent, now - REDELIVERY_WINDOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +119,28 @@ def decide(rules: Rules, last_day: date | None, last_streak: int, day: date) -> 
     return Decision(day, None if streak is None else reward(rules, streak))
 
 
+@dataclass(frozen=True, slots=True)
+class LateDecision:
+    """A late check-in credited for its own day, before the member's last one."""
+
+    reward: Reward  # for the streak reached on the late day
+    streak: int  # the member's streak at their last day afterwards
+
+
+def decide_late(rules: Rules, days: Iterable[date], last_day: date, day: date
+                ) -> LateDecision | None:
+    """A check-in for `day`, earlier than the member's `last_day`, that arrived late;
+    None if `day` has a check-in already. `days`: the member's checked-in days. The
+    caller checks that it was made before the last one (see the module docstring).
+    The check-ins after it keep what they were paid; the streak they carry on is the
+    run through both."""
+    have = set(days)
+    if day in have or day >= last_day:
+        return None
+    have.add(day)
+    return LateDecision(reward(rules, streak_ending(have, day)), streak_ending(have, last_day))
+
+
 def current_streak(last_day: date | None, streak: int, today: date) -> int:
     """The streak as shown today: 0 once a day was missed."""
     if last_day is None or last_day < today - ONE_DAY:
@@ -113,9 +160,11 @@ def streak_ending(days: Iterable[date], end: date) -> int:
 
 
 class MakeupRefused(Exception):
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, *, day: date | None = None, streak: int = 0) -> None:
         super().__init__(code)
-        self.code = code  # nothing_to_make_up | used_recently
+        self.code = code  # nothing_to_make_up | would_not_lengthen | used_recently
+        self.day = day  # would_not_lengthen: the day it would fill,
+        self.streak = streak  # and the streak it would leave
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +204,15 @@ def plan_makeup(
     target = makeup_target(all_days, today, window)
     if target is None:
         raise MakeupRefused("nothing_to_make_up")
+    last = max(all_days)
+    before = streak_ending(all_days, last)
+    filled = all_days | {target}
+    new_last = max(last, target)
+    after = streak_ending(filled, new_last)
+    if after <= before:
+        # Two or more days missed in a row since the last check-in: the filled day
+        # stands alone, and the streak would be no longer than the member's last one.
+        raise MakeupRefused("would_not_lengthen", day=target, streak=after)
     if last_makeup_day is not None and today - last_makeup_day < timedelta(days=every_days):
         raise MakeupRefused("used_recently")
-    all_days.add(target)
-    last = max(all_days)
-    return Makeup(target, last, streak_ending(all_days, last))
+    return Makeup(target, new_last, after)

@@ -2,8 +2,11 @@
 `/board` (operators); `/top streak`.
 
 A check-in is one request to the batched writer (`storage.checkin.CheckinOp`): the day
-is the pond's calendar day, the member and the day make the idempotency keys, so a
-replayed update, a double click or twenty racing deliveries pay once.
+is the pond's calendar day of the message's own `date` (a button press: of the moment it
+is handled; see `games.checkin.checkin_moment`), so a 签到 typed before midnight and
+delivered after it counts for the day it was typed. The member and the day make the
+idempotency keys, so a replayed update — however late —, a double click or twenty racing
+deliveries pay once.
 
 Feedback respects the group's 20 messages a minute: a button press gets a callback
 toast; a typed check-in shows on the board (refreshed in place, paced, by the
@@ -26,7 +29,7 @@ from bot.messaging import refuse_non_operator, reply
 from bot.middlewares import BATCHED, PondInfo
 from bot.outbox import Outbox
 from bot.texts import checkin as texts
-from games.checkin import DEFAULT_TIMEZONE, local_day
+from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
 from games.parsing import fold
 from storage import checkin as store
 from storage import repo
@@ -74,6 +77,13 @@ def _today(pond: PondInfo, clock: Clock) -> tuple[datetime, date]:
     return now, local_day(now, pond.timezone)
 
 
+def _request(pond: PondInfo, user_id: int, now: datetime, sent: datetime | None
+             ) -> store.CheckinRequest:
+    """The check-in of `user_id` made at `sent` (a message's date; None: now)."""
+    at = checkin_moment(sent, now)
+    return store.CheckinRequest(user_id, pond.chat_id, local_day(at, pond.timezone), now, at)
+
+
 async def checkin_message(
     message: Message,
     pond: PondInfo | None,
@@ -89,16 +99,17 @@ async def checkin_message(
     if person is None:
         return  # anonymous admins and channels hold no points
     now, today = _today(pond, clock)
-    result = await writer.submit(
-        store.CHECKIN_OP, store.CheckinRequest(person.id, pond.chat_id, today, now)
-    )
+    request = _request(pond, person.id, now, message.date)
+    result = await writer.submit(store.CHECKIN_OP, request)
     quiet = outbox.load(pond.chat_id) < QUIET_BELOW
     boards.touch(pond, today)
     if not quiet:
         return  # the board shows it
     name = f"{person.first_name} {person.last_name}".strip() or str(person.id)
     if result.reward is not None:
-        reply(outbox, message, texts.done(name, result.reward, result.rank, result.balance))
+        late = request.day if request.day != today else None
+        reply(outbox, message,
+              texts.done(name, result.reward, result.rank, result.balance, late=late))
     else:
         reply(outbox, message, texts.already(name, result.streak))
 
@@ -125,9 +136,7 @@ async def checkin_button(
         ))
         return
     now, today = _today(pond, clock)
-    result = await writer.submit(
-        store.CHECKIN_OP, store.CheckinRequest(person.id, pond.chat_id, today, now)
-    )
+    result = await writer.submit(store.CHECKIN_OP, _request(pond, person.id, now, None))
     text = (
         texts.toast(result.reward, result.rank)
         if result.reward is not None
@@ -151,7 +160,8 @@ async def makeup(
         return
     if person is None:
         return
-    now, today = _today(pond, clock)
+    now = clock()
+    today = local_day(checkin_moment(message.date, now), pond.timezone)
     outcome: str
     async with db.transaction() as session:
         settings = await repo.pond_settings(session, pond.chat_id)
@@ -170,7 +180,7 @@ async def makeup(
         except store.MakeupError as exc:
             outcome = texts.makeup_refused(
                 exc.code, cost=settings.checkin_makeup_cost, balance=exc.balance,
-                every_days=settings.checkin_makeup_every_days,
+                every_days=settings.checkin_makeup_every_days, day=exc.day, streak=exc.streak,
             )
         else:
             name = f"{person.first_name} {person.last_name}".strip() or str(person.id)
@@ -187,7 +197,6 @@ async def post_board(
     _, today = _today(pond, clock)
     actor = message.sender_chat or message.from_user
     boards.post(pond, today, by=actor.id if actor is not None else 0)
-
 
 
 async def top_streak(

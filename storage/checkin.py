@@ -9,7 +9,9 @@ price of a make-up).
 transaction with a handful of multi-row statements. The `checkin` row's unique
 (user_id, day) key and the members' rows — locked `FOR UPDATE` on PostgreSQL, under
 `BEGIN IMMEDIATE` on SQLite — make every check-in happen once, however many deliveries
-of it race.
+of it race. A check-in's day is that of the moment it was made (its message's date), so
+a replay, however late, names the same day and the same keys. A `checkin` row's
+`created_at` is that moment (a make-up's: when it was bought).
 """
 
 from __future__ import annotations
@@ -51,13 +53,18 @@ def makeup_key(user_id: int, day: date) -> str:
 class CheckinRequest:
     user_id: int
     chat_id: int
-    day: date  # today in the pond's timezone
-    now: datetime
+    day: date  # the pond's calendar day at `at`
+    now: datetime  # when it is handled
+    at: datetime | None = None  # when it was made (`games.checkin.checkin_moment`); None: now
+
+    @property
+    def moment(self) -> datetime:
+        return self.now if self.at is None else self.at
 
 
 @dataclass(frozen=True, slots=True)
 class CheckinResult:
-    """`reward` None: the member had already checked in (today, or a later day)."""
+    """`reward` None: the member had already checked in (that day, or a later day)."""
 
     user_id: int
     day: date
@@ -103,31 +110,61 @@ async def rules_of(session: AsyncSession, chat_ids: set[int]) -> dict[int, rules
     return {c: rules_for(PondSettings.from_stored(stored.get(c))) for c in chat_ids}
 
 
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite: naive UTC
+
+
+@dataclass(slots=True)
+class _Member:
+    balance: int
+    streak: int
+    last: date | None
+    # Check-ins made in this batch so far: day -> the moment it was made.
+    made: dict[date, datetime]
+
+
 class CheckinOp:
-    """Check in many members in one unit of work (see the module docstring)."""
+    """Check in many members in one unit of work (see the module docstring).
+
+    Requests run in the order they were submitted. A request for a day before the
+    member's last check-in is a late delivery only when it was made before that
+    check-in was (`rules.decide_late`); the member's days are read for it, which only
+    such a rare request costs.
+    """
 
     order = 10
 
     async def run(
         self, session: AsyncSession, requests: Sequence[CheckinRequest]
     ) -> list[CheckinResult]:
-        state: dict[int, tuple[int, int, date | None]] = {
-            int(r.user_id): (int(r.balance), int(r.streak), r.last_checkin_day)
+        state: dict[int, _Member] = {
+            int(r.user_id): _Member(int(r.balance), int(r.streak), r.last_checkin_day, {})
             for r in (await _lock_members(session, [q.user_id for q in requests])).all()
         }
         pond_rules = await rules_of(session, {q.chat_id for q in requests})
-        decisions: list[tuple[CheckinRequest, rules.Decision | None]] = []
+        decisions: list[tuple[CheckinRequest, rules.Reward | None]] = []
         for q in requests:
-            if q.user_id not in state:
+            m = state.get(q.user_id)
+            if m is None:
                 decisions.append((q, None))  # unknown member: nothing to do
                 continue
-            balance, streak, last = state[q.user_id]
-            decision = rules.decide(pond_rules[q.chat_id], last, streak, q.day)
+            decision = rules.decide(pond_rules[q.chat_id], m.last, m.streak, q.day)
             if decision.reward is not None:
-                state[q.user_id] = (balance + decision.reward.total, decision.reward.streak,
-                                    q.day)
-            decisions.append((q, decision))
-        new = [(q, d) for q, d in decisions if d is not None and d.reward is not None]
+                m.balance += decision.reward.total
+                m.streak = decision.reward.streak
+                m.last = q.day
+                m.made[q.day] = q.moment
+                decisions.append((q, decision.reward))
+                continue
+            late = None
+            if m.last is not None and q.day < m.last:
+                late = await self._late(session, pond_rules[q.chat_id], q, m)
+            if late is not None:
+                m.balance += late.reward.total
+                m.streak = late.streak
+                m.made[q.day] = q.moment
+            decisions.append((q, None if late is None else late.reward))
+        new = [(q, r) for q, r in decisions if r is not None]
         ranks = await self._ranks(session, [(q.chat_id, q.day) for q, _ in new])
         if new:
             await _CHECKINS.execute(
@@ -135,46 +172,60 @@ class CheckinOp:
                 [
                     {
                         "user_id": q.user_id, "chat_id": q.chat_id, "day": q.day,
-                        "streak": d.reward.streak, "points": d.reward.total, "makeup": False,
-                        "created_at": q.now,
+                        "streak": r.streak, "points": r.total, "makeup": False,
+                        "created_at": q.moment,
                     }
-                    for q, d in new
-                    if d.reward is not None
+                    for q, r in new
                 ],
             )
             awards: list[ledger.Award] = []
-            for q, d in new:
-                assert d.reward is not None
+            for q, r in new:
                 awards.append(ledger.Award(
-                    q.user_id, d.reward.points, LedgerKind.checkin, checkin_key(q.user_id, q.day),
-                    chat_id=q.chat_id, ref=f"day {d.reward.streak}",
+                    q.user_id, r.points, LedgerKind.checkin, checkin_key(q.user_id, q.day),
+                    chat_id=q.chat_id, ref=f"day {r.streak}",
                 ))
-                if d.reward.milestone:
+                if r.milestone:
                     awards.append(ledger.Award(
-                        q.user_id, d.reward.milestone, LedgerKind.streak_bonus,
+                        q.user_id, r.milestone, LedgerKind.streak_bonus,
                         milestone_key(q.user_id, q.day), chat_id=q.chat_id,
-                        ref=f"day {d.reward.streak}",
+                        ref=f"day {r.streak}",
                     ))
             await ledger.award_many(session, awards, now=new[0][0].now)
             await _STREAKS.execute(
                 session,
                 [
-                    {"uid": u, "new_streak": state[u][1], "new_day": state[u][2]}
+                    {"uid": u, "new_streak": state[u].streak, "new_day": state[u].last}
                     for u in dict.fromkeys(q.user_id for q, _ in new)
                 ],
             )
         results: list[CheckinResult] = []
         rank_iter = iter(ranks)
-        for q, done in decisions:
-            balance, streak, _last = state.get(q.user_id, (0, 0, None))
-            if done is None or done.reward is None:
-                results.append(CheckinResult(q.user_id, q.day, None, streak, balance, None))
-                continue
-            results.append(
-                CheckinResult(q.user_id, q.day, done.reward, done.reward.streak, balance,
-                              next(rank_iter))
-            )
+        for q, reward in decisions:
+            m = state.get(q.user_id)
+            balance, streak = (m.balance, m.streak) if m is not None else (0, 0)
+            rank = next(rank_iter) if reward is not None else None
+            results.append(CheckinResult(q.user_id, q.day, reward, streak, balance, rank))
         return results
+
+    @staticmethod
+    async def _late(
+        session: AsyncSession, pond_rules: rules.Rules, q: CheckinRequest, m: _Member
+    ) -> rules.LateDecision | None:
+        assert m.last is not None
+        made: dict[date, datetime] = {
+            d: _utc(at)
+            for d, at in (
+                await session.execute(
+                    select(CHECKIN.c.day, CHECKIN.c.created_at)
+                    .where(CHECKIN.c.user_id == q.user_id)
+                )
+            ).all()
+        }
+        made.update(m.made)
+        last_made = made.get(m.last)
+        if last_made is None or q.moment >= last_made:
+            return None  # made after the last check-in: not a late one (never backwards)
+        return rules.decide_late(pond_rules, made, m.last, q.day)
 
     @staticmethod
     async def _ranks(session: AsyncSession, ponds_days: list[tuple[int, date]]) -> list[int]:
@@ -214,11 +265,25 @@ CHECKIN_OP = CheckinOp()
 
 
 class MakeupError(Exception):
-    def __init__(self, code: str, *, balance: int = 0, cost: int = 0) -> None:
+    """A refused make-up; nothing was charged. `code`: nothing_to_make_up |
+    would_not_lengthen (`day` and `streak` say what it would have done) | used_recently |
+    not_enough_points (`balance`, `cost`) | unknown."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        balance: int = 0,
+        cost: int = 0,
+        day: date | None = None,
+        streak: int = 0,
+    ) -> None:
         super().__init__(code)
-        self.code = code  # nothing_to_make_up | used_recently | not_enough_points | unknown
+        self.code = code
         self.balance = balance
         self.cost = cost
+        self.day = day
+        self.streak = streak
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +334,7 @@ async def makeup(
             days, today, window=window, last_makeup_day=last_makeup_day, every_days=every_days
         )
     except rules.MakeupRefused as exc:
-        raise MakeupError(exc.code) from exc
+        raise MakeupError(exc.code, day=exc.day, streak=exc.streak) from exc
     try:
         move = await ledger.spend(
             session, user_id=user_id, amount=cost, kind=LedgerKind.checkin,

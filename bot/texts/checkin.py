@@ -49,11 +49,17 @@ def toast_already(streak: int) -> str:
     return _("You have already checked in today 👍 (streak {streak} days)").format(streak=streak)
 
 
-def done(name: str, reward: Reward, rank: int | None, balance: int) -> str:
+def done(
+    name: str, reward: Reward, rank: int | None, balance: int, *, late: date | None = None
+) -> str:
+    """A check-in credited; `late`: the earlier day it counts for (it was typed then)."""
     text = _("✅ {name} checked in: +{points} points, streak {streak} days. Balance {balance}."
              ).format(name=html.quote(name), points=reward.points, streak=reward.streak,
                       balance=balance)
-    if rank:
+    if late is not None:
+        text += " " + _("(Counted for {day}, when you sent it.)").format(
+            day=late.strftime("%m-%d"))
+    elif rank:
         text += " " + _("#{rank} today.").format(rank=rank)
     if reward.milestone:
         text += "\n" + _("🎉 {days}-day streak bonus: +{bonus}").format(
@@ -87,7 +93,20 @@ def makeup_done(name: str, day: date, cost: int, streak: int, balance: int) -> s
              balance=balance)
 
 
-def makeup_refused(code: str, *, cost: int, balance: int, every_days: int) -> str:
+def makeup_refused(
+    code: str,
+    *,
+    cost: int,
+    balance: int,
+    every_days: int,
+    day: date | None = None,
+    streak: int = 0,
+) -> str:
+    if code == "would_not_lengthen" and day is not None:
+        return _(
+            "⚠️ Making up {day} would leave your streak at {streak} days: more than one day "
+            "was missed in a row, so it would not lengthen it. Nothing was charged."
+        ).format(day=day.strftime("%m-%d"), streak=streak)
     if code == "used_recently":
         return _("⚠️ You can make up a check-in once every {days} days.").format(days=every_days)
     if code == "not_enough_points":

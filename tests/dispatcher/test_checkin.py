@@ -21,9 +21,9 @@ from bot.outbox import Outbox
 from storage import ledger, repo
 from storage.db import Database
 from storage.models import Checkin, LedgerEntry, Member
-from tests.dispatcher.conftest import FAST, GROUP_ID, OPERATOR_ID
+from tests.dispatcher.conftest import FAST, GROUP_ID, OPERATOR_ID, serve_groups
 from tests.rig.client import Harness, group_chat, person, private_chat
-from tests.rig.fake_session import BOT_ID, FakeSession, make_bot
+from tests.rig.fake_session import BOT_ID, FakeSession, admin, make_bot
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
@@ -49,12 +49,29 @@ def at(y: int, m: int, d: int, hh: int = 9, mm: int = 0, ss: int = 0,
     return dt.datetime(y, m, d, hh, mm, ss, tzinfo=tz)
 
 
+def served(h: Harness, chat_id: int) -> None:
+    """A global operator administers `chat_id`: the group is one of the shop's ponds."""
+    h.session.admins.setdefault(chat_id, []).append(admin(person(OPERATOR_ID, "Op")))
+
+
 @pytest.fixture
 def wall(harness: Harness) -> WallClock:
     clock = WallClock(at(2025, 3, 1))
     harness.dp["clock"] = clock
     harness.dp["boards"].interval = 0.0
+    served(harness, GROUP_ID)
     return clock
+
+
+async def typed(client: Any, text: str, when: dt.datetime, *, update_id: int | None = None
+                ) -> Message:
+    """`client` sends `text` at `when` (the message's `date`), delivered now."""
+    msg = client.message(text).model_copy(update={"date": when})
+    if update_id is None:
+        await client.h.feed_event(message=msg)
+    else:
+        await client.resend(msg, update_id)
+    return msg
 
 
 async def settle(h: Harness) -> None:
@@ -227,6 +244,109 @@ async def test_a_pond_in_another_timezone_and_one_day_shop_wide(
     assert [e.idem_key for e in await entries(harness, 3)] == ["checkin:3:2025-03-03"]
 
 
+# -- the day of the message --------------------------------------------------------------
+
+
+async def test_typed_before_midnight_delivered_after_counts_for_its_day(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    alice = harness.member(group, person(1, "Alice", "alice"))
+    wall.set(at(2025, 3, 1, 9))
+    await typed(alice, "签到", at(2025, 3, 1, 9))  # Mar 1
+    # Mar 2, 23:59:55 in Shanghai: typed while the bot is down; delivered at 00:00:30.
+    wall.set(at(2025, 3, 3, 0, 0, 30))
+    late_id = harness.next_update_id()
+    late = await typed(alice, "签到", at(2025, 3, 2, 23, 59, 55), update_id=late_id)
+    await typed(alice, "/checkin", at(2025, 3, 3, 0, 0, 40))  # and again for the new day
+    await settle(harness)
+    got = await entries(harness, 1)
+    assert [(e.idem_key, e.delta) for e in got] == [
+        ("checkin:1:2025-03-01", 5), ("checkin:1:2025-03-02", 6), ("checkin:1:2025-03-03", 7),
+    ]
+    replies = harness.replies(GROUP_ID)
+    assert "03-02" in replies[1] and "+6" in replies[1]  # "counted for Mar 2"
+    # The same update again, and the same message under a new update id, after midnight:
+    # the same day, already paid.
+    wall.set(at(2025, 3, 3, 0, 5))
+    await alice.resend(late, late_id)
+    await alice.resend(late, harness.next_update_id())
+    await settle(harness)
+    assert len(await entries(harness, 1)) == 3
+    row = await member_row(harness, 1)
+    assert row is not None and (row.streak, row.last_checkin_day) == (3, dt.date(2025, 3, 3))
+    assert row.balance == 18 and await invariant_ok(harness)
+
+
+async def test_midnight_of_a_pond_in_another_timezone(
+    harness: Harness, wall: WallClock
+) -> None:
+    ny = group_chat(-1009000000002, "New York pond")
+    served(harness, ny.id)
+    async with harness.db.transaction() as s:  # type: ignore[attr-defined]
+        await repo.upsert_pond(s, ny.id, title="NY", chat_type="supergroup",
+                               default_timezone="America/New_York")
+    bob = harness.member(ny, person(2, "Bob", "bob"))
+    utc = dt.UTC
+    # 23:59:55 on Mar 1 in New York (04:59:55 UTC), delivered after its midnight.
+    wall.set(dt.datetime(2025, 3, 2, 5, 1, tzinfo=utc))
+    late_id = harness.next_update_id()
+    late = await typed(bob, "签到", dt.datetime(2025, 3, 2, 4, 59, 55, tzinfo=utc),
+                       update_id=late_id)
+    await typed(bob, "签到", dt.datetime(2025, 3, 2, 5, 0, 30, tzinfo=utc))
+    await bob.resend(late, late_id)
+    await settle(harness)
+    assert [e.idem_key for e in await entries(harness, 2)] == [
+        "checkin:2:2025-03-01", "checkin:2:2025-03-02"
+    ]
+    row = await member_row(harness, 2)
+    assert row is not None and row.streak == 2
+
+
+async def test_message_dates_out_of_reach_are_clamped(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    alice = harness.member(group, person(1, "Alice", "alice"))
+    bob = harness.member(group, person(2, "Bob", "bob"))
+    wall.set(at(2025, 3, 10, 12))
+    # From the future: counts now. Older than Telegram keeps updates (24 h): counts 24 h
+    # ago, however old — so no old date can buy more than yesterday, and only once.
+    await typed(alice, "签到", at(2025, 3, 20, 12))
+    await typed(bob, "签到", at(2025, 1, 1, 12))
+    await typed(bob, "签到", at(2025, 2, 1, 12))
+    await typed(bob, "签到", at(2025, 3, 10, 11))
+    await settle(harness)
+    assert [e.idem_key for e in await entries(harness, 1)] == ["checkin:1:2025-03-10"]
+    assert [e.idem_key for e in await entries(harness, 2)] == [
+        "checkin:2:2025-03-09", "checkin:2:2025-03-10"
+    ]
+
+
+async def test_a_late_checkin_for_yesterday_arriving_after_todays(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    alice = harness.member(group, person(1, "Alice", "alice"))
+    wall.set(at(2025, 3, 1, 9))
+    await typed(alice, "签到", at(2025, 3, 1, 9))  # Mar 1
+    wall.set(at(2025, 3, 3, 0, 1))
+    # Mar 3's check-in is handled before the one typed on Mar 2 (redelivered late).
+    await typed(alice, "签到", at(2025, 3, 3, 0, 0, 10))
+    await typed(alice, "签到", at(2025, 3, 2, 23, 59, 50))
+    # A check-in made after Mar 3's for an earlier day is no late one: nothing.
+    await typed(alice, "签到", at(2025, 3, 3, 0, 0, 50))
+    await settle(harness)
+    got = await entries(harness, 1)
+    assert [(e.idem_key, e.delta) for e in got] == [
+        ("checkin:1:2025-03-01", 5), ("checkin:1:2025-03-03", 5), ("checkin:1:2025-03-02", 6),
+    ]
+    row = await member_row(harness, 1)  # Mar 1, 2, 3: the streak runs through all three
+    assert row is not None and (row.streak, row.last_checkin_day) == (3, dt.date(2025, 3, 3))
+    wall.set(at(2025, 3, 4, 9))
+    await typed(alice, "签到", at(2025, 3, 4, 9))
+    await settle(harness)
+    assert (await entries(harness, 1))[-1].delta == 5 + 3
+    assert await invariant_ok(harness)
+
+
 # -- make-up -----------------------------------------------------------------------------
 
 
@@ -260,17 +380,53 @@ async def test_makeup_rules(harness: Harness, group: Chat, wall: WallClock) -> N
     wall.next_day(2)  # Mar 7 (Mar 6 missed)
     assert "7" in await say("/makeup")  # once per 7 days
     wall.next_day(4)  # Mar 11: Mar 10 … Mar 6 missed; the most recent one is Mar 10
-    text = await say("/makeup")
-    assert "03-10" in text
+    paid = await entries(harness, 1)
+    text = await say("/makeup")  # it would stand alone: refused, and free
+    assert "03-10" in text and "1" in text and "不收" in text
+    assert await entries(harness, 1) == paid
     row = await member_row(harness, 1)
-    assert row is not None and row.streak == 1 and row.last_checkin_day == dt.date(2025, 3, 10)
-    await say("签到")  # Mar 11 continues from the made-up Mar 10
+    assert row is not None and row.streak == 5 and row.last_checkin_day == dt.date(2025, 3, 5)
+    await say("签到")  # Mar 11: a new streak
     row = await member_row(harness, 1)
-    assert row is not None and row.streak == 2
+    assert row is not None and row.streak == 1
     async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
         made_up = (await s.execute(select(Checkin.day).where(
             Checkin.makeup.is_(True)).order_by(Checkin.day))).scalars().all()  # type: ignore[attr-defined]
-    assert made_up == [dt.date(2025, 3, 3), dt.date(2025, 3, 10)]
+    assert made_up == [dt.date(2025, 3, 3)]
+    assert await invariant_ok(harness)
+
+
+async def test_makeup_only_when_it_lengthens_the_streak(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    alice = harness.member(group, person(1, "Alice", "alice"))
+    op = harness.member(group, person(OPERATOR_ID, "Op"))
+
+    async def say(text: str) -> str:
+        before = len(harness.replies(GROUP_ID))
+        await alice.send(text)
+        await settle(harness)
+        return "\n".join(harness.replies(GROUP_ID)[before:])
+
+    await say("签到")  # Mar 1
+    await op.send("/give @alice 100")
+    wall.next_day()
+    await say("签到")  # Mar 2: streak 2
+    wall.next_day(3)  # Mar 5: Mar 3 and Mar 4 missed
+    before = (await member_row(harness, 1))
+    assert before is not None and before.balance == 111
+    text = await say("/makeup")  # filling Mar 4 alone would leave a streak of 1
+    assert "03-04" in text and "不收" in text
+    after = await member_row(harness, 1)
+    assert after is not None and (after.balance, after.streak) == (111, 2)
+    assert [e.kind for e in await entries(harness, 1)] == ["checkin", "admin_adjust", "checkin"]
+    await say("签到")  # Mar 5: streak 1
+    wall.next_day(2)  # Mar 7: Mar 6 missed, right after Mar 5
+    text = await say("/makeup")
+    assert "03-06" in text
+    row = await member_row(harness, 1)
+    assert row is not None and (row.balance, row.streak) == (111 + 5 - 20, 2)
+    assert (await entries(harness, 1))[-1].idem_key == "makeup:1:2025-03-06"
     assert await invariant_ok(harness)
 
 
@@ -366,6 +522,7 @@ async def test_top_streak(harness: Harness, group: Chat, wall: WallClock) -> Non
 async def any_harness(db: Database) -> AsyncIterator[Harness]:
     """The production dispatcher over SQLite and PostgreSQL (the `db` fixture)."""
     session = FakeSession()
+    serve_groups(session)  # the test group is a pond of the shop
     bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     outbox = Outbox(bot, limits=FAST)
     dp = build_dispatcher(db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}))
