@@ -202,8 +202,12 @@ async def post_board(
 async def top_streak(
     message: Message, pond: PondInfo | None, db: Database, outbox: Outbox, clock: Clock
 ) -> None:
+    """The longest streaks among the pond's members (in a DM: shop-wide)."""
+    if pond is None and message.chat.type != "private":
+        return  # a group that is no pond shows nobody's streaks
     now = clock()
     today = local_day(now, pond.timezone if pond is not None else DEFAULT_TIMEZONE)
+    chat_id = pond.chat_id if pond is not None else None
     async with db.transaction(readonly=True) as session:
-        rows = await store.top_streaks(session, today, TOP_SIZE)
+        rows = await store.top_streaks(session, today, TOP_SIZE, chat_id=chat_id)
     reply(outbox, message, texts.top_streaks(rows))

@@ -1,4 +1,5 @@
-"""/points and /top."""
+"""/points and /top: balances are shop-wide, ranks and the leaderboard in a pond are
+among that pond's members (in a DM: shop-wide)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ async def points(
     today = local_day(clock(), pond.timezone if pond else DEFAULT_TIMEZONE)
     async with db.transaction(readonly=True) as session:
         member = await repo.get_member(session, person.id)
-        rank = await repo.rank_of(session, person.id)
+        rank = await repo.rank_of(session, person.id,
+                                  chat_id=pond.chat_id if pond is not None else None)
         if member is not None:  # a streak with a missed day shows as 0
             member = replace(member, streak=await checkin.streak_of(session, person.id, today))
     if member is None:
@@ -52,7 +54,12 @@ async def points(
         reply(outbox, message, texts.points(member, rank))
 
 
-async def top(message: Message, db: Database, outbox: Outbox) -> None:
+async def top(message: Message, db: Database, outbox: Outbox, pond: PondInfo | None = None
+              ) -> None:
+    if pond is None and message.chat.type != "private":
+        return  # a group that is no pond shows nobody's points
     async with db.transaction(readonly=True) as session:
-        members = await repo.top_members(session, TOP_SIZE)
+        members = await repo.top_members(
+            session, TOP_SIZE, chat_id=pond.chat_id if pond is not None else None
+        )
     reply(outbox, message, texts.top(members))

@@ -27,7 +27,7 @@ from sqlmodel import col
 
 from games import checkin as rules
 from games.settings import PondSettings
-from storage import ledger
+from storage import ledger, repo
 from storage.bulk import Bulk
 from storage.models import Checkin, CheckinBoard, LedgerKind, Member, Pond
 
@@ -383,14 +383,20 @@ def _display(first: str, last: str, username: str | None, user_id: int) -> str:
     return name or (f"@{username}" if username else str(user_id))
 
 
-async def top_streaks(session: AsyncSession, today: date, limit: int = 10) -> list[StreakRow]:
-    """Longest streaks still alive (last check-in today or yesterday)."""
+async def top_streaks(
+    session: AsyncSession, today: date, limit: int = 10, *, chat_id: int | None = None
+) -> list[StreakRow]:
+    """Longest streaks still alive (last check-in today or yesterday): among the members
+    of pond `chat_id` (see `repo.pond_members`), or shop-wide."""
+    query = select(
+        MEMBER.c.user_id, MEMBER.c.first_name, MEMBER.c.last_name, MEMBER.c.username,
+        MEMBER.c.streak,
+    )
+    if chat_id is not None:
+        query = repo.pond_members(query, chat_id)
     rows = (
         await session.execute(
-            select(
-                MEMBER.c.user_id, MEMBER.c.first_name, MEMBER.c.last_name, MEMBER.c.username,
-                MEMBER.c.streak,
-            )
+            query
             .where(
                 MEMBER.c.last_checkin_day >= today - timedelta(days=1),
                 MEMBER.c.streak > 0,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -251,12 +251,35 @@ async def find_member_by_username(session: AsyncSession, username: str) -> Membe
     return _view(m) if m else None
 
 
-async def top_members(session: AsyncSession, limit: int = 10) -> list[MemberView]:
+# -- ranks (SPEC F2) -----------------------------------------------------------------------
+#
+# Balances are shop-wide, but ranks and leaderboards in a pond are among that pond's
+# members: those with a seat row for the chat that did not leave. The seat's primary key
+# (chat_id, user_id) finds them; each is then one member row by its primary key.
+
+GONE = ("left", "kicked")
+
+
+def pond_members(query: Select[Any], chat_id: int) -> Select[Any]:
+    """`query` over the `member` table, narrowed to the members of pond `chat_id`."""
+    seat = Membership.__table__  # type: ignore[attr-defined]
+    member = Member.__table__  # type: ignore[attr-defined]
+    return query.join(seat, seat.c.user_id == member.c.user_id).where(
+        seat.c.chat_id == chat_id, seat.c.status.not_in(GONE)
+    )
+
+
+async def top_members(
+    session: AsyncSession, limit: int = 10, *, chat_id: int | None = None
+) -> list[MemberView]:
+    """The members with the most points: in pond `chat_id`, or shop-wide."""
+    query = select(Member)
+    if chat_id is not None:
+        query = pond_members(query, chat_id)
     rows = (
         (
             await session.execute(
-                select(Member)
-                .where(col(Member.is_bot).is_(False), col(Member.balance) > 0)
+                query.where(col(Member.is_bot).is_(False), col(Member.balance) > 0)
                 .order_by(col(Member.balance).desc(), col(Member.user_id))
                 .limit(limit)
             )
@@ -267,18 +290,20 @@ async def top_members(session: AsyncSession, limit: int = 10) -> list[MemberView
     return [_view(m) for m in rows]
 
 
-async def rank_of(session: AsyncSession, user_id: int) -> int | None:
+async def rank_of(session: AsyncSession, user_id: int, *, chat_id: int | None = None
+                  ) -> int | None:
     """1-based rank by balance among members with points (bots aside, as in
-    `top_members`); None without points."""
+    `top_members`): in pond `chat_id`, or shop-wide; None without points."""
     balance = await session.scalar(
         select(col(Member.balance)).where(col(Member.user_id) == user_id)
     )
     if not balance:
         return None
+    query = select(func.count()).select_from(Member)
+    if chat_id is not None:
+        query = pond_members(query, chat_id)
     higher = await session.scalar(
-        select(func.count())
-        .select_from(Member)
-        .where(col(Member.balance) > balance, col(Member.is_bot).is_(False))
+        query.where(col(Member.balance) > balance, col(Member.is_bot).is_(False))
     )
     return int(higher or 0) + 1
 

@@ -8,8 +8,10 @@ from aiogram.methods import SendMessage
 from aiogram.types import Chat
 
 from storage import ledger, repo
+from storage.models import LedgerKind
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID
-from tests.rig.client import Harness, person, private_chat
+from tests.rig.client import Harness, group_chat, person, private_chat
+from tests.rig.fake_session import admin
 
 
 async def balances(h: Harness) -> dict[int, int]:
@@ -177,3 +179,53 @@ async def test_every_reply_goes_through_sendmessage_with_html(
     await harness.settle()
     [req] = harness.session.requests_of(SendMessage)
     assert req.parse_mode == "HTML" or harness.bot.default.parse_mode == "HTML"
+
+
+async def test_ranks_and_top_are_per_pond_and_shop_wide_in_a_dm(
+    harness: Harness, group: Chat
+) -> None:
+    other = group_chat(-1009000000003, "Pond B")
+    for chat_id in (GROUP_ID, other.id):  # both groups are ponds of the shop
+        harness.session.admins.setdefault(chat_id, []).append(admin(person(OPERATOR_ID, "Op")))
+    alice = harness.member(group, person(1, "Alice", "alice"))  # pond A: 40
+    bob = harness.member(other, person(2, "Bob", "bob"))  # pond B only: 100
+    carol_a = harness.member(group, person(3, "Carol", "carol"))  # both ponds: 50
+    carol_b = harness.member(other, person(3, "Carol", "carol"))
+    dave = harness.member(group, person(4, "Dave", "dave"))  # was in pond A: 200
+    for who in (alice, bob, carol_a, carol_b, dave):
+        await who.send("hi")
+    await dave.leave()
+    async with harness.db.transaction() as s:  # type: ignore[attr-defined]
+        for user_id, points in ((1, 40), (2, 100), (3, 50), (4, 200)):
+            await ledger.award(s, user_id=user_id, amount=points, kind=LedgerKind.admin_adjust,
+                               key=f"seed:{user_id}")
+    carol_dm = harness.member(private_chat(carol_a.user), carol_a.user)
+    for who in (carol_a, carol_b, carol_dm):
+        await who.send("/points")
+        await who.send("/top")
+    await harness.settle()
+    points_a, top_a = harness.replies(GROUP_ID)[-2:]
+    points_b, top_b = harness.replies(other.id)[-2:]
+    points_dm, top_dm = harness.replies(carol_a.user.id)[-2:]
+    assert "#1" in points_a and "#2" in points_b and "#3" in points_dm  # the same 50 points
+    assert "Carol" in top_a and "Alice" in top_a
+    assert "Bob" not in top_a and "Dave" not in top_a  # only in B; left A
+    assert "Bob" in top_b and "Carol" in top_b and "Alice" not in top_b
+    assert all(n in top_dm for n in ("Dave", "Bob", "Carol", "Alice"))
+    assert top_dm.index("Dave") < top_dm.index("Bob") < top_dm.index("Carol")
+
+
+async def test_streak_leaderboard_is_per_pond(harness: Harness, group: Chat) -> None:
+    other = group_chat(-1009000000004, "Pond B")
+    harness.session.admins.setdefault(GROUP_ID, []).append(admin(person(OPERATOR_ID, "Op")))
+    harness.session.admins[other.id] = [admin(person(OPERATOR_ID, "Op"))]
+    await harness.member(group, person(1, "Alice", "alice")).send("签到")
+    await harness.member(other, person(2, "Bob", "bob")).send("签到")
+    a = harness.member(group, person(3, "Carol", "carol"))
+    await a.send("/top streak")
+    await harness.member(private_chat(a.user), a.user).send("/top streak")
+    await harness.settle()
+    in_a = harness.replies(GROUP_ID)[-1]
+    in_dm = harness.replies(a.user.id)[-1]
+    assert "Alice" in in_a and "Bob" not in in_a
+    assert "Alice" in in_dm and "Bob" in in_dm
