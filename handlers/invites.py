@@ -30,6 +30,7 @@ from bot.outbox import Outbox
 from bot.texts import games as texts
 from bot.texts import weather as weather_texts
 from bot.weather import describe, is_transient
+from games.checkin import checkin_moment
 from games.votes import invite_link_name
 from scheduler.core import Scheduler
 from storage import invites, repo
@@ -75,7 +76,9 @@ async def joined_via_link(event: ChatMemberUpdated, db: Database, scheduler: Sch
                 chat_id=event.chat.id,
                 newcomer_id=person.id,
                 link=event.invite_link.invite_link,
-                now=now,
+                # When the join happened (a late delivery: before now), so that a
+                # check-in typed after it counts, however late both arrive.
+                now=checkin_moment(event.date, now),
             )
             if referrer is not None:
                 # One recurring task for the whole shop, created by the first referral.

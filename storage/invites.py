@@ -5,7 +5,11 @@ bot, not for the link's owner, and not for anyone who was ever in that pond befo
 membership row exists). A newcomer is referred at most once (primary key).
 
 The referrer is credited once — ledger key `referral:<newcomer>` — after the newcomer's
-first check-in, detected as their first `checkin` ledger entry. Three ways lead there,
+first check-in made after they joined: a `checkin` row (not a bought make-up) whose
+moment (`created_at`: when its message was sent) is not before `joined_at` (when the
+join happened, by Telegram's clock). A member of another pond who checked in there
+before joining through the link earns the referrer nothing until they check in again.
+Three ways lead there,
 all through `credit_referral_after_checkin`, so which one comes first does not matter:
 
 * a hook the check-in code can call in its unit of work
@@ -27,7 +31,7 @@ from sqlmodel import col
 
 from storage import ledger, repo
 from storage.dialect import insert_for
-from storage.models import InviteLink, LedgerEntry, LedgerKind, Membership, Referral
+from storage.models import Checkin, InviteLink, LedgerKind, Membership, Referral
 
 CREDIT_BATCH = 500
 
@@ -79,17 +83,20 @@ async def record_join(
 
 
 def _has_checked_in() -> Any:
+    """The newcomer checked in after joining (the `checkin` key (user_id, day) finds
+    their rows)."""
     return exists().where(
-        col(LedgerEntry.user_id) == col(Referral.newcomer_id),
-        col(LedgerEntry.kind) == str(LedgerKind.checkin),
+        col(Checkin.user_id) == col(Referral.newcomer_id),
+        col(Checkin.makeup).is_(False),
+        col(Checkin.created_at) >= col(Referral.joined_at),
     )
 
 
 async def credit_referral_after_checkin(
     session: AsyncSession, user_id: int, now: datetime
 ) -> ledger.Movement | None:
-    """Credit the referrer of `user_id` if `user_id` has checked in and the referral is
-    not credited yet; the movement, or None. Idempotent."""
+    """Credit the referrer of `user_id` if `user_id` has checked in since joining and
+    the referral is not credited yet; the movement, or None. Idempotent."""
     ref = (
         await session.execute(
             select(Referral).where(
@@ -126,7 +133,8 @@ async def credit_referral_after_checkin(
 async def credit_due(
     session: AsyncSession, now: datetime, *, referrer_id: int | None = None
 ) -> list[ledger.Movement]:
-    """Credit every referral (of one referrer, or all) whose newcomer has checked in."""
+    """Credit every referral (of one referrer, or all) whose newcomer has checked in
+    since joining."""
     query = select(col(Referral.newcomer_id)).where(
         col(Referral.credited_at).is_(None), _has_checked_in()
     )

@@ -34,13 +34,14 @@ from sqlalchemy import func, select
 from bot.app import build_dispatcher
 from bot.outbox import Outbox
 from bot.polling import handle_batch
+from games.checkin import local_day
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler
+from storage import checkin as checkin_store
 from storage import invites, ledger, repo
 from storage.models import (
     GuessRound,
     LedgerEntry,
-    LedgerKind,
     Member,
     PriceGuess,
     Referral,
@@ -540,17 +541,12 @@ async def test_vote_with_ten_long_options_fits_telegram(pond: Pond) -> None:
 
 
 async def checkin(p: Pond, user_id: int) -> None:
-    """What the daily check-in pays (its first `checkin` ledger entry)."""
+    """The member's daily check-in in the pond, made now."""
     async with p.db.transaction() as s:
         await repo.upsert_member(s, repo.UserInfo(user_id, "N"))
-        await ledger.award(
-            s,
-            user_id=user_id,
-            amount=5,
-            kind=LedgerKind.checkin,
-            key=f"ci:{user_id}",
-            chat_id=GROUP_ID,
-        )
+        now = p.clock()
+        await checkin_store.CHECKIN_OP.run(s, [checkin_store.CheckinRequest(
+            user_id, GROUP_ID, local_day(now, "Asia/Shanghai"), now)])
 
 
 async def test_invite_link_made_once_named_and_reused(pond: Pond) -> None:

@@ -14,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from games.guess import Mode, RoundArgs
 from games.settings import PondSettings
 from games.votes import parse_vote
-from storage import guess, invites, ledger, repo, votes
+from storage import checkin, guess, invites, ledger, repo, votes
 from storage.db import Database
 from storage.export import export_votes
-from storage.models import GuessRound, LedgerEntry, LedgerKind, VoteBallot
+from storage.models import GuessRound, LedgerEntry, VoteBallot
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 POND = -100500
@@ -158,7 +158,8 @@ async def test_referral_credit_runs_once_under_concurrent_sweeps(db: Database) -
             )
             == 1
         )
-        await ledger.award(s, user_id=2, amount=5, kind=LedgerKind.checkin, key="ci", chat_id=POND)
+        # The newcomer's check-in, made after the join.
+        await checkin.CHECKIN_OP.run(s, [checkin.CheckinRequest(2, POND, T0.date(), T0)])
 
     async def sweep() -> int:
         async with db.transaction() as s:
