@@ -97,9 +97,19 @@ def _migrate() -> int:
 
 def _export(what: str, out: str | None) -> int:
     settings = _settings()
-    from storage.export import export_to_path
+    from storage.export import SchemaNotReady, export_to_path
 
-    export_to_path(settings.database_url, what, out)
+    try:
+        export_to_path(settings.database_url, what, out)
+    except SchemaNotReady as exc:
+        print(f"pondbot: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # The output file's folder is missing or not writable.
+        print(f"pondbot: error: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,8 +16,11 @@ with a tab or carriage return) as a formula. Cells holding user text — usernam
 name, ledger reference — that start like that get a leading `'`. Numbers are never
 touched (a negative delta stays `-20`).
 
-`export_to_path` writes a file in UTF-8 with a BOM, which spreadsheet programs need to
-read Chinese names correctly, through a temporary file renamed into place when complete.
+`export_to_path` first checks that the database schema is up to date: a database never
+migrated (or a SQLite file that does not exist — it is not created) raises
+`SchemaNotReady`, before any file is opened. It writes a file in UTF-8 with a BOM, which
+spreadsheet programs need to read Chinese names correctly, through a temporary file
+renamed into place when complete.
 Written to standard output (no path) the CSV is plain UTF-8 without BOM, because it is
 then usually piped into another program, for which a BOM would be part of the first
 column name.
@@ -41,7 +44,7 @@ from sqlalchemy.engine import URL
 from sqlmodel import col
 
 from storage.db import Database
-from storage.migrate import run_blocking
+from storage.migrate import ais_up_to_date, run_blocking
 from storage.models import LedgerEntry, Member, Vote, VoteBallot
 
 MEMBER_COLUMNS = (
@@ -185,17 +188,27 @@ EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
 }
 
 
+class SchemaNotReady(Exception):
+    """The database has no schema, or an older one: nothing to export until migrated."""
+
+    def __init__(self) -> None:
+        super().__init__("the database schema is not up to date: run `pondbot migrate` first")
+
+
 def export_to_path(url: str | URL, what: str, path: str | os.PathLike[str] | None) -> int:
     """Export `what` ("members" or "ledger") from the database at `url`.
 
     With a path: UTF-8 with BOM, written to a temporary file and renamed into place, so
     a failed export leaves no half-written file. With None: plain UTF-8 to stdout.
     Returns the number of data rows. Callable with or without a running event loop.
+    Raises `SchemaNotReady` (nothing written, nothing created) on an unmigrated database.
     """
     try:
         export = EXPORTS[what]
     except KeyError:
         raise ValueError(f"unknown export {what!r}; expected one of {sorted(EXPORTS)}") from None
+    if not run_blocking(lambda: ais_up_to_date(url)):
+        raise SchemaNotReady
 
     async def run(out: TextIO) -> int:
         db = Database(url)

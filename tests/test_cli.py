@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bot.logs import SecretFilter
 
@@ -108,6 +111,23 @@ def test_migrate_and_export_without_aiogram(tmp_path: Path) -> None:
     assert r3.stdout.lstrip("\ufeff").splitlines()[0] == (
         "id,user_id,chat_id,delta,kind,ref,actor_id,created_at"
     )
+
+
+@pytest.mark.parametrize("database", ["missing", "empty"])
+def test_export_of_an_unmigrated_database_is_one_line(tmp_path: Path, database: str) -> None:
+    db = tmp_path / "shop.db"
+    if database == "empty":
+        sqlite3.connect(db).close()  # a SQLite file without any table
+    out = tmp_path / "members.csv"
+    r = run_cli("export", "members", "--out", str(out),
+                env={"DATABASE_URL": f"sqlite:///{db}"}, cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "pondbot migrate" in r.stderr
+    assert r.stdout == ""
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ([] if database == "missing" else ["shop.db"])  # no CSV, no new database
+    r = run_cli("export", "ledger", env={"DATABASE_URL": f"sqlite:///{db}"}, cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
 
 
 def test_secret_filter_scrubs_tokens_and_known_secrets(caplog: object) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -172,11 +173,25 @@ def test_unknown_export_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_failed_export_leaves_no_file(tmp_path: Path) -> None:
+def test_unmigrated_database_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
-    with pytest.raises(Exception, match="no such table"):
+    with pytest.raises(export.SchemaNotReady, match="pondbot migrate"):
         export_to_path(f"sqlite:///{tmp_path / 'empty.db'}", "ledger", target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    assert list(tmp_path.iterdir()) == []  # neither the CSV nor a database file
+
+
+async def test_failed_export_leaves_no_file(
+    filled: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(db: Database, out: TextIO) -> int:
+        out.write("half a file")
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setitem(export.EXPORTS, "ledger", broken)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RuntimeError, match="went away"):
+        export_to_path(db_url, "ledger", tmp_path / "out" / "ledger.csv")
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize(
