@@ -10,6 +10,16 @@ it shows the latest count and names. The outbox coalesces whatever is still queu
 When a pond has no board from today, the first check-in makes the keeper post one (once
 per pond and day: the post is claimed in the database first). An operator's `/board`
 always posts a fresh board, which replaces the stored one, and pins it if the bot may.
+
+A pond that refuses the board — the bot may not post or edit there (a 400 or a 403), a
+post that cannot be made even after the outbox's retries — is left alone until something
+changes: a new check-in day, an operator's `/board`, the pond itself (the bot re-added or
+promoted: a fresh `PondInfo` from the tracking middleware, or the outbox sending there
+again after a 403 — until then a new day changes nothing for a pond that removed the
+bot). Until then its check-ins cost the keeper nothing: no database read, no request.
+Trouble that may pass (5xx, timeouts after every retry) is tried again on the first
+check-in after `RETRY_TROUBLE` seconds. A claimed post that never got its
+message id (its process died) is taken over after `POST_WAIT` seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import date
 
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import EditMessageText, PinChatMessage, SendMessage
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -38,6 +48,8 @@ from storage.models import utcnow
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 6.0  # seconds between two edits of one board: ≤ 10 of the 20/min
+RETRY_TROUBLE = 300.0  # seconds before a board that failed on passing trouble is retried
+POST_WAIT = 120.0  # seconds a claimed post may go without a message id before it is redone
 
 
 class CheckinButton(CallbackData, prefix="ci"):
@@ -55,6 +67,17 @@ def board_markup(chat_id: int) -> InlineKeyboardMarkup:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """Why a pond's board is left alone, and what counts as a change."""
+
+    day: date  # the check-in day it happened on: a later one is a change
+    pond: PondInfo  # the pond as known then: a fresh one is a change
+    forbidden: bool  # a 403: a change is the outbox sending there again
+    until: float | None  # passing trouble: retried from then on (monotonic)
+    reason: str
+
+
 @dataclass(eq=False)
 class _Pond:
     pond: PondInfo
@@ -63,6 +86,8 @@ class _Pond:
     last: float = -math.inf
     task: asyncio.Task[None] | None = None
     posts: set[asyncio.Task[None]] = field(default_factory=set)
+    refused: _Refusal | None = None
+    waiting_since: float | None = None  # since when a claimed post shows no message id
 
 
 class BoardKeeper:
@@ -92,7 +117,13 @@ class BoardKeeper:
         return st
 
     def touch(self, pond: PondInfo, today: date) -> None:
-        """Something changed in `pond` on `today`: refresh its board soon."""
+        """Something changed in `pond` on `today`: refresh its board soon (unless the
+        pond refused it and nothing changed since)."""
+        st = self._ponds.get(pond.chat_id)
+        if st is not None and st.refused is not None:
+            if not self._changed(st.refused, pond, today):
+                return
+            st.refused = None
         st = self._state(pond, today)
         st.dirty = True
         if st.task is None:
@@ -101,6 +132,7 @@ class BoardKeeper:
     def post(self, pond: PondInfo, today: date, *, by: int) -> None:
         """An operator asked for a fresh board (posted in the background)."""
         st = self._state(pond, today)
+        st.refused = None  # the operator wants it tried again
         task = asyncio.create_task(self._post(st, by=by), name=f"board-post-{pond.chat_id}")
         st.posts.add(task)
         task.add_done_callback(st.posts.discard)
@@ -121,11 +153,35 @@ class BoardKeeper:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
+    def refused(self, chat_id: int) -> bool:
+        """Whether the board of `chat_id` is left alone for now."""
+        st = self._ponds.get(chat_id)
+        return st is not None and st.refused is not None
+
     # -- internals ---------------------------------------------------------------------
+
+    def _changed(self, refusal: _Refusal, pond: PondInfo, today: date) -> bool:
+        if pond is not refusal.pond:
+            return True
+        if refusal.forbidden:  # kicked: a new day changes nothing, being re-added does
+            return not self.outbox.is_forbidden(pond.chat_id)
+        if today > refusal.day:
+            return True
+        return refusal.until is not None and self.clock.monotonic() >= refusal.until
+
+    def _refuse(self, st: _Pond, reason: str, *, passing: bool = False) -> None:
+        forbidden = self.outbox.is_forbidden(st.pond.chat_id)
+        until = self.clock.monotonic() + RETRY_TROUBLE if passing and not forbidden else None
+        st.refused = _Refusal(st.today, st.pond, forbidden, until, reason)
+        st.dirty = False
+        log.warning(
+            "the check-in board of %s was refused (%s); left alone until %s", st.pond.chat_id,
+            reason, "a while has passed" if until is not None else "something changes",
+        )
 
     async def _run(self, st: _Pond) -> None:
         try:
-            while st.dirty:
+            while st.dirty and st.refused is None:
                 wait = st.last + self.interval - self.clock.monotonic()
                 if wait > 0:
                     await self.clock.sleep(wait)
@@ -148,10 +204,25 @@ class BoardKeeper:
             await self._post(st, by=None)
             return
         if view.message_id is None:
-            # A post is on its way; look again shortly so it ends up showing the latest.
-            st.dirty = True
-            await self.clock.sleep(0.1)
+            if st.posts:  # an operator's post of ours is on its way: let it finish
+                st.dirty = True
+                await asyncio.wait(set(st.posts))
+                return
+            now = self.clock.monotonic()
+            if st.waiting_since is None:
+                st.waiting_since = now
+            if now - st.waiting_since < POST_WAIT:
+                # Another process's post is on its way; look again shortly so the board
+                # ends up showing the latest.
+                st.dirty = True
+                await self.clock.sleep(0.1)
+                return
+            log.info("the check-in board of %s was claimed but never posted; posting it",
+                     chat_id)
+            st.waiting_since = None
+            await self._post(st, by=None, replace_gone=True)
             return
+        st.waiting_since = None
         self.refreshes += 1
         edit = EditMessageText(
             chat_id=chat_id,
@@ -160,11 +231,19 @@ class BoardKeeper:
             reply_markup=self._markup(st.pond),
         )
         try:
-            await self.outbox.board(f"checkin-board:{chat_id}", edit)
+            done = await self.outbox.board(f"checkin-board:{chat_id}", edit)
         except TelegramBadRequest as exc:
             if "not found" in exc.message.lower():
                 log.info("the check-in board of %s is gone; posting a new one", chat_id)
                 await self._post(st, by=None, replace_gone=True)
+            else:
+                self._refuse(st, exc.message)
+            return
+        except TelegramAPIError as exc:
+            self._refuse(st, exc.message, passing=True)
+            return
+        if done is None and self.outbox.is_forbidden(chat_id):
+            self._refuse(st, "the chat refused the bot's messages")
 
     def _render(self, pond: PondInfo, view: store.BoardView) -> str:
         with self.i18n.context(), self.i18n.use_locale(pond.language):
@@ -185,12 +264,21 @@ class BoardKeeper:
         if view is None:
             return
         self.refreshes += 1
-        sent = await self.outbox.send(
-            SendMessage(chat_id=chat_id, text=self._render(st.pond, view),
-                        reply_markup=self._markup(st.pond))
-        )
+        try:
+            sent = await self.outbox.send(
+                SendMessage(chat_id=chat_id, text=self._render(st.pond, view),
+                            reply_markup=self._markup(st.pond))
+            )
+        except TelegramBadRequest as exc:  # e.g. no right to send messages there
+            self._refuse(st, exc.message)
+            return
+        except TelegramAPIError as exc:  # the outbox retried it already
+            self._refuse(st, exc.message, passing=True)
+            return
         if not isinstance(sent, Message):
-            return  # the chat refused us (403): the outbox retires it
+            # The chat refused us (403: the outbox retires it), or the post was dropped.
+            self._refuse(st, "the post was not delivered", passing=True)
+            return
         async with self.db.transaction() as session:
             await store.board_posted(session, chat_id, sent.message_id)
         st.last = self.clock.monotonic()
@@ -201,5 +289,6 @@ class BoardKeeper:
             ))
             with contextlib.suppress(Exception):
                 await pin
+        st.refused = None  # posted: whatever was refused before is past
         if st.dirty and st.task is None:
             st.task = asyncio.create_task(self._run(st), name=f"board-{chat_id}")
