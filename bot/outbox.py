@@ -131,6 +131,7 @@ class OutboxStats:
     max_queue_depth: int = 0
     dropped_stale: int = 0  # droppable requests that waited longer than `stale_after`
     dropped_full: int = 0  # droppable requests dropped to keep a chat's queue bounded
+    dropped_at_stop: int = 0  # droppable requests still queued when the outbox stopped
     posts_recorded: int = 0  # `post` answers recorded
     posts_unrecorded: int = 0  # `post` answers whose record failed
     per_chat: dict[ChatId, int] = field(default_factory=dict)  # sent per chat
@@ -230,6 +231,8 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
+        self._next_at: float | None = None  # when the worker looks again (None: on a wake)
+        self._passed = asyncio.Event()  # set after every pass of the worker
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -243,14 +246,17 @@ class Outbox:
     async def stop(self, *, drain_timeout: float = 5.0) -> None:
         """Send what is queued within `drain_timeout` (clock seconds), then cancel.
 
-        Requests still queued afterwards have their futures cancelled. Safe to call
-        twice; `send` after `stop` raises `OutboxClosedError`.
+        Droppable requests still queued are dropped first (ordinary replies: what is
+        left of a busy pond's queue is posts and results, which get the time). Requests
+        still queued afterwards have their futures cancelled. Safe to call twice; `send`
+        after `stop` raises `OutboxClosedError`.
         """
         if self._closed:
             return
         self._closed = True
+        self._shed_droppable()
         if self._worker is not None and not self._idle.is_set():
-            await self._wait(self._idle, drain_timeout)
+            await self._drain(drain_timeout)
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -272,6 +278,33 @@ class Outbox:
         self._queued = 0
         self._idle.set()
         await self._finish_records(drain_timeout)
+
+    def _shed_droppable(self) -> None:
+        for lane in self._lanes.values():
+            kept = deque(i for i in lane.items if not i.droppable)
+            shed = len(lane.items) - len(kept)
+            if shed:
+                for item in lane.items:
+                    if item.droppable:
+                        item.resolve(None)
+                lane.items = kept
+                self._queued -= shed
+                self._stats.dropped_at_stop += shed
+        self._wake.set()
+
+    async def _drain(self, seconds: float) -> None:
+        """Wait until everything queued is sent, for at most `seconds` on the clock —
+        and no longer than needed: once nothing is in flight and the next request may
+        not go before the deadline (a busy pond's budget is spent), waiting is no use."""
+        deadline = self._clock.monotonic() + seconds
+        while not self._idle.is_set():
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                return
+            if not self._in_flight and self._next_at is not None and self._next_at > deadline:
+                return
+            self._passed.clear()  # the worker sets it after its next pass (and idle)
+            await self._wait(self._passed, left)
 
     async def _finish_records(self, seconds: float) -> None:
         """Let the answers of posts already sent be recorded (each is one short
@@ -595,6 +628,8 @@ class Outbox:
             try:
                 self._wake.clear()
                 next_at = self._dispatch()
+                self._next_at = next_at
+                self._passed.set()
                 if next_at is None:
                     await self._wake.wait()
                 else:

@@ -725,3 +725,33 @@ async def test_a_failed_post_may_be_posted_again_and_stop_waits_for_records() ->
     await again
     await outbox.stop(drain_timeout=2)
     assert recorded == [1] and outbox.stats.posts_recorded == 1
+
+
+async def test_stop_does_not_wait_for_what_the_budget_holds_back_past_the_deadline() -> None:
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    outbox = Outbox(make_bot(session), clock=clock)
+    await outbox.start()
+    futures = [outbox.send(msg(GROUP_A, f"m{i}")) for i in range(45)]
+    await asyncio.gather(*futures[:20])  # this minute's budget of the group is spent
+    spent = clock.now
+    await outbox.stop(drain_timeout=5)
+    # The 21st message may go only a minute after the first: stopping does not wait.
+    assert clock.now - spent < 1.0
+    assert len(session.requests) == 20
+    assert all(f.cancelled() for f in futures[20:])
+
+
+async def test_stop_drops_queued_replies_and_gives_the_time_to_posts() -> None:
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    outbox = Outbox(make_bot(session), clock=clock)
+    await outbox.start()
+    replies = [outbox.send(msg(GROUP_A, f"r{i}"), droppable=True) for i in range(40)]
+    post = outbox.send(msg(GROUP_A, "post"))
+    await asyncio.gather(*replies[:3])
+    await outbox.stop(drain_timeout=5)
+    assert session.sent_texts(GROUP_A)[-1] == "post" and isinstance(post.result(), Message)
+    assert all(r.result() is None for r in replies[3:])
+    replies_sent = len(session.requests) - 1
+    assert outbox.stats.dropped_at_stop == len(replies) - replies_sent
