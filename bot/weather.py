@@ -28,7 +28,6 @@ skipped after a few tries (a poison update), so misjudging one costs seconds, no
 
 from __future__ import annotations
 
-import asyncio
 import traceback
 
 from aiogram.exceptions import (
@@ -59,7 +58,7 @@ def is_transient(exc: BaseException) -> bool:
         # A body that is not JSON at all (an HTML "502 Bad Gateway" page, a cut-off
         # answer) is the front end's trouble; valid JSON of the wrong shape is not.
         return not isinstance(exc.original, ValidationError)
-    return isinstance(exc, TimeoutError | asyncio.TimeoutError | OSError | ClientError)
+    return isinstance(exc, TimeoutError | OSError | ClientError)
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -86,9 +85,7 @@ def is_database_outage(exc: BaseException) -> bool:
         return code in _RETRYABLE_SQLSTATES or code.startswith(_RETRYABLE_SQLSTATE_CLASSES)
     if isinstance(exc, TelegramAPIError | ClientDecodeError | ClientError):
         return False  # Telegram's weather, not the database's
-    return isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError) or _is_asyncpg_outage(
-        exc
-    )
+    return isinstance(exc, OSError | TimeoutError) or _is_asyncpg_outage(exc)
 
 
 def _is_asyncpg_outage(exc: BaseException) -> bool:
