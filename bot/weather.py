@@ -22,8 +22,14 @@ to Telegram, so it is handled again (see `bot.dedup` and `handlers.errors`):
 
 Not weather: a constraint violated (`IntegrityError`), bad SQL or data
 (`ProgrammingError`, `DataError`): running the same update again fails the same way,
-so it is logged and skipped like any other bug. A failure that repeats anyway is
-skipped after a few tries (a poison update), so misjudging one costs seconds, not a pond.
+so it is logged and skipped like any other bug. A failure that repeats anyway while the
+database answers others is skipped after a few tries (a poison update), so misjudging
+one costs seconds, not a pond.
+
+Of these, `is_database_unreachable` picks those that say nothing about the update at
+hand — the database as a whole is away (no connection, a failover, a standby, too many
+connections): an update failing that way is never taken for a poison update, however
+long the outage lasts.
 """
 
 from __future__ import annotations
@@ -41,10 +47,12 @@ from aiohttp import ClientError
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
-__all__ = ["describe", "is_database_outage", "is_transient"]
+__all__ = ["describe", "is_database_outage", "is_database_unreachable", "is_transient"]
 
 _RETRYABLE_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")
 _RETRYABLE_SQLSTATES = frozenset({"25006", "55P03"})
+_UNREACHABLE_SQLSTATE_CLASSES = ("08", "53")
+_UNREACHABLE_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -85,6 +93,26 @@ def is_database_outage(exc: BaseException) -> bool:
         return code in _RETRYABLE_SQLSTATES or code.startswith(_RETRYABLE_SQLSTATE_CLASSES)
     if isinstance(exc, TelegramAPIError | ClientDecodeError | ClientError):
         return False  # Telegram's weather, not the database's
+    return isinstance(exc, OSError | TimeoutError) or _is_asyncpg_outage(exc)
+
+
+def is_database_unreachable(exc: BaseException) -> bool:
+    """An outage of the whole database, not a failure of one statement: the connection
+    is gone or cannot be had, or the server is shutting down, starting, a read-only
+    standby, or out of connections."""
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.ProgrammingError | sa_exc.DataError):
+        return False
+    if isinstance(exc, sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    code = _sqlstate(exc)
+    if code is not None:
+        return code in _UNREACHABLE_SQLSTATES or code.startswith(_UNREACHABLE_SQLSTATE_CLASSES)
+    if isinstance(exc, sa_exc.SQLAlchemyError | TelegramAPIError | ClientDecodeError):
+        return False
+    if isinstance(exc, ClientError):
+        return False
     return isinstance(exc, OSError | TimeoutError) or _is_asyncpg_outage(exc)
 
 

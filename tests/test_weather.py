@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa
 
 from bot.emulator.server import HTML_502
-from bot.weather import describe, is_database_outage, is_transient
+from bot.weather import describe, is_database_outage, is_database_unreachable, is_transient
 
 METHOD = GetUpdates()
 TOKEN = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij"
@@ -116,3 +116,26 @@ def test_describe_is_one_line_without_the_page_or_the_token() -> None:
         raise ValueError("a bug nobody expected")
     except ValueError as exc:
         assert "Traceback" in describe(exc, trace=True)
+
+
+@pytest.mark.parametrize(
+    ("exc", "unreachable"),
+    [
+        (_dbapi(Exception("connection is closed"), sa.InterfaceError), True),
+        (_dbapi(Exception("terminating connection"), invalidated=True), True),
+        (_dbapi(_PgError("57P01")), True),  # admin shutdown
+        (_dbapi(_PgError("08006")), True),  # connection failure
+        (_dbapi(_PgError("53300")), True),  # too many connections
+        (_dbapi(_PgError("25006")), True),  # a read-only standby
+        (sa.TimeoutError("QueuePool limit reached"), True),
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (_dbapi(_PgError("40001")), False),  # this transaction's conflict
+        (_dbapi(_PgError("57014")), False),  # this statement's timeout
+        (_dbapi(Exception("database is locked"), sa.OperationalError), False),
+        (_dbapi(Exception("UNIQUE constraint failed"), sa.IntegrityError), False),
+        (html_page(), False),
+    ],
+)
+def test_whole_database_outages(exc: BaseException, unreachable: bool) -> None:
+    assert is_database_unreachable(exc) is unreachable
+    assert is_database_outage(exc) or not unreachable

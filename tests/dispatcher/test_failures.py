@@ -20,7 +20,7 @@ from aiogram import Bot
 from aiogram.methods import AnswerCallbackQuery, GetUpdates, SendMessage, TelegramMethod
 from aiogram.types import CallbackQuery, Message, Update, User
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError
 from sqlmodel import col
 
 from bot.checkin_board import CheckinButton
@@ -344,3 +344,23 @@ async def test_an_invite_link_telegram_cannot_make_asks_to_try_again(bot_db: Dat
         await h.settle()
         [link] = replies_to(h, second)
         assert "https://t.me/" in link.text
+
+
+async def test_a_long_outage_is_not_taken_for_a_poison_update(
+    bot_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection itself is gone, again and again (a failover): the update waits for
+    the database however many tries it takes, and is credited once it is back."""
+    async with polling(bot_db) as (h, telegram):
+        c = await meet(h, telegram, ALICE)
+        with Outage(bot_db).installed() as outage:
+            outage.error = lambda sql: InterfaceError(sql, None, Exception("connection is closed"))
+            outage.fail(ALICE, times=8)  # more than bot.dedup.MAX_ATTEMPTS
+            telegram.deliver(Update(update_id=h.next_update_id(),
+                                    message=c[ALICE].message("/checkin")))
+            await confirmed(telegram, within=30)
+        assert outage.raised == 8
+    assert await checkins(bot_db, ALICE) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert all("the database is away" in r.getMessage()
+               for r in caplog.records if r.name == "bot.dedup")
