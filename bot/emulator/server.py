@@ -77,11 +77,15 @@ _MENTION_RE = re.compile(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{3,31}")
 class ApiError(Exception):
     """An error answer of the Bot API."""
 
-    def __init__(self, code: int, description: str, parameters: JSON | None = None) -> None:
+    def __init__(
+        self, code: int, description: str, parameters: JSON | None = None, origin: str = "api"
+    ) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
         self.parameters = parameters
+        # "api": the method's own answer; "flood": the flood limiter; "fault": injected.
+        self.origin = origin
 
     def payload(self) -> JSON:
         body: JSON = {"ok": False, "error_code": self.code, "description": self.description}
@@ -189,6 +193,9 @@ class CallbackRecord:
     created: float
     answered: bool = False
     answer: JSON | None = None
+    # Clock time of every answerCallbackQuery for this id that reached the method, the
+    # refused ones (already answered, too old) included: a bot answers each query once.
+    attempts: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -203,10 +210,20 @@ class Stats:
     errors: Counter[int] = field(default_factory=Counter)
     retry_after_by_method: Counter[str] = field(default_factory=Counter)
     retry_after_by_chat: Counter[int] = field(default_factory=Counter)
+    # 429s the flood limiter gave on its own (a bot that outruns Telegram's limits),
+    # apart from injected faults, which are counted by kind and by method.
+    flood_429_by_method: Counter[str] = field(default_factory=Counter)
+    flood_429_by_chat: Counter[int] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    injected_by_method: Counter[str] = field(default_factory=Counter)
 
     @property
     def total_429(self) -> int:
         return sum(self.retry_after_by_method.values())
+
+    @property
+    def flood_429(self) -> int:
+        return sum(self.flood_429_by_method.values())
 
     def to_dict(self) -> JSON:
         return {
@@ -215,6 +232,11 @@ class Stats:
             "retry_after_by_method": dict(self.retry_after_by_method),
             "retry_after_by_chat": {str(k): v for k, v in self.retry_after_by_chat.items()},
             "total_429": self.total_429,
+            "flood_429_by_method": dict(self.flood_429_by_method),
+            "flood_429_by_chat": {str(k): v for k, v in self.flood_429_by_chat.items()},
+            "flood_429": self.flood_429,
+            "injected": dict(self.injected),
+            "injected_by_method": dict(self.injected_by_method),
         }
 
 
@@ -277,6 +299,10 @@ class Emulator:
         self.warnings: list[str] = []
         self.stats = Stats()
         self.updates: dict[int, JSON] = {}
+        # Clock times: when an update was first handed to the bot in a getUpdates answer,
+        # and when a later offset confirmed it (the bot is done with it).
+        self.delivered_at: dict[int, float] = {}
+        self.confirmed_at: dict[int, float] = {}
 
         self._queue: list[_Queued] = []
         self._next_update_id = 100_000_001
@@ -508,6 +534,12 @@ class Emulator:
         """Updates queued for the bot and not yet confirmed by a later offset."""
         return len(self._queue)
 
+    @property
+    def oldest_pending_update(self) -> int | None:
+        """The smallest update id not yet confirmed (None: all confirmed): every update
+        below it was handled by the bot, as far as Telegram can tell."""
+        return min((int(q.update["update_id"]) for q in self._queue), default=None)
+
     def replay(self, update_ids: Iterable[int]) -> list[JSON]:
         """Deliver the same updates again with the same ids (as on redelivery)."""
         replayed = []
@@ -519,13 +551,18 @@ class Emulator:
         return replayed
 
     def _confirm(self, offset: int) -> None:
+        keep: list[_Queued] = []
+        gone: list[_Queued] = []
         if offset < 0:
-            keep = self._queue[offset:]
-            self._queue = keep
-            return
-        self._queue = [
-            q for q in self._queue if q.update["update_id"] >= offset or q.redeliver
-        ]
+            keep, gone = self._queue[offset:], self._queue[: len(self._queue) + offset]
+        else:
+            for queued in self._queue:
+                held = queued.update["update_id"] >= offset or queued.redeliver
+                (keep if held else gone).append(queued)
+        now = self.clock()
+        for queued in gone:
+            self.confirmed_at.setdefault(int(queued.update["update_id"]), now)
+        self._queue = keep
 
     def _take_pending(self, limit: int) -> list[JSON] | None:
         if self._closing:
@@ -533,8 +570,10 @@ class Emulator:
         if not self._queue:
             return None
         batch = self._queue[:limit]
+        now = self.clock()
         for queued in batch:
             queued.redeliver = False
+            self.delivered_at.setdefault(int(queued.update["update_id"]), now)
         return [copy.deepcopy(q.update) for q in batch]
 
     # -- the HTTP surface ---------------------------------------------------------
@@ -615,11 +654,17 @@ class Emulator:
             self.stats.retry_after_by_method[method] += 1
             if chat_id is not None:
                 self.stats.retry_after_by_chat[chat_id] += 1
+            if error.origin == "flood":
+                self.stats.flood_429_by_method[method] += 1
+                if chat_id is not None:
+                    self.stats.flood_429_by_chat[chat_id] += 1
         record = {
             "method": method,
             "error_code": error.code,
             "description": error.description,
             "chat_id": chat_id,
+            "origin": error.origin,
+            "at": self.clock(),
             "params": self._printable(params),
         }
         self.errors.append(record)
@@ -647,6 +692,13 @@ class Emulator:
         return None
 
     async def _apply_fault(self, fault: Fault, chat_id: int | None) -> None:
+        try:
+            await self._raise_fault(fault, chat_id)
+        except ApiError as error:
+            error.origin = "fault"
+            raise
+
+    async def _raise_fault(self, fault: Fault, chat_id: int | None) -> None:
         chat = self.chats.get(chat_id) if chat_id is not None else None
         if fault.kind == "429":
             n = max(1, int(fault.retry_after))
@@ -685,6 +737,8 @@ class Emulator:
         raw_chat_id = self._raw_chat_id(params)
         fault = self._take_fault(method, raw_chat_id)
         if fault is not None:
+            self.stats.injected[fault.kind] += 1
+            self.stats.injected_by_method[method] += 1
             self._event("fault", "system", self.chats.get(raw_chat_id or 0),
                         method=method, description=f"injected {fault.kind}")
             await self._apply_fault(fault, raw_chat_id)
@@ -703,7 +757,8 @@ class Emulator:
                 wait = self.limiter.check(flood_chat.id, is_group)
                 if wait is not None:
                     raise ApiError(
-                        429, f"Too Many Requests: retry after {wait}", {"retry_after": wait}
+                        429, f"Too Many Requests: retry after {wait}", {"retry_after": wait},
+                        origin="flood",
                     )
         handler = self._handlers.get(method, self._api_generic)
         values["__method__"] = method
@@ -1156,6 +1211,8 @@ class Emulator:
 
     def _api_answer_callback_query(self, values: JSON) -> bool:
         record = self.callback_queries.get(values["callback_query_id"])
+        if record is not None:
+            record.attempts.append(self.clock())
         if (
             record is None
             or record.answered
