@@ -3,6 +3,7 @@ judged here, only that each bench completes its exactness checks and reports).""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,28 @@ def test_red_packet_bench() -> None:
     out = bench("bench/redpacket.py", "--n", "400", "--shares", "30")
     assert out.count("exact: 30 winners, sum = total, 400 callbacks answered once each") == 2
     assert out.count("ratio:") == 2 and "peak RSS:" in out
+
+
+SOAK_CHECKS = (
+    "ledger invariant", "ledger keys unique", "red packets exact",
+    "one check-in per member and day", "votes paid once per ballot", "guess prizes paid once",
+    "gives paid as sent", "callbacks answered at most once", "no duplicate posts",
+    "no self-caused 429", "0 lost check-ins", "0 lost gives", "0 lost grabs",
+    "0 lost guesses", "0 lost votes", "every game posted", "scheduled closes done",
+    "bot never exited on its own", "clean shutdown (SIGTERM)", "Bot API spec respected",
+    "token never logged",
+)
+
+
+@pytest.mark.e2e
+def test_soak() -> None:
+    """One minute of the soak: the real bot process, killed and restarted, under faults."""
+    r = subprocess.run(
+        [sys.executable, "bench/soak.py", "--minutes", "1"], capture_output=True, text=True,
+        cwd=ROOT, timeout=400, check=False,
+    )
+    out = r.stdout
+    assert "injected:" in out and "SIGKILLs:" in out, r.stderr[-2000:]
+    for name in SOAK_CHECKS:
+        assert re.search(rf"^check {re.escape(name)}: .* (OK|FAIL)$", out, re.MULTILINE), name
+    assert r.returncode == 0, out[out.find("checks:"):] + r.stderr[-2000:]
