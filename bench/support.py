@@ -14,12 +14,16 @@ from pathlib import Path
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.enums import ParseMode
+from aiogram.types import User
 
 from bot.app import build_dispatcher
 from bot.outbox import Limits, Outbox
 from storage.db import Database
 from storage.migrate import aupgrade
-from tests.rig.fake_session import FakeSession, make_bot
+from tests.rig.fake_session import FakeSession, make_bot, owner
+
+# The shop's owner (in OPERATOR_IDS) created every bench group: the groups are ponds.
+SHOP_OWNER = User(id=7_000_001, is_bot=False, first_name="Owner")
 
 # Pacing is the outbox's business and has its own tests; here it must not hold anyone up.
 UNLIMITED = Limits(per_chat_rate=1e9, per_chat_burst=10**9, group_per_minute=10**9,
@@ -71,9 +75,12 @@ async def rig(bare: Dispatcher, *, operator_ids: frozenset[int] = frozenset()
         floor_session = FakeSession()
         floor_bot = make_bot(floor_session, default=html)
         session = FakeSession()
+        session.default_admins = [owner(SHOP_OWNER)]
         bot = make_bot(session, default=html)
         outbox = Outbox(bot, limits=UNLIMITED)
-        dp = build_dispatcher(db=db, outbox=outbox, operator_ids=operator_ids)
+        dp = build_dispatcher(
+            db=db, outbox=outbox, operator_ids=operator_ids | {SHOP_OWNER.id}
+        )
         await outbox.start()
         try:
             yield Rig(db, dp, bot, session, outbox, bare, floor_bot, floor_session)

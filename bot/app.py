@@ -46,6 +46,7 @@ from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
 from bot.runtime import tune_gc
 from bot.shortcuts import Shortcuts
+from bot.trust import PondGate
 from bot.weather import describe, is_transient
 from handlers import setup_routers
 from scheduler.core import Scheduler
@@ -86,14 +87,21 @@ def build_dispatcher(
     i18n = make_i18n(default_language)
     register_jobs(scheduler, JobDeps(db=db, outbox=outbox, i18n=i18n))
     writer = BatchWriter(db)  # merges many members' small writes into one transaction
+    operators = OperatorPolicy(operator_ids, admins)
+    gate = PondGate(db, operators, outbox, i18n)  # which groups are ponds (SPEC F1)
     tracking = TrackingMiddleware(
-        db, default_timezone=default_timezone, default_language=default_language, writer=writer
+        db,
+        gate=gate,
+        default_timezone=default_timezone,
+        default_language=default_language,
+        writer=writer,
     )
     dp = Dispatcher(
         db=db,
         outbox=outbox,
         admins=admins,
-        operators=OperatorPolicy(operator_ids, admins),
+        operators=operators,
+        gate=gate,
         tracking=tracking,
         scheduler=scheduler,
         writer=writer,

@@ -66,6 +66,13 @@ def _run(*, webhook: bool) -> int:
     secrets = [settings.token()]
     if webhook:
         secrets.append(settings.webhook_secret_value())
+    if not settings.operator_ids:
+        # Without the shop's own staff, no group can be told from a stranger's (SPEC F1).
+        raise ConfigError(
+            "OPERATOR_IDS is not set: set it to your own Telegram user id (several: "
+            "comma-separated) so that only groups you run become ponds; to find your id, "
+            "message @userinfobot, or look at message.from.id in the bot's getUpdates"
+        )
     from bot.logs import setup_logging
 
     setup_logging(settings.log_level, secrets + _db_secrets(settings))

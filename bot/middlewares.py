@@ -1,8 +1,13 @@
 """Middlewares: who is talking, in which pond, in which language.
 
-`TrackingMiddleware` records members on their first message or interaction and keeps
-display names fresh — writing only when something changed, so a busy pond does not turn
-every message into a database write. It also puts the pond's settings (`pond`) and the
+`TrackingMiddleware` is where the trust boundary holds (SPEC F1, bot/trust.py): an
+update from a group that is not a pond of this shop stops here — after the one notice
+that says so — before anything is recorded or any handler runs. (`my_chat_member` and
+`chat_member` updates do not pass through it: they are how a group's state changes.)
+
+In a pond it records members on their first message or interaction and keeps display
+names fresh — writing only when something changed, so a busy pond does not turn every
+message into a database write. It also puts the pond's settings (`pond`) and the
 speaking person (`person`, None for bots, anonymous admins and channels) into the
 handler data.
 """
@@ -11,21 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram import BaseMiddleware, Dispatcher
+from aiogram import BaseMiddleware, Bot, Dispatcher
 from aiogram.dispatcher.flags import get_flag
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
 from bot.operators import SERVICE_USER_IDS
+from bot.trust import PondGate
 from storage import repo
 from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database
-from storage.models import PondStatus
+from storage.models import SERVED_TRUST, PondStatus, PondTrust
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class PondInfo:
     language: str
     timezone: str
     status: str
+    served: bool = True  # a pond of this shop (the trust boundary); else nothing runs
 
 
 def person_of(user: User | None, sender_chat: Chat | None) -> repo.UserInfo | None:
@@ -69,27 +77,49 @@ class _LRU(OrderedDict[Any, Any]):
             self.popitem(last=False)
 
 
+def _is_migration(event: TelegramObject) -> bool:
+    return isinstance(event, Message) and (
+        event.migrate_to_chat_id is not None or event.migrate_from_chat_id is not None
+    )
+
+
 class TrackingMiddleware(BaseMiddleware):
     def __init__(
         self,
         db: Database,
         *,
+        gate: PondGate,
         default_timezone: str,
         default_language: str,
         cache_size: int = 50_000,
         writer: BatchWriter | None = None,
+        pond_ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
+        self.gate = gate
         self.writer = writer or BatchWriter(db)
         self.default_timezone = default_timezone
         self.default_language = default_language
         self._names: _LRU = _LRU(cache_size)  # user_id -> UserInfo last written
         self._seen: _LRU = _LRU(cache_size)  # (chat_id, user_id) -> True
-        self._ponds: _LRU = _LRU(10_000)  # chat_id -> PondInfo
+        # chat_id -> (PondInfo, read again after): a pond approved or revoked by another
+        # instance is seen here within `pond_ttl` seconds.
+        self._ponds: _LRU = _LRU(10_000)
+        self._pond_ttl = pond_ttl
+        self._clock = clock
         self._registering: dict[int, asyncio.Future[PondInfo]] = {}
 
     def forget_pond(self, chat_id: int) -> None:
         self._ponds.pop(chat_id, None)
+
+    def _cached_pond(self, chat_id: int) -> PondInfo | None:
+        hit = self._ponds.get(chat_id)
+        if hit is None or hit[1] < self._clock():
+            return None
+        self._ponds.move_to_end(chat_id)  # recently used: kept longest
+        pond: PondInfo = hit[0]
+        return pond
 
     async def __call__(
         self,
@@ -105,14 +135,19 @@ class TrackingMiddleware(BaseMiddleware):
         person = person_of(user, sender_chat)
         group = chat is not None and chat.type in ("group", "supergroup")
 
+        pond: PondInfo | None = None
+        if group:
+            assert chat is not None
+            if _is_migration(event):
+                # The group became a supergroup: the membership router moves the pond
+                # (and its trust) to the new id; neither id is judged on its own.
+                data["pond"], data["person"] = None, None
+                return await handler(event, data)
+            pond = self._cached_pond(chat.id) or await self._register(chat, data["bot"])
+            if not pond.served:
+                return None  # not a pond of this shop: nothing is recorded, nothing runs
         new_name = person is not None and self._names.get(person.id) != person
         new_seat = person is not None and group and (chat.id, person.id) not in self._seen  # type: ignore[union-attr]
-        pond = self._ponds.get(chat.id) if group else None  # type: ignore[union-attr]
-        if group and pond is None:
-            assert chat is not None
-            pond = await self._register(chat)
-        elif pond is not None:
-            self._ponds.move_to_end(pond.chat_id)  # recently used: kept longest
         data["pond"] = pond
         data["person"] = person
         if person is None or not (new_name or new_seat):
@@ -133,16 +168,19 @@ class TrackingMiddleware(BaseMiddleware):
         data[MEMBER_WRITE] = written
         return await handler(event, data)
 
-    async def _register(self, chat: Chat) -> PondInfo:
-        """Record a pond seen for the first time (or forgotten): once, however many of
-        its updates arrive together."""
+    async def _register(self, chat: Chat, bot: Bot) -> PondInfo:
+        """Record a group seen for the first time (or forgotten, or not read for a
+        while) and judge it if it was never judged: once, however many of its updates
+        arrive together."""
         pending = self._registering.get(chat.id)
         if pending is None:
-            pending = self._registering[chat.id] = asyncio.ensure_future(self._upsert_pond(chat))
+            pending = self._registering[chat.id] = asyncio.ensure_future(
+                self._upsert_pond(chat, bot)
+            )
             pending.add_done_callback(lambda _: self._registering.pop(chat.id, None))
         return await asyncio.shield(pending)
 
-    async def _upsert_pond(self, chat: Chat) -> PondInfo:
+    async def _upsert_pond(self, chat: Chat, bot: Bot) -> PondInfo:
         async with self.db.transaction() as session:
             await repo.upsert_pond(
                 session,
@@ -154,8 +192,21 @@ class TrackingMiddleware(BaseMiddleware):
             )
             row = await repo.get_pond(session, chat.id)
             assert row is not None
-        pond = PondInfo(row.chat_id, row.language, row.timezone, row.status)
-        self._ponds.remember(pond.chat_id, pond)
+            trust, told = row.trust, row.stranger_notice_at is not None
+        if trust == PondTrust.unchecked:
+            # Outside the transaction: the admin list is a Bot API call.
+            decided = await self.gate.decide(bot, chat.id)
+            if decided is None:
+                # Telegram could not tell: not served for now, nothing said, not
+                # remembered (the next update asks again).
+                return PondInfo(row.chat_id, row.language, row.timezone, row.status, False)
+            trust = decided
+        pond = PondInfo(
+            row.chat_id, row.language, row.timezone, row.status, trust in SERVED_TRUST
+        )
+        if not pond.served and not told:
+            await self.gate.say_not_a_pond(chat.id, row.language)
+        self._ponds.remember(pond.chat_id, (pond, self._clock() + self._pond_ttl))
         return pond
 
     def _recorded(
@@ -220,6 +271,7 @@ __all__ = [
     "PondI18nMiddleware",
     "PondInfo",
     "PondStatus",
+    "PondTrust",
     "TrackingMiddleware",
     "person_of",
     "settle_writes",

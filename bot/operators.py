@@ -103,9 +103,37 @@ class AdminCache:
 
 
 class OperatorPolicy:
+    """Global operators (`OPERATOR_IDS`, the shop's own staff) are operators everywhere;
+    a group's admins are operators in that group. Whether a group is served at all is
+    the trust boundary's business (bot/trust.py): in a group that is not a pond no
+    handler runs, so its admins have no powers."""
+
     def __init__(self, operator_ids: frozenset[int], admins: AdminCache) -> None:
         self.operator_ids = operator_ids
         self.admins = admins
+
+    def is_global(self, user: User | None, sender_chat: Chat | None = None) -> bool:
+        """A global operator speaking as themselves (not as a group or a channel)."""
+        return (
+            sender_chat is None
+            and user is not None
+            and not user.is_bot
+            and user.id in self.operator_ids
+        )
+
+    async def fetch_admins(
+        self, bot: Bot, chat_id: int, *, fresh: bool = False
+    ) -> frozenset[int] | None:
+        """The group's admins (creator included); None when Telegram could not tell and
+        no earlier list is known."""
+        if fresh:
+            self.admins.invalidate(chat_id)
+        try:
+            ids = await self.admins.admins(bot, chat_id)
+        except (AiogramError, OSError, TimeoutError) as exc:
+            log.warning("could not fetch admins of %s: %s", chat_id, type(exc).__name__)
+            return None
+        return ids if self.admins.cached(chat_id) is not None else None
 
     async def is_operator(
         self, bot: Bot, chat: Chat | None, user: User | None, sender_chat: Chat | None = None

@@ -18,6 +18,9 @@ class PondSettings(BaseModel):
 
     # -- F1 -----------------------------------------------------------------------
     # (timezone and language live in their own columns of `pond`)
+    # Points a pond operator who is not a global operator may /give in this pond per
+    # local day (global operators, listed in OPERATOR_IDS, are not limited).
+    operator_give_daily_cap: int = Field(default=2_000, ge=0, le=10_000_000)
 
     # -- F3 daily check-in (rules in games/checkin.py) -----------------------------
     checkin_base: int = Field(default=5, ge=0, le=10_000)

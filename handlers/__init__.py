@@ -14,6 +14,7 @@ from handlers import (
     membership,
     operator,
     points,
+    ponds,
     promo,
     red_packet,
     votes,
@@ -33,6 +34,7 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         invites.setup(),  # before membership: a join through a link is a referral
         membership.setup(),
         operator.setup(),
+        ponds.setup(),  # which groups are ponds: global operators, in a private chat
         common.setup(),
         points.setup(),
         red_packet_messages,

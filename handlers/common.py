@@ -37,9 +37,18 @@ async def start(
         await repo.upsert_member(session, person)
         await repo.link_dm(session, person.id)
     outbox.reactivate(person.id)  # they may have blocked the bot before and come back
-    reply(outbox, message, texts.start_private(person.first_name, operator=is_op))
+    glob = operators.is_global(message.from_user, message.sender_chat)
+    reply(
+        outbox,
+        message,
+        texts.start_private(person.first_name, operator=is_op, global_operator=glob),
+    )
 
 
 async def help_(message: Message, bot: Bot, outbox: Outbox, operators: OperatorPolicy) -> None:
     is_op = await operators.is_operator(bot, message.chat, message.from_user, message.sender_chat)
-    reply(outbox, message, texts.help_text(operator=is_op))
+    # /ponds is a private-chat command of global operators: listed only there.
+    glob = message.chat.type == "private" and operators.is_global(
+        message.from_user, message.sender_chat
+    )
+    reply(outbox, message, texts.help_text(operator=is_op, global_operator=glob))

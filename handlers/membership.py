@@ -1,22 +1,25 @@
 """Ponds and members (F1): the bot added or removed, members joining and leaving,
-group → supergroup migration."""
+group → supergroup migration — and the moments a group's trust is decided: the bot is
+added (by a global operator: trusted at once; else the admin list decides), a global
+operator is promoted or demoted there (see bot/trust.py)."""
 
 from __future__ import annotations
 
 import logging
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import Filter
 from aiogram.types import ChatMemberUpdated, Message
 
 from bot import texts
 from bot.messaging import say
 from bot.middlewares import TrackingMiddleware, person_of
-from bot.operators import AdminCache
+from bot.operators import AdminCache, OperatorPolicy
 from bot.outbox import Outbox
+from bot.trust import CHECKABLE, PondGate
 from storage import repo
 from storage.db import Database
-from storage.models import PondStatus
+from storage.models import SERVED_TRUST, PondStatus, PondTrust
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,13 @@ def setup() -> Router:
 
 async def bot_membership(
     event: ChatMemberUpdated,
+    bot: Bot,
     db: Database,
     outbox: Outbox,
     tracking: TrackingMiddleware,
     admins: AdminCache,
+    operators: OperatorPolicy,
+    gate: PondGate,
 ) -> None:
     chat = event.chat
     new, old = event.new_chat_member, event.old_chat_member
@@ -79,16 +85,40 @@ async def bot_membership(
             default_timezone=tracking.default_timezone,
             default_language=tracking.default_language,
         )
-    if now_in and not was_in:
-        outbox.reactivate(chat.id)
-        say(outbox, chat.id, texts.welcome_pond(chat.title or ""))
     log.info("pond %s is now %s", chat.id, "active" if now_in else "inactive")
+    if not now_in:
+        return
+    if not was_in:
+        outbox.reactivate(chat.id)
+    if not was_in and operators.is_global(event.from_user):
+        await gate.approve(chat.id, event.from_user.id)  # the shop's staff brought it
+    async with db.transaction(readonly=True) as session:
+        row = await repo.get_pond(session, chat.id)
+        assert row is not None
+        trust, language = PondTrust(row.trust), row.language
+    if trust in CHECKABLE:
+        trust = await gate.decide(bot, chat.id) or trust  # outside the transaction
+    tracking.forget_pond(chat.id)
+    if trust in SERVED_TRUST:
+        if not was_in:
+            say(outbox, chat.id, texts.welcome_pond(chat.title or ""))
+    elif trust != PondTrust.unchecked:
+        await gate.say_not_a_pond(chat.id, language)
 
 
-async def member_changed(event: ChatMemberUpdated, db: Database, admins: AdminCache) -> None:
+async def member_changed(
+    event: ChatMemberUpdated,
+    bot: Bot,
+    db: Database,
+    admins: AdminCache,
+    operators: OperatorPolicy,
+    gate: PondGate,
+    tracking: TrackingMiddleware,
+) -> None:
     chat = event.chat
     new, old = event.new_chat_member, event.old_chat_member
-    if (new.status in ADMIN) != (old.status in ADMIN):
+    admin_changed = (new.status in ADMIN) != (old.status in ADMIN)
+    if admin_changed:
         admins.invalidate(chat.id)
     person = person_of(new.user, None)
     if person is None or chat.type not in ("group", "supergroup"):
@@ -100,6 +130,22 @@ async def member_changed(event: ChatMemberUpdated, db: Database, admins: AdminCa
     async with db.transaction() as session:
         await repo.upsert_member(session, person)
         await repo.touch_membership(session, chat.id, person.id, status=status)
+    if admin_changed and operators.is_global(new.user):
+        await _global_operator_moved(event, bot, db, gate, tracking)
+
+
+async def _global_operator_moved(
+    event: ChatMemberUpdated, bot: Bot, db: Database, gate: PondGate, tracking: TrackingMiddleware
+) -> None:
+    """A global operator became an admin of the group (it is a pond from now on), or
+    stopped being one (it stays a pond only if another global operator is admin)."""
+    chat_id = event.chat.id
+    if event.new_chat_member.status in ADMIN:
+        async with db.transaction() as session:
+            await repo.set_trust(session, chat_id, PondTrust.operator, only_from=CHECKABLE)
+    else:
+        await gate.decide(bot, chat_id, fresh=True)  # outside the transaction
+    tracking.forget_pond(chat_id)
 
 
 async def migrated_to(message: Message, db: Database, tracking: TrackingMiddleware) -> None:

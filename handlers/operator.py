@@ -4,23 +4,45 @@
 without the user. The command message itself is the domain event: its chat and message
 id make the idempotency key, so a redelivered update never pays twice and gets no
 second answer.
+
+A pond's own admins are its operators, but points are shop-wide: what such an operator
+(not a global one from `OPERATOR_IDS`) gives in a pond is bounded per local day by the
+pond's `operator_give_daily_cap`. The day's total is counted in the transaction of the
+award itself, so an award over the cap is rolled back whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import texts
 from bot.filters import IsOperator
 from bot.messaging import actor_of, refuse_non_operator, reply
-from bot.middlewares import person_of
+from bot.middlewares import PondInfo, person_of
+from bot.operators import OperatorPolicy
 from bot.outbox import Outbox
+from bot.texts import ponds as pond_texts
+from games.checkin import local_day
 from games.parsing import ParseError, parse_adjust
 from storage import ledger, repo
 from storage.db import Database
 from storage.models import LedgerKind
+
+Clock = Callable[[], datetime]
+
+
+class _OverCap(Exception):
+    """Raised inside the award's transaction so that it rolls back."""
+
+    def __init__(self, left: int, cap: int) -> None:
+        super().__init__(left, cap)
+        self.left, self.cap = left, cap
 
 
 def setup() -> Router:
@@ -32,7 +54,15 @@ def setup() -> Router:
 
 
 
-async def adjust(message: Message, command: CommandObject, db: Database, outbox: Outbox) -> None:
+async def adjust(
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    outbox: Outbox,
+    operators: OperatorPolicy,
+    pond: PondInfo | None,
+    clock: Clock,
+) -> None:
     name = command.command.lower()
     target_msg = message.reply_to_message
     replying = target_msg is not None and not (
@@ -56,39 +86,63 @@ async def adjust(message: Message, command: CommandObject, db: Database, outbox:
     actor = actor_of(message)
     key = f"{name}:{message.chat.id}:{message.message_id}"
     pond_id = message.chat.id if message.chat.type in ("group", "supergroup") else None
+    # Global operators give without limit; a pond's own admins within the daily cap.
+    capped = (
+        name == "give"
+        and pond is not None
+        and actor is not None
+        and not operators.is_global(message.from_user, message.sender_chat)
+    )
     outcome: str
-    async with db.transaction() as session:
-        if replied_person is not None:
-            await repo.upsert_member(session, replied_person)
-            member = await repo.get_member(session, replied_person.id)
-        elif args.username is not None:
-            member = await repo.find_member_by_username(session, args.username)
-        else:
-            assert args.user_id is not None
-            member = await repo.get_member(session, args.user_id)
-        if member is None:
-            outcome = texts.member_not_found(
-                f"@{args.username}" if args.username else str(args.user_id)
-            )
-        else:
-            mover = ledger.award if name == "give" else ledger.spend
-            try:
-                move = await mover(
-                    session,
-                    user_id=member.user_id,
-                    amount=args.points,
-                    kind=LedgerKind.admin_adjust,
-                    key=key,
-                    chat_id=pond_id,
-                    actor_id=actor,
-                    ref=args.reason,
-                )
-            except ledger.InsufficientPoints:
-                outcome = texts.insufficient(member, args.points)
+    try:
+        async with db.transaction() as session:
+            if replied_person is not None:
+                await repo.upsert_member(session, replied_person)
+                member = await repo.get_member(session, replied_person.id)
+            elif args.username is not None:
+                member = await repo.find_member_by_username(session, args.username)
             else:
-                if not move.applied:
-                    return  # a replay of a command already carried out: stay silent
-                fresh = await repo.get_member(session, member.user_id)
-                assert fresh is not None
-                outcome = texts.adjusted(fresh, move.delta, args.reason)
+                assert args.user_id is not None
+                member = await repo.get_member(session, args.user_id)
+            if member is None:
+                outcome = texts.member_not_found(
+                    f"@{args.username}" if args.username else str(args.user_id)
+                )
+            else:
+                mover = ledger.award if name == "give" else ledger.spend
+                try:
+                    move = await mover(
+                        session,
+                        user_id=member.user_id,
+                        amount=args.points,
+                        kind=LedgerKind.admin_adjust,
+                        key=key,
+                        chat_id=pond_id,
+                        actor_id=actor,
+                        ref=args.reason,
+                    )
+                except ledger.InsufficientPoints:
+                    outcome = texts.insufficient(member, args.points)
+                else:
+                    if not move.applied:
+                        return  # a replay of a command already carried out: stay silent
+                    if capped:
+                        assert pond is not None and actor is not None
+                        await _count_against_cap(session, pond, actor, args.points, clock)
+                    fresh = await repo.get_member(session, member.user_id)
+                    assert fresh is not None
+                    outcome = texts.adjusted(fresh, move.delta, args.reason)
+    except _OverCap as over:
+        outcome = pond_texts.give_cap_reached(over.left, over.cap)
     reply(outbox, message, outcome)
+
+
+async def _count_against_cap(
+    session: AsyncSession, pond: PondInfo, actor: int, points: int, clock: Clock
+) -> None:
+    """Count a pond operator's award against today's cap, or raise `_OverCap`."""
+    day = local_day(clock(), pond.timezone)
+    cap = (await repo.pond_settings(session, pond.chat_id)).operator_give_daily_cap
+    left = await repo.take_give_allowance(session, pond.chat_id, actor, day, points, cap)
+    if left is None:
+        raise _OverCap(await repo.give_allowance_left(session, pond.chat_id, actor, day, cap), cap)

@@ -98,8 +98,30 @@ class PondStatus(StrEnum):
     migrated = "migrated"  # became a supergroup; `migrated_to` holds the new id
 
 
+class PondTrust(StrEnum):
+    """Whether a group is one of the shop's ponds (SPEC F1, trust boundary).
+
+    Points are shop-wide, so only groups the shop vouches for are served: one where a
+    global operator (`OPERATOR_IDS`) is the creator or an administrator (`operator`,
+    decided from the admin list and decided again when such an admin is promoted or
+    demoted), or one a global operator approved (`approved`: `/ponds approve`, or
+    adding the bot themselves). `stranger`: checked, no global operator among the admins.
+    `revoked`: a global operator stopped serving it; only an approval undoes that.
+    `unchecked`: not decided yet (a group just seen, or a pond from before the boundary).
+    """
+
+    unchecked = "unchecked"
+    operator = "operator"
+    approved = "approved"
+    stranger = "stranger"
+    revoked = "revoked"
+
+
+SERVED_TRUST = frozenset({PondTrust.operator, PondTrust.approved})
+
+
 class Pond(SQLModel, table=True):
-    """A group the bot serves."""
+    """A group the bot has seen; served as a pond only when `served` (see PondTrust)."""
 
     chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     title: str = Field(default="", max_length=255)
@@ -112,8 +134,32 @@ class Pond(SQLModel, table=True):
     settings: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
     )
+    trust: str = Field(default=PondTrust.unchecked, max_length=16)
+    # Who approved or revoked it (or added the bot as a global operator), and when the
+    # trust last changed.
+    trusted_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    trust_changed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # When the bot said, once and for good, that the group is not a pond of this shop.
+    stranger_notice_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+    @property
+    def served(self) -> bool:
+        return self.status == PondStatus.active and self.trust in SERVED_TRUST
+
+
+class OperatorGiveDay(SQLModel, table=True):
+    """Points a pond operator who is not a global operator gave in one pond on one local
+    day: the running total the `operator_give_daily_cap` setting bounds. Bumped in the
+    transaction of the `/give` it counts; the ledger keeps the audit trail."""
+
+    __tablename__ = "operator_give_day"
+
+    chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    actor_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    day: date = Field(sa_column=Column(Date, primary_key=True))
+    given: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
 class Member(SQLModel, table=True):

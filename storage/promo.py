@@ -31,6 +31,7 @@ from games.promo import CapVerdict, Interval, check_cap
 from games.settings import PondSettings
 from storage.dialect import insert_for
 from storage.models import (
+    SERVED_TRUST,
     BroadcastDelivery,
     DeliveryState,
     Member,
@@ -211,20 +212,31 @@ class PondView:
     timezone: str
     language: str
     settings: PondSettings
+    served: bool = True  # a pond of this shop (SPEC F1): only those get posts
 
 
 def _pond_view(p: Pond) -> PondView:
     return PondView(
-        p.chat_id, p.title, p.status, p.timezone, p.language, PondSettings.from_stored(p.settings)
+        p.chat_id,
+        p.title,
+        p.status,
+        p.timezone,
+        p.language,
+        PondSettings.from_stored(p.settings),
+        p.served,
     )
 
 
 async def active_ponds(session: AsyncSession) -> list[PondView]:
+    """The ponds a shop-wide post goes to: active, and ponds of this shop."""
     rows = (
         (
             await session.execute(
                 select(Pond)
-                .where(col(Pond.status) == PondStatus.active)
+                .where(
+                    col(Pond.status) == PondStatus.active,
+                    col(Pond.trust).in_([str(t) for t in SERVED_TRUST]),
+                )
                 .order_by(col(Pond.chat_id))
             )
         )
@@ -522,7 +534,7 @@ async def claim_deliveries(
     if not rows:
         return []
     by_chat = await ponds(session, [c for _i, c in rows])
-    gone = {i for i, c in rows if c not in by_chat or by_chat[c].status != PondStatus.active}
+    gone = {i for i, c in rows if c not in by_chat or not by_chat[c].served}
     live = [i for i, _c in rows if i not in gone]
     if gone:
         await session.execute(

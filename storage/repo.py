@@ -7,7 +7,7 @@ for both SQLite and PostgreSQL (`ON CONFLICT` exists in both dialects).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, Table, func, select, update
@@ -16,7 +16,16 @@ from sqlmodel import col
 
 from games.settings import PondSettings
 from storage.dialect import insert_for
-from storage.models import Member, Membership, Pond, PondStatus, utcnow
+from storage.models import (
+    SERVED_TRUST,
+    Member,
+    Membership,
+    OperatorGiveDay,
+    Pond,
+    PondStatus,
+    PondTrust,
+    utcnow,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +213,23 @@ async def migrate_pond(
                 status=PondStatus.active if old.status != PondStatus.inactive else old.status,
                 timezone=old.timezone,
                 language=old.language,
+                settings=old.settings,
+                trust=old.trust,
+                trusted_by=old.trusted_by,
+                trust_changed_at=old.trust_changed_at,
+                stranger_notice_at=old.stranger_notice_at,
                 created_at=old.created_at,
                 updated_at=now,
             )
         )
         await session.flush()
+    elif old.trust in SERVED_TRUST and new_exists.trust not in SERVED_TRUST | {PondTrust.revoked}:
+        # The new chat may have been seen (and judged on its own admins) first: the pond
+        # keeps the trust it had, as it keeps everything else.
+        new_exists.trust = old.trust
+        new_exists.trusted_by = old.trusted_by
+        new_exists.trust_changed_at = now
+        session.add(new_exists)
     if old.status != PondStatus.migrated or old.migrated_to != new_chat_id:
         old.status = PondStatus.migrated
         old.migrated_to = new_chat_id
@@ -326,3 +347,124 @@ async def change_pond_settings(
         .values(settings=new.overrides(), updated_at=now or utcnow())
     )
     return new
+
+
+# -- trust boundary (SPEC F1) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PondRecord:
+    """A group as `/ponds` lists it."""
+
+    chat_id: int
+    title: str
+    status: str
+    trust: str
+    trusted_by: int | None
+    migrated_to: int | None
+
+    @property
+    def served(self) -> bool:
+        return self.status == PondStatus.active and self.trust in SERVED_TRUST
+
+
+def _record(p: Pond) -> PondRecord:
+    return PondRecord(p.chat_id, p.title, p.status, p.trust, p.trusted_by, p.migrated_to)
+
+
+async def pond_record(session: AsyncSession, chat_id: int) -> PondRecord | None:
+    p = await session.get(Pond, chat_id)
+    return _record(p) if p else None
+
+
+async def list_ponds(session: AsyncSession) -> list[PondRecord]:
+    """Every group the bot knows, except the old ids of groups that became supergroups."""
+    rows = (
+        await session.scalars(
+            select(Pond)
+            .where(col(Pond.status) != PondStatus.migrated)
+            .order_by(col(Pond.title), col(Pond.chat_id))
+        )
+    ).all()
+    return [_record(p) for p in rows]
+
+
+async def unchecked_ponds(session: AsyncSession) -> list[int]:
+    """Active groups whose trust was never decided (ponds from before the boundary)."""
+    rows = await session.scalars(
+        select(col(Pond.chat_id)).where(
+            col(Pond.status) == PondStatus.active, col(Pond.trust) == PondTrust.unchecked
+        ).order_by(col(Pond.chat_id))
+    )
+    return list(rows.all())
+
+
+async def set_trust(
+    session: AsyncSession,
+    chat_id: int,
+    trust: PondTrust,
+    *,
+    only_from: frozenset[PondTrust] | None = None,
+    actor_id: int | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Set the pond's trust; with `only_from`, only when it is in one of those states (a
+    check decided outside the transaction never overrides an approval or a revocation
+    made meanwhile). True when the row changed."""
+    stmt = update(Pond).where(col(Pond.chat_id) == chat_id, col(Pond.trust) != str(trust))
+    if only_from is not None:
+        stmt = stmt.where(col(Pond.trust).in_([str(t) for t in only_from]))
+    values: dict[str, Any] = {"trust": str(trust), "trust_changed_at": now or utcnow()}
+    if actor_id is not None or trust in (PondTrust.approved, PondTrust.revoked):
+        values["trusted_by"] = actor_id
+    result = await session.execute(stmt.values(**values))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim_stranger_notice(
+    session: AsyncSession, chat_id: int, now: datetime | None = None
+) -> bool:
+    """True exactly once per group, across restarts and processes: whoever gets True
+    says that the group is not a pond."""
+    result = await session.execute(
+        update(Pond)
+        .where(col(Pond.chat_id) == chat_id, col(Pond.stranger_notice_at).is_(None))
+        .values(stranger_notice_at=now or utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def take_give_allowance(
+    session: AsyncSession, chat_id: int, actor_id: int, day: date, amount: int, cap: int
+) -> int | None:
+    """Count `amount` against what `actor_id` may give in the pond on `day`: the points
+    left afterwards, or None (nothing counted) when it would pass `cap`.
+
+    One conditional `UPDATE … WHERE given + :n <= :cap` on the day's row, so two gives
+    racing on PostgreSQL cannot both slip under the cap (SQLite writers take turns).
+    """
+    key = {"chat_id": chat_id, "actor_id": actor_id, "day": day}
+    await _upsert(session, OperatorGiveDay.__table__, {**key, "given": 0}, list(key), [])  # type: ignore[attr-defined]
+    where = [getattr(OperatorGiveDay, k) == v for k, v in key.items()]
+    given = col(OperatorGiveDay.given)
+    result = await session.execute(
+        update(OperatorGiveDay)
+        .where(*where, given + amount <= cap)
+        .values(given=given + amount)
+        .returning(given)
+    )
+    after = result.scalar_one_or_none()
+    return None if after is None else cap - int(after)
+
+
+async def give_allowance_left(
+    session: AsyncSession, chat_id: int, actor_id: int, day: date, cap: int
+) -> int:
+    given = await session.scalar(
+        select(col(OperatorGiveDay.given)).where(
+            col(OperatorGiveDay.chat_id) == chat_id,
+            col(OperatorGiveDay.actor_id) == actor_id,
+            col(OperatorGiveDay.day) == day,
+        )
+    )
+    return max(0, cap - int(given or 0))

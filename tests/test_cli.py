@@ -145,3 +145,16 @@ def test_secret_filter_scrubs_tokens_and_known_secrets(caplog: object) -> None:
     text = rec.getMessage()
     assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq" not in text and "s3cr3t-webhook" not in text
     assert "***" in text
+
+
+def test_run_refuses_to_start_without_operator_ids(tmp_path: Path) -> None:
+    r = run_cli(
+        "run",
+        env={"BOT_TOKEN": "123456:" + "A" * 35, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+             "OPERATOR_IDS": ""},
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "OPERATOR_IDS" in r.stderr and "@userinfobot" in r.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before anything was touched

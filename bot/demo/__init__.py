@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.demo.scenes import SCENES, setup_pond
+from bot.demo.scenes import SCENES, SHOP_OWNER, setup_pond
 from bot.emulator import Emulator
 
 
@@ -29,7 +29,7 @@ async def play(*, quiet: bool = False, pause: float = 0.05) -> tuple[str, list[d
                 bot_token=emu.token,
                 database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}",
                 telegram_api_base=emu.url,
-                operator_ids=frozenset(),
+                operator_ids=frozenset({SHOP_OWNER}),
                 log_level="WARNING",
             )
             stop = asyncio.Event()

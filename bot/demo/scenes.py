@@ -45,8 +45,13 @@ def said(text: str) -> Callable[[dict[str, Any]], bool]:
     return lambda m: text in str(m.get("text") or m.get("caption") or "")
 
 
+SHOP_OWNER = 1001  # in OPERATOR_IDS: the group they create is a pond of the shop
+
+
 async def setup_pond(emu: Emulator, *, pause: float) -> Cast:
-    cast = Cast(pond=-1001000000001, owner=1001, alice=1002, bob=1003, mei=1004, pause=pause)
+    cast = Cast(
+        pond=-1001000000001, owner=SHOP_OWNER, alice=1002, bob=1003, mei=1004, pause=pause
+    )
     emu.add_user(cast.owner, "老板娘", username="shop_owner", language_code="zh-hans")
     emu.add_user(cast.alice, "Alice", username="alice", language_code="zh-hans")
     emu.add_user(cast.bob, "阿强", username="bob_qiang", language_code="zh-hans")

@@ -39,6 +39,11 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("plan", N_("How many to invite: /plan 200 5")),
 )
 
+# Shown to global operators (OPERATOR_IDS) in a private chat only.
+GLOBAL_OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("ponds", N_("Which groups are ponds: /ponds approve CHAT_ID, /ponds revoke CHAT_ID")),
+)
+
 
 def command_description(text: str) -> str:
     return _(text)
@@ -48,22 +53,24 @@ def name_of(member: MemberView | None, fallback: str = "?") -> str:
     return html.quote(member.display_name if member else fallback)
 
 
-def help_text(*, operator: bool) -> str:
+def help_text(*, operator: bool, global_operator: bool = False) -> str:
     lines = [_("🐟 <b>pondbot</b> — what you can do here:")]
     lines += [f"/{cmd} — {_(desc)}" for cmd, desc in MEMBER_COMMANDS]
     if operator:
         lines.append("")
         lines.append(_("<b>Operator commands</b>:"))
         lines += [f"/{cmd} — {_(desc)}" for cmd, desc in OPERATOR_COMMANDS]
+        if global_operator:
+            lines += [f"/{cmd} — {_(desc)}" for cmd, desc in GLOBAL_OPERATOR_COMMANDS]
     return "\n".join(lines)
 
 
-def start_private(first_name: str, *, operator: bool) -> str:
+def start_private(first_name: str, *, operator: bool, global_operator: bool = False) -> str:
     greeting = _(
         "👋 Hi {name}! Your private chat with me is linked: coupon codes and "
         "personal notices will arrive here."
     ).format(name=html.quote(first_name))
-    return greeting + "\n\n" + help_text(operator=operator)
+    return greeting + "\n\n" + help_text(operator=operator, global_operator=global_operator)
 
 
 def welcome_pond(title: str) -> str:

@@ -39,6 +39,18 @@ async def bot_db(tmp_path: Path) -> AsyncIterator[Database]:
     await db.dispose()
 
 
+def serve_groups(session: FakeSession) -> None:
+    """The shop's world in these tests: the global operator administers the test group
+    (and, unless a test says otherwise in `session.admins`, every other group), so the
+    groups are ponds of the shop (SPEC F1)."""
+    session.admins[GROUP_ID] = [
+        owner(person(OWNER_ID, "Owner")),
+        admin(person(ADMIN_ID, "Admin", "shop_admin")),
+        admin(person(OPERATOR_ID, "Op")),
+    ]
+    session.default_admins = [admin(person(OPERATOR_ID, "Op"))]
+
+
 @asynccontextmanager
 async def running(
     db: Database, scheduler: Scheduler | None = None, session: FakeSession | None = None
@@ -47,10 +59,7 @@ async def running(
     known to the fake session; on the way out, no request may have broken the spec."""
     session = session or FakeSession()
     bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-    session.admins[GROUP_ID] = [
-        owner(person(OWNER_ID, "Owner")),
-        admin(person(ADMIN_ID, "Admin", "shop_admin")),
-    ]
+    serve_groups(session)
     outbox = Outbox(bot, limits=FAST, on_forbidden=chat_refused(db))
     dp = build_dispatcher(
         db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler

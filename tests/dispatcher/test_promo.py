@@ -29,6 +29,7 @@ from storage.db import Database
 from storage.models import (
     BroadcastDelivery,
     Pond,
+    PondTrust,
     PromoPost,
     PromoState,
     ScheduledTask,
@@ -472,9 +473,11 @@ async def test_placeholder_without_campaign_warns_in_the_preview(rig: Rig, group
 async def seed_ponds(
     db: Database, ids: list[int], *, inactive: frozenset[int] = frozenset()
 ) -> None:
+    """Ponds of the shop (approved by a global operator), some of them inactive."""
     async with db.transaction() as s:
         for chat_id in ids:
             await repo.upsert_pond(s, chat_id, title=f"P{chat_id}", chat_type="supergroup")
+            await repo.set_trust(s, chat_id, PondTrust.approved, actor_id=OPERATOR_ID)
         await s.execute(
             update(Pond).where(Pond.chat_id.in_(list(inactive))).values(status="inactive")  # type: ignore[attr-defined]
         )

@@ -18,7 +18,7 @@ from bot.outbox import Outbox
 from storage import ledger
 from storage.db import Database
 from storage.models import LedgerEntry, Member, RedPacket, RedPacketShare
-from tests.dispatcher.conftest import FAST, GROUP_ID, OPERATOR_ID
+from tests.dispatcher.conftest import FAST, GROUP_ID, OPERATOR_ID, serve_groups
 from tests.rig.client import Harness, group_chat, person
 from tests.rig.fake_session import BOT_ID, FakeSession, make_bot
 
@@ -29,6 +29,7 @@ TOTAL = 10_000
 
 async def test_a_thousand_concurrent_grabs_of_a_hundred_shares(db: Database) -> None:
     session = FakeSession()
+    serve_groups(session)  # the test group is a pond of the shop
     bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     outbox = Outbox(bot, limits=FAST)
     dp = build_dispatcher(db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}))

@@ -125,7 +125,8 @@ def pond(emu: Emulator) -> int:
     emu.add_user(BOB, "Bob", username="bob_b")
     emu.add_user(CAROL, "Carol", username="carol")
     emu.add_user(OPERATOR, "Operator", username="operator")
-    emu.create_group(POND, "E2E Pond", members=[ALICE, BOB, CAROL, OPERATOR], admins=[OWNER])
+    # The shop's operator (OPERATOR_IDS) is an admin: the group is a pond of the shop.
+    emu.create_group(POND, "E2E Pond", members=[ALICE, BOB, CAROL], admins=[OWNER, OPERATOR])
     return POND
 
 

@@ -127,7 +127,7 @@ async def test_sigkill_mid_traffic_keeps_the_ledger_exact(
 async def test_kicked_pond_goes_inactive_while_others_are_served(
     emu: Emulator, bot_process: BotProcess
 ) -> None:
-    emu.create_group(OTHER_POND, "Other pond", members=[BOB], admins=[OWNER])
+    emu.create_group(OTHER_POND, "Other pond", members=[BOB], admins=[OWNER, OPERATOR])
     emu.add_bot_to_group(OTHER_POND, OWNER, as_admin=True)
     await emu.wait_for_message(OTHER_POND, timeout=20, since=0)
     # Telegram refuses the next message to POND with 403 (kicked while we were busy).

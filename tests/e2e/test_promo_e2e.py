@@ -82,13 +82,14 @@ PONDS = 300
 
 
 def seed_ponds(db_path: Path, ids: list[int]) -> None:
-    """Ponds the bot already serves (registered long ago): rows in its database."""
+    """Ponds the bot already serves (registered and approved long ago): rows in its
+    database."""
     con = sqlite3.connect(db_path, timeout=30)
     try:
         con.executemany(
             "INSERT INTO pond (chat_id, title, chat_type, status, timezone, language, "
-            "settings, created_at, updated_at) VALUES (?, ?, 'supergroup', 'active', "
-            "'Asia/Shanghai', 'zh', '{}', '2026-01-01 00:00:00.000000', "
+            "settings, trust, created_at, updated_at) VALUES (?, ?, 'supergroup', 'active', "
+            "'Asia/Shanghai', 'zh', '{}', 'approved', '2026-01-01 00:00:00.000000', "
             "'2026-01-01 00:00:00.000000')",
             [(cid, f"鱼塘 {i}") for i, cid in enumerate(ids)],
         )

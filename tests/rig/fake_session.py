@@ -149,7 +149,8 @@ class FakeSession(BaseSession):
     * `delivered`: the requests that got a successful answer.
     * `latency`: seconds (on `clock`) each request takes before it is answered.
     * `fail_next(...)`, `add_result(...)`: script the next answers.
-    * `admins[chat_id] = [ChatMemberOwner(...), ChatMemberAdministrator(...)]`.
+    * `admins[chat_id] = [ChatMemberOwner(...), ChatMemberAdministrator(...)]`;
+      `default_admins`: the admins of every group not listed in `admins`.
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class FakeSession(BaseSession):
         self.request_times: list[float] = []
         self.delivered: list[TelegramMethod[Any]] = []
         self.admins: dict[int | str, list[ChatMemberOwner | ChatMemberAdministrator]] = {}
+        self.default_admins: list[ChatMemberOwner | ChatMemberAdministrator] = []
         self.closed = False
         self._faults: list[_Fault] = []
         self._planned: list[_Planned] = []
@@ -376,9 +378,9 @@ class FakeSession(BaseSession):
         if isinstance(method, GetMe):
             return self.bot_user
         if isinstance(method, GetChatAdministrators):
-            return list(self.admins.get(method.chat_id, []))
+            return list(self.admins.get(method.chat_id, self.default_admins))
         if isinstance(method, GetChatMember):
-            for member in self.admins.get(method.chat_id, []):
+            for member in self.admins.get(method.chat_id, self.default_admins):
                 if member.user.id == method.user_id:
                     return member
             if method.user_id == self.bot_user.id:
@@ -387,7 +389,7 @@ class FakeSession(BaseSession):
                 user=User(id=method.user_id, is_bot=False, first_name=f"User {method.user_id}")
             )
         if isinstance(method, GetChatMemberCount):
-            return len(self.admins.get(method.chat_id, [])) + 1
+            return len(self.admins.get(method.chat_id, self.default_admins)) + 1
         if isinstance(method, CreateChatInviteLink | EditChatInviteLink):
             return ChatInviteLink(
                 invite_link=f"https://t.me/+fake{next(self._link_ids):06d}",
