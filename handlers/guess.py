@@ -48,6 +48,7 @@ from bot.texts import games as texts
 from games.guess import LOOKS_LIKE_PRICE, Mode, parse_price, parse_round
 from games.parsing import ParseError
 from scheduler.core import Scheduler
+from scheduler.games import ANNOUNCE_WITHIN, reveal_round
 from storage import guess as store
 from storage import repo
 from storage.db import Database
@@ -188,18 +189,32 @@ def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: st
 
 async def restore_posts(router: Router) -> None:
     """At start: post the open rounds whose post never went out (bot.messaging, "lost
-    posts"); without it such a round would hold the pond's only slot unseen."""
+    posts"); without it such a round would hold the pond's only slot unseen. Reveals of
+    rounds closed lately that were never recorded as sent go out too."""
     deps = startup_deps(router)
-    async with deps.db.transaction(readonly=True) as session:
+    now = deps.scheduler.clock()
+    async with deps.db.transaction() as session:
         lost = await store.unposted(session)
-        ponds = await active_ponds(session, [r.chat_id for r in lost])
-    posted = 0
+        reveals = [
+            reveal
+            for round_id in await store.unrevealed(session, now - ANNOUNCE_WITHIN)
+            if (reveal := await store.close_round(session, round_id, now)) is not None
+        ]
+        chats = [r.chat_id for r in lost] + [r.chat_id for r in reveals]
+        ponds = await active_ponds(session, chats)
+    posted = revealed = 0
     for view in lost:
         pond = ponds.get(view.chat_id)
         if pond is not None:
             with deps.speaking(pond.language):
                 posted += post_round(deps.db, deps.outbox, view, pond.timezone)
+    for reveal in reveals:
+        pond = ponds.get(reveal.chat_id)
+        if pond is not None:
+            with deps.speaking(pond.language):
+                revealed += reveal_round(deps.db, deps.outbox, reveal, now)
     log_restored("guess round", posted)
+    log_restored("guess reveal", revealed)
 
 
 async def guess_command(

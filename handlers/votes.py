@@ -37,6 +37,7 @@ from bot.texts import games as texts
 from games.parsing import ParseError
 from games.votes import MAX_OPTIONS, parse_vote
 from scheduler.core import Scheduler
+from scheduler.games import ANNOUNCE_WITHIN, announce_vote
 from storage import repo
 from storage import votes as store
 from storage.db import Database
@@ -107,19 +108,31 @@ def post_vote(db: Database, outbox: Outbox, view: store.VoteView, timezone: str)
 
 async def restore_posts(router: Router) -> None:
     """At start: post the open votes whose post never went out (bot.messaging, "lost
-    posts")."""
+    posts"), and the results of votes closed lately that were never recorded as sent."""
     deps = startup_deps(router)
     now = deps.scheduler.clock()
-    async with deps.db.transaction(readonly=True) as session:
+    async with deps.db.transaction() as session:
         lost = await store.unposted(session, now)
-        ponds = await active_ponds(session, [v.chat_id for v in lost])
-    posted = 0
+        results = [
+            result
+            for vote_id in await store.unannounced(session, now - ANNOUNCE_WITHIN)
+            if (result := await store.close_vote(session, vote_id, now)) is not None
+        ]
+        chats = [v.chat_id for v in lost] + [r.vote.chat_id for r in results]
+        ponds = await active_ponds(session, chats)
+    posted = announced = 0
     for view in lost:
         pond = ponds.get(view.chat_id)
         if pond is not None:
             with deps.speaking(pond.language):
                 posted += post_vote(deps.db, deps.outbox, view, pond.timezone)
+    for result in results:
+        pond = ponds.get(result.vote.chat_id)
+        if pond is not None:
+            with deps.speaking(pond.language):
+                announced += announce_vote(deps.db, deps.outbox, result, pond.timezone, now)
     log_restored("vote", posted)
+    log_restored("vote result", announced)
 
 
 

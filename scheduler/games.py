@@ -6,25 +6,34 @@
 
 Each body is idempotent: the state change is `UPDATE … WHERE state = 'open'` in the
 same transaction as the payments (ledger keys name the round / newcomer), and the
-announcement is recorded (`revealed_at`, `announced_at`) only after the outbox has
-delivered it — a retried or handed-back run announces what was not announced yet, and
-nothing twice once it was.
+announcement is recorded (`revealed_at`, `announced_at`) only once Telegram answered it.
+A job does not wait for that answer (a busy pond's queue may hold it for minutes, and
+shutdown would wait with it): it queues the announcement with `Outbox.post`, which
+records the answer when it comes. An announcement that never went out (the process
+stopped first) is made by the features' start-up step (`unannounced` below) — a retried
+or handed-back run, or a restart, announces what was not announced yet, and nothing
+twice once it was recorded.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from aiogram.methods import EditMessageText, SendMessage
 from aiogram.types import Message, ReplyParameters
 
+from bot.outbox import Outbox
 from bot.texts import games as texts
 from scheduler.core import Scheduler, TaskRun
 from storage import guess, invites, repo, votes
+from storage.db import Database
 
 if TYPE_CHECKING:
     from scheduler.jobs import JobDeps
 
+# A reveal or result that never went out is made at start only for what closed lately.
+ANNOUNCE_WITHIN = timedelta(days=2)
 GUESS_CLOSE = "guess.close"
 VOTE_CLOSE = "vote.close"
 CREDIT = "invites.credit"
@@ -36,6 +45,55 @@ def _replying(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
+def reveal_round(db: Database, outbox: Outbox, reveal: guess.Reveal, now: datetime) -> bool:
+    """Queue a closed round's reveal post (texts in the caller's language); it is
+    recorded as revealed once Telegram answered it. False: already on its way."""
+
+    async def record(_: Message) -> None:
+        async with db.transaction() as session:
+            await guess.mark_revealed(session, reveal.round_id, now)
+
+    queued = outbox.post(
+        SendMessage(
+            chat_id=reveal.chat_id,
+            text=texts.reveal(reveal),
+            reply_parameters=_replying(reveal.message_id),
+        ),
+        key=f"{GUESS_CLOSE}:{reveal.round_id}",
+        record=record,
+    )
+    return queued is not None
+
+
+def announce_vote(
+    db: Database, outbox: Outbox, result: votes.Result, timezone: str, now: datetime
+) -> bool:
+    """Freeze a closed vote's post (final counts, no buttons) and queue its result post
+    (texts in the caller's language), recorded as announced once Telegram answered it.
+    False: already on its way."""
+    view = result.vote
+    if outbox.posting(f"{VOTE_CLOSE}:{view.id}"):
+        return False
+    if view.message_id is not None:
+        final = texts.vote_post(view, result.counts, timezone, closed=True)
+        outbox.send(EditMessageText(chat_id=view.chat_id, message_id=view.message_id, text=final))
+
+    async def record(_: Message) -> None:
+        async with db.transaction() as session:
+            await votes.mark_announced(session, view.id, now)
+
+    queued = outbox.post(
+        SendMessage(
+            chat_id=view.chat_id,
+            text=texts.vote_result(view, result.counts),
+            reply_parameters=_replying(view.message_id),
+        ),
+        key=f"{VOTE_CLOSE}:{view.id}",
+        record=record,
+    )
+    return queued is not None
+
+
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:
     async def close_guess(run: TaskRun) -> None:
         round_id = int(run.payload["round_id"])
@@ -45,14 +103,7 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
         if reveal is None or reveal.revealed:
             return
         with deps.language(pond.language if pond else ""):
-            text = texts.reveal(reveal)
-        await deps.outbox.send(
-            SendMessage(
-                chat_id=reveal.chat_id, text=text, reply_parameters=_replying(reveal.message_id)
-            )
-        )
-        async with deps.db.transaction() as session:
-            await guess.mark_revealed(session, round_id, run.now)
+            reveal_round(deps.db, deps.outbox, reveal, run.now)
 
     async def close_vote(run: TaskRun) -> None:
         vote_id = int(run.payload["vote_id"])
@@ -61,23 +112,8 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
             pond = None if result is None else await repo.get_pond(session, result.vote.chat_id)
         if result is None or result.announced:
             return
-        view = result.vote
         with deps.language(pond.language if pond else ""):
-            final = texts.vote_post(view, result.counts, pond.timezone if pond else "", closed=True)
-            summary = texts.vote_result(view, result.counts)
-        if view.message_id is not None:
-            # The post keeps the final counts and loses its buttons.
-            deps.outbox.send(
-                EditMessageText(chat_id=view.chat_id, message_id=view.message_id, text=final)
-            )
-        sent = await deps.outbox.send(
-            SendMessage(
-                chat_id=view.chat_id, text=summary, reply_parameters=_replying(view.message_id)
-            )
-        )
-        assert sent is None or isinstance(sent, Message)
-        async with deps.db.transaction() as session:
-            await votes.mark_announced(session, vote_id, run.now)
+            announce_vote(deps.db, deps.outbox, result, pond.timezone if pond else "", run.now)
 
     async def credit_referrals(run: TaskRun) -> None:
         async with deps.db.transaction() as session:

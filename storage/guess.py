@@ -392,6 +392,20 @@ async def close_round(session: AsyncSession, round_id: int, now: datetime) -> Re
     )
 
 
+async def unrevealed(session: AsyncSession, since: datetime) -> list[int]:
+    """Rounds closed since `since` whose reveal post was never recorded as sent."""
+    rows = await session.execute(
+        select(col(GuessRound.id))
+        .where(
+            col(GuessRound.state) == "closed",
+            col(GuessRound.revealed_at).is_(None),
+            col(GuessRound.closed_at) >= since,
+        )
+        .order_by(col(GuessRound.id))
+    )
+    return [i for i in rows.scalars().all() if i is not None]
+
+
 async def mark_revealed(session: AsyncSession, round_id: int, now: datetime) -> None:
     await session.execute(
         update(GuessRound).where(col(GuessRound.id) == round_id).values(revealed_at=now)

@@ -227,5 +227,19 @@ async def close_vote(session: AsyncSession, vote_id: int, now: datetime) -> Resu
     return Result(_view(row), tuple(counts), closed_now, row.announced_at is not None)
 
 
+async def unannounced(session: AsyncSession, since: datetime) -> list[int]:
+    """Votes closed since `since` whose result post was never recorded as sent."""
+    rows = await session.execute(
+        select(col(Vote.id))
+        .where(
+            col(Vote.state) == "closed",
+            col(Vote.announced_at).is_(None),
+            col(Vote.closed_at) >= since,
+        )
+        .order_by(col(Vote.id))
+    )
+    return [i for i in rows.scalars().all() if i is not None]
+
+
 async def mark_announced(session: AsyncSession, vote_id: int, now: datetime) -> None:
     await session.execute(update(Vote).where(col(Vote.id) == vote_id).values(announced_at=now))

@@ -23,7 +23,7 @@ from bot.outbox import Limits, Outbox
 from bot.polling import handle_batch
 from handlers.red_packet import RedPacketCB
 from handlers.votes import VoteButton
-from scheduler.core import Scheduler
+from scheduler.core import Scheduler, TaskRun
 from storage import repo
 from storage.db import Database
 from storage.models import GuessRound, LedgerEntry, RedPacket, RedPacketShare, Vote, VoteBallot
@@ -331,3 +331,49 @@ async def test_a_busy_pond_holds_up_no_other_pond_with_real_limits(
         assert stopped < 4.0
     print(f"batch handled in {handled:.2f}s, pond B answered after {answered_b:.2f}s, "
           f"outbox stopped in {stopped:.2f}s")
+
+
+# -- announcements: a closing job does not wait for the pond's queue ---------------------
+
+CLOSINGS = {
+    "guess.close": ("/guessprice 199 1h 100 Dress", GuessRound, "round_id", "revealed_at"),
+    "vote.close": ("/vote 1h Which one? | Rose | Camellia", Vote, "vote_id", "announced_at"),
+}
+
+
+@pytest.mark.parametrize("job", sorted(CLOSINGS))
+async def test_a_closing_job_does_not_wait_and_a_lost_announcement_is_made_at_start(
+    bot_db: Database, group: Chat, job: str
+) -> None:
+    command_text, table, id_name, done_column = CLOSINGS[job]
+    announced = getattr(table, done_column)
+    async with served(bot_db) as h:
+        await h.member(group, person(OPERATOR_ID, "Op")).send(command_text)
+        await h.settle()
+        game_id = await scalar(bot_db, select(table.id))  # type: ignore[attr-defined]
+        before = len(h.session.delivered_of(SendMessage))
+        # The pond's queue is held for half a minute: the job queues its announcement
+        # and returns; the stop that follows does not wait for it either.
+        h.session.fail_next("sendMessage", chat_id=GROUP_ID, retry_after=30)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        run = TaskRun(
+            key=f"{job}:{game_id}", job=job, payload={id_name: game_id}, chat_id=GROUP_ID,
+            due=T0, now=T0.replace(hour=14),
+        )
+        await h.dp["scheduler"].jobs[job](run)
+        assert loop.time() - started < 1.0
+        await h.outbox.stop(drain_timeout=1)
+        assert loop.time() - started < 3.0
+        assert await scalar(bot_db, select(announced)) is None
+        assert len(h.session.delivered_of(SendMessage)) == before
+    async with served(bot_db) as h:  # the next start makes the announcement, once
+        await h.dp.emit_startup(bot=h.bot)
+        await h.dp.emit_startup(bot=h.bot)
+        await h.settle()
+        assert len(h.session.delivered_of(SendMessage)) == 1
+        assert await scalar(bot_db, select(announced)) is not None
+    async with served(bot_db) as h:
+        await h.dp.emit_startup(bot=h.bot)
+        await h.settle()
+        assert h.session.delivered_of(SendMessage) == []
