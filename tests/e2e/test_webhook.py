@@ -30,7 +30,7 @@ async def test_webhook_checks_the_secret_and_handles_updates(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'hook.db'}",
         telegram_api_base=emu.url,
         webhook_secret=SECRET,
-        operator_ids=frozenset(),
+        operator_ids=frozenset({OPERATOR}),  # an admin of the pond: the group is a pond
     )
     async with create_app(settings) as app:
         web_app = build_webhook_app(app, settings.webhook_secret_value())
