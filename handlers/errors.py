@@ -15,6 +15,7 @@ from aiogram.dispatcher.event.bases import SkipHandler
 from aiogram.types import ErrorEvent
 
 from bot.dedup import Unconfirmed
+from bot.operators import AdminsUnavailable
 
 log = logging.getLogger("pondbot.errors")
 
@@ -28,6 +29,10 @@ def setup() -> Router:
 async def on_error(event: ErrorEvent) -> bool:
     if isinstance(event.exception, Unconfirmed):
         raise SkipHandler  # unhandled: the dispatcher re-raises it to the transport
+    if isinstance(event.exception, AdminsUnavailable):
+        # Telegram's weather (messages and presses were asked to try again already).
+        log.warning("update %s: %s", event.update.update_id, event.exception)
+        return True
     log.error(
         "update %s failed: %s",
         event.update.update_id,
