@@ -39,6 +39,8 @@ async def test_html_pages_and_5xx_neither_stop_the_bot_nor_lose_work(
     emu: Emulator, pond: int, tmp_path: Path
 ) -> None:
     # Telegram's front end is having a bad minute as the bot starts.
+    emu.inject_fault("getMe", kind="html502", times=1)
+    emu.inject_fault("deleteWebhook", kind="reset", times=1)
     emu.inject_fault("getUpdates", kind="html502", times=3)
     emu.inject_fault("setMyCommands", kind="500", times=1)
     proc = BotProcess(emu, tmp_path)
@@ -73,6 +75,7 @@ async def test_html_pages_and_5xx_neither_stop_the_bot_nor_lose_work(
     assert proc.invariant_ok()
     logs = proc.logs()
     assert logs.count("getUpdates failed") >= 5  # one line a failure ...
+    assert "getMe failed" in logs and "deleteWebhook failed" in logs
     assert "Traceback" not in logs  # ... and no traceback for any of them
     assert "<html>" not in logs
     assert emu.token not in logs and emu.token.split(":")[1] not in logs
