@@ -13,6 +13,7 @@ from aiogram.types import (
     ChatMemberLeft,
     ChatMemberMember,
     ChatMemberUpdated,
+    Message,
     User,
 )
 from sqlalchemy import func, select
@@ -372,3 +373,56 @@ async def test_the_cap_is_a_pond_setting(harness: Harness, group: Chat) -> None:
     assert "+30" in await told(harness, pond_admin, "/give @bob_b 30")
     assert "⛔" in await told(harness, pond_admin, "/give @bob_b 1")
     assert await balance(harness, BOB.id) == 30
+
+
+async def test_the_daily_allowance_is_counted_exactly_on_every_backend(db: Database) -> None:
+    day = datetime(2026, 3, 1, tzinfo=UTC).date()
+    async with db.transaction() as s:
+        await repo.upsert_pond(s, GROUP_ID, title="t", chat_type="supergroup")
+        assert await repo.take_give_allowance(s, GROUP_ID, ADMIN_ID, day, 1500, 2000) == 500
+        assert await repo.take_give_allowance(s, GROUP_ID, ADMIN_ID, day, 501, 2000) is None
+        assert await repo.give_allowance_left(s, GROUP_ID, ADMIN_ID, day, 2000) == 500
+        assert await repo.take_give_allowance(s, GROUP_ID, ADMIN_ID, day, 500, 2000) == 0
+        # Another operator, another day: allowances of their own.
+        assert await repo.take_give_allowance(s, GROUP_ID, 5, day, 2000, 2000) == 0
+        next_day = day + timedelta(days=1)
+        assert await repo.take_give_allowance(s, GROUP_ID, ADMIN_ID, next_day, 1, 2000) == 1999
+        # Trust changes only from the states it is allowed to.
+        assert await repo.set_trust(s, GROUP_ID, PondTrust.revoked, actor_id=OPERATOR_ID)
+        assert not await repo.set_trust(
+            s, GROUP_ID, PondTrust.operator, only_from=frozenset({PondTrust.unchecked})
+        )
+        assert await repo.claim_stranger_notice(s, GROUP_ID)
+        assert not await repo.claim_stranger_notice(s, GROUP_ID)
+        record = await repo.pond_record(s, GROUP_ID)
+    assert record is not None and record.trust == PondTrust.revoked
+    assert record.trusted_by == OPERATOR_ID and not record.served
+
+
+async def test_an_approved_pond_stays_a_pond_when_it_becomes_a_supergroup(
+    harness: Harness,
+) -> None:
+    old = group_chat(-4007, "Small group").model_copy(update={"type": "group"})
+    new_id = -1004000000007
+    harness.session.admins[old.id] = [owner(STRANGER)]
+    harness.session.admins[new_id] = [owner(STRANGER)]  # no global operator in either
+    await harness.feed_event(my_chat_member=bot_status(old, OP, "left", "member"))
+    new = group_chat(new_id, "Small group")
+    await harness.feed_event(
+        message=Message(
+            message_id=1, date=harness.now, chat=new, from_user=STRANGER,
+            migrate_from_chat_id=old.id,
+        )
+    )
+    await harness.feed_event(
+        message=Message(
+            message_id=99, date=harness.now, chat=old, from_user=STRANGER,
+            migrate_to_chat_id=new_id,
+        )
+    )
+    await harness.member(new, BOB).send("/checkin")
+    await harness.settle()
+    assert await balance(harness, BOB.id) > 0
+    assert all(str(new_id) not in t for t in harness.session.sent_texts(new_id))  # no notice
+    row = await pond_row(harness.db, new_id)  # type: ignore[attr-defined]
+    assert row is not None and row.trust == PondTrust.approved
