@@ -20,7 +20,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramRetryAfter, TelegramUnauthorizedError
+from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter, TelegramUnauthorizedError
 from aiogram.methods import TelegramMethod
 from aiogram.types import (
     BotCommand,
@@ -246,7 +246,7 @@ async def _started(
             log.warning(
                 "%s failed (%s); retrying in %.0fs",
                 what,
-                describe(exc, bot.token, trace=not is_transient(exc)),
+                describe(exc, bot.token, trace=not _known(exc)),
                 wait,
             )
             delay = min(delay * 2, 30.0)
@@ -277,6 +277,11 @@ async def keep_setting_commands(bot: Bot, default_language: str, *, delay: float
         else:
             return
         await asyncio.sleep(wait)
+
+
+def _known(exc: BaseException) -> bool:
+    """A failure one line describes: Telegram's answer, or its weather."""
+    return isinstance(exc, TelegramAPIError) or is_transient(exc)
 
 
 @asynccontextmanager

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
+    TelegramAPIError,
     TelegramConflictError,
     TelegramRetryAfter,
     TelegramUnauthorizedError,
@@ -199,6 +200,10 @@ async def poll(
         except Exception as exc:
             if is_transient(exc):
                 log.warning(
+                    "getUpdates failed (%s); retrying in %.0fs", describe(exc, bot.token), delay
+                )
+            elif isinstance(exc, TelegramAPIError):  # Telegram's answer, but not a usual one
+                log.error(
                     "getUpdates failed (%s); retrying in %.0fs", describe(exc, bot.token), delay
                 )
             else:
