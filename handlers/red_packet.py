@@ -412,7 +412,8 @@ class RedPackets:
                     reply_parameters=ReplyParameters(
                         message_id=message.message_id, allow_sending_without_reply=True
                     ),
-                )
+                ),
+                droppable=True,  # a courtesy: the board shows the grab anyway
             )
         self._after(grab, outbox, pond)
 
