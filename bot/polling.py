@@ -167,8 +167,9 @@ async def poll(
     """Fetch, handle and confirm batches until `stop` is set.
 
     Nothing Telegram answers ends the loop but a 401 (the token is wrong): a 5xx, an
-    HTML page instead of JSON, a timeout, a dropped connection or anything unexpected
-    is one warning line and another try after a growing pause. A batch is confirmed up
+    HTML page instead of JSON, a timeout or a dropped connection is one warning line
+    (anything unexpected one error with its traceback) and another try after a growing
+    pause. A batch is confirmed up
     to its first update left unhandled (the database failed it); from there it is
     fetched again after a growing pause, so a database outage is not a hot loop."""
     offset: int | None = None
