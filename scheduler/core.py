@@ -5,48 +5,77 @@ A task is a row (key, job name, time, JSON payload of ids). `schedule()` writes 
 inside the caller's unit of work when given its session, so a red packet and its expiry
 are created together — and arms an APScheduler date job with the task's key as its
 stable id once the row is committed. On start every pending row is armed again
-(`replace_existing=True`: restarts never add copies), and a slow sweep catches anything
-due that no alarm covers.
+(`replace_existing=True`: restarts never add copies), and a sweep every few seconds
+catches anything due that no alarm covers.
 
-A run first *claims* its row: `UPDATE … SET state='running' WHERE key=… AND
-state='pending' AND run_at <= now`. Only the process whose update changed the row runs
-the job, so a task runs once even with two processes started by mistake. A job that
-raises is retried a few times with a growing delay, then recorded as failed. A task due
-while the bot was down runs late if it is a deadline (`catch_up=True`, the default);
-a post (`catch_up=False`) runs within its grace window or is recorded as `missed`.
+A run first *claims* its row: `UPDATE … SET state='running', owner=<this instance>,
+claim=<a fresh token>, heartbeat_at=now WHERE key=… AND state='pending' AND run_at <= now`.
+Only the process whose update changed the row runs the job, so a task runs once even
+with two processes started by mistake. What the run ends with is recorded only under
+its own token: a run that lost its claim cannot overwrite the run that took it over.
+A task due while the bot was down runs late if it is a deadline (`catch_up=True`, the
+default); a post (`catch_up=False`) runs within its grace window or is recorded as
+`missed`.
+
+Healing. Every process start is an *instance* with a random id. While it runs tasks it
+refreshes their `heartbeat_at` every `HEARTBEAT_SECONDS`; a claim whose heartbeat is
+older than `STALE_AFTER` belongs to an instance that is gone, and the sweep (and the
+start) hands it back and runs it again — within seconds, not after a lease. Only one
+instance schedules: on PostgreSQL the one holding an advisory lock, on SQLite the one
+holding a file lock beside the database. The kernel releases that file lock only when
+its process ends, so on SQLite the instance that gets it knows every other claim is
+orphaned and takes them over at once. The others wait and try for the lock again. A run
+whose heartbeat finds its claim taken is cancelled.
+
+A job that raises is retried with exponential backoff (`retry_delay`: 10 s doubling to
+30 min) for about a day (`MAX_ATTEMPTS`), each failure logged in one line with its
+reason; only then is the task `failed`. A run longer than `RUN_TIMEOUT` is a failure.
 
 APScheduler marks a run done when it is submitted, so a crash in the middle of a job is
-not retried by it: a row left `running` after a crash is handed back on the next start
-(after `LEASE`), and jobs are written to be idempotent (ledger keys, stored progress).
-On PostgreSQL only the instance holding an advisory lock runs the scheduler.
+not retried by it: the row is left `running` and is taken over as above, so every job
+is written to be idempotent (ledger keys, guarded state changes, stored progress).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
+import secrets
+import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import select, text, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from bot.logs import SecretFilter
 from games.promo import crontab_weekdays
 from storage.db import Database, after_commit
 from storage.models import ScheduledTask, TaskState, utcnow
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)
-SWEEP_SECONDS = 15
-MAX_ATTEMPTS = 3
+HEARTBEAT_SECONDS = 2.0  # how often an instance says its runs are alive
+STALE_AFTER = timedelta(seconds=10)  # a claim not refreshed for this long is orphaned
+SWEEP_SECONDS = 3.0
+LOCK_RETRY_SECONDS = 3.0  # a waiting instance tries for the scheduler lock this often
+RETRY_FIRST = timedelta(seconds=10)
+RETRY_CAP = timedelta(minutes=30)
+MAX_ATTEMPTS = 56  # 10 s, 20 s … 21 min, then every 30 min: about 24 h of retries
+RUN_TIMEOUT = timedelta(hours=1)  # a run still going after this is a failure
+STOP_WAIT_SECONDS = 10.0
 SCHEDULER_LOCK_KEY = 0x706F6E64_5343  # "pondSC"
 
 
@@ -78,17 +107,77 @@ def next_cron_time(expr: str, tz: str, after: datetime) -> datetime | None:
     return None if nxt is None else nxt.astimezone(UTC)
 
 
+def retry_delay(attempts: int) -> timedelta:
+    """How long a task waits after its `attempts`-th run failed (10 s doubling, ≤ 30 min)."""
+    doublings = min(max(attempts - 1, 0), 20)
+    return min(RETRY_FIRST * (1 << doublings), RETRY_CAP)
+
+
+def takeover_delay(attempts: int) -> timedelta:
+    """How long a task waits after its `attempts`-th run died with its process: the first
+    time it runs again at once; a task that keeps taking its process down backs off."""
+    return timedelta(0) if attempts <= 1 else retry_delay(attempts - 1)
+
+
+def new_instance_id() -> str:
+    """This process start's name in claims: host and pid for people, random for safety."""
+    host = socket.gethostname().split(".")[0][:32] or "host"
+    return f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+_SCRUB = SecretFilter()
+# What a claim holds, cleared when its run ends.
+_RELEASED: dict[str, Any] = {"owner": None, "claim": None, "heartbeat_at": None}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a run failed (what operators see, and the log), token-free."""
+    detail = " ".join(str(exc).split())
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return _SCRUB.scrub(reason)[:255]
+
+
+@dataclass
+class _Run:
+    """A run in flight in this instance."""
+
+    claim: str
+    job: asyncio.Future[None]
+    lost: bool = False  # its claim was taken over: the run was cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    key: str
+    owner: str | None
+    claim: str | None
+    heartbeat_at: datetime | None
+    attempts: int
+
+
 @dataclass
 class Scheduler:
     db: Database
     clock: Callable[[], datetime] = utcnow
     sweep_seconds: float = SWEEP_SECONDS
     jobs: dict[str, JobFunc] = field(default_factory=dict)
+    instance: str = field(default_factory=new_instance_id)
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
+    stale_after: timedelta = STALE_AFTER
+    lock_retry_seconds: float = LOCK_RETRY_SECONDS
+    max_attempts: int = MAX_ATTEMPTS
+    run_timeout: timedelta = RUN_TIMEOUT
+    stop_wait_seconds: float = STOP_WAIT_SECONDS
 
     def __post_init__(self) -> None:
         self._aps: AsyncIOScheduler | None = None
         self._lock_conn: AsyncConnection | None = None
+        self._lock_file: IO[bytes] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._runs: dict[str, _Run] = {}
+        self._firing: Counter[str] = Counter()  # keys whose alarm is running now
+        self._background: set[asyncio.Task[None]] = set()
+        self._started = False
         self.active = False
 
     # -- registry --------------------------------------------------------------------
@@ -167,41 +256,96 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> bool:
-        """Start if this process may run the scheduler; returns whether it does."""
-        if not await self._take_lock():
-            log.info("another instance runs the scheduler; this one only serves updates")
-            return False
+        """Start scheduling if this instance may; returns whether it does now. One that
+        may not (another instance schedules) keeps trying, and takes over when it can."""
+        if self._started:
+            return self.active
+        self._started = True
+        self._spawn(self._heartbeats())
+        if await self._take_lock():
+            await self._lead()
+            return True
+        log.info("another instance runs the scheduler; this one waits to take over")
+        self._spawn(self._wait_for_lock())
+        return False
+
+    async def _lead(self) -> None:
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._aps.start()
         self.active = True
         await self._recover()
-        self._aps.add_job(
-            self.sweep,
-            "interval",
-            seconds=self.sweep_seconds,
-            id="pondbot.sweep",
-            replace_existing=True,
-            coalesce=True,
-            max_instances=1,
-        )
-        return True
+        self._spawn(self._ticks())
+        log.info("scheduler running as instance %s", self.instance)
+
+    async def _wait_for_lock(self) -> None:
+        while self._started and not self.active:
+            await asyncio.sleep(self.lock_retry_seconds)
+            try:
+                if await self._take_lock():
+                    await self._lead()
+            except Exception as exc:  # the database is away: try again later
+                log.warning("scheduler lock: %s", failure_reason(exc))
 
     async def stop(self) -> None:
+        self._started = False
         self.active = False
         if self._aps is not None:
             self._aps.pause()  # no new runs; let the ones in flight finish first
         if self._running:
-            await asyncio.wait(list(self._running), timeout=10)
+            await asyncio.wait(list(self._running), timeout=self.stop_wait_seconds)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background))
+        if self._running:
+            await self._abandon()
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
         if self._lock_conn is not None:
             await self._lock_conn.close()
             self._lock_conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the file lock
+            self._lock_file = None
+
+    async def _abandon(self) -> None:
+        """Runs still going at the end of a stop: cancel them and hand their tasks back
+        at once, so the next start runs them without waiting for the heartbeat to age."""
+        claims = [run.claim for run in self._runs.values()]
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.wait(list(self._running), timeout=2)
+        if not claims:
+            return
+        now = self.clock()
+        with contextlib.suppress(Exception):  # if the database is away they age instead
+            async with self.db.transaction() as session:
+                await session.execute(
+                    update(ScheduledTask)
+                    .where(
+                        col(ScheduledTask.claim).in_(claims),
+                        col(ScheduledTask.state) == TaskState.running,
+                    )
+                    .values(
+                        state=TaskState.pending,
+                        run_at=now,
+                        owner=None,
+                        claim=None,
+                        heartbeat_at=None,
+                        last_error="interrupted by a shutdown",
+                    )
+                )
+            log.warning("scheduler stopped with %d run(s) in flight: handed back", len(claims))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _take_lock(self) -> bool:
         if self.db.is_sqlite:
-            return True  # one process serves a SQLite file; claims guard the rest
+            return self._take_file_lock()
         conn = await self.db.engine.connect()
         got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_LOCK_KEY})
         await conn.commit()
@@ -211,18 +355,34 @@ class Scheduler:
         await conn.close()
         return False
 
+    def _take_file_lock(self) -> bool:
+        """On SQLite, one scheduler per database file: a lock beside it that the kernel
+        drops when its holder's process ends, however it ends."""
+        name = self.db.url.database
+        if not name or name == ":memory:" or name.startswith("file:"):
+            return True  # a private database: nobody else can see it
+        path = Path(name).expanduser()
+        handle = path.with_name(path.name + "-scheduler.lock").open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether holding the lock proves every other instance's claim orphaned: on
+        SQLite the file lock is released only when its process ends. (A PostgreSQL
+        session can lose its lock while its process lives on, so there the heartbeat
+        decides.)"""
+        return self.active and self.db.is_sqlite
+
     async def _recover(self) -> None:
-        """Hand back interrupted runs, then arm every pending task."""
-        now = self.clock()
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(ScheduledTask)
-                .where(
-                    col(ScheduledTask.state) == TaskState.running,
-                    col(ScheduledTask.claimed_at) < now - LEASE,
-                )
-                .values(state=TaskState.pending)
-            )
+        """Take over orphaned runs, then arm every pending task."""
+        await self.take_over(everyone_else=self.exclusive, arm=False)  # armed below
+        async with self.db.transaction(readonly=True) as session:
             rows = (
                 await session.execute(
                     select(col(ScheduledTask.key), col(ScheduledTask.run_at)).where(
@@ -247,27 +407,156 @@ class Scheduler:
             coalesce=True,
         )
 
-    async def sweep(self) -> None:
-        """Run whatever is due and not running (alarms lost, rows added elsewhere)."""
-        now = self.clock()
+    async def _due(self, now: datetime) -> list[tuple[str, datetime]]:
         async with self.db.transaction(readonly=True) as session:
-            keys = (
+            rows = (
+                await session.execute(
+                    select(col(ScheduledTask.key), col(ScheduledTask.run_at))
+                    .where(
+                        col(ScheduledTask.state) == TaskState.pending,
+                        col(ScheduledTask.run_at) <= now,
+                    )
+                    .order_by(col(ScheduledTask.run_at))
+                    .limit(200)
+                )
+            ).all()
+        return [(str(k), at) for k, at in rows]
+
+    async def sweep(self) -> None:
+        """Take over orphaned runs, then run whatever is due, one after the other."""
+        await self.take_over()
+        for key, _at in await self._due(self.clock()):
+            await self._fire(key)
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            await self._tick()
+
+    async def _tick(self) -> None:
+        """The periodic sweep: orphans taken over, due tasks armed (each alarm runs its
+        task on its own, so a long broadcast does not hold the others up)."""
+        try:
+            taken = set(await self.take_over())  # armed already
+            for key, at in await self._due(self.clock()):
+                if key not in taken and key not in self._firing:
+                    self._arm(key, at)
+        except Exception as exc:  # the database is away: the next tick tries again
+            log.warning("scheduler sweep: %s", failure_reason(exc))
+
+    # -- healing -----------------------------------------------------------------------
+
+    async def orphans(self, *, everyone_else: bool = False) -> list[Orphan]:
+        """Claims whose owner is gone: heartbeat older than `stale_after` (or, with
+        `everyone_else`, every claim but this instance's own runs)."""
+        now = self.clock()
+        query = select(
+            col(ScheduledTask.key),
+            col(ScheduledTask.owner),
+            col(ScheduledTask.claim),
+            col(ScheduledTask.heartbeat_at),
+            col(ScheduledTask.attempts),
+        ).where(col(ScheduledTask.state) == TaskState.running)
+        if not everyone_else:
+            query = query.where(
+                or_(
+                    col(ScheduledTask.heartbeat_at).is_(None),
+                    col(ScheduledTask.heartbeat_at) < now - self.stale_after,
+                )
+            )
+        async with self.db.transaction(readonly=True) as session:
+            rows = (await session.execute(query.limit(500))).all()
+        mine = {run.claim for run in self._runs.values()}
+        return [Orphan(*r) for r in rows if r[2] is None or r[2] not in mine]
+
+    async def take_over(self, *, everyone_else: bool = False, arm: bool = True) -> list[str]:
+        """Hand orphaned runs back (their own backoff if they keep dying) and arm them;
+        the keys taken over."""
+        found = await self.orphans(everyone_else=everyone_else)
+        if not found:
+            return []
+        now = self.clock()
+        taken: list[tuple[str, datetime]] = []
+        async with self.db.transaction() as session:
+            for o in found:
+                at = now + takeover_delay(o.attempts)
+                claim_is = (
+                    col(ScheduledTask.claim).is_(None)
+                    if o.claim is None
+                    else col(ScheduledTask.claim) == o.claim
+                )
+                result = await session.execute(
+                    update(ScheduledTask)
+                    .where(
+                        col(ScheduledTask.key) == o.key,
+                        col(ScheduledTask.state) == TaskState.running,
+                        claim_is,
+                    )
+                    .values(
+                        state=TaskState.pending,
+                        run_at=at,
+                        owner=None,
+                        claim=None,
+                        heartbeat_at=None,
+                        last_error=f"interrupted: instance {o.owner or '?'} stopped"[:255],
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    taken.append((o.key, at))
+        for key, at in taken if arm else []:
+            self._arm(key, at)
+        for o in found:
+            if any(key == o.key for key, _ in taken):
+                silent = "never" if o.heartbeat_at is None else str(now - o.heartbeat_at)
+                log.warning(
+                    "task %s taken over from instance %s (last heartbeat: %s ago, attempt %d)",
+                    o.key,
+                    o.owner or "?",
+                    silent,
+                    o.attempts,
+                )
+        return [key for key, _ in taken]
+
+    async def heartbeat(self) -> None:
+        """Say this instance's runs are alive; cancel those whose claim was taken over."""
+        runs = dict(self._runs)
+        if not runs:
+            return
+        claims = [r.claim for r in runs.values()]
+        now = self.clock()
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(ScheduledTask)
+                .where(
+                    col(ScheduledTask.claim).in_(claims),
+                    col(ScheduledTask.state) == TaskState.running,
+                )
+                .values(heartbeat_at=now)
+            )
+            if result.rowcount == len(claims):  # type: ignore[attr-defined]
+                return
+            kept = set(
                 (
                     await session.execute(
-                        select(col(ScheduledTask.key))
-                        .where(
-                            col(ScheduledTask.state) == TaskState.pending,
-                            col(ScheduledTask.run_at) <= now,
-                        )
-                        .order_by(col(ScheduledTask.run_at))
-                        .limit(200)
+                        select(col(ScheduledTask.claim)).where(col(ScheduledTask.claim).in_(claims))
                     )
                 )
                 .scalars()
                 .all()
             )
-        for key in keys:
-            await self._fire(key)
+        for key, run in runs.items():
+            if run.claim not in kept and not run.job.done():
+                log.warning("task %s: this run lost its claim to another instance; stopped", key)
+                run.lost = True
+                run.job.cancel()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await self.heartbeat()
+            except Exception as exc:  # the database is away: the next beat tries again
+                log.warning("scheduler heartbeat: %s", failure_reason(exc))
 
     # -- one run -----------------------------------------------------------------------
 
@@ -275,15 +564,22 @@ class Scheduler:
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
+        self._firing[key] += 1
         try:
             await self.run_now(key)
+        except Exception as exc:  # the database is away: the sweep finds the task later
+            log.warning("task %s not run: %s", key, failure_reason(exc))
         finally:
+            self._firing[key] -= 1
+            if self._firing[key] <= 0:
+                del self._firing[key]
             if task is not None:
                 self._running.discard(task)
 
     async def run_now(self, key: str) -> str | None:
         """Claim and run one task if it is due; returns its new state (None: not ours)."""
         now = self.clock()
+        claim = secrets.token_hex(8)
         async with self.db.transaction() as session:
             claimed = await session.execute(
                 update(ScheduledTask)
@@ -294,7 +590,10 @@ class Scheduler:
                 )
                 .values(
                     state=TaskState.running,
+                    owner=self.instance,
+                    claim=claim,
                     claimed_at=now,
+                    heartbeat_at=now,
                     attempts=col(ScheduledTask.attempts) + 1,
                 )
             )
@@ -304,74 +603,117 @@ class Scheduler:
             assert row is not None
             late = now - row.run_at
             if not row.catch_up and late > timedelta(seconds=row.grace_seconds):
-                row.state = TaskState.missed
-                row.finished_at = now
-                session.add(row)
                 nxt = self._next(row, now)
+                values: dict[str, Any] = {
+                    "state": TaskState.missed,
+                    "finished_at": now,
+                    "attempts": 0,
+                    **_RELEASED,
+                }
                 if nxt is not None:
-                    row.state, row.run_at = TaskState.pending, nxt
+                    values.update(state=TaskState.pending, run_at=nxt)
                     after_commit(session, lambda: self._arm(key, nxt))
+                await session.execute(
+                    update(ScheduledTask)
+                    .where(col(ScheduledTask.key) == key, col(ScheduledTask.claim) == claim)
+                    .values(**values)
+                )
                 log.warning("task %s missed: %s late", key, late)
                 return TaskState.missed
             run = TaskRun(row.key, row.job, dict(row.payload), row.chat_id, row.run_at, now)
-            attempts, cron_row = row.attempts, row
+            attempts = row.attempts
         func = self.jobs.get(run.job)
+        if func is None:
+            return await self._after_failure(key, claim, attempts, LookupError(run.job))
+        job: asyncio.Future[None] = asyncio.ensure_future(func(run))
+        me = _Run(claim, job)
+        self._runs[key] = me
         try:
-            if func is None:
-                raise LookupError(f"no job named {run.job!r}")
-            await func(run)
+            await asyncio.wait_for(job, self.run_timeout.total_seconds())
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if me.lost and (current is None or not current.cancelling()):
+                return None  # taken over: the new owner records what happens
+            raise
+        except TimeoutError:
+            slow = TimeoutError(f"still running after {self.run_timeout}")
+            return await self._after_failure(key, claim, attempts, slow)
         except Exception as exc:  # a failed job must not stop the scheduler
-            log.exception("task %s failed (attempt %d)", key, attempts)
-            return await self._after_failure(key, attempts, exc)
-        return await self._after_success(cron_row)
+            return await self._after_failure(key, claim, attempts, exc)
+        finally:
+            if self._runs.get(key) is me:
+                del self._runs[key]
+        return await self._after_success(row, claim)
 
     def _next(self, row: ScheduledTask, now: datetime) -> datetime | None:
         if not row.cron:
             return None
         return next_cron_time(row.cron, row.timezone or "UTC", max(now, row.run_at))
 
-    async def _after_success(self, row: ScheduledTask) -> str:
-        now = self.clock()
-        nxt = self._next(row, now)
+    async def _finish(self, key: str, claim: str, values: dict[str, Any]) -> bool:
+        """Record a run's outcome if the run still holds its claim."""
         async with self.db.transaction() as session:
-            values: dict[str, Any] = {"finished_at": now, "last_error": "", "attempts": 0}
-            if nxt is None:
-                values["state"] = TaskState.done
-            else:
-                values.update(state=TaskState.pending, run_at=nxt)
             result = await session.execute(
                 update(ScheduledTask)
                 .where(
-                    col(ScheduledTask.key) == row.key, col(ScheduledTask.state) == TaskState.running
+                    col(ScheduledTask.key) == key,
+                    col(ScheduledTask.claim) == claim,
+                    col(ScheduledTask.state) == TaskState.running,
                 )
-                .values(**values)
+                .values(**values, **_RELEASED)
             )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return TaskState.cancelled  # cancelled while it ran
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _not_finished(self, key: str, claim: str) -> str | None:
+        """Why an outcome was not recorded: cancelled while it ran, or taken over (None)."""
+        async with self.db.transaction(readonly=True) as session:
+            row = await session.get(ScheduledTask, key)
+        if row is not None and row.claim == claim and row.state == TaskState.cancelled:
+            return TaskState.cancelled
+        return None
+
+    async def _after_success(self, row: ScheduledTask, claim: str) -> str | None:
+        now = self.clock()
+        nxt = self._next(row, now)
+        values: dict[str, Any] = {"finished_at": now, "last_error": "", "attempts": 0}
+        if nxt is None:
+            values["state"] = TaskState.done
+        else:
+            values.update(state=TaskState.pending, run_at=nxt)
+        if not await self._finish(row.key, claim, values):
+            return await self._not_finished(row.key, claim)
         if nxt is not None:
             self._arm(row.key, nxt)
             return TaskState.pending
         return TaskState.done
 
-    async def _after_failure(self, key: str, attempts: int, exc: Exception) -> str:
+    async def _after_failure(
+        self, key: str, claim: str, attempts: int, exc: BaseException
+    ) -> str | None:
         now = self.clock()
-        retry = attempts < MAX_ATTEMPTS
-        retry_at = now + timedelta(seconds=5 * 2**attempts)
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(ScheduledTask)
-                .where(col(ScheduledTask.key) == key, col(ScheduledTask.state) == TaskState.running)
-                .values(
-                    state=TaskState.pending if retry else TaskState.failed,
-                    run_at=retry_at if retry else col(ScheduledTask.run_at),
-                    finished_at=None if retry else now,
-                    last_error=type(exc).__name__[:255],
-                )
-            )
-        if retry:
-            self._arm(key, retry_at)
-            return TaskState.pending
-        return TaskState.failed
+        reason = failure_reason(exc)
+        give_up = attempts >= self.max_attempts
+        delay = retry_delay(attempts)
+        values: dict[str, Any] = {"last_error": reason}
+        if give_up:
+            values.update(state=TaskState.failed, finished_at=now)
+        else:
+            values.update(state=TaskState.pending, run_at=now + delay)
+        if not await self._finish(key, claim, values):
+            return await self._not_finished(key, claim)
+        if give_up:
+            log.error("task %s failed for good after %d attempts: %s", key, attempts, reason)
+            return TaskState.failed
+        log.warning(
+            "task %s failed (attempt %d of %d), next in %s: %s",
+            key,
+            attempts,
+            self.max_attempts,
+            delay,
+            reason,
+        )
+        self._arm(key, now + delay)
+        return TaskState.pending
 
     async def state_of(self, key: str) -> str | None:
         async with self.db.transaction(readonly=True) as session:

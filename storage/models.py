@@ -245,7 +245,8 @@ class TaskState(StrEnum):
 class ScheduledTask(SQLModel, table=True):
     """Something to do at a time: the database, not the timer library, is the source of
     truth. A run claims its row with an atomic state change, so it runs once even if
-    two processes are started by mistake."""
+    two processes are started by mistake; a claim whose owner stopped answering is
+    taken over."""
 
     __tablename__ = "scheduled_task"
     __table_args__ = (Index("ix_scheduled_task_state_run_at", "state", "run_at"),)
@@ -264,8 +265,13 @@ class ScheduledTask(SQLModel, table=True):
     grace_seconds: int = Field(default=600)
     cron: str | None = Field(default=None, max_length=120)
     timezone: str | None = Field(default=None, max_length=64)
-    attempts: int = Field(default=0)
+    attempts: int = Field(default=0)  # runs started since the last success
     claimed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # A run in flight: the process instance running it, the run's own token (an outcome
+    # is recorded only under it) and when the owner last said it was alive.
+    owner: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    claim: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    heartbeat_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     last_error: str = Field(default="", max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

@@ -1,14 +1,24 @@
-"""The durable scheduler: claims, lateness, retries, cron, recovery, restarts."""
+"""The durable scheduler: claims, lateness, retries with backoff, cron, recovery,
+restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
 
-from scheduler.core import MAX_ATTEMPTS, Scheduler, TaskRun, next_cron_time
+from scheduler.core import (
+    MAX_ATTEMPTS,
+    RETRY_CAP,
+    Scheduler,
+    TaskRun,
+    next_cron_time,
+    retry_delay,
+)
 from storage.db import Database
 from storage.models import ScheduledTask, TaskState
 
@@ -76,23 +86,51 @@ async def test_late_posts_are_missed_but_deadlines_still_run(db: Database) -> No
     assert sorted(r.key for r in runs) == ["deadline", "post-in-grace"]
 
 
-async def test_failing_job_is_retried_then_recorded_failed(db: Database) -> None:
+async def test_failing_job_backs_off_for_a_day_then_is_recorded_failed(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = Clock()
     s = Scheduler(db, clock=clock)
-    calls = 0
+    calls: list[datetime] = []
 
     async def broken(run: TaskRun) -> None:
-        nonlocal calls
-        calls += 1
-        raise ValueError("boom")
+        calls.append(run.now)
+        raise ValueError("boom\nsecond line")
 
     s.register("broken", broken)
     await s.schedule(T0, "broken", "b")
-    for _ in range(MAX_ATTEMPTS):
+    caplog.set_level(logging.WARNING, logger="scheduler.core")
+    state, error = str(TaskState.pending), ""
+    for _ in range(MAX_ATTEMPTS + 3):
         await s.sweep()
-        clock.now += timedelta(minutes=5)
-    assert calls == MAX_ATTEMPTS
-    assert await s.state_of("b") == TaskState.failed
+        async with db.transaction(readonly=True) as session:
+            row = await session.get(ScheduledTask, "b")
+        assert row is not None
+        state, error = row.state, row.last_error
+        if state != TaskState.pending:
+            break
+        clock.now = row.run_at  # the next attempt's time
+    assert state == TaskState.failed
+    assert error == "ValueError: boom second line"
+    assert len(calls) == MAX_ATTEMPTS
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(calls)]
+    assert gaps[:5] == [10, 20, 40, 80, 160]
+    assert gaps == sorted(gaps) and max(gaps) == RETRY_CAP.total_seconds()
+    assert calls[-1] - calls[0] >= timedelta(hours=24)
+    # One line per failure, with the reason and no traceback.
+    lines = [r for r in caplog.records if r.name == "scheduler.core"]
+    assert len(lines) == MAX_ATTEMPTS
+    assert all(r.exc_info is None and "boom" in r.getMessage() for r in lines)
+    assert "\n" not in lines[0].getMessage()
+    assert "failed for good" in lines[-1].getMessage()
+
+
+def test_retry_delays_double_to_the_cap() -> None:
+    first = [10, 20, 40, 80, 160, 320, 640, 1280, 1800]
+    assert [retry_delay(n).total_seconds() for n in range(1, 10)] == first
+    assert retry_delay(10_000) == RETRY_CAP
+    total = sum((retry_delay(n) for n in range(1, MAX_ATTEMPTS)), timedelta())
+    assert timedelta(hours=23) < total < timedelta(hours=26)
 
 
 async def test_cron_in_the_ponds_timezone(db: Database) -> None:
