@@ -119,7 +119,7 @@ async def promo(
         reply(outbox, message, t.parse_error(exc.code))
         return
     if cmd.action == "list":
-        await _list(message, db, outbox, where)
+        await _list(message, db, outbox, scheduler, where)
     elif cmd.action == "cancel":
         assert cmd.post_id is not None
         await _cancel(message, db, outbox, scheduler, where, cmd.post_id)
@@ -371,12 +371,22 @@ async def _confirm(
     return t.toast_scheduled(), t.scheduled(post.id, when, t.where(post.chat_id, len(targets)))
 
 
-async def _list(message: Message, db: Database, outbox: Outbox, where: Where) -> None:
+async def _list(
+    message: Message, db: Database, outbox: Outbox, scheduler: Scheduler, where: Where
+) -> None:
+    everywhere = where.chat_id is None
     async with db.transaction(readonly=True) as session:
-        posts = await store.list_posts(session, where.chat_id, everywhere=where.chat_id is None)
+        posts = await store.list_posts(session, where.chat_id, everywhere=everywhere)
         titles = await store.ponds(session, [p.chat_id for p in posts if p.chat_id is not None])
         count = (
             len(await store.active_ponds(session)) if any(p.chat_id is None for p in posts) else 0
+        )
+        troubles = await store.task_troubles(
+            session,
+            where.chat_id,
+            everywhere=everywhere,
+            now=scheduler.clock(),
+            stale_after=scheduler.stale_after,
         )
     rows = []
     for p in posts:
@@ -388,7 +398,18 @@ async def _list(message: Message, db: Database, outbox: Outbox, where: Where) ->
             pond = titles.get(p.chat_id)
             place = t.pond_title(pond.title if pond else str(p.chat_id))
         rows.append((p.id, when, place, p.text, p.task_state))
-    reply(outbox, message, t.listing(rows))
+    attention = [
+        t.trouble(
+            x.trouble,
+            t.task_label(x.job, x.payload, x.key),
+            x.attempts,
+            x.at,
+            x.error,
+            where.timezone,
+        )
+        for x in troubles
+    ]
+    reply(outbox, message, t.listing(rows, attention))
 
 
 async def _cancel(

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -156,6 +156,68 @@ async def list_posts(
             )
         )
     return views
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTrouble:
+    """A scheduled task that needs an operator's eye (shown by `/promo list`)."""
+
+    key: str
+    job: str
+    payload: dict[str, Any]
+    chat_id: int | None
+    trouble: str  # "stuck": running, owner silent · "retrying" · "failed"
+    attempts: int
+    at: datetime | None  # stuck: last heartbeat · retrying: next attempt · failed: when
+    error: str
+
+
+async def task_troubles(
+    session: AsyncSession,
+    chat_id: int | None,
+    *,
+    everywhere: bool,
+    now: datetime,
+    stale_after: timedelta,
+    failed_within: timedelta = timedelta(days=7),
+    limit: int = 10,
+) -> list[TaskTrouble]:
+    """Tasks of a pond (or, `everywhere`, of every pond and the broadcasts) that are
+    stuck (running, their owner silent for `stale_after`), retrying after a failure, or
+    failed for good within `failed_within`; the most pressing first."""
+    task = ScheduledTask
+    stuck = and_(
+        col(task.state) == TaskState.running,
+        or_(col(task.heartbeat_at).is_(None), col(task.heartbeat_at) < now - stale_after),
+    )
+    retrying = and_(
+        col(task.state) == TaskState.pending, col(task.attempts) > 0, col(task.last_error) != ""
+    )
+    failed = and_(col(task.state) == TaskState.failed, col(task.finished_at) > now - failed_within)
+    query = select(task).where(or_(stuck, retrying, failed))
+    if not everywhere:
+        query = query.where(col(task.chat_id) == chat_id)
+    rows = (
+        (await session.execute(query.order_by(col(task.run_at).desc()).limit(limit * 3)))
+        .scalars()
+        .all()
+    )
+    out = []
+    for r in rows:
+        if r.state == TaskState.running:
+            trouble, at = "stuck", r.heartbeat_at or r.claimed_at
+        elif r.state == TaskState.pending:
+            trouble, at = "retrying", r.run_at
+        else:
+            trouble, at = "failed", r.finished_at
+        out.append(
+            TaskTrouble(
+                r.key, r.job, dict(r.payload), r.chat_id, trouble, r.attempts, at, r.last_error
+            )
+        )
+    order = {"stuck": 0, "failed": 1, "retrying": 2}
+    out.sort(key=lambda x: order[x.trouble])
+    return out[:limit]
 
 
 async def scheduled_runs(

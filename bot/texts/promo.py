@@ -223,11 +223,17 @@ def toast_over_cap() -> str:
 
 def listing(
     posts: Sequence[tuple[int, str, str, str, str | None]],
+    attention: Sequence[str] = (),
 ) -> str:
-    """(id, when, where, text, schedule state) per post."""
+    """(id, when, where, text, schedule state) per post, then the `attention` lines
+    (scheduled work that is stuck, retrying or failed: `trouble()`)."""
+    tail: list[str] = []
+    if attention:
+        tail = ["", _("⚠️ <b>Scheduled work that needs attention</b>"), *attention]
     if not posts:
-        return _("📋 No scheduled posts. Create one: /promo at +1h Hello")
+        return "\n".join([_("📋 No scheduled posts. Create one: /promo at +1h Hello"), *tail])
     lines = [_("📋 <b>Scheduled posts</b>")]
+    room = TEXT_LIMIT - 200 - sum(len(x) + 1 for x in tail)
     for post_id, when_text, where_text, text, state in posts:
         snippet = text.replace("\n", " ")
         if len(snippet) > SNIPPET:
@@ -240,12 +246,63 @@ def listing(
         elif state in ("done", "running"):
             mark = " " + _("(sent)")
         line = f"#{post_id} · {when_text} · {where_text}{mark}\n   {html.quote(snippet)}"
-        if sum(len(x) + 1 for x in lines) + len(line) > TEXT_LIMIT - 200:
+        if sum(len(x) + 1 for x in lines) + len(line) > room:
             lines.append("…")
             break
         lines.append(line)
     lines.append(html.quote(_("Cancel one with /promo cancel <id>.")))
-    return "\n".join(lines)
+    return "\n".join(lines + tail)
+
+
+ERROR_SNIPPET = 60
+
+
+def task_label(job: str, payload: Mapping[str, object], key: str) -> str:
+    """What a scheduled task is, in an operator's words."""
+    labels = {
+        "guess.close": (_("closing guess round #{id}"), "round_id"),
+        "vote.close": (_("closing vote #{id}"), "vote_id"),
+        "red_packet.expire": (_("refund of red packet #{id}"), "packet_id"),
+        "promo.post": (_("post #{id}"), "post_id"),
+        "promo.deliver": (_("delivery of post #{id}"), "post_id"),
+    }
+    if job == "invites.credit":
+        return _("referral credits")
+    found = labels.get(job)
+    if found is None or found[1] not in payload:
+        return key
+    return found[0].format(id=payload[found[1]])
+
+
+def trouble(
+    kind: str,
+    label: str,
+    attempts: int,
+    at: datetime | None,
+    error: str,
+    timezone: str,
+) -> str:
+    """One line about a task that is stuck (`stuck`), `retrying` or `failed`."""
+    when = local(at, timezone) if at is not None else "—"
+    error = " ".join(error.split())
+    if len(error) > ERROR_SNIPPET:
+        error = error[: ERROR_SNIPPET - 1] + "…"
+    values = {
+        "task": html.quote(label),
+        "attempts": attempts,
+        "at": when,
+        "error": html.quote(error or "?"),
+    }
+    if kind == "stuck":
+        return _(
+            "⏳ {task}: running, but its process has been silent since {at}; "
+            "it is taken over while the bot runs."
+        ).format(**values)
+    if kind == "retrying":
+        return _("🔁 {task}: attempt {attempts} failed ({error}); next attempt {at}.").format(
+            **values
+        )
+    return _("❌ {task}: gave up after {attempts} attempts ({error}), {at}.").format(**values)
 
 
 def cancelled(post_id: int) -> str:

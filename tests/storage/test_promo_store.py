@@ -1,26 +1,42 @@
 """Broadcast progress and campaigns on SQLite and PostgreSQL: one row per (occurrence,
 pond) however often a firing is repeated, concurrent claims never share a row, rows
-left `sending` by a dead run become `unknown` and are never claimed again."""
+left `sending` by a dead run become `unknown` and are never claimed again; the scheduled
+work `/promo list` flags (stuck, retrying, failed)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
+from sqlalchemy import update
+
+from bot.i18n import make_i18n
+from bot.texts import promo as t
 from games.campaign import DayRange, Phase
+from scheduler.core import Scheduler, TaskRun
 from storage import promo as store
 from storage import repo
 from storage.db import Database
-from storage.models import DeliveryState, PondStatus
+from storage.models import DeliveryState, PondStatus, PondTrust, ScheduledTask, TaskState
 
 OCC = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+T0 = OCC
 PONDS = [-1007000000000 - i for i in range(40)]
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 async def seed(db: Database) -> None:
     async with db.transaction() as s:
         for chat_id in PONDS:
             await repo.upsert_pond(s, chat_id, title=f"P{chat_id}", chat_type="supergroup")
+            await repo.set_trust(s, chat_id, PondTrust.operator)  # ponds of the shop
         await repo.set_pond_status(s, PONDS[0], PondStatus.inactive)
 
 
@@ -88,3 +104,75 @@ async def test_campaigns_per_pond_and_shop_wide(db: Database) -> None:
     [shared, own] = by_scope[PONDS[1]]
     assert shared.name == "双十一" and own.sale_day == date(2026, 12, 2)
     assert own.phase_on(date(2026, 11, 25)) == Phase.warmup
+
+
+async def test_troubles_list_what_is_stuck_retrying_or_failed(db: Database) -> None:
+    """What `/promo list` shows besides the posts: a run whose owner went silent, a task
+    retrying after a failure (with its next attempt and error), one that gave up."""
+    clock = Clock()
+    s = Scheduler(db, clock=clock, max_attempts=2)
+
+    async def ok(run: TaskRun) -> None:
+        return None
+
+    async def broken(run: TaskRun) -> None:
+        raise ConnectionError("Telegram is away " + "x" * 300)
+
+    s.register("guess.close", broken)
+    s.register("red_packet.expire", ok)
+    s.register("vote.close", ok)
+    pond, other = PONDS[1], PONDS[2]
+    await s.schedule(T0, "guess.close", "g1", {"round_id": 7}, chat_id=pond)  # retrying
+    await s.schedule(T0, "guess.close", "g2", {"round_id": 8}, chat_id=other)  # will fail
+    await s.schedule(T0, "red_packet.expire", "r1", {"packet_id": 3}, chat_id=pond)  # stuck
+    await s.schedule(T0, "vote.close", "v1", {"vote_id": 4}, chat_id=pond)  # fine: done
+    await s.schedule(T0 + timedelta(hours=1), "vote.close", "v2", {"vote_id": 5}, chat_id=pond)
+    assert await s.run_now("g1") == TaskState.pending
+    for _ in range(2):
+        clock.now += timedelta(minutes=5)
+        await s.run_now("g2")
+    assert await s.run_now("v1") == TaskState.done
+    async with db.transaction() as session:
+        await session.execute(
+            update(ScheduledTask)
+            .where(ScheduledTask.key == "r1")  # type: ignore[arg-type]
+            .values(state="running", owner="gone:1:x", claim="c", heartbeat_at=T0, attempts=1)
+        )
+
+    async with db.transaction(readonly=True) as session:
+        here = await store.task_troubles(
+            session, pond, everywhere=False, now=clock.now, stale_after=timedelta(seconds=10)
+        )
+        everywhere = await store.task_troubles(
+            session, None, everywhere=True, now=clock.now, stale_after=timedelta(seconds=10)
+        )
+    assert [(x.key, x.trouble) for x in here] == [("r1", "stuck"), ("g1", "retrying")]
+    assert [(x.key, x.trouble) for x in everywhere] == [
+        ("r1", "stuck"),
+        ("g2", "failed"),
+        ("g1", "retrying"),
+    ]
+    retrying = here[1]
+    assert retrying.at == T0 + timedelta(seconds=10) and retrying.attempts == 1
+    assert retrying.error.startswith("ConnectionError: Telegram is away")
+
+    i18n = make_i18n("zh")
+    for lang in ("en", "zh"):
+        with i18n.context(), i18n.use_locale(lang):
+            lines = [
+                t.trouble(
+                    x.trouble,
+                    t.task_label(x.job, x.payload, x.key),
+                    x.attempts,
+                    x.at,
+                    x.error,
+                    "Asia/Shanghai",
+                )
+                for x in everywhere
+            ]
+            text = t.listing([(1, "tomorrow", "here", "Hello", "pending")], lines)
+        assert "#3" in lines[0] and "#8" in lines[1] and "#7" in lines[2]
+        assert "20:00" in lines[2]  # the next attempt, 12:00:10 UTC, in the pond's time
+        assert "xxxxx…" in lines[2] and "x" * 100 not in lines[2]  # the error, short
+        assert all(line in text for line in lines) and "#1" in text
+    assert "猜价格" in lines[2]
