@@ -755,3 +755,63 @@ async def test_stop_drops_queued_replies_and_gives_the_time_to_posts() -> None:
     assert all(r.result() is None for r in replies[3:])
     replies_sent = len(session.requests) - 1
     assert outbox.stats.dropped_at_stop == len(replies) - replies_sent
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.sampled_from([GROUP_A, GROUP_B, 11]),
+            st.booleans(),
+            st.sampled_from([0, 1, 10, 90]),  # tenths of a second after the previous burst
+            st.integers(1, 30),  # a burst of this many
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    bound=st.integers(1, 60),
+    stale_after=st.sampled_from([5.0, 30.0, 180.0]),
+)
+def test_property_posts_always_go_out_and_replies_keep_their_order_within_the_bound(
+    plan: list[tuple[int, bool, int, int]], bound: int, stale_after: float
+) -> None:
+    """Bursts of sends arrive over time: every non-droppable one is sent exactly once;
+    droppable ones at most once; what a chat receives keeps the order it was queued in;
+    a chat's queue never holds more than the bound unless posts fill it; no reply is
+    sent after waiting longer than `stale_after`."""
+
+    async def scenario() -> None:
+        limits = Limits(max_queue_per_chat=bound, stale_after=stale_after)
+        async with rig(limits=limits) as (outbox, session, clock):
+            queued_at: dict[str, float] = {}
+            chat_of: dict[str, int] = {}
+            futures: list[tuple[str, bool, asyncio.Future[Any]]] = []
+            for i, (chat, droppable, gap, burst) in enumerate(plan):
+                await clock.sleep(gap / 10)
+                for k in range(burst):
+                    text = f"{'r' if droppable else 'p'}{i}.{k}"
+                    queued_at[text], chat_of[text] = clock.now, chat
+                    sent = outbox.send(msg(chat, text), droppable=droppable)
+                    futures.append((text, droppable, sent))
+                for lane in (GROUP_A, GROUP_B, 11):
+                    posts = sum(
+                        1 for t, d, f in futures if not d and not f.done() and chat_of[t] == lane
+                    )
+                    # Full of posts, a queue grows with posts only (+1: the one in flight).
+                    assert outbox.pending(lane) <= max(bound, posts) + 1
+            await asyncio.gather(*(f for _, _, f in futures))
+            order = {text: n for n, (text, _, _) in enumerate(futures)}
+            for chat in (GROUP_A, GROUP_B, 11):
+                got = session.sent_texts(chat)
+                assert got == sorted(got, key=order.__getitem__)  # queued order kept
+                assert len(got) == len(set(got))
+            for text, droppable, fut in futures:
+                if not droppable:
+                    assert isinstance(fut.result(), Message), text
+            times = dict(zip(session.sent_texts(), session.request_times, strict=True))
+            for text, issued in times.items():
+                if text.startswith("r"):
+                    assert issued - queued_at[text] <= stale_after + 1e-6, text
+            assert_budgets(session)
+
+    asyncio.run(scenario())
