@@ -137,6 +137,12 @@ def failure_reason(exc: BaseException) -> str:
     return _SCRUB.scrub(reason)[:255]
 
 
+class RunInterrupted(Exception):
+    """Raised by a job that stopped early because the scheduler is stopping (see
+    `Scheduler.stopping`), having recorded its progress: the task is handed back to run
+    again at the next start, and the run does not count as a failed attempt."""
+
+
 @dataclass
 class _Run:
     """A run in flight in this instance."""
@@ -178,6 +184,7 @@ class Scheduler:
         self._firing: Counter[str] = Counter()  # keys whose alarm is running now
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
+        self._stopping = False
         self.active = False
 
     # -- registry --------------------------------------------------------------------
@@ -260,7 +267,7 @@ class Scheduler:
         may not (another instance schedules) keeps trying, and takes over when it can."""
         if self._started:
             return self.active
-        self._started = True
+        self._started, self._stopping = True, False
         self._spawn(self._heartbeats())
         if await self._take_lock():
             await self._lead()
@@ -286,8 +293,15 @@ class Scheduler:
             except Exception as exc:  # the database is away: try again later
                 log.warning("scheduler lock: %s", failure_reason(exc))
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the scheduler is stopping: a long job (a broadcast) hands nothing new
+        over, finishes what is on the wire and raises `RunInterrupted`."""
+        return self._stopping
+
     async def stop(self) -> None:
         self._started = False
+        self._stopping = True
         self.active = False
         if self._aps is not None:
             self._aps.pause()  # no new runs; let the ones in flight finish first
@@ -638,6 +652,8 @@ class Scheduler:
         except TimeoutError:
             slow = TimeoutError(f"still running after {self.run_timeout}")
             return await self._after_failure(key, claim, attempts, slow)
+        except RunInterrupted as exc:
+            return await self._hand_back(key, claim, exc)
         except Exception as exc:  # a failed job must not stop the scheduler
             return await self._after_failure(key, claim, attempts, exc)
         finally:
@@ -713,6 +729,19 @@ class Scheduler:
             reason,
         )
         self._arm(key, now + delay)
+        return TaskState.pending
+
+    async def _hand_back(self, key: str, claim: str, exc: RunInterrupted) -> str | None:
+        """A run cut short by a stop: pending again at once, the attempt not counted."""
+        values: dict[str, Any] = {
+            "state": TaskState.pending,
+            "run_at": self.clock(),
+            "attempts": col(ScheduledTask.attempts) - 1,
+            "last_error": failure_reason(exc),
+        }
+        if not await self._finish(key, claim, values):
+            return await self._not_finished(key, claim)
+        log.info("task %s handed back for the next start: %s", key, exc)
         return TaskState.pending
 
     async def state_of(self, key: str) -> str | None:

@@ -10,7 +10,9 @@
   outbox, a sliding window at a time, and records each answer. Rows found `sending` when
   it starts were left by a run that died in the middle: they become `unknown` and are
   never sent again (at-most-once: no pond gets a second copy; see storage/promo.py).
-  A crashed delivery run is handed back by the scheduler on the next start.
+  A crashed delivery run is taken over by the scheduler as the bot starts again; when
+  the bot stops, the run hands nothing more over, records what is on the wire and
+  leaves the rest `pending` (`RunInterrupted`), so a stop loses no pond.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -28,7 +31,7 @@ from bot.outbox import OutboxClosedError
 from bot.promo_post import post_method
 from bot.texts import promo as t
 from games.campaign import Campaign
-from scheduler.core import Scheduler, TaskRun
+from scheduler.core import RunInterrupted, Scheduler, TaskRun
 from storage import promo as store
 from storage.models import DeliveryState, PromoPost, PromoState
 
@@ -50,7 +53,7 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
         await fire_post(scheduler, deps, run)
 
     async def deliver(run: TaskRun) -> None:
-        await deliver_post(deps, run)
+        await deliver_post(deps, run, lambda: scheduler.stopping)
 
     scheduler.register(store.POST_JOB, fire)
     scheduler.register(store.DELIVER_JOB, deliver)
@@ -92,7 +95,9 @@ async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
     )
 
 
-async def deliver_post(deps: JobDeps, run: TaskRun) -> None:
+async def deliver_post(
+    deps: JobDeps, run: TaskRun, stopping: Callable[[], bool] = lambda: False
+) -> None:
     post_id = int(run.payload["post_id"])
     occurrence = datetime.fromisoformat(str(run.payload["occurrence"]))
     async with deps.db.transaction() as session:
@@ -105,8 +110,12 @@ async def deliver_post(deps: JobDeps, run: TaskRun) -> None:
 
     in_flight: dict[asyncio.Future[Message | None], store.Claimed] = {}
     pace = _Pace(BROADCAST_RATE, PACE_BURST)
-    exhausted = False
+    exhausted = interrupted = False
     while True:
+        if not interrupted and stopping():
+            # The bot is stopping: hand nothing more over, record what is on the wire,
+            # and leave the rest `pending` for the next start.
+            interrupted = exhausted = True
         want = min(WINDOW - len(in_flight), pace.available())
         if not exhausted and want > 0:
             claimed = await _hand_over(deps, post, occurrence, want, run, in_flight)
@@ -127,6 +136,11 @@ async def deliver_post(deps: JobDeps, run: TaskRun) -> None:
             async with deps.db.transaction() as session:
                 await store.finish_deliveries(session, outcomes)
 
+    if interrupted:
+        async with deps.db.transaction(readonly=True) as session:
+            left = (await store.delivery_counts(session, post_id, occurrence)).get("pending", 0)
+        if left:
+            raise RunInterrupted(f"stopped with {left} pond(s) still to send to")
     await _report(deps, post, occurrence)
 
 

@@ -1,7 +1,7 @@
 """The scheduler heals in the real bot process against the emulator: a broadcast to 200
 ponds killed half-way (SIGKILL) resumes 2 s later for every pond not yet started, and no
-pond gets a second copy; a task claimed by the process at the moment it died is resumed
-within seconds of the restart."""
+pond gets a second copy; one stopped half-way (SIGTERM) loses no pond; a task claimed by
+the process at the moment it died is resumed within seconds of the restart."""
 
 from __future__ import annotations
 
@@ -181,6 +181,56 @@ async def test_broadcast_killed_half_way_resumes_for_the_ponds_not_yet_started(
     finally:
         await proc.stop()
         assert emu.token not in proc.logs()
+
+
+async def test_broadcast_stopped_half_way_loses_no_pond(emu: Emulator, tmp_path: Path) -> None:
+    """A stop (SIGTERM) in the middle of a broadcast: the run hands nothing more over,
+    records what is on the wire and leaves the rest for the next start — every pond gets
+    exactly one copy, none is left `unknown`."""
+    emu.add_user(OPERATOR, "Operator", username="operator")
+    emu.add_user(MEMBER, "Member")
+    ids = [-1004200000000 - i for i in range(PONDS)]
+    proc = BotProcess(emu, tmp_path)
+    await proc.start()
+    try:
+        await ponds_served_by(emu, proc, ids)
+        emu.send_message(OPERATOR, OPERATOR, f"/promo at +3s {TEXT}")
+        post_id = await confirm(emu, OPERATOR, OPERATOR)
+        await until(lambda: sum(copies(emu, ids).values()) >= 50, within=60, step=0.01)
+        assert await proc.stop() == 0
+        at_stop = copies(emu, ids)
+        states_at_stop = Counter(
+            s
+            for (s,) in proc.query(
+                "SELECT state FROM broadcast_delivery WHERE post_id = ?", post_id
+            )
+        )
+        assert set(states_at_stop) == {"sent", "pending"}, states_at_stop
+        assert states_at_stop["sent"] == sum(at_stop.values())
+        [(task_state,)] = proc.query(
+            "SELECT state FROM scheduled_task WHERE key LIKE ?", f"promo.deliver:{post_id}:%"
+        )
+        assert task_state == "pending"  # handed back for the next start
+
+        await asyncio.sleep(2)
+        await proc.start()
+        await emu.wait_for_message(OPERATOR, has("📣"), timeout=90)
+        await proc.idle()
+        final = copies(emu, ids)
+        states = Counter(
+            s
+            for (s,) in proc.query(
+                "SELECT state FROM broadcast_delivery WHERE post_id = ?", post_id
+            )
+        )
+        print(
+            f"\nstopped after {sum(at_stop.values())} of {PONDS} ponds (rows then: "
+            f"{dict(states_at_stop)}); at the end: {dict(states)}"
+        )
+        assert set(final.values()) == {1}, Counter(final.values())
+        assert states == {"sent": PONDS}
+    finally:
+        await proc.stop()
 
 
 async def test_a_task_claimed_when_the_process_died_is_resumed_within_seconds(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from scheduler.core import Scheduler, TaskRun
+from scheduler.core import RunInterrupted, Scheduler, TaskRun
 from storage.db import Database
 from storage.models import ScheduledTask, TaskState
 
@@ -378,3 +378,25 @@ async def test_a_task_that_keeps_killing_its_process_backs_off(db: Database, att
     assert await s.take_over() == ["k"]
     delay = (await row(db, "k")).run_at - clock.now
     assert delay == {1: timedelta(0), 2: timedelta(seconds=10), 5: timedelta(seconds=80)}[attempts]
+
+
+async def test_a_run_cut_short_by_a_stop_is_handed_back_without_counting(db: Database) -> None:
+    s = Scheduler(db, clock=wall)
+    started = asyncio.Event()
+
+    async def broadcast(run: TaskRun) -> None:
+        started.set()
+        for _window in range(1000):  # sends, a window at a time, until the stop
+            if s.stopping:
+                break
+            await asyncio.sleep(0.01)
+        raise RunInterrupted("stopped with 3 pond(s) still to send to")
+
+    s.register("broadcast", broadcast)
+    assert await s.start()
+    await s.schedule(wall(), "broadcast", "b")
+    await asyncio.wait_for(started.wait(), 10)
+    await s.stop()
+    back = await row(db, "b")
+    assert (back.state, back.owner, back.attempts) == ("pending", None, 0)
+    assert back.run_at <= wall() and "3 pond(s)" in back.last_error
