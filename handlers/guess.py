@@ -177,7 +177,8 @@ def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: st
         async with db.transaction() as session:
             now = await store.set_round_message(session, view.id, sent.message_id)
         if now is not None and now.state == "open" and now.guessers:
-            _refresh_post(outbox, now, timezone)
+            with contextlib.suppress(OutboxClosedError):  # stopping: the next guess shows it
+                _refresh_post(outbox, now, timezone)
 
     queued = outbox.post(
         _round_method(view, texts.round_post(view, timezone)),

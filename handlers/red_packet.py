@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.messaging import active_ponds, log_restored, reply, startup_deps
 from bot.middlewares import PondInfo
 from bot.operators import OperatorPolicy
-from bot.outbox import Outbox
+from bot.outbox import Outbox, OutboxClosedError
 from bot.shortcuts import Shortcuts
 from bot.texts import red_packet as texts
 from games.parsing import ParseError
@@ -318,7 +318,8 @@ class RedPackets:
                 await red_packets.set_message(session, card.id, sent.message_id)
                 now = await red_packets.get_card(session, card.id, with_grabs=True)
             if now is not None and (now.taken or now.closed):
-                self._show(outbox, now, timezone)
+                with contextlib.suppress(OutboxClosedError):  # stopping: the next grab shows it
+                    self._show(outbox, now, timezone)
 
         queued = outbox.post(
             SendMessage(

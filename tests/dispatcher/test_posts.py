@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiogram.client.default import DefaultBotProperties
 from aiogram.enums import ParseMode
-from aiogram.methods import AnswerCallbackQuery, SendMessage
-from aiogram.types import Chat, Message, Update, User
+from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
+from aiogram.types import Chat, Message, MessageEntity, Update, User
 from sqlalchemy import func, select
 
 from bot.app import build_dispatcher, chat_refused
@@ -278,8 +278,6 @@ async def test_a_lost_post_is_posted_at_start_once(
 
 
 def command(chat: Chat, user: User, text: str, update_id: int, message_id: int) -> Update:
-    from aiogram.types import MessageEntity
-
     return Update(
         update_id=update_id,
         message=Message(
@@ -377,3 +375,22 @@ async def test_a_closing_job_does_not_wait_and_a_lost_announcement_is_made_at_st
         await h.dp.emit_startup(bot=h.bot)
         await h.settle()
         assert h.session.delivered_of(SendMessage) == []
+
+
+async def test_a_password_grab_before_the_post_is_shown_once_the_post_is_out(
+    bot_db: Database, group: Chat
+) -> None:
+    async with served(bot_db) as h:
+        op = h.member(group, person(OPERATOR_ID, "Op"))
+        alice = h.member(group, person(1, "Alice"))
+        await alice.send("/points")
+        await h.settle()
+        h.session.fail_next("sendMessage", chat_id=GROUP_ID, retry_after=2)
+        await op.send("/redpacket 100 5 pwd=老客福利")
+        await alice.send("老客福利")  # a typed password needs no post
+        assert await balance(bot_db, 1) > 0
+        await h.settle(within=10)
+        stored = await scalar(bot_db, select(RedPacket.message_id))
+        assert stored is not None
+        edits = [e for e in h.session.delivered_of(EditMessageText) if e.message_id == stored]
+        assert edits and "1/5" in edits[-1].text
