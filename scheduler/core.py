@@ -375,7 +375,7 @@ class Scheduler:
         name = self.db.url.database
         if not name or name == ":memory:" or name.startswith("file:"):
             return True  # a private database: nobody else can see it
-        path = Path(name).expanduser()
+        path = Path(name).expanduser().resolve()
         handle = path.with_name(path.name + "-scheduler.lock").open("ab")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
