@@ -13,9 +13,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from aiogram import Dispatcher, Router
+from aiogram import Bot, Dispatcher, Router
 from aiogram.methods import SendMessage
-from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    MaybeInaccessibleMessage,
+    Message,
+    ReplyParameters,
+)
 from aiogram.utils.i18n import I18n, I18nMiddleware
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -140,3 +146,16 @@ async def active_ponds(session: AsyncSession, chat_ids: Iterable[int]) -> dict[i
 def log_restored(what: str, posted: int) -> None:
     if posted:
         log.warning("%d %s post(s) had not gone out: posted again at start", posted, what)
+
+
+def carries_button(message: MaybeInaccessibleMessage, query: CallbackQuery, bot: Bot) -> bool:
+    """Whether the pressed message is the bot's own and carries exactly the pressed
+    button. The message comes from Telegram (a client picks the data, not the message),
+    so this proves the press is on a post the bot made with that button."""
+    if not isinstance(message, Message) or message.via_bot is not None:
+        return False
+    if message.from_user is None or message.from_user.id != bot.id:
+        return False
+    markup = message.reply_markup
+    rows = markup.inline_keyboard if markup is not None else []
+    return any(button.callback_data == query.data for row in rows for button in row)

@@ -40,7 +40,7 @@ from aiogram.types import (
 from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 
-from bot.messaging import active_ponds, log_restored, reply, startup_deps
+from bot.messaging import active_ponds, carries_button, log_restored, reply, startup_deps
 from bot.middlewares import PondInfo
 from bot.operators import OperatorPolicy
 from bot.outbox import Outbox, OutboxClosedError
@@ -354,6 +354,7 @@ class RedPackets:
         self,
         query: CallbackQuery,
         callback_data: RedPacketCB,
+        bot: Bot,
         db: Database,
         outbox: Outbox,
         scheduler: Scheduler,
@@ -371,9 +372,10 @@ class RedPackets:
         if message is None or chat_id is None or not 0 < packet_id <= MAX_ID:
             await _toast(outbox, query, texts.refused(Refusal.unknown))
             return
-        grab = await self._grab(
-            db, scheduler, packet_id, person, chat_id, message.message_id, by_password=False
+        request = GrabRequest(
+            person, chat_id, message.message_id, False, carries_button(message, query, bot)
         )
+        grab = await self._grab(db, scheduler, packet_id, request)
         if grab.refused is None:
             assert grab.amount is not None
             await _toast(outbox, query, texts.grabbed(grab.amount))
@@ -394,9 +396,8 @@ class RedPackets:
     ) -> None:
         if person is None or packet_id in self.closed:
             return
-        grab = await self._grab(
-            db, scheduler, packet_id, person, message.chat.id, None, by_password=True
-        )
+        request = GrabRequest(person, message.chat.id, None, True)
+        grab = await self._grab(db, scheduler, packet_id, request)
         if grab.closed is not None:
             self.passwords.invalidate(message.chat.id)
         quiet = outbox.pending(message.chat.id) == 0
@@ -447,17 +448,8 @@ class RedPackets:
         await _toast(outbox, query, texts.refused(Refusal.unknown))
 
     async def _grab(
-        self,
-        db: Database,
-        scheduler: Scheduler,
-        packet_id: int,
-        person: repo.UserInfo,
-        chat_id: int,
-        message_id: int | None,
-        *,
-        by_password: bool,
+        self, db: Database, scheduler: Scheduler, packet_id: int, request: GrabRequest
     ) -> Grab:
-        request = GrabRequest(person, chat_id, message_id, by_password)
         outcome: asyncio.Future[Grab] = asyncio.get_running_loop().create_future()
         self._queued.setdefault(packet_id, []).append((request, outcome))
         async with self._turns.hold(packet_id):
@@ -501,13 +493,7 @@ class RedPackets:
             grabs = None  # PostgreSQL: a member's concurrent grab in another process
         if grabs is None:
             # The packet moved under us (another process grabbed meanwhile): each on its own.
-            grabs = [
-                await self._grab_now(
-                    db, scheduler, packet_id, r.user, r.chat_id, r.message_id,
-                    by_password=r.by_password,
-                )
-                for r in requests
-            ]
+            grabs = [await self._grab_now(db, scheduler, packet_id, r) for r in requests]
         for grab in grabs:
             if grab.closed is not None and grab.card is not None:
                 self._remember_closed(grab.card, grab.closed)
@@ -525,15 +511,7 @@ class RedPackets:
         return Grab(packet_id, Refusal.gone if gone else Refusal.expired)
 
     async def _grab_now(
-        self,
-        db: Database,
-        scheduler: Scheduler,
-        packet_id: int,
-        person: repo.UserInfo,
-        chat_id: int,
-        message_id: int | None,
-        *,
-        by_password: bool,
+        self, db: Database, scheduler: Scheduler, packet_id: int, request: GrabRequest
     ) -> Grab:
         now = scheduler.clock()
         try:
@@ -541,11 +519,12 @@ class RedPackets:
                 grab = await red_packets.grab(
                     session,
                     packet_id=packet_id,
-                    user=person,
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    by_password=by_password,
+                    user=request.user,
+                    chat_id=request.chat_id,
+                    message_id=request.message_id,
+                    by_password=request.by_password,
                     now=now,
+                    genuine=request.genuine,
                 )
                 if grab.finished:
                     await scheduler.cancel(red_packets.expiry_task_key(packet_id), session=session)

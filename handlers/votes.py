@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import Router
+from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
@@ -26,6 +26,7 @@ from bot.filters import IsOperator
 from bot.messaging import (
     active_ponds,
     actor_of,
+    carries_button,
     log_restored,
     refuse_non_operator,
     reply,
@@ -185,6 +186,7 @@ async def open_vote(
 async def click(
     query: CallbackQuery,
     callback_data: VoteButton,
+    bot: Bot,
     db: Database,
     outbox: Outbox,
     scheduler: Scheduler,
@@ -209,6 +211,7 @@ async def click(
             user_id=person.id,
             option=callback_data.option,
             now=scheduler.clock(),
+            genuine=carries_button(msg, query, bot),
         )
     if cast.kind == "not_ready":
         toast = texts.vote_not_ready_toast()
@@ -221,11 +224,12 @@ async def click(
     await outbox.answer(AnswerCallbackQuery(callback_query_id=query.id, text=toast))
     if cast.kind in ("cast", "changed") and cast.vote is not None:
         view = cast.vote
+        assert view.message_id is not None
         outbox.board(
             f"vote:{view.id}",
             EditMessageText(
-                chat_id=msg.chat.id,
-                message_id=msg.message_id,
+                chat_id=view.chat_id,
+                message_id=view.message_id,
                 text=texts.vote_post(view, cast.counts, pond.timezone),
                 reply_markup=markup(view),
             ),

@@ -209,18 +209,25 @@ async def set_message(session: AsyncSession, packet_id: int, message_id: int) ->
     )
 
 
-def _off_post(card: PacketCard, chat_id: int, message_id: int | None) -> Refusal | None:
+def _off_post(
+    card: PacketCard, chat_id: int, message_id: int | None, genuine: bool
+) -> Refusal | None:
     """Why a grab from `message_id` in `chat_id` is not on the packet's post (None: it
-    is, or it is a typed password, which needs no post). A press is only ever checked
-    against the id stored from Telegram's answer: before that it is `not_ready`, and a
-    press on any other message — forged data, another chat — is refused."""
+    is, or it is a typed password, which needs no post).
+
+    The post's id is stored only from Telegram's answer to the post: before that a press
+    is `not_ready`. After, a press on the stored post counts, and so does one on a
+    message that carries this packet's own button (Telegram's copy of the message, which
+    a client cannot forge: only the bot puts keyboards on its messages) — the packet's
+    second post, when a crash came between Telegram's answer and the id's commit. A
+    press on any other message (forged data, another chat) is refused."""
     if card.chat_id != chat_id:
         return Refusal.wrong_chat
     if message_id is None:
         return None
     if card.message_id is None:
         return Refusal.not_ready
-    return None if card.message_id == message_id else Refusal.wrong_chat
+    return None if card.message_id == message_id or genuine else Refusal.wrong_chat
 
 
 async def unposted(session: AsyncSession, now: datetime) -> list[PacketCard]:
@@ -279,9 +286,11 @@ async def grab(
     message_id: int | None,
     by_password: bool,
     now: datetime,
+    genuine: bool = False,
 ) -> Grab:
     """Take the next share of an open packet for `user` (see the module docstring).
-    `message_id` is the message whose button was pressed (None: typed password)."""
+    `message_id` is the message whose button was pressed (None: typed password);
+    `genuine`: that message carries this packet's own button."""
     mine = (
         select(_share.c.amount)
         .where(_share.c.packet_id == packet_id, _share.c.user_id == user.id)
@@ -293,7 +302,7 @@ async def grab(
     if row is None:
         return Grab(packet_id, Refusal.unknown)
     card = _card(row)
-    off = _off_post(card, chat_id, message_id)
+    off = _off_post(card, chat_id, message_id, genuine)
     if off is not None:
         return Grab(packet_id, off)
     view = PacketView(
@@ -377,6 +386,9 @@ class GrabRequest:
     chat_id: int
     message_id: int | None
     by_password: bool
+    # The pressed message carries this packet's own button (Telegram's copy of it): a
+    # post of the packet, even one whose id was never stored (see `_off_post`).
+    genuine: bool = False
 
 
 async def grab_many(
@@ -417,7 +429,7 @@ async def grab_many(
             PacketState.expired if now >= view.expires_at else None
         )
         closings.append(closed)
-        off = _off_post(card, r.chat_id, r.message_id)
+        off = _off_post(card, r.chat_id, r.message_id, r.genuine)
         if off is not None:
             outcomes.append(off)
             wrong.add(len(outcomes) - 1)

@@ -151,9 +151,12 @@ async def cast(
     user_id: int,
     option: int,
     now: datetime,
+    genuine: bool = False,
 ) -> Cast:
     """A member's click on option `option` of the vote whose post is `message_id` in
-    `chat_id` (the button's message must be that vote's post, in that chat)."""
+    `chat_id` (the button's message must be that vote's post, in that chat: the stored
+    one, or — `genuine` — a message that carries this very button, see
+    `storage.red_packets._off_post`)."""
     row = await session.get(Vote, vote_id)
     if row is None or row.chat_id != chat_id:
         return Cast("not_found")
@@ -162,7 +165,7 @@ async def cast(
     # is stored cannot be checked, and a click on any other message is forged.
     if row.message_id is None:
         return Cast("not_ready", view)
-    if message_id != row.message_id:
+    if message_id != row.message_id and not genuine:
         return Cast("not_found")
     if row.state != "open" or now >= row.closes_at:
         return Cast("closed", view)

@@ -15,7 +15,15 @@ import pytest
 from aiogram.client.default import DefaultBotProperties
 from aiogram.enums import ParseMode
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
-from aiogram.types import Chat, Message, MessageEntity, Update, User
+from aiogram.types import (
+    Chat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+    User,
+)
 from sqlalchemy import func, select
 
 from bot.app import build_dispatcher, chat_refused
@@ -24,7 +32,7 @@ from bot.polling import handle_batch
 from handlers.red_packet import RedPacketCB
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler, TaskRun
-from storage import repo
+from storage import red_packets, repo
 from storage.db import Database
 from storage.models import GuessRound, LedgerEntry, RedPacket, RedPacketShare, Vote, VoteBallot
 from tests.dispatcher.conftest import ADMIN_ID, FAST, GROUP_ID, OPERATOR_ID, OWNER_ID
@@ -177,6 +185,18 @@ async def test_a_vote_press_before_the_post_is_stored_changes_nothing(
         assert await scalar(bot_db, select(func.count()).select_from(VoteBallot)) == 0
         await toast(h, alice, post_message(group, stored), data)
         assert await scalar(bot_db, select(func.count()).select_from(VoteBallot)) == 1
+        # A message that carries this very button is a post of the vote (a second one,
+        # after a lost answer); one with another vote's button is not.
+        def buttons(data: str) -> InlineKeyboardMarkup:
+            return InlineKeyboardMarkup(
+                inline_keyboard=[[InlineKeyboardButton(text="A", callback_data=data)]]
+            )
+
+        bob, carol = h.member(group, person(2, "Bob")), h.member(group, person(3, "Carol"))
+        await toast(h, bob, bot_post(group, stored + 5, buttons(data)), data)
+        other = VoteButton(vote_id=vote_id + 1, option=0).pack()
+        await toast(h, carol, bot_post(group, stored + 6, buttons(other)), data)
+        assert await scalar(bot_db, select(func.count()).select_from(VoteBallot)) == 2
 
 
 MALFORMED = [
@@ -394,3 +414,55 @@ async def test_a_password_grab_before_the_post_is_shown_once_the_post_is_out(
         assert stored is not None
         edits = [e for e in h.session.delivered_of(EditMessageText) if e.message_id == stored]
         assert edits and "1/5" in edits[-1].text
+
+
+def keyboard(packet_id: int) -> InlineKeyboardMarkup:
+    data = RedPacketCB(id=packet_id).pack()
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="🧧", callback_data=data)]]
+    )
+
+
+def bot_post(chat: Chat, message_id: int, markup: InlineKeyboardMarkup) -> Message:
+    """A message of the bot's with its keyboard, as Telegram hands it back with a press."""
+    return Message(
+        message_id=message_id, date=T0, chat=chat, from_user=BOT, text="🧧", reply_markup=markup
+    )
+
+
+async def test_a_second_post_after_a_lost_answer_takes_presses_like_the_first(
+    bot_db: Database, group: Chat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answered: list[int] = []
+    async with served(bot_db) as h:
+        # Telegram answers the post, but the process dies before the id is committed.
+        async def crash(_: Any, packet_id: int, message_id: int) -> None:
+            answered.append(message_id)
+            raise RuntimeError("the process died here")
+
+        monkeypatch.setattr(red_packets, "set_message", crash)
+        await h.member(group, person(OPERATOR_ID, "Op")).send("/redpacket 100 5")
+        await h.settle()
+        monkeypatch.undo()
+    [first_id] = answered
+    packet_id = await scalar(bot_db, select(RedPacket.id))
+    assert await scalar(bot_db, select(RedPacket.message_id)) is None
+    async with served(bot_db) as h:  # the next start posts it again: a second post
+        await h.dp.emit_startup(bot=h.bot)
+        await h.settle()
+        stored = await scalar(bot_db, select(RedPacket.message_id))
+        assert stored is not None and len(posts(h, "🧧")) == 1
+        data = RedPacketCB(id=packet_id).pack()
+        members = [h.member(group, person(i, f"M{i}")) for i in (1, 2, 3, 4)]
+        for m in members:
+            await m.send("/points")
+        await h.settle()
+        # A press on either post counts: each message carries this packet's button ...
+        await toast(h, members[0], bot_post(group, first_id, keyboard(packet_id)), data)
+        await toast(h, members[1], bot_post(group, stored, keyboard(packet_id)), data)
+        # ... a bot message with another button, or none, is not a post of this packet.
+        await toast(h, members[2], bot_post(group, first_id + 7, keyboard(packet_id + 1)), data)
+        await toast(h, members[3], post_message(group, first_id + 8), data)
+        await h.settle()
+        assert [await balance(bot_db, i) > 0 for i in (1, 2, 3, 4)] == [True, True, False, False]
+        assert await scalar(bot_db, select(RedPacket.message_id)) == stored
