@@ -17,7 +17,9 @@ SQLite file and the emulator's records are audited: the ledger, awards paid at m
 callback queries answered at most once, no post twice, no 429 the bot caused itself, and
 nothing lost that the emulator delivered. Prints what was injected and one line per check
 (`check <name>: <figure> OK|FAIL`, with the evidence under a failed one); exits 1 if any
-check fails. Everything random comes from `--seed`.
+check fails, keeping the database and the bot's log. The plan (who does what, which
+faults, when the kills come) comes from `--seed`; the interleaving with the bot's own
+timing varies from run to run.
 """
 
 from __future__ import annotations
@@ -104,12 +106,15 @@ class BotProcess:
         self.db_path = workdir / "pond.db"
         self.log_path = workdir / "bot.log"
         self.env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("BOT_", "DATABASE_", "OPERATOR_", "TELEGRAM_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(
+                ("BOT_", "DATABASE_", "OPERATOR_", "TELEGRAM_", "WEBHOOK_", "REDIS_"))},
             "BOT_TOKEN": emu.token,
             "TELEGRAM_API_BASE": emu.url,
             "DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
             "OPERATOR_IDS": str(OPERATOR),
+            "TZ": TIMEZONE.key,  # the ponds' days, which the audit computes too
+            "LOCALE": "zh",
+            "AUTO_MIGRATE": "true",
             "LOG_LEVEL": "INFO",
         }
         self.runs: list[Run] = []
@@ -136,11 +141,12 @@ class BotProcess:
         self._watch = asyncio.create_task(self._watch_exit(self._proc, run))
         # Ready once it asks for updates (a backlog is answered at once, so the emulator's
         # `polling`, a waiting getUpdates, may never be seen while there is work).
-        polls = self.emu.stats.requests["getUpdates"]
+        requests = self.emu.stats.requests
+        polls = requests["getUpdates"]
         deadline = now() + START_TIMEOUT
-        while self.emu.stats.requests["getUpdates"] == polls and self.alive and now() < deadline:  # noqa: ASYNC110
+        while requests["getUpdates"] == polls and self.alive and now() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        if self.alive and self.emu.stats.requests["getUpdates"] > polls:
+        if self.alive and requests["getUpdates"] > polls:
             run.ready = now()
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process, run: Run) -> None:
@@ -168,11 +174,11 @@ class BotProcess:
         self._proc.send_signal(signal.SIGKILL)
         await self._watch
 
-    async def stop(self) -> float | None:
-        """SIGTERM; the seconds it took (0 if it was not running), or None if it had to
-        be killed after STOP_TIMEOUT."""
+    async def stop(self) -> str:
+        """SIGTERM; how long it took to exit, or that it had to be killed after
+        STOP_TIMEOUT, or that it was not running."""
         if not self.alive:
-            return 0.0
+            return "not running"
         assert self._proc is not None and self._watch is not None
         self._expected_exit = True
         self.runs[-1].how = "stopped"
@@ -184,8 +190,8 @@ class BotProcess:
             self.runs[-1].how = "stopped (killed after timeout)"
             self._proc.send_signal(signal.SIGKILL)
             await self._watch
-            return None
-        return now() - began
+            return f"killed after {STOP_TIMEOUT:.0f} s"
+        return f"{now() - began:.1f} s"
 
     def run_at(self, moment: float) -> Run | None:
         """The process that existed at `moment` (runs never overlap)."""
@@ -667,6 +673,7 @@ class Soak:
 
 TOKEN = re.compile(r"Soak(?:Item|Q)\d+")
 RETRY_AFTER = re.compile(r"retry after (\d+)")
+QUEUED = "never confirmed: still queued at the end"
 
 
 def tokens_in(text: str) -> set[str]:
@@ -714,25 +721,20 @@ class Audit:
     def check(self, name: str, figure: str, ok: bool, evidence: Iterable[str] = ()) -> None:
         self.checks.append(Check(name, figure, ok, list(evidence)))
 
-    def run(self, shutdowns: list[float | None]) -> list[Check]:
-        self.ledger()
-        self.keys()
-        self.packets()
-        self.checkins()
-        self.votes_paid()
-        self.guess_prizes()
-        self.gives()
-        self.callbacks()
-        self.posts()
-        self.flood()
-        self.lost_checkins()
-        self.lost_gives()
-        self.lost_grabs()
-        self.lost_guesses()
-        self.lost_votes()
-        self.games_posted()
-        self.closes_done()
-        self.process(shutdowns)
+    def run(self, shutdowns: list[str]) -> list[Check]:
+        audits: list[Callable[[], None]] = [
+            self.ledger, self.keys, self.packets, self.checkins, self.votes_paid,
+            self.guess_prizes, self.gives, self.callbacks, self.posts, self.flood,
+            self.lost_checkins, self.lost_gives, self.lost_grabs, self.lost_guesses,
+            self.lost_votes, self.games_posted, self.closes_done,
+            lambda: self.process(shutdowns),
+        ]
+        for audit in audits:
+            try:
+                audit()
+            except sqlite3.Error as exc:  # e.g. a database the bot never migrated
+                self.check(f"audit {getattr(audit, '__name__', 'process')}",
+                           "could not read the database", False, [repr(exc)])
         self.con.close()
         return self.checks
 
@@ -872,8 +874,9 @@ class Audit:
         """A duplicate post: a new message (not an edit) for something already posted —
         the same red packet (its 🧧 button `rp:<id>`), the same vote (`vt:<id>:…`
         buttons) or its result (📊 + the question), the same guess round (🏷 + the
-        product) or its reveal (🎉 + the product), or a second check-in board (`ci:`
-        button) in a pond on one local day (the soak never asks for /board)."""
+        product) or its reveal (🎉 + the product), a second check-in board (`ci:`
+        button) in a pond on one local day (the soak never asks for /board), or a second
+        reply to one `/give` (a redelivered command gets no second answer)."""
         seen: Counter[str] = Counter()
         tokens = {*self.book.rounds, *self.book.votes}
         for event in self.emu.events:
@@ -882,6 +885,10 @@ class Audit:
             text = str(event.get("text") or "")
             data = set(callback_data(event.get("reply_markup")))
             chat = event["chat_id"]
+            message = self.emu.chats[chat].messages.get(event["message_id"], {})
+            replied = (message.get("reply_to_message") or {}).get("message_id")
+            if (chat, replied) in self.book.gives:
+                seen[f"reply to /give {chat}:{replied}"] += 1
             for item in data:
                 kind, _, rest = item.partition(":")
                 if kind == "rp":
@@ -943,19 +950,30 @@ class Audit:
             days = {str(day)} | ({str(day + timedelta(days=1))} if how == "button" else set())
             if not any((sent.user_id, d) in rows for d in days):
                 lost.append(f"{how} check-in of {sent.user_id} in {sent.chat_id} on {day} "
-                            f"(update {sent.update_id})")
+                            f"({self.fate(sent)})")
         self.check("0 lost check-ins", f"{owed} delivered, {len(lost)} lost", not lost,
-                   lost[:5])
+                   self.summary(lost))
 
     def lost_gives(self) -> None:
         keys = {k for (k,) in self.q(
             "SELECT idem_key FROM ledger_entry WHERE idem_key LIKE 'give:%'")}
-        lost = [f"/give {amount} to {user} in {chat} (message {message}, update "
-                f"{sent.update_id})"
+        lost = [f"/give {amount} to {user} in {chat} (message {message}, {self.fate(sent)})"
                 for (chat, message), (user, amount, sent) in self.book.gives.items()
                 if f"give:{chat}:{message}" not in keys]
         self.check("0 lost gives", f"{len(self.book.gives)} delivered, {len(lost)} lost",
-                   not lost, lost[:5])
+                   not lost, self.summary(lost))
+
+    def fate(self, sent: Sent) -> str:
+        """What became of an update: handled (confirmed) or still queued at the end."""
+        assert sent.update_id is not None
+        if sent.update_id in self.emu.confirmed_at:
+            return f"update {sent.update_id} confirmed, so handled"
+        return f"update {sent.update_id} {QUEUED}"
+
+    @staticmethod
+    def summary(lost: list[str]) -> list[str]:
+        queued = sum(1 for line in lost if QUEUED in line)
+        return lost[:5] + ([f"{queued} of the {len(lost)} {QUEUED}"] if queued else [])
 
     def lost_grabs(self) -> None:
         """Every distinct member who pressed a packet's button (delivered) holds a share,
@@ -1085,20 +1103,23 @@ class Audit:
 
     # -- the process ------------------------------------------------------------------
 
-    def process(self, shutdowns: list[float | None]) -> None:
+    def process(self, shutdowns: list[str]) -> None:
         crashes = self.bot.crashes
-        evidence = []
-        for run, log in crashes[:3]:
-            tail = [line for line in log.splitlines() if line.strip()][-6:]
-            evidence.append(f"exit code {run.returncode} after "
+        evidence: list[str] = []
+        last_lines = Counter(
+            next((line for line in reversed(log.splitlines()) if line.strip()), "(no log)")
+            for _, log in crashes)
+        for line, n in last_lines.most_common(3):
+            run, log = next((r, g) for r, g in crashes if line in g)
+            tail = [row for row in log.splitlines() if row.strip()][-6:]
+            evidence.append(f"×{n} exit code {run.returncode} after "
                             f"{(run.ended or 0) - run.started:.1f} s; log ends:")
-            evidence += [f"    {line[:200]}" for line in tail]
+            evidence += [f"    {row[:200]}" for row in tail]
         self.check("bot never exited on its own", f"{len(crashes)} exits", not crashes,
                    evidence)
-        self.check("clean shutdown (SIGTERM)", ", ".join(
-            f"{t:.1f} s" if t is not None else f"not within {STOP_TIMEOUT:.0f} s"
-            for t in shutdowns) + " (after the traffic, at the end)",
-            None not in shutdowns)
+        self.check("clean shutdown (SIGTERM)",
+                   " / ".join(shutdowns) + " (after the traffic / at the end)",
+                   not any("killed" in t for t in shutdowns))
         violations = self.emu.violations
         self.check("Bot API spec respected", f"{len(violations)} violations", not violations,
                    [f"{v['method']}: {v['description']}" for v in violations[:5]])
