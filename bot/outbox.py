@@ -94,6 +94,7 @@ _EPS = 1e-9
 _NOT_MODIFIED = "message is not modified"
 _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 60.0
+_RECORD_ATTEMPTS = 5  # a post's answer is recorded within 1 + 2 + 4 + 8 s of retries
 _ANSWER_ATTEMPTS = 3
 _ANSWER_BACKOFF = 0.5
 _ANSWERED_KEPT = 50_000
@@ -377,15 +378,35 @@ class Outbox:
     async def _record(
         self, key: str, record: Callable[[Any], Awaitable[None]], result: Any
     ) -> None:
+        """Run `record` until it succeeds, a few times (a database failover must not
+        leave a post whose id is never stored: presses on it would stay "not ready",
+        and the next start would post it again); `record` must be idempotent."""
         try:
-            await record(result)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._stats.posts_unrecorded += 1
-            log.error("recording the answer to post %s failed: %s", key, self._describe(exc))
-        else:
-            self._stats.posts_recorded += 1
+            for attempt in range(1, _RECORD_ATTEMPTS + 1):
+                try:
+                    await record(result)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if attempt == _RECORD_ATTEMPTS:
+                        self._stats.posts_unrecorded += 1
+                        log.error(
+                            "recording the answer to post %s failed: %s",
+                            key,
+                            self._describe(exc),
+                        )
+                        return
+                    delay = _BACKOFF_BASE * 2 ** (attempt - 1)
+                    log.warning(
+                        "recording the answer to post %s failed (%s); retry in %ss",
+                        key,
+                        type(exc).__name__,
+                        delay,
+                    )
+                    await self._clock.sleep(delay)
+                else:
+                    self._stats.posts_recorded += 1
+                    return
         finally:
             self._posting.discard(key)
 

@@ -815,3 +815,22 @@ def test_property_posts_always_go_out_and_replies_keep_their_order_within_the_bo
             assert_budgets(session)
 
     asyncio.run(scenario())
+
+
+async def test_a_failed_record_is_tried_again() -> None:
+    attempts: list[float] = []
+
+    async with rig() as (outbox, _, clock):
+
+        async def record(sent: Message) -> None:
+            attempts.append(clock.now)
+            if len(attempts) < 3:
+                raise ConnectionError("the database is failing over")
+
+        sent = outbox.post(msg(GROUP_A, "post"), key="rp:9", record=record)
+        assert sent is not None
+        await sent
+        while outbox.posting("rp:9"):
+            await clock.sleep(0.5)
+        assert len(attempts) == 3 and attempts[2] - attempts[0] == pytest.approx(3.0)
+        assert outbox.stats.posts_recorded == 1 and outbox.stats.posts_unrecorded == 0
