@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from aiogram import Bot, Dispatcher
@@ -172,6 +173,16 @@ def chat_refused(db: Database) -> Callable[[int, str], Awaitable[None]]:
     return refused
 
 
+def outbox_journal(db: Database) -> Path | None:
+    """Beside a SQLite file: the outbox's record of the last minute's group sends, so a
+    restarted bot keeps within Telegram's 20 a minute per group."""
+    name = db.url.database if db.is_sqlite else None
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    path = Path(name).expanduser().resolve()
+    return path.with_name(path.name + "-outbox.journal")
+
+
 @asynccontextmanager
 async def create_app(settings: Settings) -> AsyncIterator[App]:
     """Create every resource, and release them all on the way out."""
@@ -195,7 +206,9 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         async with db.transaction() as session:
             await repo.migrate_pond(session, old, new)
 
-    outbox = Outbox(bot, on_forbidden=chat_refused(db), on_migrated=on_migrated)
+    outbox = Outbox(
+        bot, on_forbidden=chat_refused(db), on_migrated=on_migrated, journal=outbox_journal(db)
+    )
     scheduler = Scheduler(db)
     dp = build_dispatcher(
         db=db,

@@ -29,6 +29,10 @@ an in-place board edit) and the outbox issues it when every budget allows.
   the stale ones go first, then the oldest droppable one (the newer replies supersede
   it). Everything else — game posts, results, codes, scheduled posts — is never dropped
   (board edits are coalesced instead); a full queue of those only grows.
+* Budgets outlive the process: with a `journal` file, every request to a group is
+  written there as it is issued (one line, flushed to the kernel, so even SIGKILL keeps
+  it), and a new outbox starts with the last minute's group sends of the one before it —
+  a bot restarted in a busy pond does not send its 21st message of the minute.
 * Nothing that handles an update waits for its chat's queue: a post whose message id
   must be stored (a game's post) goes through `post`, which records the answer in a
   tracked background task; `stop` waits for those briefly.
@@ -42,11 +46,13 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import traceback
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -94,6 +100,10 @@ _EPS = 1e-9
 _NOT_MODIFIED = "message is not modified"
 _BACKOFF_BASE = 1.0
 _BACKOFF_CAP = 60.0
+# A journaled send is counted this long after it was issued (Telegram counts it at some
+# instant before its answer).
+_JOURNAL_SLACK = 1.0
+_JOURNAL_COMPACT_EVERY = 5_000  # lines appended before the file is rewritten
 _RECORD_ATTEMPTS = 5  # a post's answer is recorded within 1 + 2 + 4 + 8 s of retries
 _ANSWER_ATTEMPTS = 3
 _ANSWER_BACKOFF = 0.5
@@ -201,7 +211,11 @@ class Outbox:
         on_forbidden: Callable[[int, str], Awaitable[None]] | None = None,
         on_migrated: Callable[[int, int], Awaitable[None]] | None = None,
         concurrency: int = 8,
+        journal: Path | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """`journal`: a file that keeps the group sends of the last minute across
+        restarts (see the module docstring); `wall`: the wall clock its lines use."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._bot = bot
@@ -228,6 +242,12 @@ class Outbox:
         self._stats = OutboxStats()
         self._answered: OrderedDict[str, None] = OrderedDict()  # callback queries answered
 
+        self._journal_path = journal
+        self._journal: IO[str] | None = None
+        self._journaled: deque[tuple[ChatId, float]] = deque()  # (group, wall time)
+        self._journal_lines = 0
+        self._wall = wall
+
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -241,8 +261,65 @@ class Outbox:
     async def start(self) -> None:
         if self._closed:
             raise OutboxClosedError("outbox was stopped")
+        if self._journal_path is not None and self._journal is None:
+            self._resume_journal(self._journal_path)
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="outbox-worker")
+
+    def _resume_journal(self, path: Path) -> None:
+        """Count the last minute's group sends of earlier processes, then keep the file
+        to those and append to it from now on."""
+        now_wall, now = self._wall(), self._clock.monotonic()
+        span = self._limits.group_window
+        try:
+            lines = path.read_text("utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        except OSError as exc:
+            log.warning("outbox journal %s unreadable (%s): starting afresh", path, exc)
+            lines = []
+        for line in lines:
+            chat, _, at = line.partition(" ")
+            try:
+                key: ChatId = int(chat) if chat.lstrip("-").isdigit() else chat
+                wall_at = float(at)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if now_wall - wall_at < span:
+                self._journaled.append((key, wall_at))
+        for key, wall_at in sorted(self._journaled, key=lambda e: e[1]):
+            counted = now - (now_wall - wall_at) + _JOURNAL_SLACK
+            self._lane(key).window.append(min(now, counted))  # the window stays sorted
+        if self._journaled:
+            log.info(
+                "outbox: %d group send(s) of the last minute carried over", len(self._journaled)
+            )
+        self._rewrite_journal(path)
+
+    def _rewrite_journal(self, path: Path) -> None:
+        if self._journal is not None:
+            self._journal.close()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(f"{k} {t:.3f}\n" for k, t in self._journaled), "utf-8")
+        tmp.replace(path)
+        self._journal = path.open("a", encoding="utf-8", buffering=1)  # line-buffered
+        self._journal_lines = 0
+
+    def _journal_send(self, key: ChatId) -> None:
+        if self._journal is None or self._journal_path is None:
+            return
+        now_wall = self._wall()
+        try:
+            self._journal.write(f"{key} {now_wall:.3f}\n")
+            self._journaled.append((key, now_wall))
+            while self._journaled and self._journaled[0][1] <= now_wall - self._limits.group_window:
+                self._journaled.popleft()
+            self._journal_lines += 1
+            if self._journal_lines >= _JOURNAL_COMPACT_EVERY:
+                self._rewrite_journal(self._journal_path)
+        except OSError as exc:  # a full disk must not stop the sending
+            log.warning("outbox journal write failed (%s): no longer journaling", exc)
+            self._journal = None
 
     async def stop(self, *, drain_timeout: float = 5.0) -> None:
         """Send what is queued within `drain_timeout` (clock seconds), then cancel.
@@ -279,6 +356,9 @@ class Outbox:
         self._queued = 0
         self._idle.set()
         await self._finish_records(drain_timeout)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def _shed_droppable(self) -> None:
         for lane in self._lanes.values():
@@ -631,6 +711,8 @@ class Outbox:
         self._global_in_flight += 1
         if lane.key is not None:
             lane.tokens -= 1.0
+            if _is_group(lane.key):
+                self._journal_send(lane.key)
 
     def _settle(self, lane: _Lane) -> None:
         """Count an answered request at the moment of its answer, not of its issue."""

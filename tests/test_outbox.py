@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -834,3 +835,32 @@ async def test_a_failed_record_is_tried_again() -> None:
             await clock.sleep(0.5)
         assert len(attempts) == 3 and attempts[2] - attempts[0] == pytest.approx(3.0)
         assert outbox.stats.posts_recorded == 1 and outbox.stats.posts_unrecorded == 0
+
+
+async def test_a_restarted_outbox_keeps_the_last_minutes_group_budget(tmp_path: Path) -> None:
+    clock = FakeClock()
+    session = FakeSession(clock=clock)
+    journal = tmp_path / "pond.db-outbox.journal"
+
+    def wall() -> float:
+        return 1_800_000_000.0 + clock.now
+
+    first = Outbox(make_bot(session), clock=clock, journal=journal, wall=wall)
+    await first.start()
+    await asyncio.gather(*(first.send(msg(GROUP_A, f"a{i}")) for i in range(20)))
+    await first.send(msg(11, "a private chat is not journaled"))
+    with journal.open("a") as f:
+        f.write("-10")  # the process died in the middle of a line
+    await clock.sleep(5)  # the bot is restarted: nothing of the first outbox is used
+    second = Outbox(make_bot(session), clock=clock, journal=journal, wall=wall)
+    await second.start()
+    await first.stop(drain_timeout=0)
+    again = second.send(msg(GROUP_A, "a21"))
+    other = second.send(msg(GROUP_B, "b0"))
+    await asyncio.gather(again, other)
+    times = times_for(session, GROUP_A)
+    assert len(times) == 21 and times[-1] - times[0] >= 60.0  # 20 a minute, across both
+    assert times_for(session, GROUP_B)[0] < times[-2] + 10  # another group: no wait
+    await second.stop()
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert len(lines) == 22 and all(len(f) == 2 and f[0] in ("-1001", "-1002") for f in lines)

@@ -100,8 +100,7 @@ async def test_a_busy_pond_stalls_nobody_and_sigterm_does_not_wait_for_it(
     assert len(posted_before_stop) == (0 if message_id is None else 1)
 
     # The next start posts the packet if its post never went out, once.
-    emu.set_flood_limits(False)  # the new process does not know the last minute's sends
-    await bot.start()
+    await bot.start()  # it knows the last minute's sends to pond A (the outbox's journal)
     await bot.idle(within=20)
     await until(
         lambda: bot.query("SELECT message_id FROM red_packet") != [(None,)], 30, "the post"
@@ -111,6 +110,7 @@ async def test_a_busy_pond_stalls_nobody_and_sigterm_does_not_wait_for_it(
     assert len(posts) == 1
     assert bot.query("SELECT message_id FROM red_packet") == [(posts[0]["message_id"],)]
     assert bot.invariant_ok()
+    assert emu.stats.flood_429 == 0  # the bot kept within Telegram's limits throughout
     print(
         f"pond B: /help answered after {help_after:.1f}s, check-in credited after "
         f"{credited_after:.1f}s; packet recorded after {packet_after:.1f}s; pond A got "
@@ -133,8 +133,7 @@ async def test_a_packet_whose_post_died_with_the_process_is_posted_at_the_next_s
     assert bot.query("SELECT message_id FROM red_packet") == [(None,)]
     assert not [m for m in emu.messages_in(POND_A) if with_button(m)]
 
-    emu.set_flood_limits(False)  # the new process does not know the last minute's sends
-    await bot.start()
+    await bot.start()  # it knows the last minute's sends to pond A (the outbox's journal)
     await until(
         lambda: bot.query("SELECT message_id FROM red_packet") != [(None,)], 30, "the post"
     )
@@ -144,3 +143,4 @@ async def test_a_packet_whose_post_died_with_the_process_is_posted_at_the_next_s
     assert len(posts) == 1
     assert bot.query("SELECT message_id FROM red_packet") == [(posts[0]["message_id"],)]
     assert "posted again at start" in bot.logs()
+    assert emu.stats.flood_429 == 0
