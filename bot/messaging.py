@@ -133,14 +133,15 @@ def startup_deps(router: Router) -> StartupDeps:
 
 
 async def active_ponds(session: AsyncSession, chat_ids: Iterable[int]) -> dict[int, Pond]:
-    """The ponds among `chat_ids` that still take our messages."""
+    """The ponds among `chat_ids` that are served and still take our messages (a group
+    revoked or left since its game was made gets no post)."""
     wanted = sorted(set(chat_ids))
     if not wanted:
         return {}
     rows = await session.execute(
         select(Pond).where(col(Pond.chat_id).in_(wanted), col(Pond.status) == PondStatus.active)
     )
-    return {p.chat_id: p for p in rows.scalars().all()}
+    return {p.chat_id: p for p in rows.scalars().all() if p.served}
 
 
 def log_restored(what: str, posted: int) -> None:

@@ -24,7 +24,7 @@ from aiogram.types import (
     Update,
     User,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.app import build_dispatcher, chat_refused
 from bot.outbox import Limits, Outbox
@@ -34,7 +34,15 @@ from handlers.votes import VoteButton
 from scheduler.core import Scheduler, TaskRun
 from storage import red_packets, repo
 from storage.db import Database
-from storage.models import GuessRound, LedgerEntry, RedPacket, RedPacketShare, Vote, VoteBallot
+from storage.models import (
+    GuessRound,
+    LedgerEntry,
+    Pond,
+    RedPacket,
+    RedPacketShare,
+    Vote,
+    VoteBallot,
+)
 from tests.dispatcher.conftest import ADMIN_ID, FAST, GROUP_ID, OPERATOR_ID, OWNER_ID
 from tests.rig.client import GroupClient, Harness, group_chat, person
 from tests.rig.fake_session import BOT_ID, FakeSession, admin, make_bot, owner
@@ -471,3 +479,16 @@ async def test_a_second_post_after_a_lost_answer_takes_presses_like_the_first(
         await h.settle()
         assert [await balance(bot_db, i) > 0 for i in (1, 2, 3, 4)] == [True, True, False, False]
         assert await scalar(bot_db, select(RedPacket.message_id)) == stored
+
+
+async def test_a_lost_post_in_a_group_no_longer_served_stays_unposted(
+    bot_db: Database, group: Chat
+) -> None:
+    async with served(bot_db) as h:
+        await lose_the_post(h, group, "/redpacket 100 5")
+    async with bot_db.transaction() as s:
+        await s.execute(update(Pond).where(Pond.chat_id == GROUP_ID).values(trust="revoked"))  # type: ignore[arg-type]
+    async with served(bot_db) as h:
+        await h.dp.emit_startup(bot=h.bot)
+        await h.settle()
+        assert posts(h, "🧧") == []
