@@ -113,6 +113,10 @@ class TrackingMiddleware(BaseMiddleware):
     def forget_pond(self, chat_id: int) -> None:
         self._ponds.pop(chat_id, None)
 
+    def forget_seat(self, chat_id: int, user_id: int) -> None:
+        """A member left: their next message in the pond records them present again."""
+        self._seen.pop((chat_id, user_id), None)
+
     def _cached_pond(self, chat_id: int) -> PondInfo | None:
         hit = self._ponds.get(chat_id)
         if hit is None or hit[1] < self._clock():

@@ -130,6 +130,8 @@ async def member_changed(
     async with db.transaction() as session:
         await repo.upsert_member(session, person)
         await repo.touch_membership(session, chat.id, person.id, status=status)
+    if status in repo.GONE:
+        tracking.forget_seat(chat.id, person.id)
     if admin_changed and operators.is_global(new.user):
         await _global_operator_moved(event, bot, db, gate, tracking)
 
@@ -177,9 +179,10 @@ async def members_joined(message: Message, db: Database) -> None:
             await repo.touch_membership(session, message.chat.id, p.id, status="member")
 
 
-async def member_left(message: Message, db: Database) -> None:
+async def member_left(message: Message, db: Database, tracking: TrackingMiddleware) -> None:
     p = person_of(message.left_chat_member, None)
     if p is None:
         return
     async with db.transaction() as session:
         await repo.touch_membership(session, message.chat.id, p.id, status="left")
+    tracking.forget_seat(message.chat.id, p.id)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import repo
@@ -178,9 +179,19 @@ def _member_upsert(dialect: str) -> Any:
 
 def _seat_upsert(dialect: str) -> Any:
     stmt = insert_for_dialect(dialect, Membership.__table__)  # type: ignore[attr-defined]
+    seat = Membership.__table__  # type: ignore[attr-defined]
+    # Someone who speaks in the pond is in it: a member recorded as gone who is seen again
+    # (rejoined while the bot missed the `chat_member` update) counts as present again.
+    # Constants are inlined: the statement is compiled once and run with the rows' values.
+    gone = seat.c.status.in_([sa.literal_column(f"'{s}'") for s in repo.GONE])
     return stmt.on_conflict_do_update(
         index_elements=["chat_id", "user_id"],
-        set_={"last_seen_at": stmt.excluded.last_seen_at},
+        set_={
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "status": sa.case((gone, stmt.excluded.status), else_=seat.c.status),
+            "joined_at": sa.case((gone, stmt.excluded.joined_at), else_=seat.c.joined_at),
+            "left_at": sa.case((gone, sa.null()), else_=seat.c.left_at),
+        },
     )
 
 

@@ -93,6 +93,21 @@ async def test_join_leave_recorded_and_bots_ignored(harness: Harness, group: Cha
         assert m is not None and m.status == "left" and m.left_at is not None
 
 
+async def test_a_member_recorded_as_gone_who_speaks_again_is_present(
+    harness: Harness, group: Chat
+) -> None:
+    """A rejoin the bot did not see (no `chat_member` update): the member's next message
+    in the pond records them present again, so they count in the pond's ranks."""
+    carol = harness.member(group, person(3, "Carol", "carol"))
+    await carol.send("hello")
+    await carol.leave()
+    await carol.send("back again")
+    await harness.settle()
+    async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+        m = await s.get(Membership, (group.id, 3))
+        assert m is not None and m.status == "member" and m.left_at is None
+
+
 async def test_names_kept_fresh(harness: Harness, group: Chat) -> None:
     await harness.member(group, person(4, "Dan", "dan")).send("hi")
     await harness.member(group, person(4, "Daniel", "dan_new")).send("hi again")

@@ -69,3 +69,23 @@ async def test_seen_and_checkin_ops_write_exact_rows(db: Database) -> None:
         assert len(rows) == 40 and {d for _, d in rows} == {today}
         report = await ledger.check_invariant(s)
     assert report.ok and report.entries_total == 40 * 5
+
+
+async def test_a_seat_recorded_as_gone_is_present_again_when_seen(db: Database) -> None:
+    """The seat upsert (compiled once, constants inlined) turns a `left` seat back into a
+    member's on both backends, and leaves a present one's join time alone."""
+    people = [repo.UserInfo(i, f"Name{i}", "") for i in (1, 2)]
+    async with db.transaction() as s:
+        await batch.SEEN.run(s, [batch.SeenRequest(p.id, p, POND) for p in people])
+        await repo.touch_membership(s, POND, 1, status="left")
+    async with db.transaction(readonly=True) as s:
+        before = await s.get(Membership, (POND, 2))
+        assert before is not None
+        joined_2 = before.joined_at
+    async with db.transaction() as s:
+        await batch.SEEN.run(s, [batch.SeenRequest(p.id, None, POND) for p in people])
+    async with db.transaction(readonly=True) as s:
+        one, two = await s.get(Membership, (POND, 1)), await s.get(Membership, (POND, 2))
+        assert one is not None and (one.status, one.left_at) == ("member", None)
+        assert one.joined_at is not None
+        assert two is not None and two.status == "member" and two.joined_at == joined_2
