@@ -217,6 +217,8 @@ class Sent:
 
 @dataclass
 class PacketPost:
+    """A red packet's post as the members saw it, and who pressed its button."""
+
     packet_id: int
     chat_id: int
     message_id: int
@@ -226,6 +228,9 @@ class PacketPost:
 
 @dataclass
 class RoundPost:
+    """A guess round the operator asked for (named by its product, SoakItem<n>), its
+    post once the bot made it, and the members' guesses (message id, sent)."""
+
     token: str
     chat_id: int
     mode: str
@@ -234,7 +239,7 @@ class RoundPost:
     requested: float
     message_id: int | None = None
     seen: float | None = None
-    guesses: dict[int, list[tuple[int, Sent]]] = field(default_factory=dict)  # msg id
+    guesses: dict[int, list[tuple[int, Sent]]] = field(default_factory=dict)
 
     def open_at(self, moment: float) -> bool:
         return self.seen is not None and moment < self.seen + self.duration - 1.0
@@ -242,6 +247,9 @@ class RoundPost:
 
 @dataclass
 class VotePost:
+    """A vote the operator asked for (named by its question, SoakQ<n>), its post once
+    the bot made it, and the members' presses (query id, sent)."""
+
     token: str
     chat_id: int
     options: int
@@ -258,6 +266,8 @@ class VotePost:
 
 @dataclass
 class Pond:
+    """A soak pond: its owner and members (the operator is an administrator too)."""
+
     chat_id: int
     owner: int
     members: list[int]
@@ -265,7 +275,6 @@ class Pond:
     board: int | None = None
     round: RoundPost | None = None
     votes: list[VotePost] = field(default_factory=list)
-    packets: list[PacketPost] = field(default_factory=list)
     last_message: dict[int, int] = field(default_factory=dict)  # member -> message id
 
 
@@ -402,7 +411,6 @@ class Soak:
             return
         post = PacketPost(packet_id, pond.chat_id, message_id, now())
         self.book.packets[packet_id] = post
-        pond.packets.append(post)
         self.spawn(self.storm(pond, post))
 
     def _vote_posted(self, pond: Pond, vote_id: int, event: JSON, text: str) -> None:
@@ -562,7 +570,9 @@ class Soak:
         self.book.actions["guess"] += 1
 
     def open_vote(self, pond: Pond) -> None:
-        if sum(1 for v in pond.votes if v.seen is None or v.open_at(now())) >= 2:
+        moment = now()
+        if sum(1 for v in pond.votes if v.open_at(moment) or (
+                v.seen is None and moment - v.requested < 30)) >= 2:
             return
         token = self.token("SoakQ")
         options = self.rng.randint(2, 4)
@@ -977,9 +987,9 @@ class Audit:
 
     def lost_grabs(self) -> None:
         """Every distinct member who pressed a packet's button (delivered) holds a share,
-        until the shares ran out."""
-        db = {pid: (shares, taken, state, mid) for pid, shares, taken, state, mid in self.q(
-            "SELECT id, shares, taken, state, message_id FROM red_packet")}
+        until the shares ran out (its funder does not grab their own)."""
+        db = {pid: (shares, taken, state, funder) for pid, shares, taken, state, funder in self.q(
+            "SELECT id, shares, taken, state, funder_id FROM red_packet")}
         holders: dict[int, set[int]] = defaultdict(set)
         for pid, user in self.q(
                 "SELECT packet_id, user_id FROM red_packet_share WHERE user_id IS NOT NULL"):
@@ -990,9 +1000,9 @@ class Audit:
             if post.packet_id not in db:
                 lost.append(f"packet {post.packet_id}: posted, not in the database")
                 continue
-            shares, taken, state, _ = db[post.packet_id]
+            shares, taken, state, funder = db[post.packet_id]
             pressers = {u for u, presses in post.presses.items()
-                        if any(s.update_id is not None for _, s in presses)}
+                        if u != funder and any(s.update_id is not None for _, s in presses)}
             pressers_total += len(pressers)
             owed = min(shares, len(pressers))
             if taken < owed:

@@ -1445,15 +1445,20 @@ class Emulator:
         user.blocked = blocked
         chat = self._private_chat(user_id)
         old, new = ("member", "kicked") if blocked else ("kicked", "member")
+
+        def member(status: str) -> JSON:
+            # ChatMemberBanned requires until_date (0: for ever), on either side.
+            extra = {"until_date": 0} if status == "kicked" else {}
+            return {"status": status, "user": self.bot_user, **extra}
+
         self._emit(
             "my_chat_member",
             {
                 "chat": chat.to_dict(),
                 "from": user.to_dict(),
                 "date": int(self.wall_clock()),
-                "old_chat_member": {"status": old, "user": self.bot_user},
-                "new_chat_member": {"status": new, "user": self.bot_user,
-                                    **({"until_date": 0} if blocked else {})},
+                "old_chat_member": member(old),
+                "new_chat_member": member(new),
             },
             chat,
         )

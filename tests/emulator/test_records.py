@@ -63,3 +63,16 @@ async def test_delivery_and_confirmation_times(
     assert emu.delivered_at[update_id] == clock.now - 3
     assert emu.confirmed_at[update_id] == clock.now
     assert emu.oldest_pending_update is None
+
+
+async def test_blocking_and_unblocking_give_updates_aiogram_parses(
+    bot: Bot, emu: Emulator, pond: int
+) -> None:
+    await drain(bot)
+    emu.send_message(BOB, BOB, "/start")
+    emu.block_bot(BOB)
+    emu.block_bot(BOB, blocked=False)
+    updates = await bot.get_updates(timeout=0)
+    changes = [u.my_chat_member for u in updates if u.my_chat_member is not None]
+    assert [(c.old_chat_member.status, c.new_chat_member.status) for c in changes] == [
+        ("member", "kicked"), ("kicked", "member")]
