@@ -61,10 +61,13 @@ FIRST_POND = -1_007_000_000_000
 TIMEZONE = ZoneInfo("Asia/Shanghai")  # every pond's default
 MIN_UPTIME = 6.0  # seconds the bot polls before it may be killed again
 STORM_DELAY = (1.5, 3.0)  # members see a packet's post before they press
-QUIET = 4.0  # seconds without any bot activity that end the drain
+QUIET = 5.0  # seconds without any bot activity (while it could send) that end the drain
 OWED_MARGIN = 5.0  # a guess or vote press owed a record came this long before the close
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0  # a clean shutdown finishes within this
+TOKEN = re.compile(r"Soak(?:Item|Q)\d+")  # names of the soak's rounds and votes
+RETRY_AFTER = re.compile(r"retry after (\d+)")
+QUEUED = "never confirmed: still queued at the end"
 
 
 def now() -> float:
@@ -312,6 +315,8 @@ class Soak:
         self._next_token = 1
         self._last_bot_event = now()
         self.traffic_ended = datetime.now(UTC)
+        self.quiet = False  # once the traffic has ended: no more storms
+        self._group_sends: dict[int, list[float]] = defaultdict(list)  # wall times
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -388,6 +393,8 @@ class Soak:
             self._cursor += 1
             if event["actor"] == "bot":
                 self._last_bot_event = now()
+                if event["kind"] in ("bot_message", "edit") and event["chat_id"] in self.ponds:
+                    self._group_sends[event["chat_id"]].append(float(event["time"]))
             if event["kind"] != "bot_message" or event["chat_id"] not in self.ponds:
                 continue
             pond = self.ponds[event["chat_id"]]
@@ -411,7 +418,8 @@ class Soak:
             return
         post = PacketPost(packet_id, pond.chat_id, message_id, now())
         self.book.packets[packet_id] = post
-        self.spawn(self.storm(pond, post))
+        if not self.quiet:
+            self.spawn(self.storm(pond, post))
 
     def _vote_posted(self, pond: Pond, vote_id: int, event: JSON, text: str) -> None:
         for vote in pond.votes:
@@ -604,7 +612,8 @@ class Soak:
     # -- faults and kills -----------------------------------------------------------
 
     async def faults(self, until: float) -> None:
-        """About one fault a second, of every kind the brief of the soak names."""
+        """About one fault a second: 429s, 500s, 502s, HTML 502 pages, dropped
+        connections on the bot's busiest methods (getUpdates included), 403s on DMs."""
         methods = ["getUpdates", "sendMessage", "editMessageText", "answerCallbackQuery",
                    None, "setMyCommands", "getChatAdministrators"]
         method_weights = [25, 30, 15, 15, 8, 3, 4]
@@ -659,17 +668,28 @@ class Soak:
                 await self.bot.start()
 
     async def drain(self, cap: float) -> tuple[bool, float]:
-        """Until every update is confirmed, every 429's `retry_after` has run out (the
-        bot may hold posts until then) and the bot has been quiet for QUIET seconds; at
+        """Until every update is confirmed and the bot has sent nothing for QUIET seconds
+        while it could have: every 429's `retry_after` over and every pond below 20
+        messages in the last minute (the bot holds what it has queued until then). At
         most `cap` seconds. Returns (quiet reached, seconds taken)."""
         began = now()
         while now() - began < cap:
             self.watch()
-            if (not self.emu.pending_updates and now() - self._last_bot_event >= QUIET
-                    and now() > self.retry_after_ends()):
+            free = max(self._last_bot_event, self.retry_after_ends(), self.budgets_free())
+            if not self.emu.pending_updates and now() - free >= QUIET:
                 return True, now() - began
             await asyncio.sleep(0.2)
         return False, now() - began
+
+    def budgets_free(self) -> float:
+        """When every pond has room under Telegram's 20 messages a minute (monotonic)."""
+        wall = time.time() - now()
+        free = 0.0
+        for sends in self._group_sends.values():
+            recent = [t for t in sends[-20:] if t > wall + now() - 60]
+            if len(recent) >= 20:
+                free = max(free, recent[0] + 60 - wall)
+        return free
 
     def retry_after_ends(self) -> float:
         """When the last `retry_after` the emulator gave ends (monotonic)."""
@@ -679,11 +699,6 @@ class Soak:
             if error["error_code"] == 429 and wait is not None:
                 ends = max(ends, float(error["at"]) + int(wait.group(1)))
         return ends
-
-
-TOKEN = re.compile(r"Soak(?:Item|Q)\d+")
-RETRY_AFTER = re.compile(r"retry after (\d+)")
-QUEUED = "never confirmed: still queued at the end"
 
 
 def tokens_in(text: str) -> set[str]:
@@ -1222,14 +1237,16 @@ async def soak_run(minutes: float, seed: int, rate: float, kills_per_minute: flo
             asyncio.create_task(soak.keep_alive(until)),
         ]
         await soak.traffic(until)
-        soak.traffic_ended = datetime.now(UTC)
+        soak.traffic_ended, soak.quiet = datetime.now(UTC), True
         # A restart under way completes; the last storms finish pressing.
         await asyncio.wait([*background, *soak.tasks], timeout=START_TIMEOUT)
+        for task in [*background, *soak.tasks]:
+            task.cancel()  # only a start that hangs is still running here
         emu.clear_faults()
         # The final clean restart, a quiet period to drain, a clean stop.
         shutdowns = [await bot.stop()]
         await bot.start()
-        drained = await soak.drain(cap=30.0 + 6.0 * minutes)
+        drained = await soak.drain(cap=60.0 + 3.0 * minutes)
         shutdowns.append(await bot.stop())
         checks = Audit(soak, bot.db_path).run(shutdowns)
         return soak, checks, drained
