@@ -19,7 +19,6 @@ from datetime import datetime
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import texts
 from bot.filters import IsOperator
@@ -28,21 +27,12 @@ from bot.middlewares import PondInfo, person_of
 from bot.operators import OperatorPolicy
 from bot.outbox import Outbox
 from bot.texts import ponds as pond_texts
-from games.checkin import local_day
 from games.parsing import ParseError, parse_adjust
 from storage import ledger, repo
 from storage.db import Database
 from storage.models import LedgerKind
 
 Clock = Callable[[], datetime]
-
-
-class _OverCap(Exception):
-    """Raised inside the award's transaction so that it rolls back."""
-
-    def __init__(self, left: int, cap: int) -> None:
-        super().__init__(left, cap)
-        self.left, self.cap = left, cap
 
 
 def setup() -> Router:
@@ -128,21 +118,14 @@ async def adjust(
                         return  # a replay of a command already carried out: stay silent
                     if capped:
                         assert pond is not None and actor is not None
-                        await _count_against_cap(session, pond, actor, args.points, clock)
+                        await repo.spend_operator_allowance(
+                            session, pond.chat_id, actor, args.points,
+                            timezone=pond.timezone, now=clock(),
+                        )
                     fresh = await repo.get_member(session, member.user_id)
                     assert fresh is not None
                     outcome = texts.adjusted(fresh, move.delta, args.reason)
-    except _OverCap as over:
+    except repo.OverAllowance as over:
         outcome = pond_texts.give_cap_reached(over.left, over.cap)
     reply(outbox, message, outcome)
 
-
-async def _count_against_cap(
-    session: AsyncSession, pond: PondInfo, actor: int, points: int, clock: Clock
-) -> None:
-    """Count a pond operator's award against today's cap, or raise `_OverCap`."""
-    day = local_day(clock(), pond.timezone)
-    cap = (await repo.pond_settings(session, pond.chat_id)).operator_give_daily_cap
-    left = await repo.take_give_allowance(session, pond.chat_id, actor, day, points, cap)
-    if left is None:
-        raise _OverCap(await repo.give_allowance_left(session, pond.chat_id, actor, day, cap), cap)

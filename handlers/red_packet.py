@@ -45,6 +45,7 @@ from bot.middlewares import PondInfo
 from bot.operators import OperatorPolicy
 from bot.outbox import Outbox, OutboxClosedError
 from bot.shortcuts import Shortcuts
+from bot.texts import ponds as pond_texts
 from bot.texts import red_packet as texts
 from games.parsing import ParseError
 from games.red_packet import (
@@ -276,6 +277,16 @@ class RedPackets:
                     )
                     card = created.card
                     replayed = not created.applied
+                    if not replayed and is_operator and not operators.is_global(
+                        message.from_user, message.sender_chat
+                    ):
+                        # The shop pays a pond admin's packet: it counts like a /give.
+                        actor = message.sender_chat or message.from_user
+                        assert actor is not None
+                        await repo.spend_operator_allowance(
+                            session, chat.id, actor.id, args.total,
+                            timezone=_timezone(pond), now=now,
+                        )
                     if not replayed:
                         await scheduler.schedule(
                             card.expires_at,
@@ -287,6 +298,9 @@ class RedPackets:
                         )
         except ledger.InsufficientPoints as exc:
             reply(outbox, message, texts.insufficient(exc.balance, exc.needed))
+            return
+        except repo.OverAllowance as over:
+            reply(outbox, message, pond_texts.give_cap_reached(over.left, over.cap))
             return
         if problem is not None or card is None:
             reply(outbox, message, problem or texts.usage())

@@ -14,6 +14,7 @@ from sqlalchemy import Select, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from games.checkin import local_day
 from games.settings import PondSettings
 from storage.dialect import insert_for
 from storage.models import (
@@ -432,6 +433,30 @@ async def claim_stranger_notice(
         .values(stranger_notice_at=now or utcnow())
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class OverAllowance(Exception):
+    """A pond operator's award would pass today's `operator_give_daily_cap`. Raised
+    inside the award's transaction, so that the award rolls back with it."""
+
+    def __init__(self, left: int, cap: int) -> None:
+        super().__init__(left, cap)
+        self.left, self.cap = left, cap
+
+
+async def spend_operator_allowance(
+    session: AsyncSession, chat_id: int, actor_id: int, points: int, *, timezone: str,
+    now: datetime,
+) -> int:
+    """Count what a pond's own operator hands out of the shop's points — a `/give`, a
+    shop-funded red packet — against their cap for the pond's local day; the points left
+    today, or `OverAllowance`. Global operators are not counted (the caller decides)."""
+    day = local_day(now, timezone)
+    cap = (await pond_settings(session, chat_id)).operator_give_daily_cap
+    left = await take_give_allowance(session, chat_id, actor_id, day, points, cap)
+    if left is None:
+        raise OverAllowance(await give_allowance_left(session, chat_id, actor_id, day, cap), cap)
+    return left
 
 
 async def take_give_allowance(

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from storage import migrate, repo
 from storage import promo as promo_store
 from storage.db import Database
-from storage.models import LedgerEntry, Member, Membership, Pond, PondTrust
+from storage.models import LedgerEntry, Member, Membership, Pond, PondTrust, RedPacket
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
 from tests.rig.fake_session import BOT_ID, BOT_USERNAME, admin, owner
@@ -373,6 +373,28 @@ async def test_the_cap_is_a_pond_setting(harness: Harness, group: Chat) -> None:
     assert "+30" in await told(harness, pond_admin, "/give @bob_b 30")
     assert "⛔" in await told(harness, pond_admin, "/give @bob_b 1")
     assert await balance(harness, BOB.id) == 30
+
+
+async def test_a_pond_admins_shop_funded_packets_count_against_the_cap(
+    harness: Harness, group: Chat
+) -> None:
+    """A packet the shop pays is points handed out like a /give: a pond's own admin
+    cannot mint past the daily cap with packets either; a global operator can."""
+    async with harness.db.transaction() as s:  # type: ignore[attr-defined]
+        await repo.upsert_pond(s, GROUP_ID, title="t", chat_type="supergroup")
+        await repo.change_pond_settings(s, GROUP_ID, operator_give_daily_cap=100)
+    pond_admin = harness.member(group, person(ADMIN_ID, "Admin", "shop_admin"))
+    await harness.member(group, BOB).send("hi")
+    await pond_admin.send("/redpacket 80 4")
+    refused = await told(harness, pond_admin, "/redpacket 50 5")
+    assert "⛔" in refused and "20" in refused
+    assert "+20" in await told(harness, pond_admin, "/give @bob_b 20")
+    assert "⛔" in await told(harness, pond_admin, "/give @bob_b 1")
+    await harness.member(group, OP).send("/redpacket 500 5")
+    await harness.settle()
+    async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+        totals = sorted((await s.execute(select(RedPacket.total))).scalars())
+    assert totals == [80, 500]
 
 
 async def test_the_daily_allowance_is_counted_exactly_on_every_backend(db: Database) -> None:
