@@ -1089,16 +1089,28 @@ class Audit:
 
     def games_posted(self) -> None:
         """A game recorded in a pond that still has the bot got its post (the message id
-        Telegram answered is stored)."""
-        missing = [f"{what} {gid} in {chat}" for what, gid, chat, mid in [
-            *(("red packet", *r) for r in self.q("SELECT id, chat_id, message_id FROM red_packet")),
-            *(("vote", *r) for r in self.q("SELECT id, chat_id, message_id FROM vote")),
+        Telegram answered is stored). For one that did not: when it opened and closed,
+        and how busy its pond was (bot messages there in the minute after it opened)."""
+        rows = [
+            *(("red packet", *r) for r in self.q(
+                "SELECT id, chat_id, message_id, created_at, NULL, state FROM red_packet")),
+            *(("vote", *r) for r in self.q(
+                "SELECT id, chat_id, message_id, opened_at, closed_at, state FROM vote")),
             *(("guess round", *r) for r in self.q(
-                "SELECT id, chat_id, message_id FROM guess_round")),
-        ] if mid is None and chat not in self.kicked]
-        [(games,)] = self.q("SELECT (SELECT COUNT(*) FROM red_packet) + "
-                            "(SELECT COUNT(*) FROM vote) + (SELECT COUNT(*) FROM guess_round)")
-        self.check("every game posted", f"{games} games, {len(missing)} without a post",
+                "SELECT id, chat_id, message_id, opened_at, closed_at, state FROM guess_round")),
+        ]
+        missing = []
+        for what, gid, chat, mid, opened, closed, state in rows:
+            if mid is not None or chat in self.kicked:
+                continue
+            start = db_time(opened).timestamp()
+            busy = sum(1 for e in self.emu.events if e["chat_id"] == chat and e["actor"] == "bot"
+                       and e["kind"] in ("bot_message", "edit") and start <= e["time"] < start + 60)
+            life = (f", {state} after {db_time(closed).timestamp() - start:.0f} s"
+                    if closed is not None else f", {state}")
+            missing.append(f"{what} {gid} in {chat}: opened {db_time(opened):%H:%M:%S}{life}; "
+                           f"{busy} bot messages there in the minute after it opened")
+        self.check("every game posted", f"{len(rows)} games, {len(missing)} without a post",
                    not missing, missing[:5])
 
     def closes_done(self) -> None:
