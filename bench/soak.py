@@ -1090,7 +1090,7 @@ class Audit:
     def games_posted(self) -> None:
         """A game recorded in a pond that still has the bot got its post (the message id
         Telegram answered is stored). For one that did not: when it opened and closed,
-        and how busy its pond was (bot messages there in the minute after it opened)."""
+        and how busy its pond was (bot messages there around its opening)."""
         rows = [
             *(("red packet", *r) for r in self.q(
                 "SELECT id, chat_id, message_id, created_at, NULL, state FROM red_packet")),
@@ -1104,12 +1104,15 @@ class Audit:
             if mid is not None or chat in self.kicked:
                 continue
             start = db_time(opened).timestamp()
-            busy = sum(1 for e in self.emu.events if e["chat_id"] == chat and e["actor"] == "bot"
-                       and e["kind"] in ("bot_message", "edit") and start <= e["time"] < start + 60)
+            sends = [e["time"] - start for e in self.emu.events if e["chat_id"] == chat
+                     and e["actor"] == "bot" and e["kind"] in ("bot_message", "edit")]
+            before = sum(1 for t in sends if -60 <= t < 0)
+            after = sum(1 for t in sends if 0 <= t < 60)
             life = (f", {state} after {db_time(closed).timestamp() - start:.0f} s"
                     if closed is not None else f", {state}")
             missing.append(f"{what} {gid} in {chat}: opened {db_time(opened):%H:%M:%S}{life}; "
-                           f"{busy} bot messages there in the minute after it opened")
+                           f"bot messages there: {before} in the minute before, {after} in "
+                           f"the minute after")
         self.check("every game posted", f"{len(rows)} games, {len(missing)} without a post",
                    not missing, missing[:5])
 
