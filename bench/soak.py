@@ -718,6 +718,8 @@ def callback_data(markup: JSON | None) -> Iterator[str]:
 
 @dataclass
 class Check:
+    """One line of the verdict, with the evidence printed under it when it fails."""
+
     name: str
     figure: str
     ok: bool
@@ -731,6 +733,9 @@ def sample(items: Iterable[Any], n: int = 5) -> str:
 
 
 class Audit:
+    """What the bot left behind (its SQLite file, read only) against what the soak did
+    and what the emulator saw."""
+
     def __init__(self, soak: Soak, db_path: Path) -> None:
         self.soak = soak
         self.emu = soak.emu
@@ -766,6 +771,8 @@ class Audit:
     # -- money ------------------------------------------------------------------------
 
     def ledger(self) -> None:
+        """Per member, the ledger's deltas sum to the cached balance, which is never
+        negative; each entry's balance_after is the sum of that member's entries so far."""
         mismatched = self.q(
             "SELECT m.user_id, m.balance, COALESCE(l.s, 0) FROM member m LEFT JOIN "
             "(SELECT user_id, SUM(delta) s FROM ledger_entry GROUP BY user_id) l "
@@ -774,6 +781,14 @@ class Audit:
             "SELECT user_id, SUM(delta) FROM ledger_entry WHERE user_id NOT IN "
             "(SELECT user_id FROM member) GROUP BY user_id")
         negative = self.q("SELECT user_id, balance FROM member WHERE balance < 0")
+        running: dict[int, int] = defaultdict(int)
+        broken: list[str] = []  # an entry whose balance_after is not the sum so far
+        for entry, user, delta, after in self.q(
+                "SELECT id, user_id, delta, balance_after FROM ledger_entry ORDER BY id"):
+            running[user] += delta
+            if running[user] != after and len(broken) < 5:
+                broken.append(f"entry {entry} of user {user}: balance_after {after}, "
+                              f"sum so far {running[user]}")
         [(members, total)] = self.q("SELECT COUNT(*), COALESCE(SUM(balance), 0) FROM member")
         [(entries,)] = self.q("SELECT COUNT(*) FROM ledger_entry")
         evidence = [f"user {u}: balance {b}, ledger sum {s}" for u, b, s in mismatched[:5]]
@@ -781,7 +796,7 @@ class Audit:
         evidence += [f"user {u}: balance {b} < 0" for u, b in negative[:5]]
         self.check("ledger invariant",
                    f"{members} members, {entries} entries, {total} points",
-                   not (mismatched or orphans or negative), evidence)
+                   not (mismatched or orphans or negative or broken), evidence + broken)
 
     def keys(self) -> None:
         doubled = self.q("SELECT idem_key, COUNT(*) FROM ledger_entry GROUP BY idem_key "
