@@ -37,9 +37,9 @@ from aiogram.types import CallbackQuery, Chat, Message, Update, User  # noqa: E4
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.support import Failures, rig  # noqa: E402
-from bot.checkin_board import CheckinButton  # noqa: E402
 from bot.polling import handle_batch  # noqa: E402
 from bot.runtime import tune_gc  # noqa: E402
+from services.checkin_board import CheckinButton  # noqa: E402
 from storage import ledger  # noqa: E402
 from storage.models import Checkin  # noqa: E402
 from tests.rig.fake_session import BOT_ID  # noqa: E402

@@ -17,7 +17,7 @@ from aiogram.enums import ParseMode
 from aiogram.types import User
 
 from bot.app import build_dispatcher
-from bot.outbox import Limits, Outbox
+from services.outbox import Limits, Outbox
 from storage.db import Database
 from storage.migrate import aupgrade
 from tests.rig.fake_session import FakeSession, make_bot, owner

@@ -31,27 +31,28 @@ from aiogram.types import (
 )
 from aiohttp import web
 
-from bot import texts
-from bot.checkin_board import BoardKeeper
 from bot.config import Settings
-from bot.dedup import SeenUpdates, Unconfirmed
-from bot.filters import AskAgainLater
-from bot.i18n import LANGUAGES, make_i18n
-from bot.middlewares import (
+from bot.runtime import tune_gc
+from handlers import setup_routers
+from scheduler.core import Scheduler
+from scheduler.deps import JobDeps
+from scheduler.jobs import register_jobs
+from services import texts
+from services.checkin_board import BoardKeeper
+from services.dedup import SeenUpdates, Unconfirmed
+from services.filters import AskAgainLater
+from services.i18n import LANGUAGES, make_i18n
+from services.middlewares import (
     MemberWritten,
     PondI18nMiddleware,
     TrackingMiddleware,
     settle_writes,
 )
-from bot.operators import AdminCache, OperatorPolicy
-from bot.outbox import Outbox
-from bot.runtime import tune_gc
-from bot.shortcuts import Shortcuts
-from bot.trust import PondGate
-from bot.weather import describe, is_transient
-from handlers import setup_routers
-from scheduler.core import Scheduler
-from scheduler.jobs import JobDeps, register_jobs
+from services.operators import AdminCache, OperatorPolicy
+from services.outbox import Outbox
+from services.shortcuts import Shortcuts
+from services.trust import PondGate
+from services.weather import describe, is_transient
 from storage.batch import BatchWriter
 from storage.db import Database
 from storage.models import PondStatus, utcnow

@@ -73,7 +73,7 @@ def _run(*, webhook: bool) -> int:
             "comma-separated) so that only groups you run become ponds; to find your id, "
             "message @userinfobot, or look at message.from.id in the bot's getUpdates"
         )
-    from bot.logs import setup_logging
+    from services.logs import setup_logging
 
     setup_logging(settings.log_level, secrets + _db_secrets(settings))
     from bot.app import run_polling, run_webhook

@@ -36,9 +36,9 @@ from aiogram.exceptions import (
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
-from bot.dedup import Unconfirmed
-from bot.middlewares import settle_writes
-from bot.weather import describe, is_transient
+from services.dedup import Unconfirmed
+from services.middlewares import settle_writes
+from services.weather import describe, is_transient
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.shortcuts import Shortcuts
 from handlers import (
     checkin,
     common,
@@ -19,6 +18,7 @@ from handlers import (
     red_packet,
     votes,
 )
+from services.shortcuts import Shortcuts
 
 
 def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:

@@ -23,14 +23,14 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message
 
-from bot.checkin_board import BoardKeeper, CheckinButton
-from bot.filters import IsOperator
-from bot.messaging import refuse_non_operator, reply
-from bot.middlewares import BATCHED, PondInfo
-from bot.outbox import Outbox
-from bot.texts import checkin as texts
 from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
 from games.parsing import fold
+from services.checkin_board import BoardKeeper, CheckinButton
+from services.filters import IsOperator
+from services.messaging import refuse_non_operator, reply
+from services.middlewares import BATCHED, PondInfo
+from services.outbox import Outbox
+from services.texts import checkin as texts
 from storage import checkin as store
 from storage import repo
 from storage.batch import BatchWriter

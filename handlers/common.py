@@ -6,10 +6,10 @@ from aiogram import Bot, Router
 from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
-from bot import texts
-from bot.messaging import reply
-from bot.operators import OperatorPolicy
-from bot.outbox import Outbox
+from services import texts
+from services.messaging import reply
+from services.operators import OperatorPolicy
+from services.outbox import Outbox
 from storage import repo
 from storage.db import Database
 

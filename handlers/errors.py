@@ -14,8 +14,8 @@ from aiogram import Router
 from aiogram.dispatcher.event.bases import SkipHandler
 from aiogram.types import ErrorEvent
 
-from bot.dedup import Unconfirmed
-from bot.operators import AdminsUnavailable
+from services.dedup import Unconfirmed
+from services.operators import AdminsUnavailable
 
 log = logging.getLogger("pondbot.errors")
 

@@ -32,34 +32,28 @@ from aiogram.methods import EditMessageCaption, EditMessageText, SendMessage, Se
 from aiogram.types import Message
 from sqlalchemy.exc import IntegrityError
 
-from bot import texts as common_texts
-from bot.filters import IsOperator
-from bot.messaging import (
-    active_ponds,
-    actor_of,
-    log_restored,
-    refuse_non_operator,
-    reply,
-    startup_deps,
-)
-from bot.middlewares import PondInfo
-from bot.outbox import Outbox, OutboxClosedError
-from bot.texts import games as texts
 from games.guess import LOOKS_LIKE_PRICE, Mode, parse_price, parse_round
 from games.parsing import ParseError
+from handlers.startup import active_ponds, log_restored, startup_deps
 from scheduler.core import Scheduler
 from scheduler.games import ANNOUNCE_WITHIN, reveal_round
+from services import texts as common_texts
+from services.filters import IsOperator
+from services.messaging import actor_of, refuse_non_operator, reply
+from services.middlewares import PondInfo
+from services.outbox import Outbox, OutboxClosedError
+from services.texts import games as texts
 from storage import guess as store
 from storage import repo
 from storage.db import Database
+from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-CLOSE_JOB = "guess.close"
 
 
 def close_key(round_id: int) -> str:
-    return f"{CLOSE_JOB}:{round_id}"
+    return f"{Job.guess_close}:{round_id}"
 
 
 class PriceReplyToBot(Filter):
@@ -145,7 +139,7 @@ async def open_round(
                 assert opened.round is not None
                 await scheduler.schedule(
                     opened.round.closes_at,
-                    CLOSE_JOB,
+                    Job.guess_close,
                     close_key(opened.round.id),
                     {"round_id": opened.round.id},
                     session=session,
@@ -189,7 +183,7 @@ def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: st
 
 
 async def restore_posts(router: Router) -> None:
-    """At start: post the open rounds whose post never went out (bot.messaging, "lost
+    """At start: post the open rounds whose post never went out (handlers/startup.py, "lost
     posts"); without it such a round would hold the pond's only slot unseen. Reveals of
     rounds closed lately that were never recorded as sent go out too."""
     deps = startup_deps(router)
@@ -286,7 +280,7 @@ async def _guess(
             await scheduler.cancel(close_key(out.round.id), session=session)
             await scheduler.schedule(
                 now,
-                CLOSE_JOB,
+                Job.guess_close,
                 close_key(out.round.id) + ":early",
                 {"round_id": out.round.id},
                 session=session,
@@ -368,4 +362,4 @@ def _tell(
     sent.add_done_callback(after)
 
 
-__all__ = ["CLOSE_JOB", "Mode", "close_key", "setup"]
+__all__ = ["Mode", "close_key", "setup"]

@@ -23,22 +23,22 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRet
 from aiogram.filters import Command, Filter
 from aiogram.types import ChatMemberUpdated, Message
 
-from bot import texts as common_texts
-from bot.messaging import reply
-from bot.middlewares import PondInfo, person_of
-from bot.outbox import Outbox
-from bot.texts import games as texts
-from bot.texts import weather as weather_texts
-from bot.weather import describe, is_transient
 from games.checkin import checkin_moment
 from games.votes import invite_link_name
 from scheduler.core import Scheduler
+from services import texts as common_texts
+from services.messaging import reply
+from services.middlewares import PondInfo, person_of
+from services.outbox import Outbox
+from services.texts import games as texts
+from services.texts import weather as weather_texts
+from services.weather import describe, is_transient
 from storage import invites, repo
 from storage.db import Database
+from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-CREDIT_JOB = "invites.credit"
 CREDIT_EVERY = "* * * * *"  # every minute, UTC
 PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
 
@@ -84,8 +84,8 @@ async def joined_via_link(event: ChatMemberUpdated, db: Database, scheduler: Sch
                 # One recurring task for the whole shop, created by the first referral.
                 await scheduler.schedule(
                     now + timedelta(minutes=1),
-                    CREDIT_JOB,
-                    CREDIT_JOB,
+                    Job.invite_credit,
+                    Job.invite_credit,
                     session=session,
                     cron=CREDIT_EVERY,
                     timezone="UTC",

@@ -1,7 +1,7 @@
 """Ponds and members (F1): the bot added or removed, members joining and leaving,
 group → supergroup migration — and the moments a group's trust is decided: the bot is
 added (by a global operator: trusted at once; else the admin list decides), a global
-operator is promoted or demoted there (see bot/trust.py)."""
+operator is promoted or demoted there (see services/trust.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from aiogram import Bot, Router
 from aiogram.filters import Filter
 from aiogram.types import ChatMemberUpdated, Message
 
-from bot import texts
-from bot.messaging import say
-from bot.middlewares import TrackingMiddleware, person_of
-from bot.operators import AdminCache, OperatorPolicy
-from bot.outbox import Outbox
-from bot.trust import CHECKABLE, PondGate
+from services import texts
+from services.messaging import say
+from services.middlewares import TrackingMiddleware, person_of
+from services.operators import AdminCache, OperatorPolicy
+from services.outbox import Outbox
+from services.trust import CHECKABLE, PondGate
 from storage import repo
 from storage.db import Database
 from storage.models import SERVED_TRUST, PondStatus, PondTrust

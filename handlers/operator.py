@@ -20,14 +20,14 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot import texts
-from bot.filters import IsOperator
-from bot.messaging import actor_of, refuse_non_operator, reply
-from bot.middlewares import PondInfo, person_of
-from bot.operators import OperatorPolicy
-from bot.outbox import Outbox
-from bot.texts import ponds as pond_texts
 from games.parsing import ParseError, parse_adjust
+from services import texts
+from services.filters import IsOperator
+from services.messaging import actor_of, refuse_non_operator, reply
+from services.middlewares import PondInfo, person_of
+from services.operators import OperatorPolicy
+from services.outbox import Outbox
+from services.texts import ponds as pond_texts
 from storage import ledger, repo
 from storage.db import Database
 from storage.models import LedgerKind

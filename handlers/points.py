@@ -11,11 +11,11 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot import texts
-from bot.messaging import reply
-from bot.middlewares import PondInfo
-from bot.outbox import Outbox
 from games.checkin import DEFAULT_TIMEZONE, local_day
+from services import texts
+from services.messaging import reply
+from services.middlewares import PondInfo
+from services.outbox import Outbox
 from storage import checkin, repo
 from storage.db import Database
 from storage.models import utcnow

@@ -3,7 +3,7 @@
 
 Approving a group makes it a pond (and greets it); revoking stops serving it, and
 nothing is deleted: its members, points and history stay, and an approval brings it
-back. The decision itself lives in bot/trust.py.
+back. The decision itself lives in services/trust.py.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot import texts as common_texts
-from bot.messaging import refuse_non_operator, reply, say
-from bot.middlewares import TrackingMiddleware
-from bot.operators import OperatorPolicy
-from bot.outbox import Outbox
-from bot.texts import ponds as texts
-from bot.trust import PondGate
 from games.parsing import fold
+from services import texts as common_texts
+from services.messaging import refuse_non_operator, reply, say
+from services.middlewares import TrackingMiddleware
+from services.operators import OperatorPolicy
+from services.outbox import Outbox
+from services.texts import ponds as texts
+from services.trust import PondGate
 from storage import repo
 from storage.db import Database
 from storage.models import PondStatus

@@ -29,13 +29,6 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.filters import IsOperator
-from bot.messaging import refuse_non_operator, reply
-from bot.middlewares import PondInfo, TrackingMiddleware
-from bot.operators import OperatorPolicy
-from bot.outbox import Outbox
-from bot.promo_post import post_method
-from bot.texts import promo as t
 from games.campaign import (
     Campaign,
     Phase,
@@ -51,10 +44,17 @@ from games.parsing import ParseError, fold
 from games.promo import CapVerdict, PostRequest, parse_plan, parse_promo, plan, resolve_at
 from games.settings import PondSettings
 from scheduler.core import Scheduler, next_cron_time
+from services.filters import IsOperator
+from services.messaging import refuse_non_operator, reply
+from services.middlewares import PondInfo, TrackingMiddleware
+from services.operators import OperatorPolicy
+from services.outbox import Outbox
+from services.promo_post import post_method
+from services.texts import promo as t
 from storage import promo as store
 from storage import repo
 from storage.db import Database
-from storage.models import PromoPost, PromoState
+from storage.models import Job, PromoPost, PromoState
 
 GROUPS = ("group", "supergroup")
 
@@ -357,7 +357,7 @@ async def _confirm(
         return t.toast_done_already(), None
     await scheduler.schedule(
         at,
-        store.POST_JOB,
+        Job.promo_post,
         store.post_key(post.id),
         {"post_id": post.id},
         session=session,

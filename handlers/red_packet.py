@@ -40,13 +40,6 @@ from aiogram.types import (
 from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 
-from bot.messaging import active_ponds, carries_button, log_restored, reply, startup_deps
-from bot.middlewares import PondInfo
-from bot.operators import OperatorPolicy
-from bot.outbox import Outbox, OutboxClosedError
-from bot.shortcuts import Shortcuts
-from bot.texts import ponds as pond_texts
-from bot.texts import red_packet as texts
 from games.parsing import ParseError
 from games.red_packet import (
     MAX_PASSWORD,
@@ -58,10 +51,18 @@ from games.red_packet import (
     parse_packet,
     split,
 )
+from handlers.startup import active_ponds, log_restored, startup_deps
 from scheduler.core import Scheduler
-from scheduler.red_packet import EXPIRE_JOB
+from services.messaging import carries_button, reply
+from services.middlewares import PondInfo
+from services.operators import OperatorPolicy
+from services.outbox import Outbox, OutboxClosedError
+from services.shortcuts import Shortcuts
+from services.texts import ponds as pond_texts
+from services.texts import red_packet as texts
 from storage import ledger, red_packets, repo
 from storage.db import Database
+from storage.models import Job
 from storage.red_packets import Grab, GrabRequest, PacketCard
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class RedPackets:
                     if not replayed:
                         await scheduler.schedule(
                             card.expires_at,
-                            EXPIRE_JOB,
+                            Job.red_packet_expire,
                             red_packets.expiry_task_key(card.id),
                             {"packet_id": card.id},
                             session=session,
@@ -348,7 +349,7 @@ class RedPackets:
         return queued is not None
 
     async def restore_posts(self, router: Router) -> None:
-        """At start: post the open packets whose post never went out (bot.messaging,
+        """At start: post the open packets whose post never went out (handlers/startup.py,
         "lost posts")."""
         deps = startup_deps(router)
         async with deps.db.transaction(readonly=True) as session:

@@ -22,30 +22,23 @@ from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from pydantic import Field
 
-from bot.filters import IsOperator
-from bot.messaging import (
-    active_ponds,
-    actor_of,
-    carries_button,
-    log_restored,
-    refuse_non_operator,
-    reply,
-    startup_deps,
-)
-from bot.middlewares import PondInfo
-from bot.outbox import Outbox
-from bot.texts import games as texts
 from games.parsing import ParseError
 from games.votes import MAX_OPTIONS, parse_vote
+from handlers.startup import active_ponds, log_restored, startup_deps
 from scheduler.core import Scheduler
 from scheduler.games import ANNOUNCE_WITHIN, announce_vote
+from services.filters import IsOperator
+from services.messaging import actor_of, carries_button, refuse_non_operator, reply
+from services.middlewares import PondInfo
+from services.outbox import Outbox
+from services.texts import games as texts
 from storage import repo
 from storage import votes as store
 from storage.db import Database
+from storage.models import Job
 
 log = logging.getLogger(__name__)
 
-CLOSE_JOB = "vote.close"
 
 
 MAX_ID = 2**63 - 1
@@ -60,7 +53,7 @@ class VoteButton(CallbackData, prefix="vt"):
 
 
 def close_key(vote_id: int) -> str:
-    return f"{CLOSE_JOB}:{vote_id}"
+    return f"{Job.vote_close}:{vote_id}"
 
 
 def markup(view: store.VoteView) -> InlineKeyboardMarkup:
@@ -108,7 +101,7 @@ def post_vote(db: Database, outbox: Outbox, view: store.VoteView, timezone: str)
 
 
 async def restore_posts(router: Router) -> None:
-    """At start: post the open votes whose post never went out (bot.messaging, "lost
+    """At start: post the open votes whose post never went out (handlers/startup.py, "lost
     posts"), and the results of votes closed lately that were never recorded as sent."""
     deps = startup_deps(router)
     now = deps.scheduler.clock()
@@ -169,7 +162,7 @@ async def open_vote(
         if opened.kind == "opened":
             await scheduler.schedule(
                 opened.vote.closes_at,
-                CLOSE_JOB,
+                Job.vote_close,
                 close_key(opened.vote.id),
                 {"vote_id": opened.vote.id},
                 session=session,

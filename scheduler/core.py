@@ -60,8 +60,8 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
-from bot.logs import SecretFilter
 from games.promo import crontab_weekdays
+from services.logs import SecretFilter
 from storage.db import Database, after_commit
 from storage.models import ScheduledTask, TaskState, utcnow
 

@@ -18,25 +18,20 @@ twice once it was recorded.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from aiogram.methods import EditMessageText, SendMessage
 from aiogram.types import Message, ReplyParameters
 
-from bot.outbox import Outbox
-from bot.texts import games as texts
 from scheduler.core import Scheduler, TaskRun
+from scheduler.deps import JobDeps
+from services.outbox import Outbox
+from services.texts import games as texts
 from storage import guess, invites, repo, votes
 from storage.db import Database
-
-if TYPE_CHECKING:
-    from scheduler.jobs import JobDeps
+from storage.models import Job
 
 # A reveal or result that never went out is made at start only for what closed lately.
 ANNOUNCE_WITHIN = timedelta(days=2)
-GUESS_CLOSE = "guess.close"
-VOTE_CLOSE = "vote.close"
-CREDIT = "invites.credit"
 
 
 def _replying(message_id: int | None) -> ReplyParameters | None:
@@ -59,7 +54,7 @@ def reveal_round(db: Database, outbox: Outbox, reveal: guess.Reveal, now: dateti
             text=texts.reveal(reveal),
             reply_parameters=_replying(reveal.message_id),
         ),
-        key=f"{GUESS_CLOSE}:{reveal.round_id}",
+        key=f"{Job.guess_close}:{reveal.round_id}",
         record=record,
     )
     return queued is not None
@@ -72,7 +67,7 @@ def announce_vote(
     (texts in the caller's language), recorded as announced once Telegram answered it.
     False: already on its way."""
     view = result.vote
-    if outbox.posting(f"{VOTE_CLOSE}:{view.id}"):
+    if outbox.posting(f"{Job.vote_close}:{view.id}"):
         return False
     if view.message_id is not None:
         final = texts.vote_post(view, result.counts, timezone, closed=True)
@@ -88,7 +83,7 @@ def announce_vote(
             text=texts.vote_result(view, result.counts),
             reply_parameters=_replying(view.message_id),
         ),
-        key=f"{VOTE_CLOSE}:{view.id}",
+        key=f"{Job.vote_close}:{view.id}",
         record=record,
     )
     return queued is not None
@@ -119,6 +114,6 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
         async with deps.db.transaction() as session:
             await invites.credit_due(session, run.now)
 
-    scheduler.register(GUESS_CLOSE, close_guess)
-    scheduler.register(VOTE_CLOSE, close_vote)
-    scheduler.register(CREDIT, credit_referrals)
+    scheduler.register(Job.guess_close, close_guess)
+    scheduler.register(Job.vote_close, close_vote)
+    scheduler.register(Job.invite_credit, credit_referrals)

@@ -22,21 +22,18 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from aiogram.methods import PinChatMessage, SendMessage, SendPhoto
 from aiogram.types import Message
 
-from bot.outbox import OutboxClosedError
-from bot.promo_post import post_method
-from bot.texts import promo as t
 from games.campaign import Campaign
 from scheduler.core import RunInterrupted, Scheduler, TaskRun
+from scheduler.deps import JobDeps
+from services.outbox import OutboxClosedError
+from services.promo_post import post_method
+from services.texts import promo as t
 from storage import promo as store
-from storage.models import DeliveryState, PromoPost, PromoState
-
-if TYPE_CHECKING:  # scheduler.jobs imports this module to register it
-    from scheduler.jobs import JobDeps
+from storage.models import DeliveryState, Job, PromoPost, PromoState
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +52,8 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
     async def deliver(run: TaskRun) -> None:
         await deliver_post(deps, run, lambda: scheduler.stopping)
 
-    scheduler.register(store.POST_JOB, fire)
-    scheduler.register(store.DELIVER_JOB, deliver)
+    scheduler.register(Job.promo_post, fire)
+    scheduler.register(Job.promo_deliver, deliver)
 
 
 async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
@@ -84,7 +81,7 @@ async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
             )
         await scheduler.schedule(
             run.now,
-            store.DELIVER_JOB,
+            Job.promo_deliver,
             store.deliver_key(post_id, occurrence),
             {"post_id": post_id, "occurrence": occurrence.isoformat()},
             session=session,

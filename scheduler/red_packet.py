@@ -9,19 +9,14 @@ only repeats the (harmless) message edit.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiogram.methods import EditMessageText
 
-from bot.texts import red_packet as texts
 from games.red_packet import PacketState
 from scheduler.core import Scheduler, TaskRun
+from scheduler.deps import JobDeps
+from services.texts import red_packet as texts
 from storage import red_packets, repo
-
-if TYPE_CHECKING:  # scheduler.jobs imports this module to register it
-    from scheduler.jobs import JobDeps
-
-EXPIRE_JOB = "red_packet.expire"
+from storage.models import Job
 
 
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:
@@ -42,4 +37,4 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
             EditMessageText(chat_id=card.chat_id, message_id=card.message_id, text=text),
         )
 
-    scheduler.register(EXPIRE_JOB, expire)
+    scheduler.register(Job.red_packet_expire, expire)

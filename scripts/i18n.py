@@ -3,7 +3,7 @@
     python scripts/i18n.py          # extract texts, update every .po, compile the .mo files
     python scripts/i18n.py --check  # exit 1 if a .po lacks a text or a .mo is stale
 
-Message ids are the English texts in `bot/texts.py`; the English catalogue is therefore
+Message ids are the English texts in `services/texts/`; the English catalogue is therefore
 empty and Chinese (`zh`) must translate every message.
 """
 
@@ -21,9 +21,9 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCALES = ROOT / "bot" / "locales"
+LOCALES = ROOT / "services" / "locales"
 DOMAIN = "pondbot"
-SOURCES = [ROOT / "bot", ROOT / "handlers", ROOT / "scheduler"]
+SOURCES = [ROOT / "bot", ROOT / "handlers", ROOT / "scheduler", ROOT / "services"]
 KEYWORDS = {"_": None, "N_": None, "gettext": None}
 
 

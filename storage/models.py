@@ -233,6 +233,18 @@ class LedgerEntry(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+class Job(StrEnum):
+    """The names of the scheduled jobs, as stored in `scheduled_task.job`: the features
+    that schedule a task and the job modules that run it both name it from here."""
+
+    guess_close = "guess.close"
+    vote_close = "vote.close"
+    invite_credit = "invites.credit"
+    red_packet_expire = "red_packet.expire"
+    promo_post = "promo.post"
+    promo_deliver = "promo.deliver"
+
+
 class TaskState(StrEnum):
     pending = "pending"
     running = "running"

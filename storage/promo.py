@@ -34,6 +34,7 @@ from storage.models import (
     SERVED_TRUST,
     BroadcastDelivery,
     DeliveryState,
+    Job,
     Member,
     Pond,
     PondStatus,
@@ -46,18 +47,16 @@ from storage.models import (
 )
 
 ALL_PONDS = 0  # the campaign scope of a shop-wide campaign
-POST_JOB = "promo.post"
-DELIVER_JOB = "promo.deliver"
 # What counts towards the frequency cap: posts that went out, or may have.
 COUNTED = (DeliveryState.sent, DeliveryState.sending, DeliveryState.unknown)
 
 
 def post_key(post_id: int) -> str:
-    return f"{POST_JOB}:{post_id}"
+    return f"{Job.promo_post}:{post_id}"
 
 
 def deliver_key(post_id: int, occurrence: datetime) -> str:
-    return f"{DELIVER_JOB}:{post_id}:{int(occurrence.timestamp())}"
+    return f"{Job.promo_deliver}:{post_id}:{int(occurrence.timestamp())}"
 
 
 # -- posts -------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiogram.methods import EditMessageText, SendMessage
 
-from bot.checkin_board import POST_WAIT, BoardKeeper
-from bot.i18n import make_i18n
-from bot.middlewares import PondInfo
-from bot.outbox import FakeClock, Limits, Outbox
+from services.checkin_board import POST_WAIT, BoardKeeper
+from services.i18n import make_i18n
+from services.middlewares import PondInfo
+from services.outbox import FakeClock, Limits, Outbox
 from storage import batch, checkin, repo
 from storage.db import Database
 from tests.rig.fake_session import FakeSession, make_bot

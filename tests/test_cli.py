@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import SecretFilter
+from services.logs import SecretFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 

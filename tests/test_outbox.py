@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.emulator.server import HTML_502
-from bot.outbox import FakeClock, Limits, Outbox, OutboxClosedError
+from services.outbox import FakeClock, Limits, Outbox, OutboxClosedError
 from tests.rig.fake_session import TEST_TOKEN, FakeSession, make_bot
 
 GROUP_A, GROUP_B, GROUP_C = -1001, -1002, -1003
@@ -562,7 +562,7 @@ async def weather_rig(
 async def test_an_html_502_page_is_retried_like_a_5xx_and_delivered_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.outbox")
+    caplog.set_level(logging.INFO, logger="services.outbox")
     async with weather_rig() as (outbox, session, _):
         session.weather("sendMessage", "html502")
         sent = await outbox.call(msg(GROUP_A, "check-in board"))

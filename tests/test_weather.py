@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import exc as sa
 
 from bot.emulator.server import HTML_502
-from bot.weather import describe, is_database_outage, is_database_unreachable, is_transient
+from services.weather import describe, is_database_outage, is_database_unreachable, is_transient
 
 METHOD = GetUpdates()
 TOKEN = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij"

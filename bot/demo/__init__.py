@@ -45,7 +45,7 @@ async def play(*, quiet: bool = False, pause: float = 0.05) -> tuple[str, list[d
 
 
 def run_demo(*, quiet: bool = False) -> int:
-    from bot.logs import setup_logging
+    from services.logs import setup_logging
 
     setup_logging("WARNING")
     if not quiet:

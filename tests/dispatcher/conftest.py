@@ -12,8 +12,8 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.enums import ParseMode
 
 from bot.app import build_dispatcher, chat_refused
-from bot.outbox import Limits, Outbox
 from scheduler.core import Scheduler
+from services.outbox import Limits, Outbox
 from storage.db import Database
 from storage.migrate import aupgrade
 from tests.rig.client import Harness, group_chat, person

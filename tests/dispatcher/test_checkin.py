@@ -16,8 +16,8 @@ from aiogram.types import Chat, Message, User
 from sqlalchemy import select
 
 from bot.app import build_dispatcher
-from bot.checkin_board import CheckinButton
-from bot.outbox import Outbox
+from services.checkin_board import CheckinButton
+from services.outbox import Outbox
 from storage import ledger, repo
 from storage.db import Database
 from storage.models import Checkin, LedgerEntry, Member

@@ -23,11 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError
 from sqlmodel import col
 
-from bot.checkin_board import CheckinButton
 from bot.emulator.server import HTML_502
-from bot.i18n import make_i18n
 from bot.polling import handle_batch, poll
-from bot.texts import weather as weather_texts
+from services.checkin_board import CheckinButton
+from services.i18n import make_i18n
+from services.texts import weather as weather_texts
 from storage.db import Database
 from storage.models import LedgerEntry, LedgerKind
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, running
@@ -183,7 +183,7 @@ async def test_a_database_error_leaves_the_update_to_be_handled_again(
     assert len(replies_to(h, after)) == 1
     # The batch was confirmed up to the failed update, then fetched again from it.
     assert first in telegram.offsets
-    warnings = [r for r in caplog.records if r.name == "bot.dedup"]
+    warnings = [r for r in caplog.records if r.name == "services.dedup"]
     assert 1 <= len(warnings) <= 2 and {r.levelno for r in warnings} == {logging.WARNING}
     assert all(f"update {first} hit a database error" in r.getMessage() for r in warnings)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -363,4 +363,4 @@ async def test_a_long_outage_is_not_taken_for_a_poison_update(
     assert await checkins(bot_db, ALICE) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert all("the database is away" in r.getMessage()
-               for r in caplog.records if r.name == "bot.dedup")
+               for r in caplog.records if r.name == "services.dedup")

@@ -32,11 +32,11 @@ from aiogram.types import (
 from sqlalchemy import func, select
 
 from bot.app import build_dispatcher
-from bot.outbox import Outbox
 from bot.polling import handle_batch
 from games.checkin import local_day
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler
+from services.outbox import Outbox
 from storage import checkin as checkin_store
 from storage import invites, ledger, repo
 from storage.models import (

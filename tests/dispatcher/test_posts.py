@@ -27,11 +27,11 @@ from aiogram.types import (
 from sqlalchemy import func, select, update
 
 from bot.app import build_dispatcher, chat_refused
-from bot.outbox import Limits, Outbox
 from bot.polling import handle_batch
 from handlers.red_packet import RedPacketCB
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler, TaskRun
+from services.outbox import Limits, Outbox
 from storage import red_packets, repo
 from storage.db import Database
 from storage.models import (

@@ -15,10 +15,9 @@ from sqlalchemy import event, func, select
 
 from handlers.red_packet import RedPacketCB
 from scheduler.core import Scheduler, TaskRun
-from scheduler.red_packet import EXPIRE_JOB
 from storage import ledger, red_packets, repo
 from storage.db import Database
-from storage.models import LedgerEntry, RedPacket, ScheduledTask, TaskState
+from storage.models import Job, LedgerEntry, RedPacket, ScheduledTask, TaskState
 from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person
 from tests.rig.fake_session import BOT_ID, FakeSession
@@ -256,9 +255,9 @@ async def test_member_funded_packet_debits_refunds_once_and_funder_cannot_grab(
     # Time passes: the expiry runs (twice, as after a crash mid-job) and refunds once.
     pond.clock.now = T0 + timedelta(hours=1, seconds=1)
     await pond.scheduler.sweep()
-    job = pond.scheduler.jobs[EXPIRE_JOB]
+    job = pond.scheduler.jobs[Job.red_packet_expire]
     run = TaskRun(
-        red_packets.expiry_task_key(packet.id), EXPIRE_JOB, {"packet_id": packet.id},
+        red_packets.expiry_task_key(packet.id), Job.red_packet_expire, {"packet_id": packet.id},
         GROUP_ID, packet.expires_at, pond.clock.now,
     )
     await job(run)

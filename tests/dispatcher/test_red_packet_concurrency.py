@@ -14,7 +14,7 @@ from aiogram.types import Message, User
 from sqlalchemy import func, select
 
 from bot.app import build_dispatcher
-from bot.outbox import Outbox
+from services.outbox import Outbox
 from storage import ledger
 from storage.db import Database
 from storage.models import LedgerEntry, Member, RedPacket, RedPacketShare

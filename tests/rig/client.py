@@ -31,8 +31,8 @@ from aiogram.types import (
     User,
 )
 
-from bot.middlewares import settle_writes
-from bot.outbox import Outbox
+from services.middlewares import settle_writes
+from services.outbox import Outbox
 from tests.rig.fake_session import BOT_USERNAME, FakeSession
 
 _COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]{3,32})?")

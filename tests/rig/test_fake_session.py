@@ -14,7 +14,7 @@ from aiogram.exceptions import (
 from aiogram.methods import AnswerCallbackQuery, SendMessage
 from aiogram.types import ChatMemberMember, ChatMemberOwner, Message, User
 
-from bot.clock import FakeClock
+from services.clock import FakeClock
 from tests.rig.fake_session import BOT_ID, FakeSession, admin, make_bot, owner
 
 ALICE = User(id=1001, is_bot=False, first_name="Alice")

@@ -10,10 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import update
 
-from bot.i18n import make_i18n
-from bot.texts import promo as t
 from games.campaign import DayRange, Phase
 from scheduler.core import Scheduler, TaskRun
+from services.i18n import make_i18n
+from services.texts import promo as t
 from storage import promo as store
 from storage import repo
 from storage.db import Database

@@ -19,7 +19,7 @@ from aiogram import Bot
 from aiogram.exceptions import AiogramError, TelegramAPIError, TelegramRetryAfter
 from aiogram.types import Chat, User
 
-from bot.weather import describe, is_transient
+from services.weather import describe, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class AdminCache:
 class OperatorPolicy:
     """Global operators (`OPERATOR_IDS`, the shop's own staff) are operators everywhere;
     a group's admins are operators in that group. Whether a group is served at all is
-    the trust boundary's business (bot/trust.py): in a group that is not a pond no
+    the trust boundary's business (services/trust.py): in a group that is not a pond no
     handler runs, so its admins have no powers."""
 
     def __init__(self, operator_ids: frozenset[int], admins: AdminCache) -> None:

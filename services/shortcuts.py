@@ -28,13 +28,13 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, TelegramObject
 
-from bot.texts import games as texts
+from services.texts import games as texts
 
 # (the query, its prefix-less payload, the handler data) -> answered?
 Answer = Callable[[CallbackQuery, str, dict[str, Any]], Awaitable[bool]]
 
 INT64 = range(-(2**63), 2**63)
-OUR_PACKAGES = frozenset({"bot", "handlers"})
+OUR_PACKAGES = frozenset({"bot", "handlers", "scheduler", "services"})
 
 
 def our_formats() -> list[type[CallbackData]]:

@@ -11,10 +11,10 @@ from aiogram.filters import Filter
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject
 
-from bot.messaging import reply
-from bot.operators import AdminsUnavailable, OperatorPolicy
-from bot.outbox import Outbox
-from bot.texts import weather as texts
+from services.messaging import reply
+from services.operators import AdminsUnavailable, OperatorPolicy
+from services.outbox import Outbox
+from services.texts import weather as texts
 
 
 class IsOperator(Filter):

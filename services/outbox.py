@@ -73,8 +73,8 @@ from aiogram.methods import (
 )
 from aiogram.types import Message
 
-from bot.clock import Clock, FakeClock, SystemClock
-from bot.weather import describe, is_transient
+from services.clock import Clock, FakeClock, SystemClock
+from services.weather import describe, is_transient
 
 __all__ = [
     "Clock",

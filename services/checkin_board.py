@@ -37,10 +37,10 @@ from aiogram.methods import EditMessageText, PinChatMessage, SendMessage
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 
-from bot.clock import Clock, SystemClock
-from bot.middlewares import PondInfo
-from bot.outbox import Outbox
-from bot.texts import checkin as texts
+from services.clock import Clock, SystemClock
+from services.middlewares import PondInfo
+from services.outbox import Outbox
+from services.texts import checkin as texts
 from storage import checkin as store
 from storage.db import Database
 from storage.models import utcnow

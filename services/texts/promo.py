@@ -13,6 +13,7 @@ from aiogram.utils.i18n import gettext as _
 
 from games.campaign import Campaign, DayRange, Phase
 from games.promo import Plan
+from storage.models import Job
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -259,14 +260,14 @@ ERROR_SNIPPET = 60
 
 def task_label(job: str, payload: Mapping[str, object], key: str) -> str:
     """What a scheduled task is, in an operator's words."""
-    labels = {
-        "guess.close": (_("closing guess round #{id}"), "round_id"),
-        "vote.close": (_("closing vote #{id}"), "vote_id"),
-        "red_packet.expire": (_("refund of red packet #{id}"), "packet_id"),
-        "promo.post": (_("post #{id}"), "post_id"),
-        "promo.deliver": (_("delivery of post #{id}"), "post_id"),
+    labels: dict[str, tuple[str, str]] = {
+        Job.guess_close: (_("closing guess round #{id}"), "round_id"),
+        Job.vote_close: (_("closing vote #{id}"), "vote_id"),
+        Job.red_packet_expire: (_("refund of red packet #{id}"), "packet_id"),
+        Job.promo_post: (_("post #{id}"), "post_id"),
+        Job.promo_deliver: (_("delivery of post #{id}"), "post_id"),
     }
-    if job == "invites.credit":
+    if job == Job.invite_credit:
         return _("referral credits")
     found = labels.get(job)
     if found is None or found[1] not in payload:

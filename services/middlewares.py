@@ -1,6 +1,6 @@
 """Middlewares: who is talking, in which pond, in which language.
 
-`TrackingMiddleware` is where the trust boundary holds (SPEC F1, bot/trust.py): an
+`TrackingMiddleware` is where the trust boundary holds (SPEC F1, services/trust.py): an
 update from a group that is not a pond of this shop stops here — after the one notice
 that says so — before anything is recorded or any handler runs. (`my_chat_member` and
 `chat_member` updates do not pass through it: they are how a group's state changes.)
@@ -27,8 +27,8 @@ from aiogram.dispatcher.flags import get_flag
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
-from bot.operators import SERVICE_USER_IDS
-from bot.trust import PondGate
+from services.operators import SERVICE_USER_IDS
+from services.trust import PondGate
 from storage import repo
 from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database

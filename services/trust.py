@@ -25,9 +25,9 @@ from aiogram import Bot
 from aiogram.methods import SendMessage
 from aiogram.utils.i18n import I18n
 
-from bot.operators import OperatorPolicy
-from bot.outbox import Outbox
-from bot.texts import ponds as texts
+from services.operators import OperatorPolicy
+from services.outbox import Outbox
+from services.texts import ponds as texts
 from storage import repo
 from storage.db import Database
 from storage.models import PondTrust

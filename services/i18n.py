@@ -1,4 +1,4 @@
-"""aiogram's gettext-based i18n, with the catalogues shipped in `bot/locales`."""
+"""aiogram's gettext-based i18n, with the catalogues shipped in `services/locales`."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from datetime import date
 from aiogram.methods import SendMessage, SendPhoto
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
-from bot.texts import promo as t
 from games.campaign import Campaign, render
+from services.texts import promo as t
 from storage.models import PromoPost
 
 

@@ -1,6 +1,6 @@
 """Every text pondbot says, in one place.
 
-Message ids are English; `bot/locales/<lang>/LC_MESSAGES/pondbot.po` holds the
+Message ids are English; `services/locales/<lang>/LC_MESSAGES/pondbot.po` holds the
 translations (Chinese is the default language). Everything that comes from a person —
 names, reasons — passes `html.quote` exactly once, here, before it reaches Telegram.
 """

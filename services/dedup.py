@@ -31,7 +31,7 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
 from sqlalchemy import text
 
-from bot.weather import describe, is_database_outage, is_database_unreachable
+from services.weather import describe, is_database_outage, is_database_unreachable
 from storage.db import Database
 
 log = logging.getLogger(__name__)

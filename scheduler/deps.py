@@ -1,0 +1,34 @@
+"""What a job body may use: the database, the outbox and the texts' language.
+
+Its own module, so that the job modules and the registry that collects them
+(`scheduler.jobs`) both import it and never each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from aiogram.utils.i18n import I18n
+
+from services.outbox import Outbox
+from storage.db import Database
+
+
+@dataclass(frozen=True)
+class JobDeps:
+    db: Database
+    outbox: Outbox
+    i18n: I18n
+
+    @contextmanager
+    def language(self, locale: str) -> Iterator[None]:
+        """Texts inside the block speak `locale` (a pond's language)."""
+        if locale not in self.i18n.available_locales:
+            locale = self.i18n.default_locale
+        with self.i18n.context(), self.i18n.use_locale(locale):
+            yield
+
+
+__all__ = ["JobDeps"]
