@@ -1,0 +1,30 @@
+"""How a member is named in the pond's messages. Pure.
+
+`display_name` is the one rule for a person's shown name, whatever the message (a
+check-in reply, a board, a result, a member export):
+
+* the first and last name joined by a space, trimmed (Telegram requires a first name,
+  but it may be blank spaces, and the last name is optional);
+* if that leaves nothing, `@username`;
+* if there is no username either, `fallback` — callers pass the user id as text, or the
+  chat's title, whichever names the person best where the name is shown.
+
+Names are returned as given: escaping for HTML is the text layer's work.
+"""
+
+from __future__ import annotations
+
+
+def display_name(
+    first_name: str | None,
+    last_name: str | None,
+    username: str | None,
+    fallback: str = "",
+) -> str:
+    """`"First Last"` trimmed; else `"@username"`; else `fallback`."""
+    full = f"{first_name or ''} {last_name or ''}".strip()
+    if full:
+        return full
+    if username:
+        return f"@{username}"
+    return fallback
