@@ -105,7 +105,7 @@ async def checkin_message(
     boards.touch(pond, today)
     if not quiet:
         return  # the board shows it
-    name = f"{person.first_name} {person.last_name}".strip() or str(person.id)
+    name = person.display_name
     if result.reward is not None:
         late = request.day if request.day != today else None
         reply(outbox, message,
@@ -183,7 +183,7 @@ async def makeup(
                 every_days=settings.checkin_makeup_every_days, day=exc.day, streak=exc.streak,
             )
         else:
-            name = f"{person.first_name} {person.last_name}".strip() or str(person.id)
+            name = person.display_name
             outcome = texts.makeup_done(name, done.day, done.cost, done.streak, done.balance)
     reply(outbox, message, outcome)
 

@@ -95,11 +95,6 @@ async def joined_via_link(event: ChatMemberUpdated, db: Database, scheduler: Sch
     raise SkipHandler  # the membership router records the join itself
 
 
-def _display(person: repo.UserInfo) -> str:
-    full = f"{person.first_name} {person.last_name}".strip()
-    return full or (f"@{person.username}" if person.username else str(person.id))
-
-
 async def invite(
     message: Message,
     bot: Bot,
@@ -122,7 +117,7 @@ async def invite(
         points = (await repo.pond_settings(session, pond.chat_id)).referral_points
         stats = await invites.referral_stats(session, person.id, pond.chat_id)
     if link is None:
-        name = invite_link_name(_display(person))
+        name = invite_link_name(person.display_name)
         try:
             created = await bot.create_chat_invite_link(chat_id=pond.chat_id, name=name)
         except TelegramBadRequest as exc:
@@ -150,5 +145,5 @@ async def invite(
     reply(
         outbox,
         message,
-        texts.invite_link(_display(person), link, points, stats.joined, stats.credited),
+        texts.invite_link(person.display_name, link, points, stats.joined, stats.credited),
     )

@@ -49,7 +49,7 @@ async def points(
         if member is not None:  # a streak with a missed day shows as 0
             member = replace(member, streak=await checkin.streak_of(session, person.id, today))
     if member is None:
-        reply(outbox, message, texts.no_points_yet(person.first_name))
+        reply(outbox, message, texts.no_points_yet(person.display_name))
     else:
         reply(outbox, message, texts.points(member, rank))
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games import checkin as rules
+from games.people import display_name
 from games.settings import PondSettings
 from storage import ledger, repo
 from storage.bulk import Bulk
@@ -378,11 +379,6 @@ class StreakRow:
     streak: int
 
 
-def _display(first: str, last: str, username: str | None, user_id: int) -> str:
-    name = f"{first} {last}".strip()
-    return name or (f"@{username}" if username else str(user_id))
-
-
 async def top_streaks(
     session: AsyncSession, today: date, limit: int = 10, *, chat_id: int | None = None
 ) -> list[StreakRow]:
@@ -407,8 +403,10 @@ async def top_streaks(
         )
     ).all()
     return [
-        StreakRow(int(r.user_id), _display(r.first_name, r.last_name, r.username, r.user_id),
-                  int(r.streak))
+        StreakRow(
+            int(r.user_id), display_name(r.first_name, r.last_name, r.username, str(r.user_id)),
+            int(r.streak),
+        )
         for r in rows
     ]
 
@@ -444,7 +442,7 @@ async def board_view(
     ).all()
     return BoardView(
         chat_id, board.message_id, board.day, int(count or 0),
-        [_display(r.first_name, r.last_name, r.username, r.user_id) for r in rows],
+        [display_name(r.first_name, r.last_name, r.username, str(r.user_id)) for r in rows],
     )
 
 

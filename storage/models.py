@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from games.people import display_name
+
 # A naming convention makes constraint names stable across SQLite and PostgreSQL, which
 # alembic's batch mode needs to alter tables on SQLite.
 SQLModel.metadata = MetaData(
@@ -190,8 +192,7 @@ class Member(SQLModel, table=True):
 
     @property
     def display_name(self) -> str:
-        name = f"{self.first_name} {self.last_name}".strip()
-        return name or (f"@{self.username}" if self.username else str(self.user_id))
+        return display_name(self.first_name, self.last_name, self.username, str(self.user_id))
 
 
 class Membership(SQLModel, table=True):

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.checkin import local_day
+from games.people import display_name
 from games.settings import PondSettings
 from storage.dialect import insert_for
 from storage.models import (
@@ -39,6 +40,11 @@ class UserInfo:
     username: str | None = None
     language_code: str | None = None
     is_bot: bool = False
+
+    @property
+    def display_name(self) -> str:
+        """How the pond's messages name this person (see games/people.py)."""
+        return display_name(self.first_name, self.last_name, self.username, str(self.id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,9 +94,9 @@ def points(member: MemberView, rank: int | None) -> str:
     )
 
 
-def no_points_yet(first_name: str) -> str:
+def no_points_yet(name: str) -> str:
     return _("💰 {name}: <b>0</b> points. Join in the pond's games to start earning!").format(
-        name=html.quote(first_name)
+        name=html.quote(name)
     )
 
 

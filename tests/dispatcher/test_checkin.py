@@ -145,6 +145,15 @@ async def test_first_checkin_pays_base_replies_and_posts_a_board(
     assert row is not None and row.streak == 1 and row.last_checkin_day == dt.date(2025, 3, 1)
 
 
+async def test_a_member_with_a_blank_name_is_named_by_username(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    blank = harness.member(group, person(1, " ", "blank_one"))
+    await blank.send("签到")
+    await settle(harness)
+    assert "@blank_one" in harness.replies(GROUP_ID)[0]
+
+
 async def test_streak_grows_caps_and_pays_milestones(
     harness: Harness, group: Chat, wall: WallClock
 ) -> None:
