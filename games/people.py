@@ -1,4 +1,4 @@
-"""How a member is named in the pond's messages. Pure.
+"""Who a member is in the pond's messages, and whether they are in the pond. Pure.
 
 `display_name` is the one rule for a person's shown name, whatever the message (a
 check-in reply, a board, a result, a member export):
@@ -10,6 +10,10 @@ check-in reply, a board, a result, a member export):
   chat's title, whichever names the person best where the name is shown.
 
 Names are returned as given: escaping for HTML is the text layer's work.
+
+`is_present` reads a Telegram chat-member status: a member is in the chat as its
+creator, an administrator or a member, or restricted while still a member (a restricted
+status also describes someone who has left, with `is_member` false).
 """
 
 from __future__ import annotations
@@ -28,3 +32,12 @@ def display_name(
     if username:
         return f"@{username}"
     return fallback
+
+
+PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
+
+
+def is_present(status: str, is_member: bool | None) -> bool:
+    """Whether a chat-member `status` (with the restricted status's `is_member`) means the
+    person is in the chat."""
+    return status in PRESENT and (status != "restricted" or bool(is_member))

@@ -24,6 +24,7 @@ from aiogram.filters import Command, Filter
 from aiogram.types import ChatMemberUpdated, Message
 
 from games.checkin import checkin_moment
+from games.people import is_present
 from games.votes import invite_link_name
 from scheduler.core import Scheduler
 from services import texts as common_texts
@@ -40,11 +41,6 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 CREDIT_EVERY = "* * * * *"  # every minute, UTC
-PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
-
-
-def _present(status: str, is_member: bool | None) -> bool:
-    return status in PRESENT and (status != "restricted" or bool(is_member))
 
 
 class JoinedViaLink(Filter):
@@ -53,8 +49,8 @@ class JoinedViaLink(Filter):
         return (
             event.invite_link is not None
             and event.chat.type in ("group", "supergroup")
-            and _present(new.status, getattr(new, "is_member", None))
-            and not _present(old.status, getattr(old, "is_member", None))
+            and is_present(new.status, getattr(new, "is_member", None))
+            and not is_present(old.status, getattr(old, "is_member", None))
         )
 
 

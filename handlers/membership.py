@@ -11,6 +11,7 @@ from aiogram import Bot, Router
 from aiogram.filters import Filter
 from aiogram.types import ChatMemberUpdated, Message
 
+from games.people import is_present
 from services import texts
 from services.messaging import say
 from services.middlewares import TrackingMiddleware, person_of
@@ -23,12 +24,7 @@ from storage.models import SERVED_TRUST, PondStatus, PondTrust
 
 log = logging.getLogger(__name__)
 
-PRESENT = frozenset({"creator", "administrator", "member", "restricted"})
 ADMIN = frozenset({"creator", "administrator"})
-
-
-def _present(status: str, is_member: bool | None) -> bool:
-    return status in PRESENT and (status != "restricted" or bool(is_member))
 
 
 class _Service(Filter):
@@ -62,8 +58,8 @@ async def bot_membership(
 ) -> None:
     chat = event.chat
     new, old = event.new_chat_member, event.old_chat_member
-    now_in = _present(new.status, getattr(new, "is_member", None))
-    was_in = _present(old.status, getattr(old, "is_member", None))
+    now_in = is_present(new.status, getattr(new, "is_member", None))
+    was_in = is_present(old.status, getattr(old, "is_member", None))
     if chat.type == "private":
         # The user blocked or unblocked the bot.
         async with db.transaction() as session:
@@ -123,7 +119,7 @@ async def member_changed(
     person = person_of(new.user, None)
     if person is None or chat.type not in ("group", "supergroup"):
         return
-    present = _present(new.status, getattr(new, "is_member", None))
+    present = is_present(new.status, getattr(new, "is_member", None))
     status = new.status if present else ("kicked" if new.status == "kicked" else "left")
     if status == "restricted":
         status = "member"

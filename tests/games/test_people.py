@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from games.people import display_name
+from games.people import display_name, is_present
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,20 @@ def test_display_name(
 
 def test_fallback_defaults_to_empty() -> None:
     assert display_name("", "", None) == ""
+
+
+@pytest.mark.parametrize(
+    ("status", "is_member", "expected"),
+    [
+        ("creator", None, True),
+        ("administrator", None, True),
+        ("member", None, True),
+        ("restricted", True, True),
+        ("restricted", False, False),
+        ("restricted", None, False),
+        ("left", None, False),
+        ("kicked", None, False),
+    ],
+)
+def test_is_present(status: str, is_member: bool | None, expected: bool) -> None:
+    assert is_present(status, is_member) is expected
