@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from aiogram.dispatcher.flags import get_flag
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
+from services.lru import LRU
 from services.operators import SERVICE_USER_IDS
 from services.trust import PondGate
 from storage import repo
@@ -65,18 +65,6 @@ def person_of(user: User | None, sender_chat: Chat | None) -> repo.UserInfo | No
     )
 
 
-class _LRU(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def remember(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
 def _is_migration(event: TelegramObject) -> bool:
     return isinstance(event, Message) and (
         event.migrate_to_chat_id is not None or event.migrate_from_chat_id is not None
@@ -101,11 +89,11 @@ class TrackingMiddleware(BaseMiddleware):
         self.writer = writer or BatchWriter(db)
         self.default_timezone = default_timezone
         self.default_language = default_language
-        self._names: _LRU = _LRU(cache_size)  # user_id -> UserInfo last written
-        self._seen: _LRU = _LRU(cache_size)  # (chat_id, user_id) -> True
+        self._names: LRU[int, repo.UserInfo] = LRU(cache_size)  # user_id -> UserInfo last written
+        self._seen: LRU[tuple[int, int], bool] = LRU(cache_size)  # (chat_id, user_id) -> True
         # chat_id -> (PondInfo, read again after): a pond approved or revoked by another
         # instance is seen here within `pond_ttl` seconds.
-        self._ponds: _LRU = _LRU(10_000)
+        self._ponds: LRU[int, tuple[PondInfo, float]] = LRU(10_000)
         self._pond_ttl = pond_ttl
         self._clock = clock
         self._registering: dict[int, asyncio.Future[PondInfo]] = {}
@@ -210,7 +198,7 @@ class TrackingMiddleware(BaseMiddleware):
         )
         if not pond.served and not told:
             await self.gate.say_not_a_pond(chat.id, row.language)
-        self._ponds.remember(pond.chat_id, (pond, self._clock() + self._pond_ttl))
+        self._ponds.put(pond.chat_id, (pond, self._clock() + self._pond_ttl))
         return pond
 
     def _recorded(
@@ -222,9 +210,9 @@ class TrackingMiddleware(BaseMiddleware):
             # Not remembered: the next update of this person tries again.
             log.warning("recording member %s failed: %r", person.id, error)
             return
-        self._names.remember(person.id, person)
+        self._names.put(person.id, person)
         if seat is not None:
-            self._seen.remember(seat, True)
+            self._seen.put(seat, True)
 
 
 async def settle_writes(dp: Dispatcher) -> None:
