@@ -7,9 +7,12 @@ names, reasons — passes `html.quote` exactly once, here, before it reaches Tel
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
+from games.checkin import zone
 from storage.repo import MemberView
 
 
@@ -43,6 +46,12 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
 GLOBAL_OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("ponds", N_("Which groups are ponds: /ponds approve CHAT_ID, /ponds revoke CHAT_ID")),
 )
+
+
+def local_time(at: datetime, timezone: str, fmt: str = "%m-%d %H:%M") -> str:
+    """`at` on the clock of `timezone`; an unknown zone name reads as the shop's default
+    one (`games.checkin.zone`), so a bad setting never breaks a post."""
+    return at.astimezone(zone(timezone)).strftime(fmt)
 
 
 def command_description(text: str) -> str:

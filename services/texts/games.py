@@ -8,13 +8,12 @@ reaches a text only through `reveal`, which takes a closed round's `Reveal`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.guess import Mode, Verdict, format_price
+from services.texts import local_time
 from storage.guess import Reveal, RoundView
 from storage.votes import VoteView
 
@@ -24,14 +23,6 @@ TOAST_MAX = 200  # answerCallbackQuery.text
 
 def _short(name: str) -> str:
     return html.quote(name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…")
-
-
-def local_time(at: datetime, timezone: str) -> str:
-    try:
-        tz = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = ZoneInfo("Asia/Shanghai")
-    return at.astimezone(tz).strftime("%m-%d %H:%M")
 
 
 def groups_only() -> str:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.campaign import Campaign, DayRange, Phase
 from games.promo import Plan
+from services.texts import local_time
 from storage.models import Job
 
 TEXT_LIMIT = 4096
@@ -49,7 +49,7 @@ def utf16_len(text: str) -> int:
 
 
 def local(at: datetime, timezone: str) -> str:
-    return at.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
+    return local_time(at, timezone, "%Y-%m-%d %H:%M")
 
 
 def _day(d: date) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
-from games.red_packet import PacketState, Refusal, SplitMode, luckiest
+from games.red_packet import PacketLimits, PacketState, Refusal, SplitMode, luckiest
+from services.texts import local_time
 from storage.red_packets import PacketCard
 
 RESULT_LINES = 40  # grabbers listed by name; the rest are counted (keeps far below 4096)
@@ -52,6 +50,16 @@ def parse_error(code: str, *, max_total: int, max_shares: int, max_expiry_hours:
     }
     head = messages.get(code)
     return f"{head}\n{usage()}" if head else f"⚠️ {usage()}"
+
+
+def bad_args(code: str, limits: PacketLimits) -> str:
+    """`parse_error` for the pond's `limits`."""
+    return parse_error(
+        code,
+        max_total=limits.max_total,
+        max_shares=limits.max_shares,
+        max_expiry_hours=int(limits.max_expiry.total_seconds() // 3600),
+    )
 
 
 def groups_only() -> str:
@@ -103,20 +111,12 @@ def _header(card: PacketCard) -> list[str]:
     return lines
 
 
-def _local(at: datetime, timezone: str) -> str:
-    try:
-        zone = ZoneInfo(timezone)
-    except Exception:  # an unknown zone name must not break the post
-        zone = ZoneInfo("UTC")
-    return at.astimezone(zone).strftime("%m-%d %H:%M")
-
-
 def post(card: PacketCard, timezone: str) -> str:
     """The packet's message while it is open (also its progress edits)."""
     lines = _header(card)
     lines.append(
         _("Grabbed {taken}/{shares} · open until {until}").format(
-            taken=card.taken, shares=card.shares, until=_local(card.expires_at, timezone)
+            taken=card.taken, shares=card.shares, until=local_time(card.expires_at, timezone)
         )
     )
     return "\n".join(lines)
