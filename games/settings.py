@@ -33,6 +33,9 @@ class PondSettings(BaseModel):
     checkin_makeup_cost: int = Field(default=20, ge=1, le=1_000_000)
     checkin_makeup_every_days: int = Field(default=7, ge=1, le=366)
     checkin_makeup_window_days: int = Field(default=7, ge=1, le=366)
+    # A typed check-in gets its own group reply only while fewer messages than this went
+    # to the pond in the last minute (else the board shows it); like `guess_quiet_below`.
+    checkin_quiet_below: int = Field(default=3, ge=0, le=20)
 
     # -- F6 red packets (rules in games/red_packet.py) -----------------------------
     redpacket_max_total: int = Field(default=100_000, ge=1, le=10_000_000)

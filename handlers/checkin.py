@@ -10,7 +10,8 @@ deliveries pay once.
 
 Feedback respects the group's 20 messages a minute: a button press gets a callback
 toast; a typed check-in shows on the board (refreshed in place, paced, by the
-`BoardKeeper`) and gets its own reply only while the pond is quiet.
+`BoardKeeper`) and gets its own reply only while the pond is quiet: fewer messages went
+to it in the last minute (or are queued for it) than its `checkin_quiet_below` setting.
 """
 
 from __future__ import annotations
@@ -36,9 +37,6 @@ from storage import repo
 from storage.batch import BatchWriter
 from storage.db import Database
 
-# The bot answers a typed check-in directly only while fewer messages than this went to
-# the pond in the last minute (or are queued for it); otherwise the board says it.
-QUIET_BELOW = 3
 KEYWORD = "签到"
 TOP_SIZE = 10
 
@@ -101,7 +99,7 @@ async def checkin_message(
     now, today = _today(pond, clock)
     request = _request(pond, person.id, now, message.date)
     result = await writer.submit(store.CHECKIN_OP, request)
-    quiet = outbox.load(pond.chat_id) < QUIET_BELOW
+    quiet = outbox.load(pond.chat_id) < result.quiet_below  # the pond's setting
     boards.touch(pond, today)
     if not quiet:
         return  # the board shows it

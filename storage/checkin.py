@@ -73,6 +73,7 @@ class CheckinResult:
     streak: int  # the member's streak now
     balance: int
     rank: int | None  # n-th check-in of the day in this pond (new check-ins only)
+    quiet_below: int  # the pond's `checkin_quiet_below`, read with its rules
 
     @property
     def applied(self) -> bool:
@@ -99,8 +100,8 @@ def rules_for(settings: PondSettings) -> rules.Rules:
     )
 
 
-async def rules_of(session: AsyncSession, chat_ids: set[int]) -> dict[int, rules.Rules]:
-    """Each pond's check-in rules, from its stored settings (defaults if unknown)."""
+async def settings_of(session: AsyncSession, chat_ids: set[int]) -> dict[int, PondSettings]:
+    """Each pond's settings, in one query (defaults if unknown)."""
     stored: dict[int, Any] = dict(
         (
             await session.execute(
@@ -108,7 +109,7 @@ async def rules_of(session: AsyncSession, chat_ids: set[int]) -> dict[int, rules
             )
         ).all()
     )
-    return {c: rules_for(PondSettings.from_stored(stored.get(c))) for c in chat_ids}
+    return {c: PondSettings.from_stored(stored.get(c)) for c in chat_ids}
 
 
 def _utc(moment: datetime) -> datetime:
@@ -142,7 +143,8 @@ class CheckinOp:
             int(r.user_id): _Member(int(r.balance), int(r.streak), r.last_checkin_day, {})
             for r in (await _lock_members(session, [q.user_id for q in requests])).all()
         }
-        pond_rules = await rules_of(session, {q.chat_id for q in requests})
+        settings = await settings_of(session, {q.chat_id for q in requests})
+        pond_rules = {c: rules_for(s) for c, s in settings.items()}
         decisions: list[tuple[CheckinRequest, rules.Reward | None]] = []
         for q in requests:
             m = state.get(q.user_id)
@@ -205,7 +207,10 @@ class CheckinOp:
             m = state.get(q.user_id)
             balance, streak = (m.balance, m.streak) if m is not None else (0, 0)
             rank = next(rank_iter) if reward is not None else None
-            results.append(CheckinResult(q.user_id, q.day, reward, streak, balance, rank))
+            results.append(CheckinResult(
+                q.user_id, q.day, reward, streak, balance, rank,
+                settings[q.chat_id].checkin_quiet_below,
+            ))
         return results
 
     @staticmethod

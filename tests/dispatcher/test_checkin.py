@@ -493,6 +493,23 @@ async def test_busy_pond_gets_the_board_not_one_reply_each(
     assert len(await entries(harness)) == 8
 
 
+@pytest.mark.parametrize(("quiet_below", "replied"), [(20, 8), (0, 0)])
+async def test_the_quiet_threshold_is_the_ponds_setting(
+    harness: Harness, group: Chat, wall: WallClock, bot_db: Database,
+    quiet_below: int, replied: int,
+) -> None:
+    async with bot_db.transaction() as s:
+        await repo.upsert_pond(s, GROUP_ID, title="Pond", chat_type="supergroup")
+        await repo.change_pond_settings(s, GROUP_ID, checkin_quiet_below=quiet_below)
+    people = [harness.member(group, person(100 + i, f"M{i}")) for i in range(8)]
+    for p in people:
+        await p.send("签到")
+        await settle(harness)
+    replies = [t for t in harness.replies(GROUP_ID) if "+5" in t]
+    assert len(replies) == replied  # the default (3) answers two: see the busy-pond test
+    assert len(await entries(harness)) == 8
+
+
 async def test_private_checkin_points_to_the_group(harness: Harness, wall: WallClock) -> None:
     user = person(5, "Bob", "bob")
     await harness.member(private_chat(user), user).send("签到")
