@@ -48,6 +48,25 @@ GLOBAL_OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
 )
 
 
+NAME_MAX = 24  # characters of a member's name shown in a pond's posts and lists
+MEDALS = {1: "🥇", 2: "🥈", 3: "🥉"}
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters: cut, the last one an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_name(name: str) -> str:
+    """A member's name for boards, lists and results: clipped, then escaped."""
+    return html.quote(clip(name, NAME_MAX))
+
+
+def place(rank: int) -> str:
+    """A leaderboard place: a medal for the first three, else `4.`."""
+    return MEDALS.get(rank, f"{rank}.")
+
+
 def local_time(at: datetime, timezone: str, fmt: str = "%m-%d %H:%M") -> str:
     """`at` on the clock of `timezone`; an unknown zone name reads as the shop's default
     one (`games.checkin.zone`), so a bad setting never breaks a post."""
@@ -112,10 +131,9 @@ def no_points_yet(name: str) -> str:
 def top(members: list[MemberView]) -> str:
     if not members:
         return _("🏆 Nobody has points yet. Be the first!")
-    medals = {1: "🥇", 2: "🥈", 3: "🥉"}
     lines = [_("🏆 <b>Points leaderboard</b>")]
     for i, m in enumerate(members, start=1):
-        lines.append(f"{medals.get(i, f'{i}.')} {html.quote(m.display_name)} — {m.balance}")
+        lines.append(f"{place(i)} {html.quote(m.display_name)} — {m.balance}")
     return "\n".join(lines)
 
 

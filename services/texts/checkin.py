@@ -8,13 +8,8 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.checkin import Reward
+from services.texts import place, short_name
 from storage.checkin import BoardView, StreakRow
-
-NAME_MAX = 24  # characters of a name shown on boards and leaderboards
-
-
-def short(name: str) -> str:
-    return html.quote(name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…")
 
 
 def button() -> str:
@@ -27,9 +22,19 @@ def board(view: BoardView) -> str:
         _("Checked in today: <b>{count}</b>").format(count=view.count),
     ]
     if view.latest:
-        lines.append(_("Latest: {names}").format(names=", ".join(short(n) for n in view.latest)))
+        names = ", ".join(short_name(n) for n in view.latest)
+        lines.append(_("Latest: {names}").format(names=names))
     lines.append(_("Tap the button below or type 签到. Daily streaks earn bonus points!"))
     return "\n".join(lines)
+
+
+def _milestone(reward: Reward) -> str:
+    """The bonus line of a check-in that reached a milestone ("" for the others)."""
+    if not reward.milestone:
+        return ""
+    return "\n" + _("🎉 {days}-day streak bonus: +{bonus}").format(
+        days=reward.streak, bonus=reward.milestone
+    )
 
 
 def toast(reward: Reward, rank: int | None) -> str:
@@ -38,11 +43,7 @@ def toast(reward: Reward, rank: int | None) -> str:
     )
     if rank:
         text += " · " + _("#{rank} today").format(rank=rank)
-    if reward.milestone:
-        text += "\n" + _("🎉 {days}-day streak bonus: +{bonus}").format(
-            days=reward.streak, bonus=reward.milestone
-        )
-    return text
+    return text + _milestone(reward)
 
 
 def toast_already(streak: int) -> str:
@@ -61,11 +62,7 @@ def done(
             day=late.strftime("%m-%d"))
     elif rank:
         text += " " + _("#{rank} today.").format(rank=rank)
-    if reward.milestone:
-        text += "\n" + _("🎉 {days}-day streak bonus: +{bonus}").format(
-            days=reward.streak, bonus=reward.milestone
-        )
-    return text
+    return text + _milestone(reward)
 
 
 def already(name: str, streak: int) -> str:
@@ -119,12 +116,11 @@ def makeup_refused(
 def top_streaks(rows: list[StreakRow]) -> str:
     if not rows:
         return _("🔥 No streaks yet: type 签到 to start one!")
-    medals = {1: "🥇", 2: "🥈", 3: "🥉"}
     lines = [_("🔥 <b>Streak leaderboard</b>")]
     for i, row in enumerate(rows, start=1):
         lines.append(
             _("{place} {name} — {streak} days").format(
-                place=medals.get(i, f"{i}."), name=short(row.display_name), streak=row.streak
+                place=place(i), name=short_name(row.display_name), streak=row.streak
             )
         )
     return "\n".join(lines)

@@ -13,16 +13,13 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.guess import Mode, Verdict, format_price
-from services.texts import local_time
+from services.texts import clip, local_time, short_name
 from storage.guess import Reveal, RoundView
 from storage.votes import VoteView
 
-NAME_MAX = 24
 TOAST_MAX = 200  # answerCallbackQuery.text
 
 
-def _short(name: str) -> str:
-    return html.quote(name if len(name) <= NAME_MAX else name[: NAME_MAX - 1] + "…")
 
 
 def groups_only() -> str:
@@ -114,7 +111,7 @@ def round_closed() -> str:
 
 def guess_received(name: str) -> str:
     return _("✅ {name}, your guess is in. The price is revealed at close.").format(
-        name=_short(name)
+        name=short_name(name)
     )
 
 
@@ -146,7 +143,7 @@ def verdict(v: Verdict, attempts_left: int, won: bool) -> str:
 
 
 def verdict_in_group(name: str, text: str) -> str:
-    return f"{_short(name)}: {text}"
+    return f"{short_name(name)}: {text}"
 
 
 def reveal(r: Reveal) -> str:
@@ -162,7 +159,7 @@ def reveal(r: Reveal) -> str:
         lines.append(_("🏆 Winners (+{prize} points each):").format(prize=r.prize))
         shown = r.winners[:30]
         for w in shown:
-            lines.append(f"• {_short(w.name)} — {format_price(w.cents)}")
+            lines.append(f"• {short_name(w.name)} — {format_price(w.cents)}")
         if len(r.winners) > len(shown):
             lines.append(_("… and {n} more").format(n=len(r.winners) - len(shown)))
     return "\n".join(lines)
@@ -231,7 +228,7 @@ def vote_result(view: VoteView, counts: Sequence[int]) -> str:
 
 
 def _toast(text: str) -> str:
-    return text if len(text) <= TOAST_MAX else text[: TOAST_MAX - 1] + "…"
+    return clip(text, TOAST_MAX)
 
 
 def vote_toast(kind: str, option: str, paid: int) -> str:
@@ -280,7 +277,7 @@ def invite_link(name: str, link: str, points: int, joined: int, credited: int) -
         "🔗 {name}, your personal invite link:\n{link}\n"
         "A friend who joins through it and checks in for the first time earns you "
         "{points} points."
-    ).format(name=_short(name), link=html.quote(link), points=points)
+    ).format(name=short_name(name), link=html.quote(link), points=points)
     if joined:
         text += "\n" + _("Friends joined: {joined} · credited: {credited}").format(
             joined=joined, credited=credited

@@ -12,7 +12,7 @@ from aiogram.utils.i18n import gettext as _
 
 from games.campaign import Campaign, DayRange, Phase
 from games.promo import Plan
-from services.texts import local_time
+from services.texts import clip, local_time
 from storage.models import Job
 
 TEXT_LIMIT = 4096
@@ -115,7 +115,7 @@ def when(kind: str, at: datetime, cron: str | None, timezone: str) -> str:
 
 
 def pond_title(title: str) -> str:
-    return html.quote(title if len(title) <= 40 else title[:39] + "…")
+    return html.quote(clip(title, 40))
 
 
 def where(chat_id: int | None, ponds: int) -> str:
@@ -237,8 +237,7 @@ def listing(
     room = TEXT_LIMIT - 200 - sum(len(x) + 1 for x in tail)
     for post_id, when_text, where_text, text, state in posts:
         snippet = text.replace("\n", " ")
-        if len(snippet) > SNIPPET:
-            snippet = snippet[: SNIPPET - 1] + "…"
+        snippet = clip(snippet, SNIPPET)
         mark = ""
         if state == "missed":
             mark = " " + _("(missed while the bot was down)")
@@ -286,8 +285,7 @@ def trouble(
     """One line about a task that is stuck (`stuck`), `retrying` or `failed`."""
     when = local(at, timezone) if at is not None else "—"
     error = " ".join(error.split())
-    if len(error) > ERROR_SNIPPET:
-        error = error[: ERROR_SNIPPET - 1] + "…"
+    error = clip(error, ERROR_SNIPPET)
     values = {
         "task": html.quote(label),
         "attempts": attempts,

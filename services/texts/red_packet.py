@@ -6,18 +6,14 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.red_packet import PacketLimits, PacketState, Refusal, SplitMode, luckiest
-from services.texts import local_time
+from services.texts import local_time, short_name
 from storage.red_packets import PacketCard
 
 RESULT_LINES = 40  # grabbers listed by name; the rest are counted (keeps far below 4096)
-NAME_CHARS = 24
 
 
 def _name(name: str) -> str:
-    name = name.strip() or "?"
-    if len(name) > NAME_CHARS:
-        name = name[: NAME_CHARS - 1] + "…"
-    return html.quote(name)
+    return short_name(name.strip() or "?")
 
 
 def usage() -> str:
