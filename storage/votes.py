@@ -20,6 +20,9 @@ from games.votes import VoteArgs
 from storage import ledger
 from storage.dialect import insert_for
 from storage.models import LedgerKind, Vote, VoteBallot
+from storage.posts import closed_unannounced
+
+VOTE = Vote.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,16 +235,7 @@ async def close_vote(session: AsyncSession, vote_id: int, now: datetime) -> Resu
 
 async def unannounced(session: AsyncSession, since: datetime) -> list[int]:
     """Votes closed since `since` whose result post was never recorded as sent."""
-    rows = await session.execute(
-        select(col(Vote.id))
-        .where(
-            col(Vote.state) == "closed",
-            col(Vote.announced_at).is_(None),
-            col(Vote.closed_at) >= since,
-        )
-        .order_by(col(Vote.id))
-    )
-    return [i for i in rows.scalars().all() if i is not None]
+    return await closed_unannounced(session, VOTE, "announced_at", since)
 
 
 async def mark_announced(session: AsyncSession, vote_id: int, now: datetime) -> None:
