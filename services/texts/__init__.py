@@ -67,6 +67,13 @@ def place(rank: int) -> str:
     return MEDALS.get(rank, f"{rank}.")
 
 
+def refusal(messages: dict[str, str], code: str, usage_text: str) -> str:
+    """The message for a refused command's `code`, then how to use the command; for a
+    code without its own message, the usage alone."""
+    head = messages.get(code)
+    return f"{head}\n{usage_text}" if head else f"⚠️ {usage_text}"
+
+
 def local_time(at: datetime, timezone: str, fmt: str = "%m-%d %H:%M") -> str:
     """`at` on the clock of `timezone`; an unknown zone name reads as the shop's default
     one (`games.checkin.zone`), so a bad setting never breaks a post."""
@@ -166,8 +173,7 @@ def parse_error(code: str, command: str) -> str:
             "⚠️ Name the member as @username or a numeric user id, or reply to their message."
         ),
     }
-    head = messages.get(code)
-    return f"{head}\n{usage(command)}" if head else f"⚠️ {usage(command)}"
+    return refusal(messages, code, usage(command))
 
 
 def member_not_found(who: str) -> str:

@@ -13,7 +13,7 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.guess import Mode, Verdict, format_price
-from services.texts import clip, local_time, short_name
+from services.texts import clip, local_time, refusal, short_name
 from storage.guess import Reveal, RoundView
 from storage.votes import VoteView
 
@@ -66,8 +66,7 @@ def round_error(code: str) -> str:
         "product_too_long": _("⚠️ The product name is too long (100 characters at most)."),
         "bad_mode": _("⚠️ The mode is mode=closest or mode=hit."),
     }
-    head = messages.get(code)
-    return f"{head}\n{usage_guessprice()}" if head else f"⚠️ {usage_guessprice()}"
+    return refusal(messages, code, usage_guessprice())
 
 
 def round_busy() -> str:
@@ -189,8 +188,7 @@ def vote_error(code: str) -> str:
         "empty_option": _("⚠️ An option is empty."),
         "duplicate_option": _("⚠️ Two options are the same."),
     }
-    head = messages.get(code)
-    return f"{head}\n{usage_vote()}" if head else f"⚠️ {usage_vote()}"
+    return refusal(messages, code, usage_vote())
 
 
 def vote_post(view: VoteView, counts: Sequence[int], timezone: str, *, closed: bool = False) -> str:

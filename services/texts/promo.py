@@ -12,7 +12,7 @@ from aiogram.utils.i18n import gettext as _
 
 from games.campaign import Campaign, DayRange, Phase
 from games.promo import Plan
-from services.texts import clip, local_time
+from services.texts import clip, local_time, refusal
 from storage.models import Job
 
 TEXT_LIMIT = 4096
@@ -98,8 +98,7 @@ def parse_error(code: str) -> str:
             "⚠️ A photo caption holds at most {limit} characters: shorten the text."
         ).format(limit=CAPTION_LIMIT),
     }
-    head = messages.get(code)
-    return f"{head}\n{usage()}" if head else f"⚠️ {usage()}"
+    return refusal(messages, code, usage())
 
 
 def no_ponds() -> str:
@@ -352,8 +351,7 @@ def campaign_error(code: str) -> str:
         "bad_phase": _("⚠️ Phases are 蓄势 build-up, 预热 warm-up, 冲刺 sprint, 余温 after-glow."),
         "bad_range": _("⚠️ Give the phase as MM-DD..MM-DD, first day first."),
     }
-    head = messages.get(code)
-    return f"{head}\n{campaign_usage()}" if head else f"⚠️ {campaign_usage()}"
+    return refusal(messages, code, campaign_usage())
 
 
 def campaign_missing(name: str) -> str:

@@ -6,7 +6,7 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.red_packet import PacketLimits, PacketState, Refusal, SplitMode, luckiest
-from services.texts import local_time, short_name
+from services.texts import local_time, refusal, short_name
 from storage.red_packets import PacketCard
 
 RESULT_LINES = 40  # grabbers listed by name; the rest are counted (keeps far below 4096)
@@ -44,8 +44,7 @@ def parse_error(code: str, *, max_total: int, max_shares: int, max_expiry_hours:
             hours=max_expiry_hours
         ),
     }
-    head = messages.get(code)
-    return f"{head}\n{usage()}" if head else f"⚠️ {usage()}"
+    return refusal(messages, code, usage())
 
 
 def bad_args(code: str, limits: PacketLimits) -> str:
