@@ -16,10 +16,12 @@ days are passed in, already in the pond's timezone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from games.parsing import ParseError, fold
 
@@ -121,6 +123,59 @@ def current_campaign(campaigns: Iterable[Campaign], day: date) -> Campaign | Non
 def phase_on(campaigns: Iterable[Campaign], day: date) -> Phase | None:
     campaign = current_campaign(campaigns, day)
     return None if campaign is None else campaign.phase_on(day)
+
+
+# -- what is scheduled in each phase ----------------------------------------------------
+
+# At most this many times of one recurring post are walked per campaign: bounds the work
+# of a timeline for a cron that fires often (every minute …); a daily or weekly post is
+# counted exactly over even the longest phases (75 days by default, ≤ 367 when changed).
+MAX_WALK = 400
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseRuns:
+    """How many times a recurring post fires in each phase; `complete` is False when the
+    walk stopped at `MAX_WALK` before the campaign's end (the counts are then at least)."""
+
+    counts: Mapping[Phase, int]
+    complete: bool = True
+
+
+def local_day(at: datetime, timezone: str) -> date:
+    return at.astimezone(ZoneInfo(timezone)).date()
+
+
+def phase_at(campaign: Campaign, at: datetime, timezone: str) -> Phase | None:
+    """The phase a one-off post at `at` falls in (its local day in `timezone`)."""
+    return campaign.phase_on(local_day(at, timezone))
+
+
+def phase_runs(
+    campaign: Campaign,
+    first: datetime,
+    next_time: Callable[[datetime], datetime | None],
+    timezone: str,
+    *,
+    limit: int = MAX_WALK,
+) -> PhaseRuns:
+    """Count a recurring post's times per phase. `first` is its next time; `next_time(t)`
+    gives the time after `t` (None: no more). The walk starts at the campaign's first day
+    (times before it count for no phase) and stops after its last day or `limit` times."""
+    start = datetime.combine(campaign.span.first, time(), ZoneInfo(timezone)).astimezone(UTC)
+    at: datetime | None = first
+    if first < start:
+        at = next_time(start - timedelta(seconds=1))
+    counts: Counter[Phase] = Counter()
+    for _ in range(limit):
+        if at is None or local_day(at, timezone) > campaign.span.last:
+            return PhaseRuns(dict(counts))
+        phase = campaign.phase_on(local_day(at, timezone))
+        if phase is not None:
+            counts[phase] += 1
+        at = next_time(at)
+    complete = at is None or local_day(at, timezone) > campaign.span.last
+    return PhaseRuns(dict(counts), complete)
 
 
 # -- placeholders ---------------------------------------------------------------------

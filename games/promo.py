@@ -12,13 +12,15 @@ The text may end with a line `[button text](https://…)`: the post gets a URL b
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from games.parsing import ParseError, fold, parse_duration, parse_points
+from games.settings import PondSettings
 
 MAX_AHEAD = timedelta(days=366)
 MAX_BUTTON_TEXT = 64
@@ -252,6 +254,76 @@ def check_cap(
     )
     nxt = next(t for t in candidates if fits(t))
     return CapVerdict(False, conflict, nxt)
+
+
+@dataclass(frozen=True, slots=True)
+class CapRefusal:
+    """Why a post is refused, over all its target ponds: the first refused pond and the
+    post it collides with, the latest of the refused ponds' next allowed times (the
+    earliest time the whole post could pass), and how many ponds refused."""
+
+    chat_id: int
+    conflict: datetime | None
+    next_allowed: datetime | None
+    ponds: int
+
+
+def over_cap(verdicts: Mapping[int, CapVerdict]) -> frozenset[int]:
+    """The ponds whose verdict refuses the post (a recurring post skips them)."""
+    return frozenset(chat_id for chat_id, v in verdicts.items() if not v.allowed)
+
+
+def cap_refusal(verdicts: Mapping[int, CapVerdict], order: Sequence[int]) -> CapRefusal | None:
+    """The refusal of a post to the ponds `order` (their verdicts in `verdicts`), or None
+    when every pond allows it. The first refused pond in `order` is the one quoted."""
+    refused = [(c, verdicts[c]) for c in order if not verdicts[c].allowed]
+    if not refused:
+        return None
+    first_chat, first = refused[0]
+    latest = max((v.next_allowed for _c, v in refused if v.next_allowed), default=None)
+    return CapRefusal(first_chat, first.conflict, latest, len(refused))
+
+
+# -- being late and confirming ----------------------------------------------------------
+
+
+def grace(settings: PondSettings | None) -> timedelta:
+    """How late a post may still go out: a pond's post by its pond's
+    `promo_grace_minutes`; a broadcast (no single pond, None) by the default."""
+    return timedelta(minutes=(settings or PondSettings()).promo_grace_minutes)
+
+
+def within_grace(due: datetime, now: datetime, grace: timedelta) -> bool:
+    """A post due at `due` and run at `now` is still sent when it is at most `grace`
+    late (exactly `grace` late included); later it is recorded as missed."""
+    return now - due <= grace
+
+
+def draft_author(user_id: int | None, sender_chat_id: int | None, chat_id: int) -> int | None:
+    """Who owns a draft: the member who wrote the command; for an anonymous admin (the
+    group speaking as itself) the group's id; nobody for a channel or another chat."""
+    if user_id is not None:
+        return user_id
+    if sender_chat_id is not None and sender_chat_id == chat_id:
+        return chat_id
+    return None
+
+
+class ConfirmRight(StrEnum):
+    yes = "yes"  # the author
+    if_operator = "if_operator"  # an anonymous admin's post: any operator of the pond
+    no = "no"
+
+
+def confirm_right(author_id: int, preview_chat_id: int, presser_id: int) -> ConfirmRight:
+    """Who may press a preview's buttons: its author; for a post written by an anonymous
+    admin (its author is the group the preview is in; group ids are negative) any
+    operator of that group."""
+    if presser_id == author_id:
+        return ConfirmRight.yes
+    if author_id == preview_chat_id and author_id < 0:
+        return ConfirmRight.if_operator
+    return ConfirmRight.no
 
 
 # -- the planner -------------------------------------------------------------------------

@@ -60,7 +60,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
-from games.promo import crontab_weekdays
+from games.promo import crontab_weekdays, within_grace
 from services.logs import SecretFilter
 from storage.db import Database, after_commit
 from storage.models import ScheduledTask, TaskState, utcnow
@@ -616,7 +616,8 @@ class Scheduler:
             row = await session.get(ScheduledTask, key)
             assert row is not None
             late = now - row.run_at
-            if not row.catch_up and late > timedelta(seconds=row.grace_seconds):
+            grace = timedelta(seconds=row.grace_seconds)
+            if not row.catch_up and not within_grace(row.run_at, now, grace):
                 nxt = self._next(row, now)
                 values: dict[str, Any] = {
                     "state": TaskState.missed,

@@ -21,13 +21,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiogram.methods import PinChatMessage, SendMessage, SendPhoto
 from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from games.campaign import Campaign
-from scheduler.core import RunInterrupted, Scheduler, TaskRun
+from games.campaign import Campaign, local_day
+from games.promo import over_cap
+from scheduler.core import RunInterrupted, Scheduler, TaskRun, next_cron_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
 from services.promo_post import post_method
@@ -56,6 +58,34 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
     scheduler.register(Job.promo_deliver, deliver)
 
 
+def next_run(post: PromoPost, now: datetime) -> datetime | None:
+    """When a post being confirmed first fires: a recurring post's next time, a one-off's
+    own (None: the crontab never fires again)."""
+    if post.kind == "every" and post.cron:
+        return next_cron_time(post.cron, post.timezone, now)
+    return post.run_at
+
+
+async def schedule_post(
+    scheduler: Scheduler, session: AsyncSession, post: PromoPost, at: datetime, grace: timedelta
+) -> None:
+    """A confirmed post's schedule, in the caller's transaction: `catch_up=False`, so a
+    time the bot was down for is sent late within `grace`, else recorded as missed."""
+    assert post.id is not None
+    await scheduler.schedule(
+        at,
+        Job.promo_post,
+        store.post_key(post.id),
+        {"post_id": post.id},
+        session=session,
+        chat_id=post.chat_id,
+        catch_up=False,
+        grace=grace,
+        cron=post.cron,
+        timezone=post.timezone if post.cron else None,
+    )
+
+
 async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
     post_id = int(run.payload["post_id"])
     occurrence = run.due
@@ -70,8 +100,9 @@ async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
             targets = list((await store.ponds(session, [chat_id])).values())
         capped: frozenset[int] = frozenset()
         if post.kind == "every":
-            verdicts = await store.cap_verdicts(session, targets, occurrence, scheduled_too=False)
-            capped = frozenset(c for c, v in verdicts.items() if not v.allowed)
+            capped = over_cap(
+                await store.cap_verdicts(session, targets, occurrence, scheduled_too=False)
+            )
         await store.create_deliveries(
             session, post_id, occurrence, [p.chat_id for p in targets], capped=capped, now=run.now
         )
@@ -202,7 +233,7 @@ def _method(
     deps: JobDeps, post: PromoPost, pond: store.PondView, campaigns: list[Campaign], run: TaskRun
 ) -> SendMessage | SendPhoto:
     with deps.language(pond.language):
-        return post_method(post, pond.chat_id, campaigns, store.local_day(run.now, pond.timezone))
+        return post_method(post, pond.chat_id, campaigns, local_day(run.now, pond.timezone))
 
 
 def _outcome(

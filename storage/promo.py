@@ -441,10 +441,6 @@ async def delete_campaign(session: AsyncSession, row: SaleCampaign) -> None:
 # -- the frequency cap -------------------------------------------------------------------
 
 
-def local_day(at: datetime, timezone: str) -> date:
-    return at.astimezone(ZoneInfo(timezone)).date()
-
-
 def exempt_intervals(
     campaigns: Iterable[Campaign], phases: Iterable[str], timezone: str
 ) -> list[Interval]:
