@@ -1,4 +1,5 @@
-"""Red packets (抢红包): the command's arguments, the split, who may grab. Pure functions.
+"""Red packets (抢红包): the command's arguments, who pays, the split, who may grab. Pure
+functions.
 
 The split is decided when the packet is created, not at grab time: the shares are a
 pre-computed list stored with the packet, and a grab takes the next one in order. Grabs
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from games.parsing import ParseError, fold, parse_duration, parse_points
+from games.settings import PondSettings
 
 MAX_PASSWORD = 32  # characters, after folding
 
@@ -89,6 +91,15 @@ class PacketLimits:
     max_expiry: timedelta
 
 
+def packet_limits(settings: PondSettings) -> PacketLimits:
+    return PacketLimits(
+        max_total=settings.redpacket_max_total,
+        max_shares=settings.redpacket_max_shares,
+        default_expiry=timedelta(seconds=settings.redpacket_expiry_seconds),
+        max_expiry=timedelta(seconds=settings.redpacket_max_expiry_seconds),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PacketArgs:
     total: int
@@ -147,6 +158,29 @@ def parse_packet(args: str | None, limits: PacketLimits) -> PacketArgs:
         password=password,
         expiry=expiry or min(limits.default_expiry, limits.max_expiry),
     )
+
+
+# -- who pays ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Funding:
+    """Who pays a packet. `shop_funded`: the shop (the sender is an operator), else the
+    sender's own balance, debited at once. `capped`: the shop pays a pond admin's packet,
+    which counts against their daily cap like a /give (global operators have none)."""
+
+    shop_funded: bool
+    capped: bool
+
+
+def funding(*, operator: bool, global_operator: bool, members_may_send: bool) -> Funding | None:
+    """Who pays a packet sent by this sender; None: members may not send packets in
+    this pond (`redpacket_members_may_send`), and the sender is not an operator."""
+    if operator:
+        return Funding(shop_funded=True, capped=not global_operator)
+    if not members_may_send:
+        return None
+    return Funding(shop_funded=False, capped=False)
 
 
 # -- grabbing ------------------------------------------------------------------------

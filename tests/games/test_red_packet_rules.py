@@ -1,4 +1,5 @@
-"""Red packet rules: the split (property-based), the command's arguments, grab refusals."""
+"""Red packet rules: the split (property-based), the command's arguments, who pays, grab
+refusals."""
 
 from __future__ import annotations
 
@@ -12,18 +13,22 @@ from hypothesis import strategies as st
 
 from games.parsing import ParseError
 from games.red_packet import (
+    Funding,
     PacketLimits,
     PacketState,
     PacketView,
     Refusal,
     SplitMode,
+    funding,
     luckiest,
+    packet_limits,
     parse_packet,
     refusal,
     split,
     split_equal,
     split_random,
 )
+from games.settings import PondSettings
 
 LIMITS = PacketLimits(
     max_total=100_000,
@@ -176,3 +181,29 @@ def test_refusals(packet: PacketView | None, kw: dict[str, object], why: Refusal
     }
     args.update(kw)
     assert refusal(packet, **args) == why  # type: ignore[arg-type]
+
+
+# -- who pays -------------------------------------------------------------------------
+
+
+def test_the_shop_pays_operators_packets_and_only_a_pond_admins_count_against_the_cap() -> None:
+    assert funding(operator=True, global_operator=True, members_may_send=False) == Funding(
+        shop_funded=True, capped=False
+    )
+    assert funding(operator=True, global_operator=False, members_may_send=False) == Funding(
+        shop_funded=True, capped=True
+    )
+
+
+def test_members_pay_their_own_packets_where_the_pond_lets_them_send() -> None:
+    assert funding(operator=False, global_operator=False, members_may_send=True) == Funding(
+        shop_funded=False, capped=False
+    )
+    assert funding(operator=False, global_operator=False, members_may_send=False) is None
+
+
+def test_a_ponds_limits_come_from_its_settings() -> None:
+    assert packet_limits(PondSettings()) == LIMITS
+    tight = PondSettings(redpacket_max_total=50, redpacket_max_shares=5,
+                         redpacket_expiry_seconds=600, redpacket_max_expiry_seconds=3600)
+    assert packet_limits(tight) == PacketLimits(50, 5, timedelta(minutes=10), timedelta(hours=1))
