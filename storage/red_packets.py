@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from games.people import display_name
 from games.red_packet import PacketArgs, PacketState, PacketView, Refusal, refusal
 from storage import ledger, repo
 from storage.dialect import insert_for
@@ -271,111 +272,9 @@ async def get_card(
             )
         ).all()
         for r in rows:
-            name = f"{r.first_name or ''} {r.last_name or ''}".strip()
-            name = name or (f"@{r.username}" if r.username else str(r.user_id))
+            name = display_name(r.first_name, r.last_name, r.username, str(r.user_id))
             grabs.append(GrabLine(int(r.seq), int(r.user_id), name, int(r.amount)))
     return _card(row, grabs)
-
-
-async def grab(
-    session: AsyncSession,
-    *,
-    packet_id: int,
-    user: repo.UserInfo,
-    chat_id: int,
-    message_id: int | None,
-    by_password: bool,
-    now: datetime,
-    genuine: bool = False,
-) -> Grab:
-    """Take the next share of an open packet for `user` (see the module docstring).
-    `message_id` is the message whose button was pressed (None: typed password);
-    `genuine`: that message carries this packet's own button."""
-    mine = (
-        select(_share.c.amount)
-        .where(_share.c.packet_id == packet_id, _share.c.user_id == user.id)
-        .scalar_subquery()
-    )
-    row = (
-        await session.execute(select(_packet, mine.label("mine")).where(_packet.c.id == packet_id))
-    ).first()
-    if row is None:
-        return Grab(packet_id, Refusal.unknown)
-    card = _card(row)
-    off = _off_post(card, chat_id, message_id, genuine)
-    if off is not None:
-        return Grab(packet_id, off)
-    view = PacketView(
-        chat_id=card.chat_id,
-        funder_id=card.funder_id,
-        state=card.state,
-        expires_at=card.expires_at,
-        has_password=card.password is not None,
-    )
-    closed = card.state if card.closed else (
-        PacketState.expired if now >= card.expires_at else None
-    )
-    why = refusal(
-        view,
-        user_id=user.id,
-        chat_id=chat_id,
-        now=now,
-        by_password=by_password,
-        already=row.mine is not None,
-    )
-    if why is not None:
-        return Grab(packet_id, why, card=card, closed=closed)
-
-    finishing = _packet.c.taken + 1 >= _packet.c.shares
-    taken = await session.scalar(
-        update(_packet)
-        .where(
-            _packet.c.id == packet_id,
-            _packet.c.state == str(PacketState.open),
-            _packet.c.taken < _packet.c.shares,
-            _packet.c.expires_at > now,
-        )
-        .values(
-            taken=_packet.c.taken + 1,
-            state=case((finishing, str(PacketState.finished)), else_=_packet.c.state),
-            closed_at=case((finishing, now), else_=_packet.c.closed_at),
-        )
-        .returning(_packet.c.taken)
-    )
-    if taken is None:  # closed since we looked (PostgreSQL: while we waited for the row)
-        fresh = await get_card(session, packet_id)
-        assert fresh is not None
-        gone = fresh.state is PacketState.finished
-        return Grab(
-            packet_id,
-            Refusal.gone if gone else Refusal.expired,
-            card=fresh,
-            closed=PacketState.finished if gone else PacketState.expired,
-        )
-    taken = int(taken)
-    amount = await session.scalar(
-        update(_share)
-        .where(
-            _share.c.packet_id == packet_id,
-            _share.c.seq == taken,
-            _share.c.user_id.is_(None),
-        )
-        .values(user_id=user.id, grabbed_at=now)
-        .returning(_share.c.amount)
-    )
-    if amount is None:  # pragma: no cover - `taken` and the shares move together
-        raise RuntimeError(f"red packet {packet_id}: share {taken} missing or taken")
-    amount = int(amount)
-    await _credit(session, user, amount, packet_id, chat_id, now)
-    finished = taken >= card.shares
-    state = PacketState.finished if finished else PacketState.open
-    return Grab(
-        packet_id,
-        None,
-        amount=amount,
-        card=replace(card, taken=taken, state=state),
-        closed=PacketState.finished if finished else None,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +290,30 @@ class GrabRequest:
     genuine: bool = False
 
 
+async def grab(
+    session: AsyncSession,
+    *,
+    packet_id: int,
+    user: repo.UserInfo,
+    chat_id: int,
+    message_id: int | None,
+    by_password: bool,
+    now: datetime,
+    genuine: bool = False,
+) -> Grab:
+    """Take the next share of an open packet for `user` (see the module docstring).
+    `message_id` is the message whose button was pressed (None: typed password);
+    `genuine`: that message carries this packet's own button.
+
+    `grab_many` of one member that waits for the packet instead of giving up when it
+    moved: the one grab is still decided from what was read, and the counter update
+    (`taken < shares`) takes whichever share is next, or finds the packet closed."""
+    request = GrabRequest(user, chat_id, message_id, by_password, genuine)
+    grabs = await _grab(session, packet_id, [request], now=now, wait=True)
+    assert grabs is not None  # waiting never gives up
+    return grabs[0]
+
+
 async def grab_many(
     session: AsyncSession, packet_id: int, requests: Sequence[GrabRequest], *, now: datetime
 ) -> list[Grab] | None:
@@ -398,6 +321,19 @@ async def grab_many(
     one after the other in this order (one counter update, one share update, one ledger
     batch). None when the packet moved under us since we read it (PostgreSQL: another
     process grabbed meanwhile); the caller then grabs one by one."""
+    return await _grab(session, packet_id, requests, now=now, wait=False)
+
+
+async def _grab(
+    session: AsyncSession,
+    packet_id: int,
+    requests: Sequence[GrabRequest],
+    *,
+    now: datetime,
+    wait: bool,
+) -> list[Grab] | None:
+    """The one grab decision, for `grab` (`wait`: a single request) and `grab_many`."""
+    assert not wait or len(requests) == 1
     users = sorted({r.user.id for r in requests})
     row = (await session.execute(select(_packet).where(_packet.c.id == packet_id))).first()
     if row is None:
@@ -456,12 +392,15 @@ async def grab_many(
         ]
     k = len(winners)
     finishing = _packet.c.taken + k >= _packet.c.shares
+    # Waiting: whatever share is next (PostgreSQL: after the row's other writers).
+    # Not waiting: exactly the shares decided above, or nothing.
+    unmoved = _packet.c.taken < _packet.c.shares if wait else _packet.c.taken == card.taken
     after = await session.scalar(
         update(_packet)
         .where(
             _packet.c.id == packet_id,
             _packet.c.state == str(PacketState.open),
-            _packet.c.taken == card.taken,
+            unmoved,
             _packet.c.expires_at > now,
         )
         .values(
@@ -471,9 +410,17 @@ async def grab_many(
         )
         .returning(_packet.c.taken)
     )
-    if after is None or int(after) != taken:
+    if wait and after is None:  # closed since we looked (PostgreSQL: while we waited)
+        fresh = await get_card(session, packet_id)
+        assert fresh is not None
+        if fresh.state is PacketState.finished:
+            return [Grab(packet_id, Refusal.gone, card=fresh, closed=PacketState.finished)]
+        return [Grab(packet_id, Refusal.expired, card=fresh, closed=PacketState.expired)]
+    if wait:
+        taken = int(after)
+    elif after is None or int(after) != taken:
         return None
-    first = card.taken + 1
+    first = taken - k + 1
     await session.execute(
         update(_share)
         .where(
@@ -557,31 +504,6 @@ async def _credit_many(
             recorded.add(exc.user_id)
             user = next(r.user for r in winners if r.user.id == exc.user_id)
             await repo.upsert_member(session, user, now)
-
-
-async def _credit(
-    session: AsyncSession,
-    user: repo.UserInfo,
-    amount: int,
-    packet_id: int,
-    chat_id: int,
-    now: datetime,
-) -> None:
-    kw: dict[str, Any] = {
-        "user_id": user.id,
-        "amount": amount,
-        "kind": LedgerKind.red_packet,
-        "key": grab_key(packet_id, user.id),
-        "chat_id": chat_id,
-        "ref": f"red packet {packet_id}",
-        "now": now,
-    }
-    try:
-        await ledger.award(session, **kw)
-    except ledger.UnknownMember:
-        # Not recorded yet (no statement failed, so the transaction carries on).
-        await repo.upsert_member(session, user, now)
-        await ledger.award(session, **kw)
 
 
 @dataclass(frozen=True, slots=True)
