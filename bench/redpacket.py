@@ -42,8 +42,8 @@ from sqlalchemy import select  # noqa: E402
 from bench.support import Failures, rig  # noqa: E402
 from bot.polling import handle_batch  # noqa: E402
 from bot.runtime import tune_gc  # noqa: E402
-from handlers.red_packet import RedPacketCB  # noqa: E402
 from services.outbox import Outbox  # noqa: E402
+from services.red_packets import RedPacketCB  # noqa: E402
 from storage import ledger  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.models import LedgerEntry, RedPacket  # noqa: E402
