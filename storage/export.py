@@ -34,13 +34,14 @@ import io
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from storage.db import Database
@@ -78,68 +79,81 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
-async def export_members(db: Database, out: TextIO) -> int:
-    """Write every member as CSV (header included); returns the number of rows."""
+Row = Sequence[object]
+
+
+async def _write(
+    db: Database,
+    out: TextIO,
+    columns: Sequence[str],
+    rows: Callable[[AsyncSession], AsyncGenerator[Row, None]],
+) -> int:
+    """Write `columns`, then every row `rows` yields from one read-only transaction;
+    returns the number of rows."""
     writer = csv.writer(out)
-    writer.writerow(MEMBER_COLUMNS)
+    writer.writerow(columns)
     count = 0
-    async with db.transaction(readonly=True) as session:
-        result = await session.stream_scalars(
-            select(Member).order_by(col(Member.user_id)).execution_options(yield_per=CHUNK_ROWS)
-        )
-        async for m in result:
-            writer.writerow(
-                (
-                    m.user_id,
-                    csv_safe(m.username),
-                    csv_safe(m.display_name),
-                    m.balance,
-                    m.lifetime_earned,
-                    m.streak,
-                    m.tier,
-                    int(m.dm_linked),
-                    _iso(m.created_at),
-                )
-            )
+    async with db.transaction(readonly=True) as session, contextlib.aclosing(rows(session)) as it:
+        async for row in it:
+            writer.writerow(row)
             count += 1
     return count
+
+
+async def export_members(db: Database, out: TextIO) -> int:
+    """Write every member as CSV (header included); returns the number of rows."""
+    return await _write(db, out, MEMBER_COLUMNS, _member_rows)
+
+
+async def _member_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+    result = await session.stream_scalars(
+        select(Member).order_by(col(Member.user_id)).execution_options(yield_per=CHUNK_ROWS)
+    )
+    async for m in result:
+        yield (
+            m.user_id,
+            csv_safe(m.username),
+            csv_safe(m.display_name),
+            m.balance,
+            m.lifetime_earned,
+            m.streak,
+            m.tier,
+            int(m.dm_linked),
+            _iso(m.created_at),
+        )
 
 
 async def export_ledger(db: Database, out: TextIO) -> int:
     """Write every ledger entry, oldest first, as CSV; returns the number of rows."""
-    writer = csv.writer(out)
-    writer.writerow(LEDGER_COLUMNS)
-    count = 0
-    async with db.transaction(readonly=True) as session:
-        result = await session.stream(
-            select(
-                col(LedgerEntry.id),
-                col(LedgerEntry.user_id),
-                col(LedgerEntry.chat_id),
-                col(LedgerEntry.delta),
-                col(LedgerEntry.kind),
-                col(LedgerEntry.ref),
-                col(LedgerEntry.actor_id),
-                col(LedgerEntry.created_at),
-            )
-            .order_by(col(LedgerEntry.id))
-            .execution_options(yield_per=CHUNK_ROWS)
+    return await _write(db, out, LEDGER_COLUMNS, _ledger_rows)
+
+
+async def _ledger_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+    result = await session.stream(
+        select(
+            col(LedgerEntry.id),
+            col(LedgerEntry.user_id),
+            col(LedgerEntry.chat_id),
+            col(LedgerEntry.delta),
+            col(LedgerEntry.kind),
+            col(LedgerEntry.ref),
+            col(LedgerEntry.actor_id),
+            col(LedgerEntry.created_at),
         )
-        async for row in result:
-            writer.writerow(
-                (
-                    row.id,
-                    row.user_id,
-                    _opt(row.chat_id),
-                    row.delta,
-                    row.kind,
-                    csv_safe(row.ref),
-                    _opt(row.actor_id),
-                    _iso(row.created_at),
-                )
-            )
-            count += 1
-    return count
+        .order_by(col(LedgerEntry.id))
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    async for row in result:
+        yield (
+            row.id,
+            row.user_id,
+            _opt(row.chat_id),
+            row.delta,
+            row.kind,
+            csv_safe(row.ref),
+            _opt(row.actor_id),
+            _iso(row.created_at),
+        )
 
 
 VOTE_COLUMNS = ("vote_id", "chat_id", "question", "option", "count")
@@ -148,37 +162,33 @@ VOTE_COLUMNS = ("vote_id", "chat_id", "question", "option", "count")
 async def export_votes(db: Database, out: TextIO) -> int:
     """Write the tally of every vote — one row per option, zero counts included — oldest
     vote first; returns the number of rows."""
-    writer = csv.writer(out)
-    writer.writerow(VOTE_COLUMNS)
-    count = 0
-    async with db.transaction(readonly=True) as session:
-        counts = {
-            (int(v), int(o)): int(n)
-            for v, o, n in (
-                await session.execute(
-                    select(col(VoteBallot.vote_id), col(VoteBallot.option), func.count())
-                    .group_by(col(VoteBallot.vote_id), col(VoteBallot.option))
-                )
-            ).all()
-        }
-        result = await session.stream(
-            select(col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options))
-            .order_by(col(Vote.id))
-            .execution_options(yield_per=CHUNK_ROWS)
-        )
-        async for row in result:
-            for index, option in enumerate(row.options or []):
-                writer.writerow(
-                    (
-                        row.id,
-                        row.chat_id,
-                        csv_safe(row.question),
-                        csv_safe(str(option)),
-                        counts.get((int(row.id), index), 0),
-                    )
-                )
-                count += 1
-    return count
+    return await _write(db, out, VOTE_COLUMNS, _vote_rows)
+
+
+async def _vote_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+    counts = {
+        (int(v), int(o)): int(n)
+        for v, o, n in (
+            await session.execute(
+                select(col(VoteBallot.vote_id), col(VoteBallot.option), func.count())
+                .group_by(col(VoteBallot.vote_id), col(VoteBallot.option))
+            )
+        ).all()
+    }
+    result = await session.stream(
+        select(col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options))
+        .order_by(col(Vote.id))
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    async for row in result:
+        for index, option in enumerate(row.options or []):
+            yield (
+                row.id,
+                row.chat_id,
+                csv_safe(row.question),
+                csv_safe(str(option)),
+                counts.get((int(row.id), index), 0),
+            )
 
 
 EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
