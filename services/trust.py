@@ -91,17 +91,16 @@ class PondGate:
 
     async def approve(self, chat_id: int, actor_id: int) -> bool:
         """A global operator vouches for the group. True when that changed something."""
-        async with self.db.transaction() as session:
-            changed = await repo.set_trust(session, chat_id, PondTrust.approved, actor_id=actor_id)
-        if changed:
-            log.info("group %s approved by %s", chat_id, actor_id)
-        return changed
+        return await self._set(chat_id, PondTrust.approved, actor_id)
 
     async def revoke(self, chat_id: int, actor_id: int) -> bool:
+        return await self._set(chat_id, PondTrust.revoked, actor_id)
+
+    async def _set(self, chat_id: int, trust: PondTrust, actor_id: int) -> bool:
         async with self.db.transaction() as session:
-            changed = await repo.set_trust(session, chat_id, PondTrust.revoked, actor_id=actor_id)
+            changed = await repo.set_trust(session, chat_id, trust, actor_id=actor_id)
         if changed:
-            log.info("group %s revoked by %s", chat_id, actor_id)
+            log.info("group %s %s by %s", chat_id, trust.value, actor_id)
         return changed
 
     async def say_not_a_pond(self, chat_id: int, language: str) -> None:
