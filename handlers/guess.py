@@ -5,14 +5,11 @@ The price is secret until the round closes: no reply, board, log line or callbac
 carries it — it is said only by the reveal post (scheduler/games.py), after the round
 was closed in the database. Guesses are never echoed back either.
 
-Busy ponds: a `closest` guess is acknowledged by the round post's participant count,
-edited in place through the outbox's coalescing `board` (many guesses in a burst become
-one edit), plus a DM to members who linked theirs; a reply in the group only while the
-pond is quiet (fewer than `guess_quiet_below` messages to it in the last minute). The
-same goes for refusals (out of attempts, closed …), so a crowd hammering /guess cannot
-queue up hours of group replies. A `hit` attempt must be answered (higher / lower):
-privately by DM when the member linked it, else — or if the DM fails, e.g. 403 blocked —
-by a short reply in the group. Malformed prices always get their short error.
+Busy ponds: a `closest` guess is acknowledged by the round post's participant count
+(one coalesced edit for a burst), plus a DM to members who linked theirs; a reply in the
+group only while the pond is quiet (fewer than `guess_quiet_below` messages to it in the
+last minute). The same goes for refusals, while a `hit` attempt is always answered
+(higher / lower) — how, is services/guess.py. Malformed prices always get their error.
 
 Idempotency: the member's message (chat and message id) names the attempt; a replay
 finds it recorded and stays silent. The operator's command names the round likewise.
@@ -20,40 +17,27 @@ finds it recorded and stays silent. The operator's command names the round likew
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from typing import Any
-
 from aiogram import Bot, Router
 from aiogram.dispatcher.event.bases import SkipHandler
 from aiogram.filters import Command, CommandObject, Filter
-from aiogram.methods import EditMessageCaption, EditMessageText, SendMessage, SendPhoto
 from aiogram.types import Message
 from sqlalchemy.exc import IntegrityError
 
-from games.guess import LOOKS_LIKE_PRICE, Mode, parse_price, parse_round
+from games.guess import LOOKS_LIKE_PRICE, parse_price, parse_round
 from games.parsing import ParseError
 from handlers.startup import active_ponds, log_restored, startup_deps
+from scheduler import games as jobs
 from scheduler.core import Scheduler
-from scheduler.games import ANNOUNCE_WITHIN, reveal_round
 from services import texts as common_texts
 from services.filters import IsOperator
+from services.guess import answer_guess, post_round, reveal_round
 from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import PondInfo
-from services.outbox import Outbox, OutboxClosedError
+from services.outbox import Outbox
 from services.texts import games as texts
 from storage import guess as store
 from storage import repo
 from storage.db import Database
-from storage.models import Job
-
-log = logging.getLogger(__name__)
-
-
-
-def close_key(round_id: int) -> str:
-    return f"{Job.guess_close}:{round_id}"
 
 
 class PriceReplyToBot(Filter):
@@ -83,25 +67,11 @@ def setup() -> Router:
     return router
 
 
-
 def _photo_of(message: Message) -> str | None:
     for m in (message, message.reply_to_message):
         if m is not None and m.photo:
             return m.photo[-1].file_id
     return None
-
-
-def _round_method(view: store.RoundView, text: str) -> SendMessage | SendPhoto:
-    if view.photo_file_id:
-        return SendPhoto(chat_id=view.chat_id, photo=view.photo_file_id, caption=text)
-    return SendMessage(chat_id=view.chat_id, text=text)
-
-
-def _board_edit(view: store.RoundView, text: str) -> EditMessageText | EditMessageCaption:
-    assert view.message_id is not None
-    if view.photo_file_id:
-        return EditMessageCaption(chat_id=view.chat_id, message_id=view.message_id, caption=text)
-    return EditMessageText(chat_id=view.chat_id, message_id=view.message_id, text=text)
 
 
 async def open_round(
@@ -120,31 +90,21 @@ async def open_round(
     except ParseError as exc:
         reply(outbox, message, texts.round_error(exc.code))
         return
-    actor = actor_of(message)
-    now = scheduler.clock()
     try:
         async with db.transaction() as session:
-            settings = await repo.pond_settings(session, pond.chat_id)
             opened = await store.open_round(
                 session,
                 chat_id=pond.chat_id,
                 source_key=f"{message.chat.id}:{message.message_id}",
                 args=args,
-                settings=settings,
-                opened_by=actor,
+                settings=await repo.pond_settings(session, pond.chat_id),
+                opened_by=actor_of(message),
                 photo_file_id=_photo_of(message),
-                now=now,
+                now=scheduler.clock(),
             )
             if opened.kind == "opened":
                 assert opened.round is not None
-                await scheduler.schedule(
-                    opened.round.closes_at,
-                    Job.guess_close,
-                    close_key(opened.round.id),
-                    {"round_id": opened.round.id},
-                    session=session,
-                    chat_id=pond.chat_id,
-                )
+                await jobs.schedule_close(scheduler, session, opened.round, pond.chat_id)
     except IntegrityError:  # another round opened concurrently (PostgreSQL)
         reply(outbox, message, texts.round_busy())
         return
@@ -161,27 +121,6 @@ async def open_round(
     post_round(db, outbox, view, pond.timezone)
 
 
-def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: str) -> bool:
-    """Queue the round's post; nobody waits for it (the pond's queue may be long). Its
-    message id is stored when Telegram answers — the only source of that id — and the
-    participant count brought up to date if `/guess` came in meanwhile. False when the
-    post is already on its way."""
-
-    async def record(sent: Message) -> None:
-        async with db.transaction() as session:
-            now = await store.set_round_message(session, view.id, sent.message_id)
-        if now is not None and now.state == "open" and now.guessers:
-            with contextlib.suppress(OutboxClosedError):  # stopping: the next guess shows it
-                _refresh_post(outbox, now, timezone)
-
-    queued = outbox.post(
-        _round_method(view, texts.round_post(view, timezone)),
-        key=f"guess:{view.id}",
-        record=record,
-    )
-    return queued is not None
-
-
 async def restore_posts(router: Router) -> None:
     """At start: post the open rounds whose post never went out (handlers/startup.py, "lost
     posts"); without it such a round would hold the pond's only slot unseen. Reveals of
@@ -192,7 +131,7 @@ async def restore_posts(router: Router) -> None:
         lost = await store.unposted(session)
         reveals = [
             reveal
-            for round_id in await store.unrevealed(session, now - ANNOUNCE_WITHIN)
+            for round_id in await store.unrevealed(session, now - jobs.ANNOUNCE_WITHIN)
             if (reveal := await store.close_round(session, round_id, now)) is not None
         ]
         chats = [r.chat_id for r in lost] + [r.chat_id for r in reveals]
@@ -276,90 +215,14 @@ async def _guess(
         )
         quiet_below = (await repo.pond_settings(session, pond.chat_id)).guess_quiet_below
         if out.filled and out.round is not None:
-            # The last winner slot is taken: close now instead of at the deadline.
-            await scheduler.cancel(close_key(out.round.id), session=session)
-            await scheduler.schedule(
-                now,
-                Job.guess_close,
-                close_key(out.round.id) + ":early",
-                {"round_id": out.round.id},
-                session=session,
-                chat_id=pond.chat_id,
-            )
-    kind = out.kind
-    if kind in ("no_round", "not_this_post"):
+            await jobs.close_now(scheduler, session, out.round, pond.chat_id, now)
+    if out.kind in ("no_round", "not_this_post"):
         if round_message_id is not None:
             raise SkipHandler  # a number replying to some other message: not ours
         reply(outbox, message, texts.no_round())
-        return
-    if kind == "replay":
-        return
-    assert out.round is not None
-    name = _name(person)
-    # A hit-mode verdict is the answer the member waits for: it always goes out. The
-    # rest (acknowledgements, refusals) reaches the group only while the pond is quiet.
-    quiet = outbox.load(pond.chat_id) < quiet_below
-    answer: str | None = None
-    if kind == "closed":
-        answer = texts.round_closed()
-    elif kind == "out_of_attempts":
-        answer = texts.out_of_attempts(out.round.mode, out.allowed)
-    elif kind == "already_won":
-        answer = texts.already_won()
-    elif kind == "winners_full":
-        answer = texts.winners_full()
-    elif kind == "accepted":
-        answer = texts.guess_received(name)
-    if kind == "judged":
-        assert out.verdict is not None
-        verdict = texts.verdict(out.verdict, out.attempts_left, out.won)
-        _tell(outbox, message, person.id, name, verdict, dm=out.dm_linked, group=True)
-    elif answer is not None:
-        _tell(outbox, message, person.id, name, answer, dm=out.dm_linked, group=quiet)
-    if out.first_guess and out.round.message_id is not None:
-        _refresh_post(outbox, out.round, pond.timezone)
+    elif out.kind != "replay":
+        quiet = outbox.load(pond.chat_id) < quiet_below
+        answer_guess(outbox, message, person, out, quiet=quiet, timezone=pond.timezone)
 
 
-def _name(person: repo.UserInfo) -> str:
-    full = f"{person.first_name} {person.last_name}".strip()
-    return full or (f"@{person.username}" if person.username else str(person.id))
-
-
-def _refresh_post(outbox: Outbox, view: store.RoundView, timezone: str) -> None:
-    """The round post's participant count, edited in place; bursts are coalesced."""
-    outbox.board(f"guess:{view.id}", _board_edit(view, texts.round_post(view, timezone)))
-
-
-def _tell(
-    outbox: Outbox,
-    message: Message,
-    user_id: int,
-    name: str,
-    text: str,
-    *,
-    dm: bool,
-    group: bool,
-) -> None:
-    """Say `text` to the member privately when they linked their DM; else — or when the
-    DM fails (blocked: 403) — as a short reply in the group, if `group`."""
-    in_group = texts.verdict_in_group(name, text)
-    if not dm:
-        if group:
-            reply(outbox, message, in_group)
-        return
-    sent = outbox.send(SendMessage(chat_id=user_id, text=text))
-    if not group:
-        return
-
-    def after(fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
-            return
-        if fut.exception() is None and fut.result() is not None:
-            return
-        with contextlib.suppress(OutboxClosedError):
-            reply(outbox, message, in_group)
-
-    sent.add_done_callback(after)
-
-
-__all__ = ["Mode", "close_key", "setup"]
+__all__ = ["setup"]

@@ -21,9 +21,11 @@ from datetime import datetime, timedelta
 
 from aiogram.methods import EditMessageText, SendMessage
 from aiogram.types import Message, ReplyParameters
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.core import Scheduler, TaskRun
 from scheduler.deps import JobDeps
+from services.guess import reveal_round
 from services.outbox import Outbox
 from services.texts import games as texts
 from storage import guess, invites, repo, votes
@@ -40,24 +42,33 @@ def _replying(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-def reveal_round(db: Database, outbox: Outbox, reveal: guess.Reveal, now: datetime) -> bool:
-    """Queue a closed round's reveal post (texts in the caller's language); it is
-    recorded as revealed once Telegram answered it. False: already on its way."""
-
-    async def record(_: Message) -> None:
-        async with db.transaction() as session:
-            await guess.mark_revealed(session, reveal.round_id, now)
-
-    queued = outbox.post(
-        SendMessage(
-            chat_id=reveal.chat_id,
-            text=texts.reveal(reveal),
-            reply_parameters=_replying(reveal.message_id),
-        ),
-        key=f"{Job.guess_close}:{reveal.round_id}",
-        record=record,
+async def schedule_close(
+    scheduler: Scheduler, session: AsyncSession, view: guess.RoundView, chat_id: int
+) -> None:
+    """A new round's close at its deadline, in the caller's transaction."""
+    await scheduler.schedule(
+        view.closes_at,
+        Job.guess_close,
+        guess.close_key(view.id),
+        {"round_id": view.id},
+        session=session,
+        chat_id=chat_id,
     )
-    return queued is not None
+
+
+async def close_now(
+    scheduler: Scheduler, session: AsyncSession, view: guess.RoundView, chat_id: int, now: datetime
+) -> None:
+    """The last winner slot is taken: close now instead of at the deadline."""
+    await scheduler.cancel(guess.close_key(view.id), session=session)
+    await scheduler.schedule(
+        now,
+        Job.guess_close,
+        guess.close_key(view.id) + ":early",
+        {"round_id": view.id},
+        session=session,
+        chat_id=chat_id,
+    )
 
 
 def announce_vote(

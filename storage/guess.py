@@ -26,9 +26,14 @@ from games.guess import Guess, Mode, RoundArgs, Verdict, attempts_allowed, close
 from games.settings import PondSettings
 from storage import ledger
 from storage.dialect import insert_for
-from storage.models import GuessRound, LedgerKind, Member, PriceGuess, Referral
+from storage.models import GuessRound, Job, LedgerKind, Member, PriceGuess, Referral
 
 MAX_REVEALED_WINNERS = 30
+
+
+def close_key(round_id: int) -> str:
+    """The key of a round's close task, and of its reveal post in the outbox."""
+    return f"{Job.guess_close}:{round_id}"
 
 
 @dataclass(frozen=True, slots=True)
