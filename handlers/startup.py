@@ -14,9 +14,10 @@ recorded the moment it arrives (`Outbox.post`), so that window is one short writ
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiogram import Dispatcher, Router
 from aiogram.utils.i18n import I18n, I18nMiddleware
@@ -31,6 +32,8 @@ from storage.db import Database
 from storage.models import Pond, PondStatus
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,26 @@ async def active_ponds(session: AsyncSession, chat_ids: Iterable[int]) -> dict[i
         select(Pond).where(col(Pond.chat_id).in_(wanted), col(Pond.status) == PondStatus.active)
     )
     return {p.chat_id: p for p in rows.scalars().all() if p.served}
+
+
+def repost(
+    deps: StartupDeps,
+    what: str,
+    items: Iterable[T],
+    ponds: Mapping[int, Pond],
+    chat_of: Callable[[T], int],
+    post: Callable[[T, Pond], bool],
+) -> int:
+    """`post` each of `items` whose pond is in `ponds`, speaking the pond's language;
+    logs and returns how many were queued."""
+    posted = 0
+    for item in items:
+        pond = ponds.get(chat_of(item))
+        if pond is not None:
+            with deps.speaking(pond.language):
+                posted += post(item, pond)
+    log_restored(what, posted)
+    return posted
 
 
 def log_restored(what: str, posted: int) -> None:

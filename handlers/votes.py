@@ -24,7 +24,7 @@ from pydantic import Field
 
 from games.parsing import ParseError
 from games.votes import MAX_OPTIONS, parse_vote
-from handlers.startup import active_ponds, log_restored, startup_deps
+from handlers.startup import active_ponds, repost, startup_deps
 from scheduler.core import Scheduler
 from scheduler.games import ANNOUNCE_WITHIN, announce_vote
 from services.filters import IsOperator
@@ -38,8 +38,6 @@ from storage.db import Database
 from storage.models import Job
 
 log = logging.getLogger(__name__)
-
-
 
 MAX_ID = 2**63 - 1
 
@@ -114,20 +112,10 @@ async def restore_posts(router: Router) -> None:
         ]
         chats = [v.chat_id for v in lost] + [r.vote.chat_id for r in results]
         ponds = await active_ponds(session, chats)
-    posted = announced = 0
-    for view in lost:
-        pond = ponds.get(view.chat_id)
-        if pond is not None:
-            with deps.speaking(pond.language):
-                posted += post_vote(deps.db, deps.outbox, view, pond.timezone)
-    for result in results:
-        pond = ponds.get(result.vote.chat_id)
-        if pond is not None:
-            with deps.speaking(pond.language):
-                announced += announce_vote(deps.db, deps.outbox, result, pond.timezone, now)
-    log_restored("vote", posted)
-    log_restored("vote result", announced)
-
+    repost(deps, "vote", lost, ponds, lambda v: v.chat_id,
+           lambda v, pond: post_vote(deps.db, deps.outbox, v, pond.timezone))
+    repost(deps, "vote result", results, ponds, lambda r: r.vote.chat_id,
+           lambda r, pond: announce_vote(deps.db, deps.outbox, r, pond.timezone, now))
 
 
 async def open_vote(
