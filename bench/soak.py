@@ -68,6 +68,7 @@ STOP_TIMEOUT = 10.0  # a clean shutdown finishes within this
 TOKEN = re.compile(r"Soak(?:Item|Q)\d+")  # names of the soak's rounds and votes
 RETRY_AFTER = re.compile(r"retry after (\d+)")
 QUEUED = "never confirmed: still queued at the end"
+MESSAGE_METHODS = ("sendMessage", "sendPhoto", "sendPoll", "editMessage", "stopPoll")
 
 
 def now() -> float:
@@ -316,7 +317,6 @@ class Soak:
         self._last_bot_event = now()
         self.traffic_ended = datetime.now(UTC)
         self.quiet = False  # once the traffic has ended: no more storms
-        self._group_sends: dict[int, list[float]] = defaultdict(list)  # wall times
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -393,8 +393,6 @@ class Soak:
             self._cursor += 1
             if event["actor"] == "bot":
                 self._last_bot_event = now()
-                if event["kind"] in ("bot_message", "edit") and event["chat_id"] in self.ponds:
-                    self._group_sends[event["chat_id"]].append(float(event["time"]))
             if event["kind"] != "bot_message" or event["chat_id"] not in self.ponds:
                 continue
             pond = self.ponds[event["chat_id"]]
@@ -682,14 +680,18 @@ class Soak:
         return False, now() - began
 
     def budgets_free(self) -> float:
-        """When every pond has room under Telegram's 20 messages a minute (monotonic)."""
-        wall = time.time() - now()
-        free = 0.0
-        for sends in self._group_sends.values():
-            recent = [t for t in sends[-20:] if t > wall + now() - 60]
-            if len(recent) >= 20:
-                free = max(free, recent[0] + 60 - wall)
-        return free
+        """When every pond has room under Telegram's 20 messages a minute as the bot
+        counts them (every attempt, answered or not, plus a little slack; monotonic)."""
+        since = now() - 60
+        recent: dict[str, list[float]] = defaultdict(list)  # newest first
+        for call in reversed(self.emu.calls):
+            if call["at"] <= since:
+                break
+            chat = str(call["params"].get("chat_id", ""))
+            if call["method"].startswith(MESSAGE_METHODS) and chat.startswith("-"):
+                recent[chat].append(float(call["at"]))
+        return max((times[19] + 60 + 2 for times in recent.values() if len(times) >= 20),
+                   default=0.0)
 
     def retry_after_ends(self) -> float:
         """When the last `retry_after` the emulator gave ends (monotonic)."""

@@ -631,13 +631,15 @@ class Emulator:
         except RawAnswer as raw:
             self.stats.errors[raw.status] += 1
             self.calls.append({"method": method, "params": self._printable(params),
-                               "ok": False, "error_code": raw.status, "raw": True})
+                               "ok": False, "error_code": raw.status, "raw": True,
+                               "at": self.clock()})
             if raw.body is None:
                 if request.transport is not None:
                     request.transport.close()
                 raise web.HTTPInternalServerError() from None  # never written: closed
             return web.Response(text=raw.body, status=raw.status, content_type="text/html")
-        self.calls.append({"method": method, "params": self._printable(params), "ok": True})
+        self.calls.append({"method": method, "params": self._printable(params), "ok": True,
+                           "at": self.clock()})
         return self._json({"ok": True, "result": result})
 
     @staticmethod
