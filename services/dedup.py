@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from aiogram.dispatcher.event.bases import UNHANDLED
 from aiogram.types import TelegramObject, Update
 from sqlalchemy import text
 
+from services.lru import LRU
 from services.weather import describe, is_database_outage, is_database_unreachable
 from storage.db import Database
 
@@ -55,8 +55,8 @@ class SeenUpdates(BaseMiddleware):
             raise ValueError("max_attempts must be at least 1")
         self.size = size
         self.max_attempts = max_attempts
-        self._seen: OrderedDict[int, None] = OrderedDict()
-        self._failures: OrderedDict[int, int] = OrderedDict()  # update id -> failed attempts
+        self._seen: LRU[int, None] = LRU(size)
+        self._failures: LRU[int, int] = LRU(size)  # update id -> failed attempts
 
     async def __call__(
         self,
@@ -69,9 +69,7 @@ class SeenUpdates(BaseMiddleware):
         update_id = event.update_id
         if update_id in self._seen:
             return UNHANDLED
-        self._seen[update_id] = None
-        if len(self._seen) > self.size:
-            self._seen.popitem(last=False)
+        self._seen.put(update_id, None)
         try:
             result = await handler(event, data)
         except Exception as exc:
@@ -92,9 +90,7 @@ class SeenUpdates(BaseMiddleware):
                 describe(exc),
             )
             return None  # handled, as far as Telegram is concerned
-        self._failures[update_id] = attempt
-        if len(self._failures) > self.size:
-            self._failures.popitem(last=False)
+        self._failures.put(update_id, attempt)
         self._seen.pop(update_id, None)  # its redelivery must be handled, not skipped
         log.warning(
             "update %s hit a database error (%s); it will be handled again (%s)",

@@ -74,6 +74,7 @@ from aiogram.methods import (
 from aiogram.types import Message
 
 from services.clock import Clock, FakeClock, SystemClock
+from services.lru import LRU
 from services.weather import describe, is_transient
 
 __all__ = [
@@ -240,7 +241,7 @@ class Outbox:
         self._posting: set[str] = set()  # keys of `post`s queued, in flight or recording
         self._records: set[asyncio.Task[None]] = set()
         self._stats = OutboxStats()
-        self._answered: OrderedDict[str, None] = OrderedDict()  # callback queries answered
+        self._answered: LRU[str, None] = LRU(_ANSWERED_KEPT)  # callback queries answered
 
         self._journal_path = journal
         self._journal: IO[str] | None = None
@@ -547,9 +548,7 @@ class Outbox:
                     log.error("callback answer failed: %s", self._describe(exc))
                 return False
             break
-        self._answered[query_id] = None
-        if len(self._answered) > _ANSWERED_KEPT:
-            self._answered.popitem(last=False)
+        self._answered.put(query_id, None)
         self._stats.answers += 1
         return bool(ok)
 
