@@ -919,7 +919,7 @@ class Audit:
         product) or its reveal (🎉 + the product), a second check-in board (`ci:`
         button) in a pond on one local day (the soak never asks for /board), or a second
         reply to one `/give` (a redelivered command gets no second answer)."""
-        seen: Counter[str] = Counter()
+        seen: dict[str, list[float]] = defaultdict(list)  # what -> wall times
         tokens = {*self.book.rounds, *self.book.votes}
         for event in self.emu.events:
             if event["kind"] != "bot_message" or event["chat_id"] not in self.soak.ponds:
@@ -930,25 +930,37 @@ class Audit:
             message = self.emu.chats[chat].messages.get(event["message_id"], {})
             replied = (message.get("reply_to_message") or {}).get("message_id")
             if (chat, replied) in self.book.gives:
-                seen[f"reply to /give {chat}:{replied}"] += 1
+                seen[f"reply to /give {chat}:{replied}"].append(event["time"])
             for item in data:
                 kind, _, rest = item.partition(":")
                 if kind == "rp":
-                    seen[f"red packet {rest} post"] += 1
+                    seen[f"red packet {rest} post"].append(event["time"])
                 elif kind == "ci":
-                    seen[f"board in {chat} on {local_day(event['time'])}"] += 1
+                    seen[f"board in {chat} on {local_day(event['time'])}"].append(event["time"])
             for vote in {d.split(":")[1] for d in data if d.startswith("vt:")}:
-                seen[f"vote {vote} post"] += 1
+                seen[f"vote {vote} post"].append(event["time"])
             for token in tokens_in(text) & tokens:
                 if "🏷" in text:
-                    seen[f"round {token} post"] += 1
+                    seen[f"round {token} post"].append(event["time"])
                 elif "🎉" in text:
-                    seen[f"round {token} reveal"] += 1
+                    seen[f"round {token} reveal"].append(event["time"])
                 elif "📊" in text:
-                    seen[f"vote {token} result"] += 1
-        doubled = [f"{what} ×{n}" for what, n in seen.items() if n > 1]
+                    seen[f"vote {token} result"].append(event["time"])
+        doubled = [f"{what} ×{len(times)}: " + ", ".join(self.sent_by(t) for t in times)
+                   for what, times in seen.items() if len(times) > 1]
         self.check("no duplicate posts", f"{len(seen)} posts, {len(doubled)} twice",
                    not doubled, doubled[:8])
+
+    def sent_by(self, wall_time: float) -> str:
+        """When a message went out, and the life of the process that sent it."""
+        moment = wall_time - (time.time() - now())
+        run = self.bot.run_at(moment)
+        at = f"{datetime.fromtimestamp(wall_time, UTC):%H:%M:%S}"
+        if run is None:
+            return at
+        end = (f"{run.how or 'ended'} {run.ended - moment:.1f} s later"
+               if run.ended is not None else "still running")
+        return f"{at} (process #{self.bot.runs.index(run) + 1}, {end})"
 
     def flood(self) -> None:
         """The emulator's flood limiter (20 a minute per group, ~1/s per chat, 30/s in
