@@ -138,7 +138,6 @@ async def open_draft(db: Database, where: Where, post: PromoPost, *, dm_possible
         ponds = await targets(session, where.chat_id)
         if not ponds:
             return Draft(None, t.no_ponds())
-        assert post.run_at is not None
         refusal = await over_cap_text(session, ponds, post.run_at, where.timezone)
         if refusal is not None:
             return Draft(None, refusal)

@@ -63,7 +63,7 @@ def preview_control(
     reply_to: int | None = None,
 ) -> SendMessage:
     """The message under a preview: when and where the post goes, with its buttons."""
-    assert post.id is not None and post.run_at is not None
+    assert post.id is not None
     control = t.preview(
         post.id,
         t.when(post.kind, post.run_at, post.cron, post.timezone),
