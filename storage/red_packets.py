@@ -17,6 +17,10 @@ n-th grab takes exactly share n and no grab ever needs a retry. The same SQL run
 (no `SKIP LOCKED`). The unique (packet_id, user_id) is the last guard: two concurrent
 grabs by one member on PostgreSQL make the second fail with an IntegrityError, which the
 caller reports as "already grabbed" after the rollback.
+
+`grab_many` takes the same decision for many members at once (one function decides for
+both): its counter update asks for the count it read (`taken = :read`) and gives up when
+another process moved the packet meanwhile, so the caller grabs one by one instead.
 """
 
 from __future__ import annotations
