@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from scheduler.core import Scheduler
-from services.i18n import make_i18n
+from services.i18n import make_i18n, speaking
 from services.outbox import Outbox
 from storage.db import Database
 from storage.models import Pond, PondStatus
@@ -48,9 +48,7 @@ class StartupDeps:
     @contextmanager
     def speaking(self, language: str) -> Iterator[None]:
         """Texts inside the block speak `language` (a pond's)."""
-        if language not in self.i18n.available_locales:
-            language = self.i18n.default_locale
-        with self.i18n.context(), self.i18n.use_locale(language):
+        with speaking(self.i18n, language):
             yield
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from aiogram.utils.i18n import I18n
 
+from services.i18n import speaking
 from services.outbox import Outbox
 from storage.db import Database
 
@@ -25,9 +26,7 @@ class JobDeps:
     @contextmanager
     def language(self, locale: str) -> Iterator[None]:
         """Texts inside the block speak `locale` (a pond's language)."""
-        if locale not in self.i18n.available_locales:
-            locale = self.i18n.default_locale
-        with self.i18n.context(), self.i18n.use_locale(locale):
+        with speaking(self.i18n, locale):
             yield
 
 

@@ -38,6 +38,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.i18n import I18n
 
 from services.clock import Clock, SystemClock
+from services.i18n import speaking
 from services.middlewares import PondInfo
 from services.outbox import Outbox
 from services.texts import checkin as texts
@@ -246,11 +247,11 @@ class BoardKeeper:
             self._refuse(st, "the chat refused the bot's messages")
 
     def _render(self, pond: PondInfo, view: store.BoardView) -> str:
-        with self.i18n.context(), self.i18n.use_locale(pond.language):
+        with speaking(self.i18n, pond.language):
             return texts.board(view)
 
     def _markup(self, pond: PondInfo) -> InlineKeyboardMarkup:
-        with self.i18n.context(), self.i18n.use_locale(pond.language):
+        with speaking(self.i18n, pond.language):
             return board_markup(pond.chat_id)
 
     async def _post(self, st: _Pond, *, by: int | None, replace_gone: bool = False) -> None:

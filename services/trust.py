@@ -25,6 +25,7 @@ from aiogram import Bot
 from aiogram.methods import SendMessage
 from aiogram.utils.i18n import I18n
 
+from services.i18n import speaking
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
 from services.texts import ponds as texts
@@ -109,9 +110,7 @@ class PondGate:
             first = await repo.claim_stranger_notice(session, chat_id)
         if not first:
             return
-        if language not in self.i18n.available_locales:
-            language = self.i18n.default_locale
-        with self.i18n.context(), self.i18n.use_locale(language):
+        with speaking(self.i18n, language):
             text = texts.not_a_pond(chat_id)
         self.outbox.send(SendMessage(chat_id=chat_id, text=text))
         log.info("group %s is not a pond of this shop: told it once", chat_id)
