@@ -2,8 +2,9 @@
 replies to the round's post (members).
 
 The price is secret until the round closes: no reply, board, log line or callback
-carries it — it is said only by the reveal post (scheduler/games.py), after the round
-was closed in the database. Guesses are never echoed back either.
+carries it — it is said only by the reveal post (services/guess.py, queued by the close
+job in scheduler/games.py), after the round was closed in the database. Guesses are
+never echoed back either.
 
 Busy ponds: a `closest` guess is acknowledged by the round post's participant count
 (one coalesced edit for a burst), plus a DM to members who linked theirs; a reply in the

@@ -1,6 +1,8 @@
 """Deadlines of guess-the-price rounds and votes, and the referral credit sweep.
 
-* `guess.close` {round_id}: close the round (if open), pay the winners, post the reveal.
+* `guess.close` {round_id}: close the round (if open), pay the winners, post the reveal
+  (`services.guess.reveal_round`). A round's close is scheduled here too: at its
+  deadline when it opens, at once (`:early`) when its last winner slot is taken.
 * `vote.close` {vote_id}: close the vote (if open), post the result, freeze the post.
 * `invites.credit` (recurring): credit referrers whose newcomers have checked in.
 
