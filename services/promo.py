@@ -36,7 +36,7 @@ from storage.db import Database
 from storage.models import PromoPost, PromoState
 
 # (crontab expression, timezone, after) -> the next time it fires (None: never again).
-NextTime = Callable[[str, str, datetime], "datetime | None"]
+NextTime = Callable[[str, str, datetime], datetime | None]
 
 
 @dataclass(frozen=True, slots=True)
