@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from games.guess import LOOKS_LIKE_PRICE, parse_price, parse_round
 from games.parsing import ParseError
-from handlers.startup import active_ponds, log_restored, startup_deps
+from handlers.startup import active_ponds, repost, startup_deps
 from scheduler import games as jobs
 from scheduler.core import Scheduler
 from services import texts as common_texts
@@ -137,19 +137,22 @@ async def restore_posts(router: Router) -> None:
         ]
         chats = [r.chat_id for r in lost] + [r.chat_id for r in reveals]
         ponds = await active_ponds(session, chats)
-    posted = revealed = 0
-    for view in lost:
-        pond = ponds.get(view.chat_id)
-        if pond is not None:
-            with deps.speaking(pond.language):
-                posted += post_round(deps.db, deps.outbox, view, pond.timezone)
-    for reveal in reveals:
-        pond = ponds.get(reveal.chat_id)
-        if pond is not None:
-            with deps.speaking(pond.language):
-                revealed += reveal_round(deps.db, deps.outbox, reveal, now)
-    log_restored("guess round", posted)
-    log_restored("guess reveal", revealed)
+    repost(
+        deps,
+        "guess round",
+        lost,
+        ponds,
+        lambda view: view.chat_id,
+        lambda view, pond: post_round(deps.db, deps.outbox, view, pond.timezone),
+    )
+    repost(
+        deps,
+        "guess reveal",
+        reveals,
+        ponds,
+        lambda reveal: reveal.chat_id,
+        lambda reveal, _pond: reveal_round(deps.db, deps.outbox, reveal, now),
+    )
 
 
 async def guess_command(
