@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from zoneinfo import ZoneInfo
 
+from games.checkin import zone
 from games.parsing import ParseError, fold
 
 
@@ -143,7 +143,7 @@ class PhaseRuns:
 
 
 def local_day(at: datetime, timezone: str) -> date:
-    return at.astimezone(ZoneInfo(timezone)).date()
+    return at.astimezone(zone(timezone)).date()
 
 
 def phase_at(campaign: Campaign, at: datetime, timezone: str) -> Phase | None:
@@ -162,7 +162,7 @@ def phase_runs(
     """Count a recurring post's times per phase. `first` is its next time; `next_time(t)`
     gives the time after `t` (None: no more). The walk starts at the campaign's first day
     (times before it count for no phase) and stops after its last day or `limit` times."""
-    start = datetime.combine(campaign.span.first, time(), ZoneInfo(timezone)).astimezone(UTC)
+    start = datetime.combine(campaign.span.first, time(), zone(timezone)).astimezone(UTC)
     at: datetime | None = first
     if first < start:
         at = next_time(start - timedelta(seconds=1))

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
+from games.checkin import zone
 from games.parsing import ParseError, fold, parse_duration, parse_points
 from games.settings import PondSettings
 
@@ -207,7 +207,7 @@ def resolve_at(request: PostRequest, now: datetime, timezone: str) -> datetime:
         at = now + request.delay
     else:
         assert request.local is not None
-        at = request.local.replace(tzinfo=ZoneInfo(timezone)).astimezone(UTC)
+        at = request.local.replace(tzinfo=zone(timezone)).astimezone(UTC)
     if at <= now:
         raise ParseError("in_the_past")
     if at - now > MAX_AHEAD:

@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -60,6 +59,7 @@ from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
+from games.checkin import zone
 from games.promo import crontab_weekdays, within_grace
 from services.logs import SecretFilter
 from storage.db import Database, after_commit
@@ -102,8 +102,8 @@ def next_cron_time(expr: str, tz: str, after: datetime) -> datetime | None:
     fields = expr.split()
     if len(fields) == 5:
         fields[4] = crontab_weekdays(fields[4])
-    trigger = CronTrigger.from_crontab(" ".join(fields), timezone=ZoneInfo(tz))
-    nxt = trigger.get_next_fire_time(None, after.astimezone(ZoneInfo(tz)) + timedelta(seconds=1))
+    trigger = CronTrigger.from_crontab(" ".join(fields), timezone=zone(tz))
+    nxt = trigger.get_next_fire_time(None, after.astimezone(zone(tz)) + timedelta(seconds=1))
     return None if nxt is None else nxt.astimezone(UTC)
 
 

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -48,6 +47,7 @@ from games.red_packet import (
     parse_packet,
     split,
 )
+from services.lru import LRU
 from services.outbox import Outbox, OutboxClosedError
 from services.texts import red_packet as texts
 from storage import red_packets, repo
@@ -93,18 +93,6 @@ class Scheduler(Protocol):
     async def cancel(self, key: str, *, session: AsyncSession | None = None) -> bool: ...
 
 
-class _LRU(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.size:
-            self.popitem(last=False)
-
-
 class KeyedLock:
     """One asyncio lock per key, forgotten when nobody holds or waits for it."""
 
@@ -139,7 +127,7 @@ class PasswordIndex:
     def __init__(self, ttl: float = 3.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
-        self._entries: _LRU = _LRU(10_000)  # chat id -> (valid until, {password: id})
+        self._entries: LRU[int, Any] = LRU(10_000)  # chat id -> (valid until, {password: id})
 
     def invalidate(self, chat_id: int) -> None:
         self._entries.pop(chat_id, None)
@@ -225,9 +213,9 @@ class RedPackets:
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.SystemRandom()
-        self.closed: _LRU = _LRU(50_000)  # packet id -> (chat id, state, grabber ids)
+        self.closed: LRU[int, Any] = LRU(50_000)  # packet id -> (chat id, state, grabber ids)
         self.passwords = PasswordIndex()
-        self._shown: _LRU = _LRU(10_000)  # packet id -> progress last queued
+        self._shown: LRU[int, int] = LRU(10_000)  # packet id -> progress last queued
         self._turns = KeyedLock()
         # Grabs waiting for their packet's turn; the next turn takes them all at once.
         self._queued: dict[int, list[tuple[GrabRequest, asyncio.Future[Grab]]]] = {}

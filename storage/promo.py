@@ -20,13 +20,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.campaign import Campaign, DayRange, Phase
+from games.checkin import zone
 from games.promo import CapVerdict, Interval, check_cap
 from games.settings import PondSettings
 from storage.dialect import insert_for
@@ -445,7 +445,7 @@ def exempt_intervals(
     campaigns: Iterable[Campaign], phases: Iterable[str], timezone: str
 ) -> list[Interval]:
     """The exempt phases of the campaigns as UTC intervals (whole local days)."""
-    tz = ZoneInfo(timezone)
+    tz = zone(timezone)
     wanted = {Phase(p) for p in phases}
     out: list[Interval] = []
     for c in campaigns:
