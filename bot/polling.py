@@ -28,6 +28,7 @@ from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramAPIError,
     TelegramConflictError,
     TelegramRetryAfter,
@@ -185,8 +186,24 @@ async def poll(
             await asyncio.gather(fetch, return_exceptions=True)
             break
         stopper.cancel()
+        unreadable: list[int] = []
         try:
             updates = fetch.result()
+        except ClientDecodeError as exc:
+            readable = _readable_updates(exc, bot)
+            if readable is None:  # not a batch at all: an HTML page, a cut-off body…
+                log.warning(
+                    "getUpdates failed (%s); retrying in %.0fs", describe(exc, bot.token), delay
+                )
+                await _sleep(stop, delay)
+                delay = min(delay * 2, max_backoff)
+                continue
+            updates, unreadable = readable
+            for update_id in unreadable:
+                log.error("update %s cannot be read (%s): skipped", update_id, exc.message)
+            if unreadable and not updates:
+                offset = max(unreadable) + 1
+                continue
         except TelegramRetryAfter as exc:
             await _sleep(stop, exc.retry_after)
             continue
@@ -225,7 +242,7 @@ async def poll(
             left = {u.update_id for u in updates}
             log.error("handling a batch failed: %s", describe(exc, bot.token, trace=True))
         if not left:
-            offset = updates[-1].update_id + 1
+            offset = max([updates[-1].update_id, *unreadable]) + 1
             again = refetch_backoff
             continue
         # Confirm what came before the first update left unhandled; fetch the rest again.
@@ -246,6 +263,30 @@ async def poll(
             )
         except Exception as exc:  # pragma: no cover - best effort on the way out
             log.info("could not confirm the last batch on shutdown: %s", type(exc).__name__)
+
+
+def _readable_updates(exc: ClientDecodeError, bot: Bot) -> tuple[list[Update], list[int]] | None:
+    """A batch Telegram sent as JSON that aiogram could not turn into updates (a field of
+    one update it does not know how to read): the updates that can be read on their own,
+    and the ids of those that cannot. None when the answer was not such a batch. One
+    unreadable update must not stop polling for good: it is logged and skipped, like a
+    poison update."""
+    data = exc.data
+    if not isinstance(data, dict) or data.get("ok") is not True:
+        return None
+    items = data.get("result")
+    if not isinstance(items, list):
+        return None
+    updates: list[Update] = []
+    unreadable: list[int] = []
+    for item in items:
+        try:
+            updates.append(Update.model_validate(item, context={"bot": bot}))
+        except ValueError:  # pydantic's ValidationError
+            update_id = item.get("update_id") if isinstance(item, dict) else None
+            if isinstance(update_id, int):
+                unreadable.append(update_id)
+    return updates, unreadable
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
