@@ -28,7 +28,9 @@ an in-place board edit) and the outbox issues it when every budget allows.
   a command typed minutes ago) is dropped instead of sent, and when the queue is full
   the stale ones go first, then the oldest droppable one (the newer replies supersede
   it). Everything else — game posts, results, codes, scheduled posts — is never dropped
-  (board edits are coalesced instead); a full queue of those only grows.
+  (board edits are coalesced instead); a full queue of those only grows. It also goes
+  ahead of the replies queued in its chat, so a busy pond's game post does not wait
+  behind answers to /points; each kind keeps its own order.
 * Budgets outlive the process: with a `journal` file, every request to a group is
   written there as it is issued (one line, flushed to the kernel, so even SIGKILL keeps
   it), and a new outbox starts with the last minute's group sends of the one before it —
@@ -620,7 +622,14 @@ class Outbox:
                 self._stats.dropped_full += 1
                 item.resolve(None)
                 return
-        lane.items.append(item)
+        if item.droppable or not lane.items or not lane.items[-1].droppable:
+            lane.items.append(item)
+        else:
+            # What must arrive (a game's post, a result, a scheduled post) goes ahead of
+            # the ordinary replies queued in its chat: in a busy pond a vote's post must
+            # not wait minutes behind answers to /points. Each kind keeps its own order.
+            ahead = next(i for i, queued in enumerate(lane.items) if queued.droppable)
+            lane.items.insert(ahead, item)
         self._ring.setdefault(key, None)
         self._queued += 1
         self._stats.max_queue_depth = max(self._stats.max_queue_depth, self._queued)

@@ -699,8 +699,9 @@ async def test_a_post_is_recorded_once_answered_and_not_queued_twice() -> None:
         await done.wait()
         await asyncio.sleep(0)  # the record's task is done
         assert outbox.pending() == 0
-        assert recorded == [5] and not outbox.posting("rp:1")
-        assert session.sent_texts(GROUP_A).count("post") == 1
+        # The post went ahead of the replies queued before it, and only once.
+        assert recorded == [1] and not outbox.posting("rp:1")
+        assert session.sent_texts(GROUP_A) == ["post", "r0", "r1", "r2", "r3"]
         assert outbox.stats.posts_recorded == 1
 
 
@@ -752,7 +753,9 @@ async def test_stop_drops_queued_replies_and_gives_the_time_to_posts() -> None:
     post = outbox.send(msg(GROUP_A, "post"))
     await asyncio.gather(*replies[:3])
     await outbox.stop(drain_timeout=5)
-    assert session.sent_texts(GROUP_A)[-1] == "post" and isinstance(post.result(), Message)
+    # The post went ahead of the queued replies.
+    assert session.sent_texts(GROUP_A)[0] == "post"
+    assert isinstance(post.result(), Message)
     assert all(r.result() is None for r in replies[3:])
     replies_sent = len(session.requests) - 1
     assert outbox.stats.dropped_at_stop == len(replies) - replies_sent
@@ -773,11 +776,12 @@ async def test_stop_drops_queued_replies_and_gives_the_time_to_posts() -> None:
     bound=st.integers(1, 60),
     stale_after=st.sampled_from([5.0, 30.0, 180.0]),
 )
-def test_property_posts_always_go_out_and_replies_keep_their_order_within_the_bound(
+def test_property_posts_always_go_out_and_each_kind_keeps_its_order_within_the_bound(
     plan: list[tuple[int, bool, int, int]], bound: int, stale_after: float
 ) -> None:
     """Bursts of sends arrive over time: every non-droppable one is sent exactly once;
-    droppable ones at most once; what a chat receives keeps the order it was queued in;
+    droppable ones at most once; a chat's posts keep the order they were queued in, and
+    so do its replies (posts go ahead of queued replies);
     a chat's queue never holds more than the bound unless posts fill it; no reply is
     sent after waiting longer than `stale_after`."""
 
@@ -804,7 +808,9 @@ def test_property_posts_always_go_out_and_replies_keep_their_order_within_the_bo
             order = {text: n for n, (text, _, _) in enumerate(futures)}
             for chat in (GROUP_A, GROUP_B, 11):
                 got = session.sent_texts(chat)
-                assert got == sorted(got, key=order.__getitem__)  # queued order kept
+                for kind in "pr":  # posts go ahead of replies; each kind keeps its order
+                    mine = [t for t in got if t[0] == kind]
+                    assert mine == sorted(mine, key=order.__getitem__)
                 assert len(got) == len(set(got))
             for text, droppable, fut in futures:
                 if not droppable:
@@ -864,3 +870,18 @@ async def test_a_restarted_outbox_keeps_the_last_minutes_group_budget(tmp_path: 
     await second.stop()
     lines = [line.split() for line in journal.read_text().splitlines()]
     assert len(lines) == 22 and all(len(f) == 2 and f[0] in ("-1001", "-1002") for f in lines)
+
+
+async def test_a_post_goes_ahead_of_the_replies_queued_in_its_chat() -> None:
+    """A busy pond's game post does not wait behind answers to /points: it goes before
+    the replies still queued there (after any post queued before it); replies keep
+    their order behind it."""
+    async with rig(limits=Limits()) as (outbox, session, _):
+        replies = [outbox.send(msg(GROUP_A, f"r{i}"), droppable=True) for i in range(6)]
+        first = outbox.send(msg(GROUP_A, "p0"))
+        second = outbox.send(msg(GROUP_A, "p1"))
+        later = outbox.send(msg(GROUP_A, "r6"), droppable=True)
+        await asyncio.gather(first, second)
+        assert session.sent_texts(GROUP_A)[:2] == ["p0", "p1"]
+        await asyncio.gather(*replies, later)
+        assert session.sent_texts(GROUP_A) == ["p0", "p1", *[f"r{i}" for i in range(7)]]
