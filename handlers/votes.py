@@ -179,7 +179,7 @@ async def click(
         await outbox.answer(
             AnswerCallbackQuery(
                 callback_query_id=query.id,
-                text=texts.bots_cannot_vote() if person is None else texts.vote_unknown_toast(),
+                text=texts.bots_cannot_vote() if person is None else texts.button_not_valid(),
             )
         )
         return
@@ -197,7 +197,7 @@ async def click(
     if cast.kind == "not_ready":
         toast = texts.vote_not_ready_toast()
     elif cast.kind in ("not_found", "bad_option") or cast.vote is None:
-        toast = texts.vote_unknown_toast()
+        toast = texts.button_not_valid()
     elif cast.kind == "closed":
         toast = texts.vote_closed_toast()
     else:

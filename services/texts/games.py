@@ -246,12 +246,9 @@ def vote_closed_toast() -> str:
     return _("⌛ This vote has closed.")
 
 
-def vote_unknown_toast() -> str:
-    return _("⚠️ This button is not valid here.")
-
-
 def button_not_valid() -> str:
-    """Any button whose data is malformed or out of range (a forged press)."""
+    """A button whose data is malformed or out of range, or names a game that is not
+    this chat's (a forged or stale press)."""
     return _("⚠️ This button is not valid here.")
 
 
