@@ -16,6 +16,7 @@ import pytest
 
 from bot.emulator import Emulator
 from tests.e2e.conftest import OPERATOR, BotProcess
+from tests.e2e.test_promo_e2e import confirm, posts_in
 
 pytestmark = pytest.mark.e2e
 
@@ -26,29 +27,6 @@ MEMBER = 4001
 
 def has(text: str) -> Any:
     return lambda m: text in str(m.get("text") or m.get("caption") or "")
-
-
-async def confirm(emu: Emulator, chat_id: int, user_id: int) -> int:
-    """Press the preview's confirm button; the post's id."""
-    control = await emu.wait_for_message(
-        chat_id, lambda m: "pp:ok:" in str(m.get("reply_markup") or ""), timeout=20
-    )
-    data = control["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    qid = emu.click(chat_id, user_id, control["message_id"], data)
-    answer = await emu.wait_callback_answer(qid, timeout=15)
-    assert answer is not None and "✅" in str(answer.get("text")), answer
-    return int(data.rsplit(":", 1)[1])
-
-
-def posts_in(emu: Emulator, chat_id: int, text: str) -> list[dict[str, Any]]:
-    """The bot's messages with `text` that are posts (previews are replies)."""
-    return [
-        m
-        for m in emu.messages_in(chat_id)
-        if m.get("from", {}).get("id") == emu.bot_id
-        and m.get("text") == text
-        and "reply_to_message" not in m
-    ]
 
 
 async def until(check: Any, within: float = 30.0, step: float = 0.05) -> float:
