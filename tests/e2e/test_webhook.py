@@ -22,16 +22,20 @@ pytestmark = pytest.mark.e2e
 SECRET = "s3cret_Token-value"
 
 
-async def test_webhook_checks_the_secret_and_handles_updates(
-    emu: Emulator, pond: int, tmp_path: Path
-) -> None:
-    settings = Settings(
+def hook_settings(emu: Emulator, tmp_path: Path) -> Settings:
+    return Settings(
         bot_token=emu.token,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'hook.db'}",
         telegram_api_base=emu.url,
         webhook_secret=SECRET,
         operator_ids=frozenset({OPERATOR}),  # an admin of the pond: the group is a pond
     )
+
+
+async def test_webhook_checks_the_secret_and_handles_updates(
+    emu: Emulator, pond: int, tmp_path: Path
+) -> None:
+    settings = hook_settings(emu, tmp_path)
     async with create_app(settings) as app:
         web_app = build_webhook_app(app, settings.webhook_secret_value())
         runner = web.AppRunner(web_app)
@@ -83,13 +87,7 @@ async def test_webhook_checks_the_secret_and_handles_updates(
 async def test_a_database_error_answers_non_200_and_the_resend_is_credited_once(
     emu: Emulator, pond: int, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        bot_token=emu.token,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'hook.db'}",
-        telegram_api_base=emu.url,
-        webhook_secret=SECRET,
-        operator_ids=frozenset({OPERATOR}),
-    )
+    settings = hook_settings(emu, tmp_path)
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
 
     def message(update_id: int, text: str) -> str:
