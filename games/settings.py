@@ -70,6 +70,18 @@ class PondSettings(BaseModel):
         "sprint",
     )
 
+    # -- F7 shop, F8 lottery, F2 purchases, F10 tiers ------------------------------
+    # Free lottery draws per member per local day, then paid ones at `lottery_cost`.
+    lottery_free_per_day: int = Field(default=1, ge=0, le=100)
+    lottery_cost: int = Field(default=10, ge=0, le=1_000_000)
+    # A typed /draw gets its own group reply only while fewer messages than this went to
+    # the pond in the last minute (else the answer goes by DM or not at all).
+    lottery_quiet_below: int = Field(default=3, ge=0, le=20)
+    # Points per yuan of a recorded purchase: points = floor(amount x this).
+    points_per_yuan: float = Field(default=1.0, ge=0, le=1_000)
+    # Tiers from lifetime spend: `name:from_yuan:discount`, comma separated, ascending.
+    tiers: str = Field(default="VIP1:0.01:9.8,VIP2:300:9.5", max_length=500)
+
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> PondSettings:
         """Defaults overlaid with what the pond stored; bad stored values fall back."""

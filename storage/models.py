@@ -187,6 +187,10 @@ class Member(SQLModel, table=True):
     # counts the consecutive days ending there (see games/checkin.py).
     last_checkin_day: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
     tier: str = Field(default="", max_length=16)
+    # Sum of the member's recorded purchases (F2), in cents: what tiers are computed from.
+    lifetime_spent_cents: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, default=0)
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
@@ -593,3 +597,199 @@ class SaleCampaign(SQLModel, table=True):
     created_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+# -- F7 shop, F8 lottery, F2 purchases (services in storage/shop.py, storage/lottery.py,
+# storage/orders.py) ---------------------------------------------------------------
+
+
+class ItemKind(StrEnum):
+    coupon = "coupon"  # a code from the item's pool, or one the bot generates
+    goods = "goods"  # handed over by the shop: a `pending` redemption, later `fulfilled`
+
+
+class ShopItem(SQLModel, table=True):
+    """Something members buy with points (shop-wide). `stock` is the units left: for a
+    pool item (`pool`, codes uploaded by an operator) the count of its unused codes. A
+    redemption takes a unit with a guarded update of this row, which is also the lock
+    that serialises concurrent redemptions of one item."""
+
+    __tablename__ = "shop_item"
+    __table_args__ = (
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        CheckConstraint("cash_cents >= 0", name="cash_not_negative"),
+        UniqueConstraint("source_key", name="uq_shop_item_source_key"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    name: str = Field(max_length=128)
+    kind: str = Field(default=ItemKind.coupon, max_length=8)
+    price: int = Field(sa_column=Column(BigInteger, nullable=False))  # points
+    cash_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    stock: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    pool: bool = Field(default=False)  # codes come from `shop_code` rows uploaded for it
+    per_member_limit: int = Field(default=1)  # 0: no limit
+    # Local days (the shop's timezone) it is on sale, both ends included; None: open.
+    active_from: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    active_until: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    on_sale: bool = Field(default=True)
+    redeemed: int = Field(default=0)  # redemptions not refunded
+    source_key: str = Field(max_length=100)  # the operator's command message
+    created_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class CodeState(StrEnum):
+    free = "free"
+    assigned = "assigned"
+    void = "void"  # its redemption was refunded: never given again
+
+
+class ShopCode(SQLModel, table=True):
+    """One coupon code of an item: uploaded into the pool (`free`), or generated at the
+    redemption that takes it (inserted `assigned`)."""
+
+    __tablename__ = "shop_code"
+    __table_args__ = (
+        UniqueConstraint("item_id", "code", name="uq_shop_code_item_id"),
+        Index("ix_shop_code_item_id_state", "item_id", "state"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    code: str = Field(max_length=64)
+    state: str = Field(default=CodeState.free, max_length=8)
+    redemption_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    generated: bool = Field(default=False)
+    added_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class RedemptionStatus(StrEnum):
+    undelivered = "undelivered"  # a code not yet in its owner's DM
+    delivered = "delivered"
+    pending = "pending"  # goods waiting to be handed over
+    fulfilled = "fulfilled"
+    refunded = "refunded"
+
+
+class Redemption(SQLModel, table=True):
+    """One unit of an item bought by (or won by) a member. `source_key` names the
+    command (or draw) that made it, so a replay finds it instead of buying again."""
+
+    __tablename__ = "redemption"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_redemption_source_key"),
+        Index("ix_redemption_user_id_status", "user_id", "status"),
+        Index("ix_redemption_item_id_user_id", "item_id", "user_id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    price: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cash_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    code: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    status: str = Field(max_length=16)
+    via_draw: bool = Field(default=False)  # a lottery prize, not bought
+    source_key: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    delivered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    fulfilled_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    refunded_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # Who fulfilled or refunded it, and why it was refunded.
+    handled_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    reason: str = Field(default="", max_length=255)
+
+
+class PrizeKind(StrEnum):
+    points = "points"
+    item = "item"
+    nothing = "none"  # 谢谢参与
+
+
+class Prize(SQLModel, table=True):
+    """A line of the lottery's prize table (shop-wide). `stock` None: unlimited."""
+
+    __tablename__ = "lottery_prize"
+    __table_args__ = (
+        CheckConstraint("stock IS NULL OR stock >= 0", name="stock_not_negative"),
+        CheckConstraint("weight > 0", name="weight_positive"),
+        UniqueConstraint("source_key", name="uq_lottery_prize_source_key"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    name: str = Field(max_length=128)
+    weight: int
+    stock: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    kind: str = Field(max_length=8)
+    points: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    item_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    active: bool = Field(default=True)
+    won: int = Field(default=0)
+    source_key: str = Field(max_length=100)
+    created_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Draw(SQLModel, table=True):
+    """One lottery draw: free (`free_slot` numbers the member's free draws of that local
+    day, so two concurrent free draws cannot both take the last one) or paid (`cost`)."""
+
+    __tablename__ = "lottery_draw"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_lottery_draw_source_key"),
+        UniqueConstraint("user_id", "day", "free_slot", name="uq_lottery_draw_user_id"),
+        Index("ix_lottery_draw_user_id_id", "user_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    day: date = Field(sa_column=Column(Date, nullable=False))  # local day of the pond used
+    free_slot: int | None = Field(default=None)
+    cost: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    prize_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    prize_name: str = Field(default="", max_length=128)
+    won_points: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    redemption_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    source_key: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class Order(SQLModel, table=True):
+    """A purchase in the shop, recorded by an operator (`/order`) or imported; keyed by
+    its order number (a typed order without one is keyed by its command message)."""
+
+    __tablename__ = "purchase_order"
+    __table_args__ = (
+        UniqueConstraint("order_no", name="uq_purchase_order_order_no"),
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        Index("ix_purchase_order_user_id_paid_at", "user_id", "paid_at"),
+        Index("ix_purchase_order_paid_at", "paid_at"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    order_no: str = Field(max_length=100)
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    amount_cents: int = Field(sa_column=Column(BigInteger, nullable=False))
+    points: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    paid_at: datetime = Field(sa_column=_ts())
+    source: str = Field(max_length=8)  # command | import
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    actor_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

@@ -96,6 +96,7 @@ def member_row(user: UserInfo, now: datetime) -> dict[str, Any]:
         "lifetime_earned": 0,
         "streak": 0,
         "tier": "",
+        "lifetime_spent_cents": 0,
         "dm_linked": False,
         "created_at": now,
         "updated_at": now,
@@ -104,7 +105,7 @@ def member_row(user: UserInfo, now: datetime) -> dict[str, Any]:
 
 MEMBER_COLUMNS = ["user_id", "username", "username_lower", "first_name", "last_name",
                   "language_code", "is_bot", "balance", "lifetime_earned", "streak", "tier",
-                  "dm_linked", "created_at", "updated_at"]
+                  "lifetime_spent_cents", "dm_linked", "created_at", "updated_at"]
 
 # What a later sighting refreshes (display names are kept fresh).
 MEMBER_REFRESH = ["username", "username_lower", "first_name", "last_name", "language_code",
