@@ -3,7 +3,7 @@
 A busy morning brings hundreds of check-ins a minute, and Telegram allows a group 20
 messages a minute — edits included. So check-ins never answer one message each: they
 `touch` the pond's board, and the keeper refreshes it at most once per `interval`
-seconds (the first touch after a quiet spell refreshes at once). The board's content is
+seconds (pacing and refusals: `services.board.PacedBoards`). The board's content is
 read from the database at refresh time, so however many check-ins a refresh absorbs,
 it shows the latest count and names. The outbox coalesces whatever is still queued.
 
@@ -11,46 +11,36 @@ When a pond has no board from today, the first check-in makes the keeper post on
 per pond and day: the post is claimed in the database first). An operator's `/board`
 always posts a fresh board, which replaces the stored one, and pins it if the bot may.
 
-A pond that refuses the board — the bot may not post or edit there (a 400 or a 403), a
-post that cannot be made even after the outbox's retries — is left alone until something
-changes: a new check-in day, an operator's `/board`, the pond itself (the bot re-added or
-promoted: a fresh `PondInfo` from the tracking middleware, or the outbox sending there
-again after a 403 — until then a new day changes nothing for a pond that removed the
-bot). Until then its check-ins cost the keeper nothing: no database read, no request.
-Trouble that may pass (5xx, timeouts after every retry) is tried again on the first
-check-in after `RETRY_TROUBLE` seconds. A claimed post that never got its
-message id (its process died) is taken over after `POST_WAIT` seconds.
+A pond that refuses the board is left alone until something changes (see
+`services.board`): a new check-in day, an operator's `/board`, the pond itself. A
+claimed post that never got its message id (its process died) is taken over after
+`POST_WAIT` seconds.
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import math
-from dataclasses import dataclass, field
 from datetime import date
 
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import EditMessageText, PinChatMessage, SendMessage
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
-from aiogram.utils.i18n import I18n
 
-from services.clock import Clock, SystemClock
+from services.board import DEFAULT_INTERVAL, RETRY_TROUBLE, BoardState, PacedBoards
 from services.i18n import speaking
 from services.middlewares import PondInfo
-from services.outbox import Outbox
 from services.texts import checkin as texts
 from storage import checkin as store
-from storage.db import Database
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 6.0  # seconds between two edits of one board: ≤ 10 of the 20/min
-RETRY_TROUBLE = 300.0  # seconds before a board that failed on passing trouble is retried
 POST_WAIT = 120.0  # seconds a claimed post may go without a message id before it is redone
+
+__all__ = ["DEFAULT_INTERVAL", "POST_WAIT", "RETRY_TROUBLE", "BoardKeeper", "CheckinButton",
+           "board_markup"]
 
 
 class CheckinButton(CallbackData, prefix="ci"):
@@ -68,136 +58,18 @@ def board_markup(chat_id: int) -> InlineKeyboardMarkup:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Refusal:
-    """Why a pond's board is left alone, and what counts as a change."""
+class BoardKeeper(PacedBoards):
+    """The check-in boards of every pond."""
 
-    day: date  # the check-in day it happened on: a later one is a change
-    pond: PondInfo  # the pond as known then: a fresh one is a change
-    forbidden: bool  # a 403: a change is the outbox sending there again
-    until: float | None  # passing trouble: retried from then on (monotonic)
-    reason: str
-
-
-@dataclass(eq=False)
-class _Pond:
-    pond: PondInfo
-    today: date
-    dirty: bool = False
-    last: float = -math.inf
-    task: asyncio.Task[None] | None = None
-    posts: set[asyncio.Task[None]] = field(default_factory=set)
-    refused: _Refusal | None = None
-    waiting_since: float | None = None  # since when a claimed post shows no message id
-
-
-class BoardKeeper:
-    def __init__(
-        self,
-        db: Database,
-        outbox: Outbox,
-        i18n: I18n,
-        *,
-        clock: Clock | None = None,
-        interval: float = DEFAULT_INTERVAL,
-    ) -> None:
-        self.db = db
-        self.outbox = outbox
-        self.i18n = i18n
-        self.clock: Clock = clock or SystemClock()
-        self.interval = interval
-        self._ponds: dict[int, _Pond] = {}
-        self.refreshes = 0  # boards rendered (for tests and benchmarks)
-
-    def _state(self, pond: PondInfo, today: date) -> _Pond:
-        st = self._ponds.get(pond.chat_id)
-        if st is None:
-            st = self._ponds[pond.chat_id] = _Pond(pond, today)
-        st.pond = pond
-        st.today = max(st.today, today)
-        return st
-
-    def touch(self, pond: PondInfo, today: date) -> None:
-        """Something changed in `pond` on `today`: refresh its board soon (unless the
-        pond refused it and nothing changed since)."""
-        st = self._ponds.get(pond.chat_id)
-        if st is not None and st.refused is not None:
-            if not self._changed(st.refused, pond, today):
-                return
-            st.refused = None
-        st = self._state(pond, today)
-        st.dirty = True
-        if st.task is None:
-            st.task = asyncio.create_task(self._run(st), name=f"board-{pond.chat_id}")
+    what = "check-in board"
 
     def post(self, pond: PondInfo, today: date, *, by: int) -> None:
         """An operator asked for a fresh board (posted in the background)."""
         st = self._state(pond, today)
         st.refused = None  # the operator wants it tried again
-        task = asyncio.create_task(self._post(st, by=by), name=f"board-post-{pond.chat_id}")
-        st.posts.add(task)
-        task.add_done_callback(st.posts.discard)
+        self._spawn_post(st, self._post(st, by=by))
 
-    async def idle(self) -> None:
-        """Wait until no refresh or post is pending (tests, shutdown)."""
-        while True:
-            tasks = [t for st in self._ponds.values() for t in (st.task, *st.posts) if t]
-            if not tasks:
-                return
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def aclose(self) -> None:
-        for st in self._ponds.values():
-            for task in (st.task, *st.posts):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-    def refused(self, chat_id: int) -> bool:
-        """Whether the board of `chat_id` is left alone for now."""
-        st = self._ponds.get(chat_id)
-        return st is not None and st.refused is not None
-
-    # -- internals ---------------------------------------------------------------------
-
-    def _changed(self, refusal: _Refusal, pond: PondInfo, today: date) -> bool:
-        if pond is not refusal.pond:
-            return True
-        if refusal.forbidden:  # kicked: a new day changes nothing, being re-added does
-            return not self.outbox.is_forbidden(pond.chat_id)
-        if today > refusal.day:
-            return True
-        return refusal.until is not None and self.clock.monotonic() >= refusal.until
-
-    def _refuse(self, st: _Pond, reason: str, *, passing: bool = False) -> None:
-        forbidden = self.outbox.is_forbidden(st.pond.chat_id)
-        until = self.clock.monotonic() + RETRY_TROUBLE if passing and not forbidden else None
-        st.refused = _Refusal(st.today, st.pond, forbidden, until, reason)
-        st.dirty = False
-        log.warning(
-            "the check-in board of %s was refused (%s); left alone until %s", st.pond.chat_id,
-            reason, "a while has passed" if until is not None else "something changes",
-        )
-
-    async def _run(self, st: _Pond) -> None:
-        try:
-            while st.dirty and st.refused is None:
-                wait = st.last + self.interval - self.clock.monotonic()
-                if wait > 0:
-                    await self.clock.sleep(wait)
-                st.dirty = False
-                st.last = self.clock.monotonic()
-                try:
-                    await self._refresh(st)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("refreshing the check-in board of %s failed", st.pond.chat_id)
-        finally:
-            st.task = None
-
-    async def _refresh(self, st: _Pond) -> None:
+    async def _refresh(self, st: BoardState) -> None:
         chat_id, today = st.pond.chat_id, st.today
         async with self.db.transaction(readonly=True) as session:
             view = await store.board_view(session, chat_id, today)
@@ -254,7 +126,7 @@ class BoardKeeper:
         with speaking(self.i18n, pond.language):
             return board_markup(pond.chat_id)
 
-    async def _post(self, st: _Pond, *, by: int | None, replace_gone: bool = False) -> None:
+    async def _post(self, st: BoardState, *, by: int | None, replace_gone: bool = False) -> None:
         chat_id, today = st.pond.chat_id, st.today
         now = utcnow()
         async with self.db.transaction() as session:
@@ -290,6 +162,4 @@ class BoardKeeper:
             ))
             with contextlib.suppress(Exception):
                 await pin
-        st.refused = None  # posted: whatever was refused before is past
-        if st.dirty and st.task is None:
-            st.task = asyncio.create_task(self._run(st), name=f"board-{chat_id}")
+        self._keep_fresh(st)
