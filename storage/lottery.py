@@ -1,0 +1,449 @@
+"""The lottery in the database (抽奖, SPEC F8): the prize table and draws.
+
+A draw is one transaction, in the caller's unit of work:
+
+1. A draw already recorded under its `source_key` (a replayed update, a double press)
+   is returned as it was (`applied=False`) and nothing else happens.
+2. The prizes in play (active, in stock) are read; with none, the draw is refused
+   (`DrawRefused`: `closed` — no prize at all —, or `sold_out`) and nothing is recorded.
+3. The draw's row is inserted first, with `ON CONFLICT DO NOTHING`. A free draw takes
+   the next free slot of the member's local day (`games.lottery.free_slot`); the unique
+   (user_id, day, free_slot) makes two concurrent free draws unable to both take the last
+   one: the loser inserts nothing — on PostgreSQL after waiting for the winner's commit,
+   without aborting its transaction —, counts again and takes the next slot or pays.
+   A paid draw spends `cost` through the ledger (kind `lottery`, key `draw:{source_key}`);
+   `InsufficientPoints` becomes `DrawRefused("no_points")`, and the caller's transaction
+   rolls back: nothing is recorded, the balance is unchanged. A cost of 0 makes paid
+   draws free of charge, still recorded.
+4. A prize is picked among those in play by weight (`games.lottery.pick`) and its stock
+   taken with a guarded `UPDATE … WHERE stock IS NULL OR stock > 0` — the prize row is
+   the lock concurrent draws of it queue on. A prize that lost the race (no row updated)
+   is left out and the pick made again among the rest; when none is left the draw is
+   refused (`sold_out`). A prize out of stock is never won.
+5. A points prize is paid through the ledger (kind `lottery`, key `draw-win:{draw_id}`);
+   an item prize is a redemption of the item (`storage.shop.grant`, in a savepoint: an
+   item out of stock puts the prize's unit back and the pick is made again). The draw's
+   row records what was won.
+
+Raising out of the transaction (a refusal) rolls all of it back: a refused draw is not a
+draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from games import lottery as rules
+from games.checkin import DEFAULT_TIMEZONE
+from games.people import display_name
+from storage import ledger
+from storage.dialect import insert_for
+from storage.models import Draw, LedgerKind, Member, Prize, PrizeKind, ShopItem, utcnow
+
+PRIZE = Prize.__table__  # type: ignore[attr-defined]
+DRAW = Draw.__table__  # type: ignore[attr-defined]
+MEMBER = Member.__table__  # type: ignore[attr-defined]
+ITEM = ShopItem.__table__  # type: ignore[attr-defined]
+
+if TYPE_CHECKING:
+    from storage.shop import RedemptionView
+
+
+def spend_key(source_key: str) -> str:
+    return f"draw:{source_key}"
+
+
+def win_key(draw_id: int) -> str:
+    return f"draw-win:{draw_id}"
+
+
+class DrawRefused(Exception):
+    """Not a draw: `closed` (no prize at all), `sold_out` (none in stock) or `no_points`
+    (the free draws are used and the balance is below the cost)."""
+
+    def __init__(self, code: str, *, balance: int = 0, cost: int = 0) -> None:
+        super().__init__(code)
+        self.code = code
+        self.balance = balance
+        self.cost = cost
+
+
+class PrizeRefused(Exception):
+    """`/prize add` or `/prize off` refused: `no_item` (item=<id> names no shop item),
+    `not_found` (no such prize)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class DrawResult:
+    """One draw as recorded. `applied` False: a replay, returned as first recorded."""
+
+    draw_id: int
+    user_id: int
+    free: bool
+    cost: int  # points paid for it (0 for a free draw)
+    prize_id: int | None
+    prize_name: str
+    kind: str  # PrizeKind of what was won ("none": 谢谢参与)
+    won_points: int
+    redemption_id: int | None
+    balance: int  # the member's balance after it
+    free_left: int  # free draws left on its day
+    applied: bool
+    # The item won, made now (None for a replay: its code was queued the first time, and
+    # `/start` delivers whatever is still undelivered). Deliver it after the commit.
+    redemption: RedemptionView | None = None
+
+    @property
+    def won(self) -> bool:
+        return self.kind != PrizeKind.nothing
+
+
+@dataclass(frozen=True, slots=True)
+class PrizeLine:
+    """A prize as `/prize list` and the board show it; `odds` its chance now (0 when
+    it is not in play)."""
+
+    id: int
+    name: str
+    weight: int
+    stock: int | None
+    kind: str
+    points: int
+    item_id: int | None
+    won: int
+    odds: float
+
+
+# -- the prize table -----------------------------------------------------------------------
+
+
+async def add_prize(
+    session: AsyncSession,
+    spec: rules.PrizeSpec,
+    *,
+    source_key: str,
+    created_by: int | None,
+    now: datetime | None = None,
+) -> tuple[int, bool]:
+    """Add a prize once per `source_key` (the operator's command message); its id, and
+    whether it was added now. Raises `PrizeRefused("no_item")`."""
+    found = await session.scalar(select(PRIZE.c.id).where(PRIZE.c.source_key == source_key))
+    if found is not None:
+        return int(found), False
+    if spec.kind == PrizeKind.item:
+        item = await session.scalar(select(ITEM.c.id).where(ITEM.c.id == spec.item_id))
+        if item is None:
+            raise PrizeRefused("no_item")
+    new_id = await session.scalar(
+        insert_for(session, PRIZE)
+        .values(
+            name=spec.name, weight=spec.weight, stock=spec.stock, kind=spec.kind,
+            points=spec.points, item_id=spec.item_id, active=True, won=0,
+            source_key=source_key, created_by=created_by, created_at=now or utcnow(),
+        )
+        .on_conflict_do_nothing()
+        .returning(PRIZE.c.id)
+    )
+    if new_id is None:  # a concurrent delivery of the same command added it
+        found = await session.scalar(select(PRIZE.c.id).where(PRIZE.c.source_key == source_key))
+        assert found is not None
+        return int(found), False
+    return int(new_id), True
+
+
+async def prize_off(session: AsyncSession, prize_id: int) -> str:
+    """Take a prize out of the draw; its name. Raises `PrizeRefused("not_found")`."""
+    name = await session.scalar(
+        update(PRIZE).where(PRIZE.c.id == prize_id).values(active=False).returning(PRIZE.c.name)
+    )
+    if name is None:
+        raise PrizeRefused("not_found")
+    return str(name)
+
+
+async def prizes(session: AsyncSession) -> list[PrizeLine]:
+    """The active prizes, oldest first, each with its odds among those in play."""
+    rows = (
+        await session.execute(
+            select(PRIZE.c.id, PRIZE.c.name, PRIZE.c.weight, PRIZE.c.stock, PRIZE.c.kind,
+                   PRIZE.c.points, PRIZE.c.item_id, PRIZE.c.won)
+            .where(PRIZE.c.active.is_(True))
+            .order_by(PRIZE.c.id)
+        )
+    ).all()
+    chances = rules.odds([(int(r.id), int(r.weight)) for r in rows if rules.in_stock(r.stock)])
+    return [
+        PrizeLine(int(r.id), str(r.name), int(r.weight), r.stock, str(r.kind), int(r.points),
+                  r.item_id, int(r.won), chances.get(int(r.id), 0.0))
+        for r in rows
+    ]
+
+
+# -- a draw -------------------------------------------------------------------------------
+
+
+async def draw(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    chat_id: int | None,
+    day: date,
+    source_key: str,
+    free_per_day: int,
+    cost: int,
+    rng: rules.RandomSource,
+    now: datetime | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> DrawResult:
+    """One draw of `user_id` (see the module docstring); raises `DrawRefused`.
+    `timezone`: the pond's, for an item prize's active dates."""
+    now = now or utcnow()
+    done = await _recorded(session, source_key, free_per_day)
+    if done is not None:
+        return done
+    playable = await _playable(session)
+    if not playable:
+        active = await session.scalar(
+            select(func.count()).select_from(PRIZE).where(PRIZE.c.active.is_(True))
+        )
+        raise DrawRefused("sold_out" if active else "closed")
+    claimed = await _claim(session, user_id, chat_id, day, source_key, free_per_day, cost, now)
+    if claimed is None:  # a concurrent delivery of the same press recorded it first
+        done = await _recorded(session, source_key, free_per_day)
+        assert done is not None
+        return done
+    draw_id, slot = claimed
+    paid = 0
+    balance: int | None = None
+    if slot is None and cost > 0:
+        try:
+            balance = (await ledger.spend(
+                session, user_id=user_id, amount=cost, kind=LedgerKind.lottery,
+                key=spend_key(source_key), chat_id=chat_id, ref=f"draw #{draw_id}", now=now,
+            )).balance
+        except ledger.InsufficientPoints as exc:
+            raise DrawRefused("no_points", balance=exc.balance, cost=cost) from exc
+        paid = cost
+    won = await _take_prize(session, playable, rng, user_id, chat_id, source_key, now,
+                            timezone)
+    if won is None:
+        raise DrawRefused("sold_out")
+    prize, redemption = won
+    redemption_id = redemption.id if redemption is not None else None
+    won_points = 0
+    if prize.kind == PrizeKind.points and prize.points > 0:
+        balance = (await ledger.award(
+            session, user_id=user_id, amount=int(prize.points), kind=LedgerKind.lottery,
+            key=win_key(draw_id), chat_id=chat_id, ref=f"draw #{draw_id}: {prize.name}",
+            now=now,
+        )).balance
+        won_points = int(prize.points)
+    await session.execute(_RECORD_WIN, {"did": draw_id, "pid": prize.id, "pname": prize.name,
+                                        "points": won_points, "rid": redemption_id})
+    if balance is None:
+        balance = int(await session.scalar(_BALANCE, {"uid": user_id}) or 0)
+    free_left = free_per_day - slot if slot is not None else 0  # a paid draw: none left
+    return DrawResult(
+        draw_id, user_id, slot is not None, paid, int(prize.id), str(prize.name),
+        str(prize.kind), won_points, redemption_id, balance, free_left, True, redemption,
+    )
+
+
+# The statements of a draw are built once: building them is most of a draw's cost.
+_FREE_USED = (
+    select(func.count()).select_from(DRAW)
+    .where(DRAW.c.user_id == bindparam("uid"), DRAW.c.day == bindparam("day"),
+           DRAW.c.free_slot.is_not(None))
+)
+_RECORDED = (
+    select(DRAW, PRIZE.c.kind, MEMBER.c.balance)
+    .select_from(
+        DRAW.outerjoin(PRIZE, PRIZE.c.id == DRAW.c.prize_id)
+        .outerjoin(MEMBER, MEMBER.c.user_id == DRAW.c.user_id)
+    )
+    .where(DRAW.c.source_key == bindparam("key"))
+)
+_PLAYABLE = (
+    select(PRIZE.c.id, PRIZE.c.name, PRIZE.c.weight, PRIZE.c.kind, PRIZE.c.points,
+           PRIZE.c.item_id)
+    .where(PRIZE.c.active.is_(True))
+    .where(PRIZE.c.stock.is_(None) | (PRIZE.c.stock > 0))
+    .order_by(PRIZE.c.id)
+)
+_DRAW_ID = select(DRAW.c.id).where(DRAW.c.source_key == bindparam("key"))
+_TAKE = (
+    update(PRIZE)
+    .where(PRIZE.c.id == bindparam("pid"), PRIZE.c.active.is_(True))
+    .where(PRIZE.c.stock.is_(None) | (PRIZE.c.stock > 0))
+    .values(stock=PRIZE.c.stock - 1, won=PRIZE.c.won + 1)
+    .returning(PRIZE.c.id)
+)
+_RECORD_WIN = (
+    update(DRAW).where(DRAW.c.id == bindparam("did"))
+    .values(prize_id=bindparam("pid"), prize_name=bindparam("pname"),
+            won_points=bindparam("points"), redemption_id=bindparam("rid"))
+)
+_BALANCE = select(MEMBER.c.balance).where(MEMBER.c.user_id == bindparam("uid"))
+_CLAIMS: dict[str, Any] = {}
+_CLAIM_COLUMNS = ("user_id", "chat_id", "day", "free_slot", "cost", "source_key", "created_at")
+
+
+def _claim_statement(session: AsyncSession) -> Any:
+    name = session.get_bind().dialect.name
+    stmt = _CLAIMS.get(name)
+    if stmt is None:
+        stmt = _CLAIMS[name] = (
+            insert_for(session, DRAW)
+            .values(
+                {c: bindparam(f"v_{c}") for c in _CLAIM_COLUMNS}
+                | {"prize_id": None, "prize_name": "", "won_points": 0, "redemption_id": None}
+            )
+            .on_conflict_do_nothing()
+            .returning(DRAW.c.id)
+        )
+    return stmt
+
+
+async def _free_used(session: AsyncSession, user_id: int, day: date) -> int:
+    return int(await session.scalar(_FREE_USED, {"uid": user_id, "day": day}) or 0)
+
+
+async def _recorded(session: AsyncSession, source_key: str, free_per_day: int
+                    ) -> DrawResult | None:
+    row = (await session.execute(_RECORDED, {"key": source_key})).first()
+    if row is None:
+        return None
+    used = await _free_used(session, row.user_id, row.day)
+    return DrawResult(
+        int(row.id), int(row.user_id), row.free_slot is not None, int(row.cost), row.prize_id,
+        str(row.prize_name), str(row.kind or PrizeKind.nothing), int(row.won_points),
+        row.redemption_id, int(row.balance or 0), max(free_per_day - used, 0), False,
+    )
+
+
+async def _playable(session: AsyncSession) -> list[Any]:
+    """The prizes in play: active and in stock."""
+    return list((await session.execute(_PLAYABLE)).all())
+
+
+async def _claim(
+    session: AsyncSession,
+    user_id: int,
+    chat_id: int | None,
+    day: date,
+    source_key: str,
+    free_per_day: int,
+    cost: int,
+    now: datetime,
+) -> tuple[int, int | None] | None:
+    """Insert the draw's row: a free one in the next free slot, else a paid one. Its id
+    and slot; None when the same `source_key` was recorded meanwhile."""
+    stmt = _claim_statement(session)
+    while True:
+        used = await _free_used(session, user_id, day) if free_per_day > 0 else 0
+        slot = rules.free_slot(used, free_per_day)
+        values = (user_id, chat_id, day, slot, 0 if slot is not None else cost, source_key, now)
+        new_id = await session.scalar(
+            stmt, {f"v_{c}": v for c, v in zip(_CLAIM_COLUMNS, values, strict=True)}
+        )
+        if new_id is not None:
+            return int(new_id), slot
+        taken = await session.scalar(_DRAW_ID, {"key": source_key})
+        if taken is not None or slot is None:
+            return None
+        # The slot went to a concurrent draw of the same member: count again.
+
+
+async def _take_prize(
+    session: AsyncSession,
+    playable: list[Any],
+    rng: rules.RandomSource,
+    user_id: int,
+    chat_id: int | None,
+    source_key: str,
+    now: datetime,
+    timezone: str,
+) -> tuple[Any, RedemptionView | None] | None:
+    """Pick a prize in stock and take one unit of it; the prize and, for an item prize,
+    the redemption made. None: every prize ran out meanwhile."""
+    left = {int(p.id): p for p in playable}
+    while left:
+        chosen = rules.pick([(i, int(p.weight)) for i, p in left.items()], rng)
+        assert chosen is not None
+        prize = left.pop(chosen)
+        taken = await session.scalar(_TAKE, {"pid": chosen})
+        if taken is None:
+            continue  # lost the last unit to a concurrent draw (or turned off)
+        if prize.kind != PrizeKind.item or prize.item_id is None:
+            return prize, None
+        granted = await _grant(session, int(prize.item_id), user_id, chat_id, source_key,
+                               now, timezone)
+        if granted is not None:
+            return prize, granted
+        await session.execute(  # the item is out of stock: the prize's unit goes back
+            update(PRIZE).where(PRIZE.c.id == chosen)
+            .values(stock=PRIZE.c.stock + 1, won=PRIZE.c.won - 1)
+        )
+    return None
+
+
+async def _grant(
+    session: AsyncSession, item_id: int, user_id: int, chat_id: int | None, source_key: str,
+    now: datetime, timezone: str,
+) -> RedemptionView | None:
+    """A redemption of the item, won in the draw `source_key`; None: the item cannot be
+    given (out of stock, off sale, gone — `storage.shop.grant` leaves the session as it
+    was)."""
+    from storage import shop
+
+    return await shop.grant(
+        session, item_id=item_id, user_id=user_id, chat_id=chat_id,
+        source_key=spend_key(source_key), now=now, timezone=timezone,
+    )
+
+
+# -- the board ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BoardView:
+    draws: int  # draws in this pond on the day
+    winners: list[tuple[str, str]]  # (member, prize) of the latest wins, newest first
+    prizes: list[PrizeLine]  # the prizes in play
+
+
+async def board_view(session: AsyncSession, chat_id: int, day: date, latest: int = 5
+                     ) -> BoardView:
+    count = await session.scalar(
+        select(func.count()).select_from(DRAW)
+        .where(DRAW.c.chat_id == chat_id, DRAW.c.day == day)
+    )
+    rows = (
+        await session.execute(
+            select(MEMBER.c.user_id, MEMBER.c.first_name, MEMBER.c.last_name,
+                   MEMBER.c.username, DRAW.c.prize_name)
+            .select_from(
+                DRAW.join(MEMBER, MEMBER.c.user_id == DRAW.c.user_id)
+                .join(PRIZE, PRIZE.c.id == DRAW.c.prize_id)
+            )
+            .where(DRAW.c.chat_id == chat_id, DRAW.c.day == day,
+                   PRIZE.c.kind != str(PrizeKind.nothing))
+            .order_by(DRAW.c.id.desc())
+            .limit(latest)
+        )
+    ).all()
+    winners = [
+        (display_name(r.first_name, r.last_name, r.username, str(r.user_id)), str(r.prize_name))
+        for r in rows
+    ]
+    return BoardView(int(count or 0), winners,
+                     [p for p in await prizes(session) if rules.in_stock(p.stock)])
