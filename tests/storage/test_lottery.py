@@ -8,6 +8,7 @@ import math
 import random
 from collections import Counter
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -50,7 +51,7 @@ async def draw(db: Database, uid: int, key: str, *, free: int = 1, cost: int = 1
         )
 
 
-async def count(db: Database, model: type, *where: object) -> int:
+async def count(db: Database, model: Any, *where: Any) -> int:
     async with db.transaction(readonly=True) as s:
         return int(await s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
@@ -96,7 +97,7 @@ async def test_free_draw_then_paid_then_refused_without_points(db: Database) -> 
     assert (refused.value.code, refused.value.balance, refused.value.cost) == ("no_points", 5, 10)
     # Nothing of the refused draw is left: no row, no ledger entry, the balance as it was.
     assert await count(db, Draw) == 2
-    assert await count(db, LedgerEntry, LedgerEntry.idem_key == "draw:c") == 0  # type: ignore[arg-type]
+    assert await count(db, LedgerEntry, LedgerEntry.idem_key == "draw:c") == 0
     assert await balance(db, 1) == 5
     # The next day brings a new free draw.
     nxt = await draw(db, 1, "d", day=date(2026, 11, 2))
