@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from games.tiers import parse_tiers
+
 
 class PondSettings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -81,6 +83,12 @@ class PondSettings(BaseModel):
     points_per_yuan: float = Field(default=1.0, ge=0, le=1_000)
     # Tiers from lifetime spend: `name:from_yuan:discount`, comma separated, ascending.
     tiers: str = Field(default="VIP1:0.01:9.8,VIP2:300:9.5", max_length=500)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_readable(cls, value: str) -> str:
+        parse_tiers(value)  # raises TiersError (a ValueError) saying what is wrong
+        return value.strip()
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> PondSettings:
