@@ -248,6 +248,7 @@ class Job(StrEnum):
     red_packet_expire = "red_packet.expire"
     promo_post = "promo.post"
     promo_deliver = "promo.deliver"
+    tier_notice = "orders.tier_notice"
 
 
 class TaskState(StrEnum):
