@@ -16,6 +16,8 @@ from handlers import (
     ponds,
     promo,
     red_packet,
+    shop,
+    shop_admin,
     votes,
 )
 from services.shortcuts import Shortcuts
@@ -41,4 +43,6 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         guess.setup(),
         votes.setup(),
         promo.setup(),
+        shop.setup(),  # /shop, /redeem, /mine
+        shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
     ]

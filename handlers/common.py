@@ -1,4 +1,5 @@
-"""/start and /help."""
+"""/start and /help. `/start` in the private chat links it and delivers every coupon
+code that waited for it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from services import texts
 from services.messaging import reply
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
+from services.shop_delivery import deliver_pending
 from storage import repo
 from storage.db import Database
 
@@ -43,6 +45,7 @@ async def start(
         message,
         texts.start_private(person.first_name, operator=is_op, global_operator=glob),
     )
+    await deliver_pending(outbox, db, person.id)  # codes that waited for this chat
 
 
 async def help_(message: Message, bot: Bot, outbox: Outbox, operators: OperatorPolicy) -> None:

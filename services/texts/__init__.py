@@ -29,11 +29,18 @@ MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("guess", N_("Guess the price in the open round: /guess 88")),
     ("invite", N_("My personal invite link")),
     ("redpacket", N_("Send a red packet from my points: /redpacket 50 5")),
+    ("shop", N_("The points shop: what my points buy")),
+    ("redeem", N_("Redeem an item: /redeem 3 (the code comes by private chat)")),
+    ("mine", N_("My redemptions and draws")),
     ("help", N_("What I can do")),
 )
 OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("give", N_("Give points: /give @user 50 reason")),
     ("take", N_("Take points: /take @user 20 reason")),
+    ("item", N_("Shop items: /item add 30 100 满100减10 · /item list · /item codes 3")),
+    ("redemptions", N_("Redemptions (codes only in private): /redemptions [item]")),
+    ("refund", N_("Cancel a redemption and refund it: /refund 12 [reason]")),
+    ("fulfil", N_("Mark goods handed over: /fulfil 12")),
     ("board", N_("Post the check-in board")),
     ("guessprice", N_("Open a guess-the-price round")),
     ("vote", N_("Open a vote: /vote 1h Question | A | B")),
