@@ -95,10 +95,10 @@ def parse_cash(text: str) -> int:
     return cents
 
 
-def parse_month_day(text: str, today: date) -> date:
-    """`MM-DD` as the next such day from `today`'s year: this year's, or — when it has
-    already passed by more than half a year — next year's (an `until=01-15` typed in
-    December means the coming January)."""
+def parse_month_day(text: str, today: date, *, future: bool = False) -> date:
+    """`MM-DD` in `today`'s year, or next year's when it has already passed by more than
+    half a year (a `from=01-15` typed in December means the coming January); `future`:
+    the next such day on or after `today` (an end date is never in the past)."""
     m = _MONTH_DAY.fullmatch(fold(text))
     if m is None:
         raise ParseError("bad_date")
@@ -111,7 +111,7 @@ def parse_month_day(text: str, today: date) -> date:
         except ValueError:
             raise ParseError("bad_date") from None
         return found
-    if (today - found).days > 183:
+    if (today - found).days > (0 if future else 183):
         try:
             found = date(today.year + 1, month, day)
         except ValueError:
@@ -156,13 +156,13 @@ def parse_item_add(args: str, today: date) -> ItemArgs:
     if kind not in ("coupon", "goods"):
         raise ParseError("bad_kind")
     start = parse_month_day(options["from"], today) if "from" in options else None
-    end = parse_month_day(options["until"], today) if "until" in options else None
+    end = parse_month_day(options["until"], today, future=True) if "until" in options else None
     if start is not None and end is not None and end < start:
         try:  # `from=12-20 until=01-10`: the until is in the next year
             end = end.replace(year=end.year + 1)
         except ValueError:
             raise ParseError("bad_dates") from None
-        if end < start:
+        if end < start or (end - start).days > 183:
             raise ParseError("bad_dates")
     if end is not None and end < today:
         raise ParseError("bad_dates")
@@ -261,3 +261,8 @@ def above_newcomer(price: int, settings: PondSettings) -> int | None:
     """What a newcomer earns when `price` is more than that; None when they can afford it."""
     earned = newcomer_points(settings).total
     return earned if price > earned else None
+
+
+def yuan(cents: int) -> str:
+    """Cents as yuan with two decimals: `990` -> `9.90`."""
+    return f"{cents // 100}.{cents % 100:02d}"

@@ -191,10 +191,41 @@ async def _vote_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
             )
 
 
+REDEMPTION_COLUMNS = (
+    "id", "item_id", "item_name", "user_id", "price", "cash", "code", "status", "created_at",
+)
+
+
+async def export_redemptions(db: Database, out: TextIO) -> int:
+    """Every redemption, by id: `price` in points, `cash` in yuan with two decimals,
+    `status` one of delivered, undelivered, pending, fulfilled, refunded."""
+    return await _write(db, out, REDEMPTION_COLUMNS, _redemption_rows)
+
+
+async def _redemption_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+    from games.shop import yuan
+    from storage.shop import export_query
+
+    result = await session.stream(export_query().execution_options(yield_per=CHUNK_ROWS))
+    async for row in result:
+        yield (
+            row.id,
+            row.item_id,
+            csv_safe(row.item_name),
+            row.user_id,
+            row.price,
+            yuan(row.cash_cents),
+            csv_safe(row.code),
+            row.status,
+            _iso(row.created_at),
+        )
+
+
 EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
     "members": export_members,
     "ledger": export_ledger,
     "votes": export_votes,
+    "redemptions": export_redemptions,
 }
 
 

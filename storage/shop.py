@@ -37,17 +37,21 @@ commit and record it `delivered` (`mark_delivered`); `undelivered` ones wait for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games.checkin import DEFAULT_TIMEZONE, local_day
-from games.shop import ItemArgs, generate_code
+from games.shop import ItemArgs, generate_code, parse_code_lines
 from storage import ledger
+from storage.db import Database
 from storage.dialect import insert_for
 from storage.models import (
     CodeState,
@@ -59,6 +63,7 @@ from storage.models import (
     RedemptionStatus,
     ShopCode,
     ShopItem,
+    utcnow,
 )
 
 _item = ShopItem.__table__  # type: ignore[attr-defined]
@@ -762,4 +767,46 @@ def export_query() -> Any:
         )
         .select_from(_red.outerjoin(_item, _item.c.id == _red.c.item_id))
         .order_by(_red.c.id)
+    )
+
+
+# -- `pondbot import codes` ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CodesImported:
+    """What `pondbot import codes` did: codes added, skipped as repeated in the file or
+    already in the pool, line numbers that hold no code, and the unused codes now."""
+
+    added: int
+    repeated: tuple[str, ...]
+    already_in_pool: tuple[str, ...]
+    bad_lines: tuple[int, ...]
+    stock: int
+
+
+def import_codes_file(url: str | URL, item_id: int, path: str | os.PathLike[str]
+                      ) -> CodesImported:
+    """Add the codes of a text/CSV file (one per line; see `games.shop.parse_code_lines`)
+    to an item's pool, in one transaction. Raises `OSError` / `UnicodeDecodeError` for an
+    unreadable file, `ShopError` (`unknown_item`, `goods_no_codes`) and
+    `storage.export.SchemaNotReady`."""
+    from storage.export import SchemaNotReady
+    from storage.migrate import ais_up_to_date, run_blocking
+
+    lines = parse_code_lines(Path(path).read_bytes().decode("utf-8-sig"))
+    if not run_blocking(lambda: ais_up_to_date(url)):
+        raise SchemaNotReady
+
+    async def run() -> CodesAdded:
+        db = Database(url)
+        try:
+            async with db.transaction() as session:
+                return await add_codes(session, item_id, lines.codes, now=utcnow())
+        finally:
+            await db.dispose()
+
+    done = run_blocking(run)
+    return CodesImported(
+        done.added, lines.repeated, done.already_in_pool, lines.bad_lines, done.item.stock
     )

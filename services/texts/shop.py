@@ -12,17 +12,13 @@ from datetime import date
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
-from games.shop import NewcomerEarnings
+from games.shop import NewcomerEarnings, yuan
 from services.texts import clip, local_time, refusal, short_name
 from storage.models import ItemKind, RedemptionStatus
 from storage.shop import CodesAdded, DrawLine, ItemView, RedemptionView, Refund, ShopError
 
 ITEM_NAME_MAX = 40  # characters of an item's name in lists
 LIST_MAX = 30  # lines of a list
-
-
-def yuan(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
 
 
 def _item(name: str) -> str:

@@ -4,8 +4,11 @@ concurrency, idempotent per command, refunds once, lottery grants, uploaded code
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 from collections import Counter
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -14,6 +17,7 @@ from sqlmodel import col
 from games.shop import CODE_ALPHABET, CODE_LENGTH, ItemArgs
 from storage import ledger, shop
 from storage.db import Database
+from storage.export import export_redemptions
 from storage.ledger import InsufficientPoints
 from storage.models import (
     CodeState,
@@ -315,3 +319,35 @@ async def test_one_command_delivered_concurrently_pays_once(db: Database) -> Non
         after = await shop.get_item(s, it.id)
     assert after is not None and after.stock == 4
     assert await invariant_ok(db)
+
+
+async def test_export_redemptions_and_import_codes(db: Database, db_url: str,
+                                                   tmp_path: Path) -> None:
+    await members(db, 1, 2)
+    it = await item(db, price=10, stock=0, limit=0)
+    path = tmp_path / "codes.csv"
+    path.write_text("code\nQ1,x\nQ2\nQ1\n\nbad code\n", encoding="utf-8-sig")
+    done = await asyncio.to_thread(shop.import_codes_file, db_url, it.id, path)
+    assert (done.added, done.repeated, done.already_in_pool, done.bad_lines, done.stock) == (
+        2, ("Q1",), (), (6,), 2
+    )
+    path.write_text("Q2\nQ3\n", encoding="utf-8")
+    again = await asyncio.to_thread(shop.import_codes_file, db_url, it.id, path)
+    assert (again.added, again.already_in_pool, again.stock) == (1, ("Q2",), 3)
+    with pytest.raises(ShopError):
+        await asyncio.to_thread(shop.import_codes_file, db_url, 999, path)
+    async with db.transaction() as s:
+        await shop.set_on_sale(s, it.id, True, now=NOW)
+    cashy = await item(db, price=5, stock=2, key="op:cash", cash_cents=990)
+    await redeem(db, it.id, 1, "e1")
+    await redeem(db, cashy.id, 2, "e2")
+    out = io.StringIO()
+    assert await export_redemptions(db, out) == 2
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == ["id", "item_id", "item_name", "user_id", "price", "cash", "code",
+                       "status", "created_at"]
+    assert [r[1:8] for r in rows[1:]] == [
+        [str(it.id), "满100减10", "1", "10", "0.00", "Q1", "undelivered"],
+        [str(cashy.id), "满100减10", "2", "5", "9.90", rows[2][6], "undelivered"],
+    ]
+    assert rows[1][8].startswith("2026-12-06T04:00:00")
