@@ -190,6 +190,7 @@ class PacketState(StrEnum):
     open = "open"
     finished = "finished"  # every share taken
     expired = "expired"  # time ran out; a member's unclaimed points went back
+    recalled = "recalled"  # taken back early (`/redpacket recall`); refunded like expired
 
 
 class Refusal(StrEnum):
@@ -202,6 +203,7 @@ class Refusal(StrEnum):
     already = "already"
     gone = "gone"  # every share taken
     expired = "expired"
+    recalled = "recalled"
     not_member = "not_member"  # bots, anonymous admins, channels
     not_ready = "not_ready"  # a button on a post whose message id is not stored yet
 
@@ -236,6 +238,8 @@ def refusal(
         return Refusal.already
     if packet.state is PacketState.finished:
         return Refusal.gone
+    if packet.state is PacketState.recalled:
+        return Refusal.recalled
     if packet.state is PacketState.expired or now >= packet.expires_at:
         return Refusal.expired
     if packet.funder_id == user_id:

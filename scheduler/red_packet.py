@@ -2,9 +2,13 @@
 points (once, ledger key `rp:<id>:refund`), then edit the packet's message to say so.
 
 Runs however late (`catch_up=True`): a packet that expired while the bot was down is
-closed and refunded when it is back. Idempotent: the state change is guarded
-(`WHERE state = 'open'`) and the refund is in the same unit of work, so a repeated run
-only repeats the (harmless) message edit.
+closed and refunded when it is back. `/redpacket recall` closes and refunds a packet
+itself (by the same refund key) and records a run of this job due at once, keyed by the
+command message: that run, and the packet's own expiry later, find it recalled and only
+show it so (its post edited, also when the bot stopped before its own edit went out).
+
+Idempotent: the state change is guarded (`WHERE state = 'open'`) and the refund is in
+the same unit of work, so a repeated run only repeats the (harmless) message edit.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
                 return
             pond = await repo.get_pond(session, done.card.chat_id)
         card = done.card
-        if card.state is not PacketState.expired or card.message_id is None:
+        ended = (PacketState.expired, PacketState.recalled)
+        if card.state not in ended or card.message_id is None:
             return  # finished before its time (its own grab showed the result)
         with deps.language(pond.language if pond is not None else deps.i18n.default_locale):
             text = texts.result(card)

@@ -4,8 +4,8 @@
   queue for the database's write lock anyway (SQLite sleeps while it waits for it).
   Grabs that arrive while a turn is running wait in the packet's queue, and the next
   turn grabs for all of them in one transaction (`storage.red_packets.grab_many`).
-* **Closed packets.** Once a packet is finished or past its time this process remembers
-  it, so the stampede of late clicks is answered from memory without touching the
+* **Closed packets.** Once a packet is finished, recalled or past its time this process
+  remembers it, so the stampede of late clicks is answered from memory without touching the
   database. That memory is only a cache of a terminal state the database recorded.
 * **Passwords.** `PasswordIndex` holds each pond's open password packets for a few
   seconds, so that ordinary chatter costs a dictionary look-up, not a query.
@@ -198,6 +198,16 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True)
+class Recalled:
+    """What `/redpacket recall` did: `recalled` (the packet as it ends), or nothing —
+    `replay` (this very command recalled it before), `unknown` (no such packet in this
+    pond), `not_allowed` (neither an operator nor its sender), `closed` (over already)."""
+
+    kind: str
+    card: PacketCard | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Sender:
     """Who typed `/redpacket`, as the handler found out."""
 
@@ -320,6 +330,48 @@ class RedPackets:
         )
         return queued is not None
 
+    async def recall(
+        self,
+        db: Database,
+        scheduler: Scheduler,
+        *,
+        packet_id: int,
+        chat_id: int,
+        user_id: int | None,
+        operator: bool,
+        key: str,
+    ) -> Recalled:
+        """Take an open packet back: an operator any packet of the pond, a member their
+        own. The unclaimed shares of a member's packet go back to them, once
+        (`storage.red_packets.recall`); later presses are answered "recalled", from this
+        process's memory at once. `key` names the command message: it is recorded as a
+        run of the packet's expiry job due now (which finds the packet recalled and
+        shows it, also after a restart), so a redelivered command finds it taken and
+        does nothing again. In the packet's turn: grabs queued behind it find it closed."""
+        async with self._turns.hold(packet_id):
+            now = scheduler.clock()
+            async with db.transaction() as session:
+                card = await red_packets.get_card(session, packet_id)
+                if card is None or card.chat_id != chat_id:
+                    return Recalled("unknown")
+                if not operator and (user_id is None or card.funder_id != user_id):
+                    return Recalled("not_allowed", card)
+                if card.closed:
+                    return Recalled("closed", card)
+                payload = {"packet_id": packet_id}
+                if not await scheduler.schedule(
+                    now, Job.red_packet_expire, key, payload, session=session, chat_id=chat_id
+                ):
+                    return Recalled("replay", card)
+                done = await red_packets.recall(session, packet_id, now=now)
+            assert done is not None
+            if not done.applied:  # PostgreSQL: another process's grab took the last share
+                return Recalled("closed", done.card)
+            self._remember_closed(done.card, PacketState.recalled)
+        if done.card.password is not None:
+            self.passwords.invalidate(chat_id)
+        return Recalled("recalled", done.card)
+
     # -- grabbing ---------------------------------------------------------------------------
 
     def known_refusal(self, packet_id: int, chat_id: int | None, user_id: int) -> Refusal | None:
@@ -333,7 +385,9 @@ class RedPackets:
             return Refusal.wrong_chat
         if user_id in grabbers:
             return Refusal.already
-        return Refusal.gone if state is PacketState.finished else Refusal.expired
+        if state is PacketState.finished:
+            return Refusal.gone
+        return Refusal.recalled if state is PacketState.recalled else Refusal.expired
 
     def is_closed(self, packet_id: int) -> bool:
         return packet_id in self.closed

@@ -1,4 +1,5 @@
-"""Red packets in the database: create (and fund), grab, expire (and refund), show.
+"""Red packets in the database: create (and fund), grab, expire or recall (and refund),
+show.
 
 Plain functions over the caller's unit of work; none of them commits.
 
@@ -419,6 +420,8 @@ async def _grab(
         assert fresh is not None
         if fresh.state is PacketState.finished:
             return [Grab(packet_id, Refusal.gone, card=fresh, closed=PacketState.finished)]
+        if fresh.state is PacketState.recalled:
+            return [Grab(packet_id, Refusal.recalled, card=fresh, closed=PacketState.recalled)]
         return [Grab(packet_id, Refusal.expired, card=fresh, closed=PacketState.expired)]
     if wait:
         taken = int(after)
@@ -531,31 +534,55 @@ async def expire(session: AsyncSession, packet_id: int, *, now: datetime) -> Exp
     )
     applied = closed is not None
     if applied:
-        row = (await session.execute(select(_packet).where(_packet.c.id == packet_id))).one()
-        unclaimed = int(
-            await session.scalar(
-                select(func.coalesce(func.sum(_share.c.amount), 0)).where(
-                    _share.c.packet_id == packet_id, _share.c.user_id.is_(None)
-                )
-            )
-            or 0
-        )
-        if unclaimed and not row.shop_funded and row.funder_id is not None:
-            await ledger.award(
-                session,
-                user_id=int(row.funder_id),
-                amount=unclaimed,
-                kind=LedgerKind.red_packet_refund,
-                key=refund_key(packet_id),
-                chat_id=int(row.chat_id),
-                ref=f"red packet {packet_id}",
-                now=now,
-            )
-            await session.execute(
-                update(_packet).where(_packet.c.id == packet_id).values(refunded=unclaimed)
-            )
+        await _refund_unclaimed(session, packet_id, now)
     card = await get_card(session, packet_id, with_grabs=True)
     return None if card is None else Expired(card, applied)
+
+
+async def recall(session: AsyncSession, packet_id: int, *, now: datetime) -> Expired | None:
+    """Close an open packet before its time (`/redpacket recall`): like an expiry, a
+    member's unclaimed points go back to them by the same ledger key, so a recall and a
+    later expiry run can never both refund; a shop packet just stops. `applied` False:
+    it was closed already. None for an unknown packet."""
+    closed = await session.scalar(
+        update(_packet)
+        .where(_packet.c.id == packet_id, _packet.c.state == str(PacketState.open))
+        .values(state=str(PacketState.recalled), closed_at=now)
+        .returning(_packet.c.id)
+    )
+    applied = closed is not None
+    if applied:
+        await _refund_unclaimed(session, packet_id, now)
+    card = await get_card(session, packet_id, with_grabs=True)
+    return None if card is None else Expired(card, applied)
+
+
+async def _refund_unclaimed(session: AsyncSession, packet_id: int, now: datetime) -> None:
+    """Give a member's packet's unclaimed shares back to them, once (`refund_key`); the
+    shop's points are no wallet: a shop packet refunds nothing."""
+    row = (await session.execute(select(_packet).where(_packet.c.id == packet_id))).one()
+    unclaimed = int(
+        await session.scalar(
+            select(func.coalesce(func.sum(_share.c.amount), 0)).where(
+                _share.c.packet_id == packet_id, _share.c.user_id.is_(None)
+            )
+        )
+        or 0
+    )
+    if unclaimed and not row.shop_funded and row.funder_id is not None:
+        await ledger.award(
+            session,
+            user_id=int(row.funder_id),
+            amount=unclaimed,
+            kind=LedgerKind.red_packet_refund,
+            key=refund_key(packet_id),
+            chat_id=int(row.chat_id),
+            ref=f"red packet {packet_id}",
+            now=now,
+        )
+        await session.execute(
+            update(_packet).where(_packet.c.id == packet_id).values(refunded=unclaimed)
+        )
 
 
 async def open_passwords(session: AsyncSession, chat_id: int, now: datetime) -> dict[str, int]:

@@ -91,11 +91,13 @@ def _header(card: PacketCard) -> list[str]:
     else:
         head = _("🧧 <b>{name}</b> sent a red packet: <b>{total}</b> points, {shares} shares, "
                  "{mode}")
+    # The id (`#12`) is what an operator names in `/redpacket recall 12`.
     lines = [
         head.format(
             name=_name(card.funder_name), total=card.total, shares=card.shares,
             mode=_mode(card.mode),
         )
+        + f" · #{card.id}"
     ]
     if card.password is not None:
         lines.append(
@@ -122,6 +124,18 @@ def result(card: PacketCard) -> str:
     lines = _header(card)
     if card.state is PacketState.finished:
         lines.append(_("✅ All {shares} shares grabbed.").format(shares=card.shares))
+    elif card.state is PacketState.recalled:
+        lines.append(
+            _("↩️ Recalled: {taken}/{shares} shares grabbed.").format(
+                taken=card.taken, shares=card.shares
+            )
+        )
+        if card.refunded:
+            lines.append(
+                _("↩️ {points} unclaimed points went back to {name}.").format(
+                    points=card.refunded, name=_name(card.funder_name)
+                )
+            )
     else:
         lines.append(
             _("⌛ Ended: {taken}/{shares} shares grabbed.").format(
@@ -170,6 +184,8 @@ def refused(why: Refusal, password: str | None = None) -> str:
         return _("All gone — every share has been grabbed.")
     if why is Refusal.expired:
         return _("This red packet has expired.")
+    if why is Refusal.recalled:
+        return _("This red packet was recalled.")
     if why is Refusal.own_packet:
         return _("You can't grab your own red packet.")
     if why is Refusal.needs_password:
@@ -183,3 +199,53 @@ def refused(why: Refusal, password: str | None = None) -> str:
     if why is Refusal.not_ready:
         return _("This red packet is not ready yet — try again in a moment.")
     return _("This red packet is not for you.")
+
+
+# -- recall -------------------------------------------------------------------------
+
+
+def usage_recall() -> str:
+    return "⚠️ " + html.quote(_(
+        "Usage: /redpacket recall <id> — the id is the #number on the packet's post, "
+        "e.g. /redpacket recall 12"
+    ))
+
+
+def recalled(card: PacketCard) -> str:
+    """The answer to `/redpacket recall`: what it did."""
+    grabbed = sum(g.amount for g in card.grabs)
+    head = _(
+        "↩️ Red packet #{id} recalled: {taken}/{shares} shares were grabbed ({grabbed} points)."
+    ).format(id=card.id, taken=card.taken, shares=card.shares, grabbed=grabbed)
+    left = card.total - grabbed
+    if card.refunded:
+        tail = _("{points} unclaimed points went back to {name}.").format(
+            points=card.refunded, name=_name(card.funder_name)
+        )
+    elif card.shop_funded and left:
+        tail = _(
+            "The shop paid it: its {points} unclaimed points are simply not given out."
+        ).format(points=left)
+    else:
+        tail = _("Nothing was left to give back.")
+    return head + " " + tail + " " + _("Later presses get nothing.")
+
+
+def recall_unknown(packet_id: int) -> str:
+    return _("⚠️ There is no red packet #{id} in this pond.").format(id=packet_id)
+
+
+def recall_not_allowed() -> str:
+    return _("⛔ Only the operators, or the member who sent it, can recall a red packet.")
+
+
+def recall_closed(card: PacketCard) -> str:
+    if card.state is PacketState.finished:
+        return _("ℹ️ Red packet #{id} is over already: every share was grabbed.").format(
+            id=card.id
+        )
+    if card.state is PacketState.recalled:
+        return _("ℹ️ Red packet #{id} was recalled already.").format(id=card.id)
+    return _("ℹ️ Red packet #{id} has expired already; what was left went back then.").format(
+        id=card.id
+    )
