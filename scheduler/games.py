@@ -4,6 +4,9 @@
   (`services.guess.reveal_round`). A round's close is scheduled here too: at its
   deadline when it opens, at once (`:early`) when its last winner slot is taken.
 * `vote.close` {vote_id}: close the vote (if open), post the result, freeze the post.
+  `/vote close` closes it early the same way (`announce_vote`), and `/vote cancel`
+  without a result: the run at the deadline then finds it closed, or cancelled, and
+  does nothing; a cancelled round likewise (`command_key`).
 * `invites.credit` (recurring): credit referrers whose newcomers have checked in.
 
 Each body is idempotent: the state change is `UPDATE … WHERE state = 'open'` in the
@@ -36,6 +39,16 @@ from storage.models import Job
 
 # A reveal or result that never went out is made at start only for what closed lately.
 ANNOUNCE_WITHIN = timedelta(days=2)
+
+
+def command_key(job: Job, chat_id: int, message_id: int) -> str:
+    """The key an operator's undo command (`/vote close|cancel`, `/guessprice cancel`,
+    `/redpacket recall`) is recorded under: a run of the game's own job, due at once,
+    scheduled in the transaction that closes the game and named by the command message.
+    A redelivered command finds the key taken and does nothing again; the run finds the
+    game closed and does nothing — but a vote closed early whose result post was lost
+    (the bot stopped first) is announced by it."""
+    return f"{job}:cmd:{chat_id}:{message_id}"
 
 
 def _replying(message_id: int | None) -> ReplyParameters | None:

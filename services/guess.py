@@ -10,6 +10,7 @@ waits for Telegram.
   always reaches the member; acknowledgements and refusals reach the group only while
   the pond is quiet, so a crowd hammering /guess cannot queue up hours of replies.
 * The reveal is queued under the round's close key and recorded once Telegram answered.
+  A cancelled round has none: its post is edited to say it was cancelled.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: st
         if now is not None and now.state == "open" and now.guessers:
             with contextlib.suppress(OutboxClosedError):  # stopping: the next guess shows it
                 refresh_post(outbox, now, timezone)
+        elif now is not None and now.state == store.CANCELLED:
+            with contextlib.suppress(OutboxClosedError):  # cancelled before the post went out
+                show_cancelled(outbox, now)
 
     queued = outbox.post(
         round_method(view, texts.round_post(view, timezone)),
@@ -68,6 +72,13 @@ def post_round(db: Database, outbox: Outbox, view: store.RoundView, timezone: st
 def refresh_post(outbox: Outbox, view: store.RoundView, timezone: str) -> None:
     """The round post's participant count, edited in place; bursts are coalesced."""
     outbox.board(f"guess:{view.id}", board_edit(view, texts.round_post(view, timezone)))
+
+
+def show_cancelled(outbox: Outbox, view: store.RoundView) -> None:
+    """Edit a cancelled round's post to say so (no price: it stays secret). Under the
+    post's board key, so it replaces a count edit still waiting."""
+    if view.message_id is not None:
+        outbox.board(f"guess:{view.id}", board_edit(view, texts.round_cancelled_post(view)))
 
 
 def reveal_round(db: Database, outbox: Outbox, reveal: store.Reveal, now: datetime) -> bool:

@@ -10,7 +10,8 @@ replayed message finds its `source_key` taken; in hit mode a winner first claims
 with `UPDATE … SET winners = winners + 1 WHERE winners < max_winners`, so no more than W
 ever win, on SQLite or PostgreSQL. Closing is `UPDATE … WHERE state = 'open'`: the
 prizes are paid by the one transaction that closed the round, each by a ledger key
-naming the round and the winner.
+naming the round and the winner. A cancelled round (`cancel_round`) is closed the same
+guarded way but pays nobody and is never revealed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from storage.dialect import insert_for
 from storage.models import GuessRound, Job, LedgerKind, Member, PriceGuess, Referral
 
 MAX_REVEALED_WINNERS = 30
+CANCELLED = "canceled"  # a round's state after `/guessprice cancel` (the column holds 8)
 
 
 def close_key(round_id: int) -> str:
@@ -323,7 +325,8 @@ class Reveal:
 
 
 async def close_round(session: AsyncSession, round_id: int, now: datetime) -> Reveal | None:
-    """Close the round (if open), pick and pay the winners; None for an unknown round.
+    """Close the round (if open), pick and pay the winners; None for an unknown round,
+    or a cancelled one (it has no winners and no reveal).
 
     Safe to call again: a closed round is only read back (the prizes were paid in the
     transaction that closed it; their ledger keys would refuse a second payment anyway).
@@ -334,7 +337,7 @@ async def close_round(session: AsyncSession, round_id: int, now: datetime) -> Re
         .values(state="closed", open_chat_id=None, closed_at=now)
     )
     row = await session.get(GuessRound, round_id, populate_existing=True)
-    if row is None:
+    if row is None or row.state == CANCELLED:
         return None
     closed_now = closed.rowcount == 1  # type: ignore[attr-defined]
     if closed_now and row.mode == Mode.closest:
@@ -395,6 +398,23 @@ async def close_round(session: AsyncSession, round_id: int, now: datetime) -> Re
         row.revealed_at is not None,
         closed_now,
     )
+
+
+async def cancel_round(session: AsyncSession, round_id: int, now: datetime) -> RoundView | None:
+    """Cancel an open round (`/guessprice cancel`): no winners, no prize, and the price
+    stays secret (no `Reveal` is ever made of it: the same product may open again at the
+    same price). The pond's slot is freed at once (`open_chat_id` NULL), so a new round
+    can open; the close task, when it runs, finds the round cancelled and does nothing.
+    None: not open (or unknown)."""
+    cancelled = await session.execute(
+        update(GuessRound)
+        .where(col(GuessRound.id) == round_id, col(GuessRound.state) == "open")
+        .values(state=CANCELLED, open_chat_id=None, closed_at=now)
+    )
+    if cancelled.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = await session.get(GuessRound, round_id, populate_existing=True)
+    return None if row is None else _view(row)
 
 
 async def unrevealed(session: AsyncSession, since: datetime) -> list[int]:

@@ -23,6 +23,7 @@ from storage.models import LedgerKind, Vote, VoteBallot
 from storage.posts import closed_unannounced
 
 VOTE = Vote.__table__  # type: ignore[attr-defined]
+CANCELLED = "canceled"  # a vote's state after `/vote cancel` (the column holds 8 characters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,18 +220,47 @@ class Result:
 
 
 async def close_vote(session: AsyncSession, vote_id: int, now: datetime) -> Result | None:
-    """Close the vote (if open) and count it; None for an unknown vote. Safe to repeat."""
+    """Close the vote (if open) and count it; None for an unknown or cancelled vote (it
+    has no result). Safe to repeat."""
     closed = await session.execute(
         update(Vote)
         .where(col(Vote.id) == vote_id, col(Vote.state) == "open")
         .values(state="closed", closed_at=now)
     )
     row = await session.get(Vote, vote_id, populate_existing=True)
-    if row is None:
+    if row is None or row.state == CANCELLED:
         return None
     counts = await tally(session, vote_id, len(row.options))
     closed_now = closed.rowcount == 1  # type: ignore[attr-defined]
     return Result(_view(row), tuple(counts), closed_now, row.announced_at is not None)
+
+
+async def open_vote_of(
+    session: AsyncSession, chat_id: int, vote_id: int | None = None
+) -> VoteView | None:
+    """The pond's open vote `vote_id`, or (None) its most recent open vote."""
+    query = select(Vote).where(col(Vote.chat_id) == chat_id, col(Vote.state) == "open")
+    if vote_id is not None:
+        query = query.where(col(Vote.id) == vote_id)
+    row = (await session.execute(query.order_by(col(Vote.id).desc()).limit(1))).scalar()
+    return None if row is None else _view(row)
+
+
+async def cancel_vote(session: AsyncSession, vote_id: int, now: datetime) -> Result | None:
+    """Cancel an open vote: closed without a result (none is ever posted, not even after
+    a restart: `close_vote` and `unannounced` skip it). Its ballots are kept and the
+    participation points already paid stay paid. None: not open (or unknown)."""
+    cancelled = await session.execute(
+        update(Vote)
+        .where(col(Vote.id) == vote_id, col(Vote.state) == "open")
+        .values(state=CANCELLED, closed_at=now)
+    )
+    if cancelled.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = await session.get(Vote, vote_id, populate_existing=True)
+    assert row is not None
+    counts = await tally(session, vote_id, len(row.options))
+    return Result(_view(row), tuple(counts), True, False)
 
 
 async def unannounced(session: AsyncSession, since: datetime) -> list[int]:

@@ -145,6 +145,30 @@ def verdict_in_group(name: str, text: str) -> str:
     return f"{short_name(name)}: {text}"
 
 
+def usage_guess_cancel() -> str:
+    return "⚠️ " + html.quote(_("Usage: /guessprice cancel — cancels the open round, nobody wins"))
+
+
+def round_cancelled_post(view: RoundView) -> str:
+    """The round's post once `/guessprice cancel` ended it (the price stays secret)."""
+    return "\n".join(
+        [
+            _("🏷 <b>Guess the price</b> — cancelled"),
+            _("Product: <b>{product}</b>").format(product=html.quote(view.product)),
+            _("🚫 The shop cancelled this round: nobody wins, no prize is paid."),
+        ]
+    )
+
+
+def round_cancelled(view: RoundView) -> str:
+    """The answer to `/guessprice cancel`."""
+    return _(
+        "🚫 Round #{id} ({product}) cancelled: {count} took part, nobody wins and no prize "
+        "is paid. The price stays secret, so you can open the same product again; a new "
+        "round can open now."
+    ).format(id=view.id, product=html.quote(clip(view.product, 40)), count=view.guessers)
+
+
 def reveal(r: Reveal) -> str:
     lines = [
         _("🎉 <b>Price revealed!</b> {product}: <b>{price}</b>").format(
@@ -222,6 +246,51 @@ def vote_result(view: VoteView, counts: Sequence[int]) -> str:
         share = f"{100 * counts[i] / total:.0f}%" if total else "0%"
         lines.append(f"{html.quote(view.options[i])} — <b>{counts[i]}</b> ({share})")
     lines.append(_("{total} voted. Thank you!").format(total=total))
+    return "\n".join(lines)
+
+
+def usage_vote_undo() -> str:
+    return "⚠️ " + html.quote(
+        _(
+            "Usage: /vote close [id] — close the open vote now, with its result · "
+            "/vote cancel [id] — cancel it without a result (the most recent open vote "
+            "unless you give its id)"
+        )
+    )
+
+
+def no_open_vote(vote_id: int | None) -> str:
+    if vote_id is None:
+        return _("⚠️ No vote is open in this pond.")
+    return _("⚠️ Vote #{id} is not open in this pond.").format(id=vote_id)
+
+
+def vote_closed_early(view: VoteView, counts: Sequence[int]) -> str:
+    """The answer to `/vote close`."""
+    return _(
+        "🗳 Vote #{id} ({question}) closed now with {total} voted: the result is posted."
+    ).format(id=view.id, question=html.quote(clip(view.question, 60)), total=sum(counts))
+
+
+def vote_cancelled(view: VoteView, counts: Sequence[int]) -> str:
+    """The answer to `/vote cancel`."""
+    total = sum(counts)
+    text = _(
+        "🚫 Vote #{id} ({question}) cancelled: no result is posted. The {total} ballots "
+        "are kept."
+    ).format(id=view.id, question=html.quote(clip(view.question, 60)), total=total)
+    if view.points and total:
+        text += " " + _(
+            "The participation points already paid (+{points} each) stay paid."
+        ).format(points=view.points)
+    return text + " " + _("A new vote can open now.")
+
+
+def vote_cancelled_post(view: VoteView) -> str:
+    """The vote's post once `/vote cancel` ended it (no counts, no buttons)."""
+    lines = [_("🗳 <b>Vote</b>: {question}").format(question=html.quote(view.question)), ""]
+    lines += [html.quote(option) for option in view.options]
+    lines += ["", _("🚫 This vote was cancelled; there is no result.")]
     return "\n".join(lines)
 
 
