@@ -12,6 +12,7 @@ from handlers import (
     invites,
     membership,
     operator,
+    orders,
     points,
     ponds,
     promo,
@@ -36,6 +37,7 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         invites.setup(),  # before membership: a join through a link is a referral
         membership.setup(),
         operator.setup(),
+        orders.setup(),  # /order: operators record purchases
         ponds.setup(),  # which groups are ponds: global operators, in a private chat
         common.setup(),
         points.setup(),

@@ -12,11 +12,14 @@ from aiogram.filters import Command
 from aiogram.types import Message
 
 from games.checkin import DEFAULT_TIMEZONE, local_day
+from games.settings import PondSettings
+from games.tiers import parse_tiers, tier_for
 from services import texts
 from services.messaging import reply
 from services.middlewares import PondInfo
 from services.outbox import Outbox
-from storage import checkin, repo
+from services.texts import orders as order_texts
+from storage import checkin, orders, repo
 from storage.db import Database
 from storage.models import utcnow
 
@@ -48,10 +51,17 @@ async def points(
                                   chat_id=pond.chat_id if pond is not None else None)
         if member is not None:  # a streak with a missed day shows as 0
             member = replace(member, streak=await checkin.streak_of(session, person.id, today))
+        spent = await orders.spent_of(session, person.id)
+        # The tier from lifetime spend under this pond's tiers (in a DM: the defaults).
+        settings = (
+            await repo.pond_settings(session, pond.chat_id) if pond is not None
+            else PondSettings()
+        )
     if member is None:
         reply(outbox, message, texts.no_points_yet(person.display_name))
     else:
-        reply(outbox, message, texts.points(member, rank))
+        tier = order_texts.tier_label(tier_for(spent, parse_tiers(settings.tiers)))
+        reply(outbox, message, texts.points(member, rank, order_texts.points_tier(tier, spent)))
 
 
 async def top(message: Message, db: Database, outbox: Outbox, pond: PondInfo | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from scheduler import games as games_jobs
+from scheduler import orders as orders_jobs
 from scheduler import promo as promo_jobs
 from scheduler import red_packet
 from scheduler.core import Scheduler
@@ -18,7 +19,9 @@ from scheduler.deps import JobDeps
 
 JobSetup = Callable[[Scheduler, JobDeps], None]
 
-JOB_SETUPS: list[JobSetup] = [red_packet.setup, games_jobs.setup, promo_jobs.setup]
+JOB_SETUPS: list[JobSetup] = [
+    red_packet.setup, games_jobs.setup, promo_jobs.setup, orders_jobs.setup,
+]
 
 
 def register_jobs(scheduler: Scheduler, deps: JobDeps) -> None:

@@ -37,6 +37,7 @@ MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
 OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("give", N_("Give points: /give @user 50 reason")),
     ("take", N_("Take points: /take @user 20 reason")),
+    ("order", N_("Record a purchase: /order @user 299.50 [order_no]")),
     ("item", N_("Shop items: /item add 30 100 满100减10 · /item list · /item codes 3")),
     ("redemptions", N_("Redemptions (codes only in private): /redemptions [item]")),
     ("refund", N_("Cancel a redemption and refund it: /refund 12 [reason]")),
@@ -122,9 +123,11 @@ def welcome_pond(title: str) -> str:
     ).format(title=html.quote(title))
 
 
-def points(member: MemberView, rank: int | None) -> str:
+def points(member: MemberView, rank: int | None, tier: str | None = None) -> str:
+    """`tier`: the tier as the caller words it (see texts.orders); else the stored name,
+    escaped here."""
     rank_text = f"#{rank}" if rank else "—"
-    tier = member.tier or _("member")
+    tier = tier if tier is not None else html.quote(member.tier or _("member"))
     return _(
         "💰 {name}: <b>{balance}</b> points\nRank {rank} · streak {streak} days · tier {tier}"
     ).format(
@@ -132,7 +135,7 @@ def points(member: MemberView, rank: int | None) -> str:
         balance=member.balance,
         rank=rank_text,
         streak=member.streak,
-        tier=html.quote(tier),
+        tier=tier,
     )
 
 

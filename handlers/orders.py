@@ -1,0 +1,143 @@
+"""`/order`: an operator records a purchase (SPEC F2).
+
+`/order <@username|user_id> <amount> [order_no]`, or as a reply to a member's message
+without the user. The amount is yuan with up to 2 decimals; the points are
+⌊amount × points_per_yuan⌋ and the tier follows the member's lifetime spend — both from
+the settings of the pond the command is typed in (in a private chat: the defaults, as
+for imports). The order number is the idempotency key; without one, the command message
+is (`msg:<chat_id>:<message_id>`). The same order number again is answered "already
+recorded" and changes nothing; a redelivered command without a number is silent, like
+a replayed `/give`.
+
+A member who moves up a tier is told by DM, in their own language, after the commit and
+only when their DM is linked (storage/orders.py).
+"""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.methods import SendMessage
+from aiogram.types import Message
+from aiogram.utils.i18n import I18n
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from games import orders as rules
+from games.parsing import ParseError
+from games.settings import PondSettings
+from games.tiers import Tiers, named, parse_tiers
+from services import texts
+from services.filters import IsOperator
+from services.i18n import speaking
+from services.messaging import actor_of, refuse_non_operator, reply
+from services.middlewares import PondInfo, person_of
+from services.outbox import Outbox
+from services.texts import orders as order_texts
+from storage import orders, repo
+from storage.db import Database
+
+
+def setup() -> Router:
+    router = Router(name="orders")
+    router.message.register(record, Command("order"), IsOperator())
+    router.message.register(refuse_non_operator, Command("order"))
+    return router
+
+
+def member_language(i18n: I18n, language_code: str | None) -> str:
+    lang = (language_code or "").split("-")[0].lower()
+    return lang if lang in i18n.available_locales else i18n.default_locale
+
+
+async def record(
+    message: Message,
+    command: CommandObject,
+    db: Database,
+    outbox: Outbox,
+    i18n: I18n,
+    pond: PondInfo | None = None,
+) -> None:
+    target_msg = message.reply_to_message
+    replying = target_msg is not None and not (
+        target_msg.forum_topic_created is not None
+        or target_msg.message_id == message.message_thread_id
+    )
+    try:
+        args = rules.parse_order(command.args, replying=replying)
+    except ParseError as exc:
+        reply(outbox, message, order_texts.parse_error(exc.code))
+        return
+    replied_person = None
+    if replying and args.username is None and args.user_id is None:
+        assert target_msg is not None
+        replied_person = person_of(target_msg.from_user, target_msg.sender_chat)
+        if replied_person is None:
+            reply(outbox, message, texts.cannot_target_bot())
+            return
+
+    order_no = args.order_no or rules.message_key(message.chat.id, message.message_id)
+    in_pond = pond is not None and message.chat.type in ("group", "supergroup")
+    async with db.transaction() as session:
+        if replied_person is not None:
+            await repo.upsert_member(session, replied_person)
+            member = await repo.get_member(session, replied_person.id)
+        elif args.username is not None:
+            member = await repo.find_member_by_username(session, args.username)
+        else:
+            assert args.user_id is not None
+            member = await repo.get_member(session, args.user_id)
+        if member is None:
+            unknown = f"@{args.username}" if args.username else str(args.user_id)
+        else:
+            done, tiers, owner = await _record(session, message, member, order_no, args.cents,
+                                               pond if in_pond else None)
+    if member is None:
+        reply(outbox, message, texts.member_not_found(unknown))
+        return
+    if not done.applied:
+        if args.order_no is None:
+            return  # a redelivered command: it was answered the first time
+        name = owner.display_name if owner is not None else str(done.user_id)
+        reply(outbox, message, order_texts.already_recorded(order_no, name, done.cents))
+        return
+    tier = named(done.tier_after, tiers)
+    reply(
+        outbox,
+        message,
+        order_texts.recorded(
+            member.display_name, args.order_no, done.cents, done.points, done.balance,
+            order_texts.tier_label(tier), promoted=done.promoted,
+        ),
+    )
+    if done.promoted and done.dm_linked:
+        with speaking(i18n, member_language(i18n, done.language_code)):
+            text = order_texts.tier_notice(order_texts.tier_label(tier), done.spent_cents)
+        outbox.send(SendMessage(chat_id=done.user_id, text=text), droppable=False)
+
+
+async def _record(
+    session: AsyncSession,
+    message: Message,
+    member: repo.MemberView,
+    order_no: str,
+    cents: int,
+    pond: PondInfo | None,
+) -> tuple[orders.Recorded, Tiers, repo.MemberView | None]:
+    """Record the order under the pond's settings (None: the defaults); with the tiers
+    used and the member the order number belongs to."""
+    settings = await repo.pond_settings(session, pond.chat_id) if pond else PondSettings()
+    tiers = parse_tiers(settings.tiers)
+    done = await orders.record_order(
+        session,
+        order_no=order_no,
+        user_id=member.user_id,
+        cents=cents,
+        points_per_yuan=settings.points_per_yuan,
+        tiers=tiers,
+        chat_id=pond.chat_id if pond else None,
+        actor_id=actor_of(message),
+    )
+    owner = member if done.user_id == member.user_id else (
+        await repo.get_member(session, done.user_id)
+    )
+    return done, tiers, owner
