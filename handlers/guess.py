@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from games.guess import LOOKS_LIKE_PRICE, parse_price, parse_round
 from games.parsing import ParseError
 from handlers.startup import active_ponds, repost, startup_deps
+from handlers.undo import GUESS_CANCEL, guess_cancel
 from scheduler import games as jobs
 from scheduler.core import Scheduler
 from services import texts as common_texts
@@ -60,6 +61,7 @@ class PriceReplyToBot(Filter):
 
 def setup() -> Router:
     router = Router(name="guess")
+    router.message.register(guess_cancel, GUESS_CANCEL, IsOperator())  # handlers/undo.py
     router.message.register(open_round, Command("guessprice"), IsOperator())
     router.message.register(refuse_non_operator, Command("guessprice"))
     router.message.register(guess_command, Command("guess"))

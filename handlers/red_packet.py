@@ -9,7 +9,8 @@ at the end, who got what. A password packet is grabbed by typing its password in
 group; its button only says so.
 
 The turns, batches and caches behind a grab are `services.red_packets`; the rules
-(who pays, the limits, who may grab) are `games.red_packet`.
+(who pays, the limits, who may grab) are `games.red_packet`; `/redpacket recall <id>`
+is handlers/undo.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiogram.types import CallbackQuery, Message, ReplyParameters
 from games.people import display_name
 from games.red_packet import Refusal
 from handlers.startup import active_ponds, log_restored, startup_deps
+from handlers.undo import RECALL, Recall
 from scheduler.core import Scheduler
 from services.messaging import carries_button, reply
 from services.middlewares import PondInfo
@@ -60,6 +62,7 @@ class RedPacketHandlers:
     def router(self) -> Router:
         """`/redpacket` and typed passwords."""
         router = Router(name="red_packet")
+        router.message.register(Recall(self.packets).recall, RECALL)  # handlers/undo.py
         router.message.register(self.create, Command("redpacket"))
         router.message.register(self.grab_by_password, PasswordTyped(self.packets.passwords))
         router.startup.register(self.restore_posts)
@@ -228,9 +231,7 @@ class RedPacketHandlers:
 
 
 async def _toast(outbox: Outbox, query: CallbackQuery, text: str) -> None:
-    await outbox.answer(
-        AnswerCallbackQuery(callback_query_id=query.id, text=text[:TOAST_CHARS])
-    )
+    await outbox.answer(AnswerCallbackQuery(callback_query_id=query.id, text=text[:TOAST_CHARS]))
 
 
 def _timezone(pond: PondInfo | None) -> str:

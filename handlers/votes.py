@@ -1,5 +1,5 @@
 """Votes (投票): `/vote <duration> <question> | <option 1> | …` (operators) and the
-vote's buttons (members).
+vote's buttons (members). `/vote close` and `/vote cancel` are handlers/undo.py.
 
 Inline buttons rather than a native poll: a `poll_answer` update carries no chat, so a
 native poll's answers would have to be mapped back to a pond through the poll id, and
@@ -13,6 +13,7 @@ from the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiogram import Bot, Router
@@ -25,12 +26,13 @@ from pydantic import Field
 from games.parsing import ParseError
 from games.votes import MAX_OPTIONS, parse_vote
 from handlers.startup import active_ponds, repost, startup_deps
+from handlers.undo import VOTE_UNDO, vote_undo
 from scheduler.core import Scheduler
 from scheduler.games import ANNOUNCE_WITHIN, announce_vote
 from services.filters import IsOperator
 from services.messaging import actor_of, carries_button, refuse_non_operator, reply
 from services.middlewares import PondInfo
-from services.outbox import Outbox
+from services.outbox import Outbox, OutboxClosedError
 from services.texts import games as texts
 from storage import repo
 from storage import votes as store
@@ -69,6 +71,7 @@ def markup(view: store.VoteView) -> InlineKeyboardMarkup:
 
 def setup() -> Router:
     router = Router(name="votes")
+    router.message.register(vote_undo, VOTE_UNDO, IsOperator())  # /vote close|cancel
     router.message.register(open_vote, Command("vote"), IsOperator())
     router.message.register(refuse_non_operator, Command("vote"))
     router.callback_query.register(click, VoteButton.filter())
@@ -85,6 +88,17 @@ def post_vote(db: Database, outbox: Outbox, view: store.VoteView, timezone: str)
     async def record(sent: Message) -> None:
         async with db.transaction() as session:
             await store.set_vote_message(session, view.id, sent.message_id)
+            now = await store.get_vote(session, view.id)
+        if now is not None and now.state == store.CANCELLED:  # before its post went out
+            with contextlib.suppress(OutboxClosedError):
+                outbox.board(
+                    f"vote:{view.id}",
+                    EditMessageText(
+                        chat_id=view.chat_id,
+                        message_id=sent.message_id,
+                        text=texts.vote_cancelled_post(view),
+                    ),
+                )
 
     queued = outbox.post(
         SendMessage(
