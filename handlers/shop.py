@@ -83,6 +83,17 @@ async def redeem(
         reply(outbox, message, texts.bad_id(texts.usage_redeem()))
         return
     in_dm = message.chat.type == "private"
+    source_key = f"{message.chat.id}:{message.message_id}"
+    now, zone = clock(), shop_timezone(pond)
+    async with db.transaction(readonly=True) as session:  # a sold-out storm stops here
+        refused = await shop.refusal(
+            session, item_id=item_id, source_key=source_key, now=now, timezone=zone
+        )
+    if refused == "replayed":
+        return
+    if refused is not None:
+        reply(outbox, message, texts.redeem_refused(shop.ShopError(refused)))
+        return
     try:
         async with db.transaction() as session:
             if in_dm:  # writing here proves the private chat is open
@@ -91,8 +102,7 @@ async def redeem(
             r = await shop.redeem(
                 session, item_id=item_id, user_id=person.id,
                 chat_id=None if in_dm else message.chat.id,
-                source_key=f"{message.chat.id}:{message.message_id}",
-                now=clock(), timezone=shop_timezone(pond),
+                source_key=source_key, now=now, timezone=zone,
             )
     except shop.ShopError as exc:
         reply(outbox, message, texts.redeem_refused(exc))

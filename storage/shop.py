@@ -543,6 +543,24 @@ async def _redeem(
     )
 
 
+async def refusal(
+    session: AsyncSession, *, item_id: int, source_key: str, now: datetime,
+    timezone: str = DEFAULT_TIMEZONE,
+) -> str | None:
+    """A read-only look before a redemption's write transaction: `replayed` (the
+    command was carried out before), a `ShopError` code when the item is surely not sold
+    now (`unknown_item`, `off_sale`, `not_yet`, `ended`, `sold_out`), else None. Lets a
+    storm on a sold-out item be refused without queueing for the writer; `redeem`
+    decides again under the lock."""
+    if await _by_source(session, source_key) is not None:
+        return "replayed"
+    day = local_day(now, timezone)
+    item = await get_item(session, item_id)
+    if item is None or not item.sold_on(day) or item.stock <= 0:
+        return await _why_not(session, item_id, day)
+    return None
+
+
 async def redeem(
     session: AsyncSession,
     *,

@@ -275,3 +275,38 @@ async def repo_give(db: Database, user_id: int, points: int) -> None:
     async with db.transaction() as s:
         await ledger.award(s, user_id=user_id, amount=points, kind=LedgerKind.admin_adjust,
                            key=f"more:{user_id}")
+
+
+async def test_a_blocked_dm_keeps_the_code_waiting_until_start(bot_db: Database) -> None:
+    group = group_chat(GROUP_ID, "Pond")
+    await seed(bot_db, [601])  # linked, but has blocked the bot since
+    async with running(bot_db) as h:
+        item_id = await add_item(h, group, "10 5 limit=0 满30减3")
+        h.session.fail_next("sendMessage", chat_id=601, error_code=403,
+                            description="Forbidden: bot was blocked by the user")
+        cleo = h.member(group, person(601, "Cleo"))
+        await cleo.send(f"/redeem {item_id}")
+        await h.settle()
+        (red,) = await rows(bot_db, Redemption)
+        assert red.status == RedemptionStatus.undelivered
+        assert [m.dm_linked for m in await rows(bot_db, Member) if m.user_id == 601] == [False]
+        assert h.replies(601) == []  # the refused DM was not delivered
+        await cleo.send(f"/redeem {item_id}")  # now known unlinked: told to /start
+        await h.settle()
+        assert "/start" in h.replies(GROUP_ID)[-1]
+        u = person(601, "Cleo")
+        dm = h.member(private_chat(u), u)
+        await dm.send("/start")
+        await h.settle()
+        codes = [r.code for r in await rows(bot_db, Redemption)]
+        assert all(any(c and c in t for t in h.replies(601)) for c in codes)
+        assert all(r.status == RedemptionStatus.delivered for r in await rows(bot_db, Redemption))
+        # Redeeming in the private chat: the answer and the code come there.
+        await dm.send(f"/redeem {item_id}")
+        await h.settle()
+        reds = await rows(bot_db, Redemption)
+        assert len(reds) == 3 and reds[-1].code in h.replies(601)[-1]
+        assert reds[-1].chat_id is None
+        for r in reds:
+            assert r.code is not None
+            assert {m.chat_id for m in texts_with(h.session, r.code)} == {601}
