@@ -1,7 +1,7 @@
 """The `pondbot` command line.
 
-Subcommands import only what they need: `migrate` and `export` never import aiogram,
-which alone costs seconds of CPU on a small machine.
+Subcommands import only what they need: `migrate`, `export` and `import` never import
+aiogram, which alone costs seconds of CPU on a small machine.
 """
 
 from __future__ import annotations
@@ -25,8 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("migrate", help="bring the database schema up to date")
     exp = sub.add_parser("export", help="write a CSV file (UTF-8 with BOM)")
-    exp.add_argument("what", choices=["members", "ledger", "votes"])
+    exp.add_argument("what", choices=["members", "ledger", "votes", "orders"])
     exp.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
+    imp = sub.add_parser("import", help="read a CSV file into the database")
+    imp_sub = imp.add_subparsers(dest="what", required=True, metavar="WHAT")
+    imp_orders = imp_sub.add_parser(
+        "orders", help="purchases: order_no,user_id,amount[,paid_at][,username]; all or nothing"
+    )
+    imp_orders.add_argument("file", metavar="FILE")
     demo = sub.add_parser("demo", help="play a scripted pond offline and print the chat")
     demo.add_argument("--quiet", action="store_true", help="print only the transcript")
     return p
@@ -50,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate()
         if args.command == "export":
             return _export(args.what, args.out)
+        if args.command == "import" and args.what == "orders":
+            return _import_orders(args.file)
         if args.command == "demo":
             from bot.demo import run_demo
 
@@ -117,6 +125,29 @@ def _export(what: str, out: str | None) -> int:
         # The output file's folder is missing or not writable.
         print(f"pondbot: error: cannot write {out}: {exc.strerror}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _import_orders(path: str) -> int:
+    """All or nothing: `imported N, already recorded M` (exit 0), or every bad line on
+    standard error and nothing imported (exit 1)."""
+    settings = _settings()
+    from storage.orders import FileProblem, ImportRefused, SchemaNotReady, import_file
+
+    try:
+        result = import_file(settings.database_url, path)
+    except (FileProblem, SchemaNotReady) as exc:
+        print(f"pondbot: error: {exc}", file=sys.stderr)
+        return 1
+    except ImportRefused as exc:
+        for bad in exc.bad:
+            print(f"{path}: {bad}", file=sys.stderr)
+        print(
+            f"pondbot: error: {len(exc.bad)} bad line(s) in {path}: nothing imported",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"imported {result.imported}, already recorded {result.already}")
     return 0
 
 

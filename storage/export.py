@@ -2,10 +2,14 @@
 
 Columns are part of the interface contract (SPEC §5):
 
-* members: `user_id,username,display_name,balance,lifetime_earned,streak,tier`, then
-  `dm_linked` (1/0) and `created_at`;
+* members: `user_id,username,display_name,balance,lifetime_earned,streak,tier,
+  lifetime_spent`, then `dm_linked` (1/0) and `created_at` — `tier` is the tier's name
+  as the member's last purchase set it (`member` without one), `lifetime_spent` the sum
+  of their purchases in yuan with two decimals (`309.50`);
 * ledger: `id,user_id,chat_id,delta,kind,ref,actor_id,created_at`;
-* votes: `vote_id,chat_id,question,option,count` (one row per option of every vote).
+* votes: `vote_id,chat_id,question,option,count` (one row per option of every vote);
+* orders: `order_no,user_id,amount,points,paid_at,source` (amount in yuan, two decimals;
+  source `command` or `import`), in the order they were recorded.
 
 Times are ISO 8601 in UTC (`2025-11-11T12:00:00.123456+00:00`); an empty cell is NULL.
 Rows are streamed from one read-only transaction in chunks of `CHUNK_ROWS`, so an export
@@ -44,9 +48,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from games.orders import yuan
+from games.tiers import MEMBER
 from storage.db import Database
 from storage.migrate import ais_up_to_date, run_blocking
-from storage.models import LedgerEntry, Member, Vote, VoteBallot
+from storage.models import LedgerEntry, Member, Order, Vote, VoteBallot
 
 MEMBER_COLUMNS = (
     "user_id",
@@ -56,6 +62,7 @@ MEMBER_COLUMNS = (
     "lifetime_earned",
     "streak",
     "tier",
+    "lifetime_spent",
     "dm_linked",
     "created_at",
 )
@@ -117,7 +124,8 @@ async def _member_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
             m.balance,
             m.lifetime_earned,
             m.streak,
-            m.tier,
+            csv_safe(m.tier or MEMBER),
+            yuan(m.lifetime_spent_cents),
             int(m.dm_linked),
             _iso(m.created_at),
         )
@@ -191,6 +199,38 @@ async def _vote_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
             )
 
 
+ORDER_COLUMNS = ("order_no", "user_id", "amount", "points", "paid_at", "source")
+
+
+async def export_orders(db: Database, out: TextIO) -> int:
+    """Write every recorded purchase, in the order recorded; returns the number of rows."""
+    return await _write(db, out, ORDER_COLUMNS, _order_rows)
+
+
+async def _order_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+    result = await session.stream(
+        select(
+            col(Order.order_no),
+            col(Order.user_id),
+            col(Order.amount_cents),
+            col(Order.points),
+            col(Order.paid_at),
+            col(Order.source),
+        )
+        .order_by(col(Order.id))
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    async for row in result:
+        yield (
+            csv_safe(row.order_no),
+            row.user_id,
+            yuan(row.amount_cents),
+            row.points,
+            _iso(row.paid_at),
+            row.source,
+        )
+
+
 REDEMPTION_COLUMNS = (
     "id", "item_id", "item_name", "user_id", "price", "cash", "code", "status", "created_at",
 )
@@ -226,6 +266,7 @@ EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
     "ledger": export_ledger,
     "votes": export_votes,
     "redemptions": export_redemptions,
+    "orders": export_orders,
 }
 
 

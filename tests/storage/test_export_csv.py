@@ -10,7 +10,8 @@ from typing import TextIO
 
 import pytest
 
-from storage import export, ledger, repo
+from games.tiers import parse_tiers
+from storage import export, ledger, orders, repo
 from storage.db import Database
 from storage.export import export_ledger, export_members, export_to_path
 from storage.models import LedgerKind
@@ -75,7 +76,7 @@ async def test_members_csv(filled: Database) -> None:
     out = io.StringIO(newline="")
     assert await export_members(filled, out) == len(AWKWARD)
     text = out.getvalue()
-    assert text.startswith(MEMBERS_HEADER + ",dm_linked,created_at\r\n")
+    assert text.startswith(MEMBERS_HEADER + ",lifetime_spent,dm_linked,created_at\r\n")
     rows = {int(r["user_id"]): r for r in parse(text)}
     assert set(rows) == set(AWKWARD)
     assert rows[1]["username"] == "ZhangWei"
@@ -126,7 +127,36 @@ async def test_empty_database_exports_just_the_headers(db: Database) -> None:
     out = io.StringIO(newline="")
     assert await export_members(db, out) == 0
     assert await export_ledger(db, out) == 0
-    assert out.getvalue().splitlines() == [MEMBERS_HEADER + ",dm_linked,created_at", LEDGER_HEADER]
+    assert out.getvalue().splitlines() == [
+        MEMBERS_HEADER + ",lifetime_spent,dm_linked,created_at", LEDGER_HEADER
+    ]
+
+
+async def test_members_tier_and_lifetime_spent_and_the_orders_csv(filled: Database) -> None:
+    """`tier` is the tier's name (`member` without a purchase), `lifetime_spent` yuan with
+    two decimals; the orders CSV lists every purchase in the order recorded."""
+    tiers = parse_tiers("VIP1:0.01:9.8,VIP2:300:9.5")
+    async with filled.transaction() as s:
+        for no, uid, cents in (("=A1", 1, 29950), ("A2", 1, 1000), ("A3", 2, 1)):
+            await orders.record_order(
+                s, order_no=no, user_id=uid, cents=cents, points_per_yuan=1.0, tiers=tiers,
+                actor_id=42, paid_at=WHEN, now=WHEN,
+            )
+    out = io.StringIO(newline="")
+    await export_members(filled, out)
+    rows = {int(r["user_id"]): r for r in parse(out.getvalue())}
+    assert (rows[1]["tier"], rows[1]["lifetime_spent"]) == ("VIP2", "309.50")
+    assert (rows[2]["tier"], rows[2]["lifetime_spent"]) == ("VIP1", "0.01")
+    assert (rows[3]["tier"], rows[3]["lifetime_spent"]) == ("member", "0.00")
+    out = io.StringIO(newline="")
+    assert await export.export_orders(filled, out) == 3
+    text = out.getvalue()
+    assert text.splitlines()[0] == "order_no,user_id,amount,points,paid_at,source"
+    assert [tuple(r.values()) for r in parse(text)] == [
+        ("'=A1", "1", "299.50", "299", "2025-11-11T00:00:01.250000+00:00", "command"),
+        ("A2", "1", "10.00", "10", "2025-11-11T00:00:01.250000+00:00", "command"),
+        ("A3", "2", "0.01", "0", "2025-11-11T00:00:01.250000+00:00", "command"),
+    ]
 
 
 async def test_export_streams_in_chunks(filled: Database, monkeypatch: pytest.MonkeyPatch) -> None:
