@@ -176,7 +176,7 @@ def mine(reds: list[RedemptionView], draws: list[DrawLine], *, in_dm: bool,
     if draws:
         lines.append(_("🎰 <b>My draws</b>"))
         for d in draws:
-            won = html.quote(clip(d.prize_name, ITEM_NAME_MAX)) or _("nothing")
+            won = html.quote(clip(d.prize_name, ITEM_NAME_MAX)) or _("no prize")
             cost = _("free") if d.cost == 0 else _("{cost} points").format(cost=d.cost)
             lines.append(f"{local_time(d.created_at, timezone)} · {cost} · {won}")
     return "\n".join(lines)
@@ -190,7 +190,7 @@ def item_added(it: ItemView, advice: NewcomerEarnings | None) -> str:
     text = _("✅ Item <b>#{id}</b> added: {name} ({kind}) — {price}, stock {stock}, "
              "limit {limit}.").format(
         id=it.id, name=_item(it.name), kind=kind, price=_price(it.price, it.cash_cents),
-        stock=it.stock, limit=it.limit or _("none"),
+        stock=it.stock, limit=it.limit or _("no limit"),
     )
     if it.kind is ItemKind.coupon:
         text += "\n" + _("Codes are generated at each redemption; to sell your own codes "
