@@ -98,7 +98,15 @@ def test_import_then_import_again(shop_db: Path, tmp_path: Path) -> None:
     assert (members["303"]["tier"], members["303"]["lifetime_spent"]) == ("member", "0.00")
 
 
-def test_one_bad_row_imports_nothing_and_names_its_line(shop_db: Path, tmp_path: Path) -> None:
+def test_a_single_bad_row_stops_the_whole_file(shop_db: Path, tmp_path: Path) -> None:
+    bad = write(tmp_path / "one.csv", GOOD + "TB-4,202,abc,,\r\n")
+    r = run_cli("import", "orders", str(bad), db=shop_db)
+    assert r.returncode == 1 and r.stdout == ""
+    assert f"{bad}: line 5: amount 'abc' is not an amount of yuan" in r.stderr
+    assert exported(shop_db, "orders") == []
+
+
+def test_many_bad_rows_are_all_named(shop_db: Path, tmp_path: Path) -> None:
     bad = write(
         tmp_path / "bad.csv",
         "order_no,user_id,amount\n"

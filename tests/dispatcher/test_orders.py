@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 from aiogram.types import Chat
+from sqlalchemy import select
+from sqlmodel import col
 
 from games.orders import OrderRow
 from games.tiers import parse_tiers
@@ -208,3 +210,17 @@ async def test_an_imports_tier_notice_reaches_the_member(shop: Shop) -> None:
     await shop.scheduler.sweep()  # done: never told twice
     await shop.h.settle()
     assert len(shop.h.replies(ALICE)) == dm_before + 1
+
+
+async def test_a_global_operator_records_an_order_in_a_private_chat(shop: Shop) -> None:
+    op_user = person(OPERATOR_ID, "Op")
+    dm = shop.h.member(private_chat(op_user), op_user)
+    await dm.send("/order 1 19.90 DM-1")
+    await shop.h.settle()
+    [answer] = shop.h.replies(OPERATOR_ID)[-1:]
+    # the operator's own language here (none given: Chinese, the default)
+    assert "DM-1" in answer and "+19 积分" in answer and "VIP1（9.8折）" in answer
+    async with shop.db.transaction(readonly=True) as s:
+        found = await orders.find_order(s, "DM-1")
+        chat = await s.scalar(select(col(Order.chat_id)).where(col(Order.order_no) == "DM-1"))
+    assert found is not None and found.user_id == ALICE and chat is None
