@@ -88,6 +88,7 @@ async def rig(bare: Dispatcher, *, operator_ids: frozenset[int] = frozenset()
             session.assert_no_violations()
         finally:
             await dp["boards"].aclose()
+            await dp["lottery_board"].aclose()
             await dp["writer"].idle()
             await outbox.stop()
             await bot.session.close()

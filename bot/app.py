@@ -42,6 +42,7 @@ from services.checkin_board import BoardKeeper
 from services.dedup import SeenUpdates, Unconfirmed
 from services.filters import AskAgainLater
 from services.i18n import LANGUAGES, make_i18n
+from services.lottery_board import LotteryBoard
 from services.middlewares import (
     MemberWritten,
     PondI18nMiddleware,
@@ -108,6 +109,7 @@ def build_dispatcher(
         scheduler=scheduler,
         writer=writer,
         boards=BoardKeeper(db, outbox, i18n),
+        lottery_board=LotteryBoard(db, outbox, i18n),
         clock=utcnow,  # the wall clock handlers read (tests put a fake one here)
     )
     dp.update.outer_middleware(SeenUpdates())
@@ -227,6 +229,7 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         # Background work ends while the database is still there: a board refresh is
         # dropped (the next check-in redraws it), queued writes are committed.
         await dp["boards"].aclose()
+        await dp["lottery_board"].aclose()
         await dp["writer"].idle()
         await outbox.stop()
         await bot.session.close()

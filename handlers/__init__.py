@@ -10,6 +10,7 @@ from handlers import (
     errors,
     guess,
     invites,
+    lottery,
     membership,
     operator,
     orders,
@@ -33,6 +34,7 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         # tried before the one that matches costs a full propagation step.
         checkin.setup(),  # before points: it answers `/top streak`
         red_packet_buttons,  # a grab stampede; its callback data is its own
+        lottery.setup(),  # a draw stampede on the 🎰 board
         errors.setup(),
         invites.setup(),  # before membership: a join through a link is a referral
         membership.setup(),

@@ -447,3 +447,9 @@ async def board_view(session: AsyncSession, chat_id: int, day: date, latest: int
     ]
     return BoardView(int(count or 0), winners,
                      [p for p in await prizes(session) if rules.in_stock(p.stock)])
+
+
+async def dm_linked(session: AsyncSession, user_id: int) -> bool:
+    """Whether the member's private chat with the bot is linked (where answers can go)."""
+    return bool(await session.scalar(select(MEMBER.c.dm_linked)
+                                     .where(MEMBER.c.user_id == user_id)))

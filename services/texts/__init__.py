@@ -32,6 +32,7 @@ MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("shop", N_("The points shop: what my points buy")),
     ("redeem", N_("Redeem an item: /redeem 3 (the code comes by private chat)")),
     ("mine", N_("My redemptions and draws")),
+    ("draw", N_("Lucky draw: free ones every day, then paid in points")),
     ("help", N_("What I can do")),
 )
 OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
@@ -42,6 +43,8 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("redemptions", N_("Redemptions (codes only in private): /redemptions [item]")),
     ("refund", N_("Cancel a redemption and refund it: /refund 12 [reason]")),
     ("fulfil", N_("Mark goods handed over: /fulfil 12")),
+    ("prize", N_("Lottery prizes: /prize add 10 5 points=50 Fifty · /prize list · /prize off 3")),
+    ("lottery", N_("Post the lottery board with its 🎰 button")),
     ("board", N_("Post the check-in board")),
     ("guessprice", N_("Open a guess-the-price round · /guessprice cancel")),
     ("vote", N_("Open a vote: /vote 1h Question | A | B · /vote close · /vote cancel")),

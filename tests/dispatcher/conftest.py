@@ -73,6 +73,7 @@ async def running(
         # The dispatcher's background work ends before the database goes: a board
         # refresh or a write still in a transaction would leave a connection behind.
         await dp["boards"].aclose()
+        await dp["lottery_board"].aclose()
         await dp["writer"].idle()
         await outbox.stop()
         await bot.session.close()

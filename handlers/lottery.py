@@ -1,0 +1,204 @@
+"""The lottery (抽奖, SPEC F8): the board's 🎰 button and `/draw`; `/prize add|list|off`
+and `/lottery` for operators.
+
+A draw is one transaction (`storage.lottery.draw`), keyed by what asked for it — a press
+(`services.lottery_board.Presses`: a double press is one draw) or a typed `/draw`
+message — so a replayed update draws once. Its day is the pond's local day of the press
+(of a typed `/draw`: of the message's own date). Nothing talks to Telegram before the
+commit; an item won is delivered to the winner's DM afterwards
+(`services.shop_delivery.deliver`), never shown anywhere else.
+
+Feedback respects the group's 20 messages a minute: a press gets a toast and refreshes
+the board in place (paced, coalesced: `LotteryBoard`); a typed `/draw` is answered by DM
+when the member's DM is linked, and in the group only while the pond is quiet (fewer
+messages went to it in the last minute, or are queued, than `lottery_quiet_below`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.methods import AnswerCallbackQuery, SendMessage
+from aiogram.types import CallbackQuery, Message
+
+from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
+from games.lottery import RandomSource, parse_prize
+from games.parsing import ParseError, fold, parse_points
+from services import shop_delivery
+from services.filters import IsOperator
+from services.guess import tell
+from services.lottery_board import SYSTEM_RANDOM, LotteryBoard, LotteryButton
+from services.messaging import actor_of, refuse_non_operator, reply
+from services.middlewares import PondInfo
+from services.outbox import Outbox
+from services.texts import checkin as checkin_texts
+from services.texts import lottery as texts
+from storage import lottery as store
+from storage import repo
+from storage.db import Database
+
+Clock = Callable[[], datetime]
+
+
+def setup() -> Router:
+    router = Router(name="lottery")
+    router.callback_query.register(draw_button, LotteryButton.filter())
+    router.message.register(draw_command, Command("draw"))
+    router.message.register(prize, Command("prize"), IsOperator())
+    router.message.register(refuse_non_operator, Command("prize"))
+    router.message.register(post_board, Command("lottery"), IsOperator())
+    router.message.register(refuse_non_operator, Command("lottery"))
+    return router
+
+
+@dataclass(frozen=True, slots=True)
+class _Drawn:
+    result: store.DrawResult | None
+    refused: store.DrawRefused | None
+    quiet_below: int
+    dm_linked: bool
+
+
+async def _draw(
+    db: Database, outbox: Outbox, pond: PondInfo | None, user_id: int, source_key: str,
+    at: datetime, now: datetime, rng: RandomSource,
+) -> _Drawn:
+    """One draw, committed; an item won is then queued for the winner's DM."""
+    timezone = pond.timezone if pond is not None else DEFAULT_TIMEZONE
+    chat_id = pond.chat_id if pond is not None else None
+    try:
+        async with db.transaction() as session:
+            settings = await repo.pond_settings(session, chat_id or 0)
+            linked = await store.dm_linked(session, user_id)
+            result = await store.draw(
+                session, user_id=user_id, chat_id=chat_id, day=local_day(at, timezone),
+                source_key=source_key, free_per_day=settings.lottery_free_per_day,
+                cost=settings.lottery_cost, rng=rng, now=now, timezone=timezone,
+            )
+    except store.DrawRefused as exc:  # rolled back: not a draw
+        return _Drawn(None, exc, settings.lottery_quiet_below, linked)
+    if result.redemption is not None:
+        shop_delivery.deliver(outbox, db, [result.redemption])
+    return _Drawn(result, None, settings.lottery_quiet_below, linked)
+
+
+async def draw_button(
+    query: CallbackQuery,
+    callback_data: LotteryButton,
+    pond: PondInfo | None,
+    person: repo.UserInfo | None,
+    db: Database,
+    lottery_board: LotteryBoard,
+    outbox: Outbox,
+    clock: Clock,
+    lottery_rng: RandomSource = SYSTEM_RANDOM,
+) -> None:
+    message = query.message
+    if message is None or pond is None or message.chat.id != callback_data.chat_id:
+        await outbox.answer(AnswerCallbackQuery(
+            callback_query_id=query.id, text=checkin_texts.button_not_here(), show_alert=True
+        ))
+        return
+    if person is None:
+        await outbox.answer(AnswerCallbackQuery(
+            callback_query_id=query.id, text=texts.members_only()
+        ))
+        return
+    now = clock()
+    key = lottery_board.presses.key(pond.chat_id, message.message_id, person.id, query.id)
+    drawn = await _draw(db, outbox, pond, person.id, key, now, now, lottery_rng)
+    if drawn.result is None:
+        assert drawn.refused is not None
+        await outbox.answer(AnswerCallbackQuery(
+            callback_query_id=query.id, text=texts.refused(drawn.refused), show_alert=True
+        ))
+        return
+    await outbox.answer(AnswerCallbackQuery(
+        callback_query_id=query.id, text=texts.toast(drawn.result),
+        show_alert=drawn.result.won,
+    ))
+    if drawn.result.applied:
+        lottery_board.pressed(pond, local_day(now, pond.timezone), message.message_id)
+
+
+async def draw_command(
+    message: Message,
+    pond: PondInfo | None,
+    person: repo.UserInfo | None,
+    db: Database,
+    lottery_board: LotteryBoard,
+    outbox: Outbox,
+    clock: Clock,
+    lottery_rng: RandomSource = SYSTEM_RANDOM,
+) -> None:
+    private = message.chat.type == "private"
+    if person is None or (pond is None and not private):
+        return  # anonymous admins hold no points; a group that is no pond draws nothing
+    now = clock()
+    at = checkin_moment(message.date, now)
+    key = f"msg:{message.chat.id}:{message.message_id}"
+    drawn = await _draw(db, outbox, pond, person.id, key, at, now, lottery_rng)
+    if drawn.result is not None and not drawn.result.applied:
+        return  # a replay of a draw already answered
+    text = (texts.result(drawn.result) if drawn.result is not None
+            else texts.refused(drawn.refused) if drawn.refused is not None else "")
+    if private:
+        outbox.send(SendMessage(chat_id=message.chat.id, text=text))
+        return
+    assert pond is not None
+    quiet = outbox.load(pond.chat_id) < drawn.quiet_below
+    tell(outbox, message, person.id, person.display_name, text, dm=drawn.dm_linked,
+         group=quiet)
+    if drawn.result is not None and lottery_board.message_of(pond.chat_id) is not None:
+        lottery_board.touch(pond, local_day(at, pond.timezone))
+
+
+async def prize(
+    message: Message, command: CommandObject, db: Database, outbox: Outbox, clock: Clock
+) -> None:
+    """`/prize add <weight> <stock|-> <points=N|item=ID|none> <name…>`, `/prize list`,
+    `/prize off <id>`: the shop-wide prize table."""
+    sub, _, rest = fold(command.args or "").partition(" ")
+    sub = sub.lower()
+    try:
+        if sub == "add":
+            spec = parse_prize(rest)
+            async with db.transaction() as session:
+                prize_id, added = await store.add_prize(
+                    session, spec, source_key=f"prize:{message.chat.id}:{message.message_id}",
+                    created_by=actor_of(message), now=clock(),
+                )
+                lines = await store.prizes(session)
+            if not added:
+                return  # a replayed command: added the first time, answered then
+            text = texts.prize_added(prize_id, lines)
+        elif sub == "list" and not rest.strip():
+            async with db.transaction(readonly=True) as session:
+                text = texts.prize_list(await store.prizes(session))
+        elif sub == "off":
+            prize_id = parse_points(rest, maximum=10**15)
+            async with db.transaction() as session:
+                name = await store.prize_off(session, prize_id)
+            text = texts.prize_off(prize_id, name)
+        else:
+            text = texts.prize_error("usage")
+    except ParseError as exc:
+        text = texts.prize_error(exc.code)
+    except store.PrizeRefused as exc:
+        text = texts.prize_error(exc.code)
+    reply(outbox, message, text)
+
+
+async def post_board(
+    message: Message, pond: PondInfo | None, lottery_board: LotteryBoard, outbox: Outbox,
+    clock: Clock,
+) -> None:
+    if pond is None:
+        reply(outbox, message, texts.groups_only())
+        return
+    actor = actor_of(message)
+    lottery_board.post(pond, local_day(clock(), pond.timezone), by=actor or 0)
