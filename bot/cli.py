@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("migrate", help="bring the database schema up to date")
     exp = sub.add_parser("export", help="write a CSV file (UTF-8 with BOM)")
-    exp.add_argument("what", choices=["members", "ledger", "votes", "orders"])
+    exp.add_argument("what", choices=["members", "ledger", "votes", "orders", "redemptions"])
     exp.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
     imp = sub.add_parser("import", help="read a CSV file into the database")
     imp_sub = imp.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         "orders", help="purchases: order_no,user_id,amount[,paid_at][,username]; all or nothing"
     )
     imp_orders.add_argument("file", metavar="FILE")
+    imp_codes = imp_sub.add_parser(
+        "codes", help="coupon codes for a shop item's pool: one per line (.txt or .csv)"
+    )
+    imp_codes.add_argument("item_id", type=int, metavar="ITEM_ID")
+    imp_codes.add_argument("file", metavar="FILE")
     demo = sub.add_parser("demo", help="play a scripted pond offline and print the chat")
     demo.add_argument("--quiet", action="store_true", help="print only the transcript")
     return p
@@ -58,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args.what, args.out)
         if args.command == "import" and args.what == "orders":
             return _import_orders(args.file)
+        if args.command == "import" and args.what == "codes":
+            return _import_codes(args.item_id, args.file)
         if args.command == "demo":
             from bot.demo import run_demo
 
@@ -148,6 +155,38 @@ def _import_orders(path: str) -> int:
         )
         return 1
     print(f"imported {result.imported}, already recorded {result.already}")
+    return 0
+
+
+def _import_codes(item_id: int, path: str) -> int:
+    """Codes into an item's pool: a summary line (exit 0), each skipped duplicate and
+    line that holds no code on standard error; exit 1 when nothing could be read or the
+    item takes no codes."""
+    settings = _settings()
+    from storage.export import SchemaNotReady
+    from storage.shop import ShopError, import_codes_file
+
+    try:
+        done = import_codes_file(settings.database_url, item_id, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"pondbot: error: cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    except SchemaNotReady as exc:
+        print(f"pondbot: error: {exc}", file=sys.stderr)
+        return 1
+    except ShopError as exc:
+        why = "no such item" if exc.code == "unknown_item" else "goods take no codes"
+        print(f"pondbot: error: item {item_id}: {why}", file=sys.stderr)
+        return 1
+    for code in done.repeated:
+        print(f"{path}: duplicate in the file, skipped: {code}", file=sys.stderr)
+    for code in done.already_in_pool:
+        print(f"{path}: already in the pool, skipped: {code}", file=sys.stderr)
+    for number in done.bad_lines:
+        print(f"{path}:{number}: not a code, skipped", file=sys.stderr)
+    skipped = len(done.repeated) + len(done.already_in_pool)
+    print(f"imported {done.added}, duplicates skipped {skipped}; item {item_id} has "
+          f"{done.stock} unused codes")
     return 0
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,6 +33,7 @@ from storage.models import (
 from storage.repo import UserInfo, link_dm, upsert_member
 from storage.shop import ShopError
 
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
 
@@ -351,3 +355,50 @@ async def test_export_redemptions_and_import_codes(db: Database, db_url: str,
         [str(cashy.id), "满100减10", "2", "5", "9.90", rows[2][6], "undelivered"],
     ]
     assert rows[1][8].startswith("2026-12-06T04:00:00")
+
+
+def _cli(code: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real command line in a child process, checking it never loads aiogram."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "DATABASE_"))}
+    env["DATABASE_URL"] = url
+    program = (
+        "import sys; from bot.cli import main; "
+        f"rc = main({code}); "
+        "assert 'aiogram' not in sys.modules, 'aiogram imported'; sys.exit(rc)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=cwd,
+        timeout=120, check=False,
+    )
+
+
+async def test_pondbot_import_codes_and_export_redemptions(sqlite_url: str,
+                                                           tmp_path: Path) -> None:
+    db = Database(sqlite_url)
+    try:
+        it = await item(db, stock=0, limit=0)
+        goods = await item(db, kind="goods", key="op:goods")
+    finally:
+        await db.dispose()
+    path = tmp_path / "codes.txt"
+    path.write_text("K1\nK2\nK1\n", encoding="utf-8")
+    r = await asyncio.to_thread(_cli, f"['import', 'codes', '{it.id}', {str(path)!r}]",
+                                sqlite_url, ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"imported 2, duplicates skipped 1; item {it.id} has 2 unused codes"
+    assert "duplicate in the file, skipped: K1" in r.stderr
+    r = await asyncio.to_thread(_cli, f"['import', 'codes', '{it.id}', {str(path)!r}]",
+                                sqlite_url, ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("imported 0, duplicates skipped 3")
+    assert "already in the pool, skipped: K2" in r.stderr
+    for target, words in ((goods.id, "goods take no codes"), (999, "no such item")):
+        r = await asyncio.to_thread(_cli, f"['import', 'codes', '{target}', {str(path)!r}]",
+                                    sqlite_url, ROOT)
+        assert r.returncode == 1 and words in r.stderr
+    out = tmp_path / "redemptions.csv"
+    r = await asyncio.to_thread(_cli, f"['export', 'redemptions', '--out', {str(out)!r}]",
+                                sqlite_url, ROOT)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes().decode("utf-8-sig").splitlines() == [
+        "id,item_id,item_name,user_id,price,cash,code,status,created_at"
+    ]
