@@ -52,7 +52,7 @@ from games.orders import yuan
 from games.tiers import MEMBER
 from storage.db import Database
 from storage.migrate import ais_up_to_date, run_blocking
-from storage.models import LedgerEntry, Member, Order, Vote, VoteBallot
+from storage.models import Draw, LedgerEntry, Member, Order, Vote, VoteBallot
 
 MEMBER_COLUMNS = (
     "user_id",
@@ -261,12 +261,49 @@ async def _redemption_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
         )
 
 
+DRAW_COLUMNS = (
+    "id", "user_id", "chat_id", "cost", "prize_id", "prize_name", "won_points",
+    "redemption_id", "created_at",
+)
+
+
+async def export_draws(db: Database, out: TextIO) -> int:
+    """Every lottery draw, by id (refused draws are not draws: none is recorded), so the
+    odds can be audited; `cost` in points (0: a free draw)."""
+    return await _write(db, out, DRAW_COLUMNS, _draw_rows)
+
+
+async def _draw_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+    result = await session.stream(
+        select(
+            col(Draw.id), col(Draw.user_id), col(Draw.chat_id), col(Draw.cost),
+            col(Draw.prize_id), col(Draw.prize_name), col(Draw.won_points),
+            col(Draw.redemption_id), col(Draw.created_at),
+        )
+        .order_by(col(Draw.id))
+        .execution_options(yield_per=CHUNK_ROWS)
+    )
+    async for row in result:
+        yield (
+            row.id,
+            row.user_id,
+            _opt(row.chat_id),
+            row.cost,
+            _opt(row.prize_id),
+            csv_safe(row.prize_name),
+            row.won_points,
+            _opt(row.redemption_id),
+            _iso(row.created_at),
+        )
+
+
 EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
     "members": export_members,
     "ledger": export_ledger,
     "votes": export_votes,
     "redemptions": export_redemptions,
     "orders": export_orders,
+    "draws": export_draws,
 }
 
 

@@ -4,6 +4,8 @@ refusals that record nothing, replays, stock under concurrency, and the odds."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import math
 import random
 from collections import Counter
@@ -17,6 +19,7 @@ from games import lottery as rules
 from games.parsing import ParseError
 from storage import ledger, lottery, repo
 from storage.db import Database
+from storage.export import export_draws
 from storage.models import Draw, LedgerEntry, LedgerKind, Member, Prize
 
 T0 = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
@@ -246,3 +249,21 @@ def test_pick_and_parse_rules() -> None:
                 "1 - prize X", "1 - item= X", "-1 - none X", "1 - none " + "x" * 200):
         with pytest.raises(ParseError):
             rules.parse_prize(bad)
+
+
+async def test_export_draws_lists_every_draw_and_no_refused_one(db: Database) -> None:
+    await members(db, range(1, 3))
+    five = await add(db, "1 - points=5 =Five", "p1")
+    await draw(db, 1, "e1")
+    with pytest.raises(lottery.DrawRefused):
+        await draw(db, 1, "e2")  # no points for a paid draw: not a draw
+    await draw(db, 2, "e3", free=0, cost=0)
+    out = io.StringIO()
+    assert await export_draws(db, out) == 2
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == ["id", "user_id", "chat_id", "cost", "prize_id", "prize_name",
+                       "won_points", "redemption_id", "created_at"]
+    assert [r[1:8] for r in rows[1:]] == [
+        ["1", str(POND), "0", str(five), "'=Five", "5", ""],
+        ["2", str(POND), "0", str(five), "'=Five", "5", ""],
+    ]
