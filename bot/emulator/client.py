@@ -109,10 +109,14 @@ class EmulatorClient:
         reply_to: int | None = None,
         photo: bool = False,
         sender_chat: int | None = None,
+        document: str | None = None,
+        file_name: str = "file.txt",
+        mime_type: str = "text/plain",
     ) -> JSON:
         result: JSON = await self.call(
             "send_message", chat_id=chat_id, user_id=user_id, text=text, reply_to=reply_to,
-            photo=photo, sender_chat=sender_chat,
+            photo=photo, sender_chat=sender_chat, document=document, file_name=file_name,
+            mime_type=mime_type,
         )
         return result
 

@@ -287,6 +287,8 @@ class Emulator:
         self.users: dict[int, User] = {}
         self.chats: dict[int, Chat] = {}
         self.callback_queries: dict[str, CallbackRecord] = {}
+        # Files users sent (documents): file_id -> (file_unique_id, file_path, content).
+        self.files: dict[str, tuple[str, str, bytes]] = {}
         self.commands: dict[tuple[str, str], list[JSON]] = {}
         self.webhook: JSON = {}
         self.allowed_updates: frozenset[str] = DEFAULT_UPDATES
@@ -324,6 +326,7 @@ class Emulator:
             "deleteMyCommands": self._api_delete_my_commands,
             "sendMessage": self._api_send_message,
             "sendPhoto": self._api_send_photo,
+            "getFile": self._api_get_file,
             "editMessageText": self._api_edit_message_text,
             "editMessageCaption": self._api_edit_message_caption,
             "editMessageReplyMarkup": self._api_edit_message_reply_markup,
@@ -361,6 +364,7 @@ class Emulator:
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=50 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
+        app.router.add_route("GET", "/file/bot{token}/{path:.+}", self._handle_file)
         app.router.add_route("*", "/_emulator/{op}", self._handle_control)
         return app
 
@@ -641,6 +645,19 @@ class Emulator:
         self.calls.append({"method": method, "params": self._printable(params), "ok": True,
                            "at": self.clock()})
         return self._json({"ok": True, "result": result})
+
+    async def _handle_file(self, request: web.Request) -> web.Response:
+        """A file download (`https://api.telegram.org/file/bot<token>/<file_path>`)."""
+        if request.match_info["token"] != self.token:
+            return self._json({"ok": False, "error_code": 401, "description": "Unauthorized"},
+                              401)
+        path = request.match_info["path"]
+        for _unique, file_path, content in self.files.values():
+            if file_path == path:
+                self.calls.append({"method": "file", "params": {"path": path}, "ok": True,
+                                   "at": self.clock()})
+                return web.Response(body=content, content_type="application/octet-stream")
+        return self._json({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
 
     @staticmethod
     def _printable(params: Mapping[str, Any]) -> JSON:
@@ -1097,6 +1114,24 @@ class Emulator:
         )
         self._bot_event("bot_message", chat, message, values, photo=True)
         return message
+
+    def _api_get_file(self, values: JSON) -> JSON:
+        stored = self.files.get(str(values["file_id"]))
+        if stored is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        unique, path, content = stored
+        return {"file_id": str(values["file_id"]), "file_unique_id": unique,
+                "file_size": len(content), "file_path": path}
+
+    def _store_document(self, content: bytes, file_name: str, mime_type: str) -> JSON:
+        """Keep a file a user sends; the message's `document` object."""
+        number = next(self._file_ids)
+        file_id = f"BQACAgIAAxkBAAEmu{number:08d}"
+        unique = f"AgAD{number:010d}"
+        self.files[file_id] = (unique, f"documents/file_{number}.{file_name.rsplit('.', 1)[-1]}",
+                               content)
+        return {"file_id": file_id, "file_unique_id": unique, "file_name": file_name,
+                "mime_type": mime_type, "file_size": len(content)}
 
     def _message_to_edit(self, values: JSON) -> tuple[Chat, JSON] | None:
         if values.get("inline_message_id"):
@@ -1577,8 +1612,13 @@ class Emulator:
         reply_to: int | None = None,
         photo: bool = False,
         sender_chat: int | None = None,
+        document: str | None = None,
+        file_name: str = "file.txt",
+        mime_type: str = "text/plain",
     ) -> JSON:
-        """A user (or an anonymous admin / a channel) writes in a chat; returns the message."""
+        """A user (or an anonymous admin / a channel) writes in a chat; returns the message.
+        `document`: the text of a file sent with it (`text` is then its caption), which
+        the bot can fetch with getFile and download."""
         chat, user = self._user_chat(chat_id, user_id)
         sender = user.to_dict()
         extra: JSON = {}
@@ -1601,6 +1641,10 @@ class Emulator:
         entities = self._detect_entities(text)
         if photo:
             extra["photo"] = self._photo_sizes(f"AgACAgUser{user_id}_{chat.next_message_id}")
+            extra["caption"] = text or None
+            extra["caption_entities"] = entities
+        elif document is not None:
+            extra["document"] = self._store_document(document.encode(), file_name, mime_type)
             extra["caption"] = text or None
             extra["caption_entities"] = entities
         else:

@@ -80,3 +80,34 @@ async def test_a_redeemed_code_arrives_only_in_the_members_dm(
     assert bot_process.balances()[BOB] == 70 and bot_process.balances()[ALICE] == 70
     assert bot_process.query("SELECT stock, redeemed FROM shop_item") == [(0, 2)]
     assert bot_process.invariant_ok()
+
+
+async def test_codes_uploaded_as_a_file_are_sold_from_the_pool(
+    emu: Emulator, bot_process: BotProcess
+) -> None:
+    emu.send_message(OPERATOR, OPERATOR, "/item add 0 0 limit=1 京东E卡")
+    added = await emu.wait_for_message(OPERATOR, has("#"), timeout=20)
+    found = re.search(r"#(\d+)", added["text"])
+    assert found is not None
+    item_id = int(found.group(1))
+    upload = emu.send_message(
+        OPERATOR, OPERATOR, "", document="code\nJD-0001\nJD-0002\nJD-0001\n",
+        file_name="codes.csv", mime_type="text/csv",
+    )
+    emu.send_message(OPERATOR, OPERATOR, f"/item codes {item_id}",
+                     reply_to=upload["message_id"])
+    report = await emu.wait_for_message(OPERATOR, has("JD-0001"), timeout=20)
+    assert "2" in report["text"]  # two added, the repeated one named and skipped
+    assert any(c["method"] == "getFile" and c["ok"] for c in emu.calls)
+
+    emu.send_message(POND, BOB, "大家好")
+    emu.send_message(BOB, BOB, "/start")
+    await emu.wait_for_message(BOB, timeout=20)
+    emu.send_message(POND, BOB, f"/redeem {item_id}")
+    await emu.wait_for_message(BOB, has("JD-0001"), timeout=20)
+    await bot_process.idle()
+    assert carriers(emu, "JD-0001") == [OPERATOR, BOB]  # the upload and the owner's DM
+    assert bot_process.query("SELECT code, state FROM shop_code ORDER BY id") == [
+        ("JD-0001", "assigned"), ("JD-0002", "free")
+    ]
+    assert bot_process.query("SELECT stock, pool FROM shop_item") == [(1, 1)]
