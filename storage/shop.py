@@ -718,12 +718,6 @@ async def refund(
             raise ShopError("unknown_redemption")
         return Refund(view, False, 0, False)
     item_id, price = int(row.item_id), int(row.price)
-    if price > 0:
-        await ledger.award(
-            session, user_id=int(row.user_id), amount=price, kind=LedgerKind.refund,
-            key=refund_key(redemption_id), chat_id=row.chat_id, actor_id=actor_id,
-            ref=f"redemption:{redemption_id}", now=now,
-        )
     pool_code = False
     if row.code is not None:
         voided = (
@@ -745,6 +739,14 @@ async def refund(
             updated_at=now,
         )
     )
+    # The item's row before the member's, as a redemption takes them: two transactions
+    # on PostgreSQL never wait for each other in a circle.
+    if price > 0:
+        await ledger.award(
+            session, user_id=int(row.user_id), amount=price, kind=LedgerKind.refund,
+            key=refund_key(redemption_id), chat_id=row.chat_id, actor_id=actor_id,
+            ref=f"redemption:{redemption_id}", now=now,
+        )
     view = await get_redemption(session, redemption_id)
     assert view is not None
     return Refund(view, True, price, stock_back)

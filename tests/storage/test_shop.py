@@ -402,3 +402,27 @@ async def test_pondbot_import_codes_and_export_redemptions(sqlite_url: str,
     assert out.read_bytes().decode("utf-8-sig").splitlines() == [
         "id,item_id,item_name,user_id,price,cash,code,status,created_at"
     ]
+
+
+async def test_concurrent_refunds_and_redemptions_of_one_member_and_item(db: Database) -> None:
+    """Refunds (redemption, item, member rows) and redemptions (item, member) running at
+    once: each refund applies once, nothing waits in a circle, the books balance."""
+    await members(db, 1, points=1000)
+    it = await item(db, price=10, stock=40, limit=0)
+    first = [await redeem(db, it.id, 1, f"a{i}") for i in range(10)]
+
+    async def refund(rid: int) -> shop.Refund:
+        async with db.transaction() as s:
+            return await shop.refund(s, rid, actor_id=9, reason="", now=NOW)
+
+    outcomes = await asyncio.gather(
+        *(refund(r.id) for r in first for _ in range(2)),
+        *(redeem(db, it.id, 1, f"b{i}") for i in range(10)),
+    )
+    refunds = [o for o in outcomes if isinstance(o, shop.Refund)]
+    assert sum(o.applied for o in refunds) == 10
+    assert await balance(db, 1) == 1000 - 10 * 10
+    async with db.transaction(readonly=True) as s:
+        after = await shop.get_item(s, it.id)
+    assert after is not None and (after.stock, after.redeemed) == (30, 10)
+    assert await invariant_ok(db)
