@@ -54,6 +54,7 @@ from storage import ledger
 from storage.bulk import Bulk
 from storage.db import Database
 from storage.dialect import insert_for
+from storage.export import SchemaNotReady
 from storage.ledger import Award
 from storage.migrate import ais_up_to_date, run_blocking
 from storage.models import Job, LedgerKind, Member, Order, ScheduledTask, TaskState, utcnow
@@ -390,11 +391,6 @@ def _spent(_dialect: str) -> Any:
 
 
 _SPENT = Bulk(_spent, ["uid", "more", "tier"])
-
-
-class SchemaNotReady(Exception):
-    def __init__(self) -> None:
-        super().__init__("the database schema is not up to date: run `pondbot migrate` first")
 
 
 class FileProblem(Exception):
