@@ -28,7 +28,11 @@ is left exactly as it was found and the caller may carry on (the ledger works th
 way, see storage/ledger.py).
 
 `source_key` names the command (`chat:message_id`) or the draw: a replay returns the
-first redemption with `applied=False` and changes nothing.
+first redemption with `applied=False` and changes nothing. It is looked up once the
+item's row is held (the handlers look first, read-only, so a replay rarely gets there).
+
+Rows are always taken in one order — the item's, then the member's (the ledger) — by
+redemptions and refunds alike, so transactions on PostgreSQL never wait in a circle.
 
 A code is shown only to its owner: the services deliver it to their DM after the
 commit and record it `delivered` (`mark_delivered`); `undelivered` ones wait for
@@ -425,38 +429,40 @@ async def _why_not(session: AsyncSession, item_id: int, day: date) -> str:
     return "sold_out"
 
 
-async def _assign_code(
-    session: AsyncSession, item_id: int, pool: bool, now: datetime
-) -> tuple[int, str]:
-    """A code for one unit of the item (locked by the caller): `(code row id, code)`."""
-    if pool:
-        row = (
-            await session.execute(
-                select(_code.c.id, _code.c.code)
-                .where(_code.c.item_id == item_id, _code.c.state == CodeState.free.value)
-                .order_by(_code.c.id)
-                .limit(1)
-            )
-        ).first()
-        if row is None:  # pragma: no cover - a pool item's stock counts its free codes
-            raise RuntimeError(f"item {item_id} has stock but no free code")
+async def _free_code(session: AsyncSession, item_id: int) -> tuple[int, str]:
+    """The pool's next free code of the item (locked by the caller): `(row id, code)`."""
+    row = (
         await session.execute(
-            update(_code).where(_code.c.id == row.id).values(state=CodeState.assigned.value)
+            select(_code.c.id, _code.c.code)
+            .where(_code.c.item_id == item_id, _code.c.state == CodeState.free.value)
+            .order_by(_code.c.id)
+            .limit(1)
         )
-        return int(row.id), str(row.code)
+    ).first()
+    if row is None:  # pragma: no cover - a pool item's stock counts its free codes
+        raise RuntimeError(f"item {item_id} has stock but no free code")
+    return int(row.id), str(row.code)
+
+
+async def _keep_generated(
+    session: AsyncSession, item_id: int, redemption_id: int, code: str, now: datetime
+) -> str:
+    """Record a generated code of the item for the redemption; a code the item already
+    has (odds about one in 10**14 per code) is replaced by a fresh one."""
     for _ in range(_CODE_TRIES):
-        code = generate_code()
         code_id = await session.scalar(
             insert_for(session, _code)
             .values(
                 item_id=item_id, code=code, state=CodeState.assigned.value,
-                redemption_id=None, generated=True, added_at=now,
+                redemption_id=redemption_id, generated=True, added_at=now,
             )
             .on_conflict_do_nothing(index_elements=["item_id", "code"])
             .returning(_code.c.id)
         )
         if code_id is not None:
-            return int(code_id), code
+            return code
+        code = generate_code()
+        await session.execute(update(_red).where(_red.c.id == redemption_id).values(code=code))
     raise RuntimeError(f"no unique code for item {item_id}")  # pragma: no cover
 
 
@@ -471,9 +477,6 @@ async def _redeem(
     timezone: str,
     paid: bool,
 ) -> RedemptionView:
-    done = await _by_source(session, source_key)
-    if done is not None:
-        return done
     day = local_day(now, timezone)
     unit = await _take_unit(session, item_id, day, now)
     if unit is None:
@@ -481,7 +484,8 @@ async def _redeem(
         if done is not None:
             return done
         raise ShopError(await _why_not(session, item_id, day))
-    # Holding the item's row now: whatever committed before is visible (see docstring).
+    # Holding the item's row now: whatever committed before is visible (see docstring),
+    # a replay of this command among it.
     done = await _by_source(session, source_key)
     if done is not None:
         await _give_back(session, item_id)
@@ -512,10 +516,12 @@ async def _redeem(
             await _give_back(session, item_id)
             raise
     kind = ItemKind(unit.kind)
-    code_id: int | None = None
+    pool_code: int | None = None
     code: str | None = None
-    if kind is ItemKind.coupon:
-        code_id, code = await _assign_code(session, item_id, bool(unit.pool), now)
+    if kind is ItemKind.coupon and unit.pool:
+        pool_code, code = await _free_code(session, item_id)
+    elif kind is ItemKind.coupon:
+        code = generate_code()
     status = RedemptionStatus.undelivered if code is not None else RedemptionStatus.pending
     cash = int(unit.cash_cents) if paid else 0
     red_id = await session.scalar(
@@ -529,10 +535,14 @@ async def _redeem(
         .returning(_red.c.id)
     )
     assert red_id is not None
-    if code_id is not None:
+    if pool_code is not None:
         await session.execute(
-            update(_code).where(_code.c.id == code_id).values(redemption_id=red_id)
+            update(_code)
+            .where(_code.c.id == pool_code)
+            .values(state=CodeState.assigned.value, redemption_id=red_id)
         )
+    elif code is not None:
+        code = await _keep_generated(session, item_id, int(red_id), code, now)
     linked = await session.scalar(
         select(_member.c.dm_linked).where(_member.c.user_id == user_id)
     )

@@ -426,3 +426,20 @@ async def test_concurrent_refunds_and_redemptions_of_one_member_and_item(db: Dat
         after = await shop.get_item(s, it.id)
     assert after is not None and (after.stock, after.redeemed) == (30, 10)
     assert await invariant_ok(db)
+
+
+async def test_a_generated_code_the_item_already_has_is_replaced(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = iter(["SAMECODE22", "SAMECODE22", "OTHERCODE3"])
+    monkeypatch.setattr(shop, "generate_code", lambda: next(drawn))
+    await members(db, 1)
+    it = await item(db, limit=0)
+    a = await redeem(db, it.id, 1, "c1")
+    b = await redeem(db, it.id, 1, "c2")
+    assert (a.code, b.code) == ("SAMECODE22", "OTHERCODE3")
+    async with db.transaction(readonly=True) as s:
+        stored = {r.id: r.code for r in await shop.of_member(s, 1)}
+        codes = {c.code: c.redemption_id for c in (await s.execute(select(ShopCode))).scalars()}
+    assert stored == {a.id: "SAMECODE22", b.id: "OTHERCODE3"}
+    assert codes == {"SAMECODE22": a.id, "OTHERCODE3": b.id}
