@@ -413,6 +413,12 @@ async def cancel_round(session: AsyncSession, round_id: int, now: datetime) -> R
     )
     if cancelled.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    # Hit mode marks a hit as won when it is made; a cancelled round has no winners.
+    await session.execute(
+        update(PriceGuess)
+        .where(col(PriceGuess.round_id) == round_id, col(PriceGuess.won).is_(True))
+        .values(won=False)
+    )
     row = await session.get(GuessRound, round_id, populate_existing=True)
     return None if row is None else _view(row)
 

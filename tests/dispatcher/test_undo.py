@@ -15,7 +15,15 @@ from sqlalchemy import func, select
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler
 from storage import repo
-from storage.models import GuessRound, LedgerEntry, RedPacket, ScheduledTask, Vote, VoteBallot
+from storage.models import (
+    GuessRound,
+    LedgerEntry,
+    PriceGuess,
+    RedPacket,
+    ScheduledTask,
+    Vote,
+    VoteBallot,
+)
 from tests.dispatcher.conftest import GROUP_ID, running
 from tests.dispatcher.test_games import Clock, Pond, vote_post
 from tests.rig.client import GroupClient, group_chat
@@ -189,6 +197,8 @@ async def test_guessprice_cancel_frees_the_slot_pays_nobody_and_keeps_the_price(
     first = await pond.round()
     await alice.send("/guess 199")  # a hit: a winner slot taken, the round would close now
     await pond.h.settle()
+    won = select(func.count()).select_from(PriceGuess).where(PriceGuess.won.is_(True))  # type: ignore[attr-defined]
+    assert await pond.scalar(won) == 1
 
     cmd, answer = await command(pond, pond.op, "/guessprice cancel")
     assert f"Round #{first.id}" in answer and "nobody wins" in answer
@@ -215,6 +225,7 @@ async def test_guessprice_cancel_frees_the_slot_pays_nobody_and_keeps_the_price(
             select(func.count()).select_from(LedgerEntry).where(LedgerEntry.kind == "guess_price")  # type: ignore[arg-type]
         )
         assert prizes == 0
+        assert await s.scalar(won) == 0  # Alice's hit in the cancelled round won nothing
         assert (await s.get(GuessRound, first.id)).state == "canceled"  # type: ignore[union-attr]
 
 
