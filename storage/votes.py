@@ -1,4 +1,5 @@
-"""Votes (F5): open, cast (or move) a ballot, close. Functions over the caller's session.
+"""Votes (F5): open, cast (or move) a ballot, close — or cancel (no result). Functions
+over the caller's session.
 
 A member has one ballot row per vote (primary key vote_id + user_id); changing the vote
 updates that row, so the tally — always counted from the ballots — stays exact. The
