@@ -332,7 +332,8 @@ class CheckinBoard(SQLModel, table=True):
 class RedPacket(SQLModel, table=True):
     """A red packet (红包) dropped in a pond. Its shares are decided at creation
     (`RedPacketShare`); `taken` counts the grabbed ones and is the lock every grab takes.
-    `state` goes open → finished (all taken) or open → expired, never back."""
+    `state` goes open → finished (all taken), open → expired or open → recalled (an
+    operator's or the funder's `/redpacket recall`), never back."""
 
     __tablename__ = "red_packet"
     __table_args__ = (
@@ -409,7 +410,7 @@ class GuessRound(SQLModel, table=True):
     max_attempts: int = Field(default=3)
     max_winners: int = Field(default=1)
     tolerance_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
-    state: str = Field(default="open", max_length=8)  # open | closed
+    state: str = Field(default="open", max_length=8)  # open | closed | canceled
     guessers: int = Field(default=0)
     winners: int = Field(default=0)  # hit mode: winner slots taken so far
     message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -458,7 +459,7 @@ class Vote(SQLModel, table=True):
     question: str = Field(max_length=255)
     options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     points: int = Field(default=0)  # participation points, paid once per member
-    state: str = Field(default="open", max_length=8)  # open | closed
+    state: str = Field(default="open", max_length=8)  # open | closed | canceled
     message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     opened_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     opened_at: datetime = Field(sa_column=_ts())
