@@ -1,11 +1,12 @@
 """The lottery (抽奖, SPEC F8): the board's 🎰 button and `/draw`; `/prize add|list|off`
 and `/lottery` for operators.
 
-A draw is one transaction (`storage.lottery.draw`), keyed by what asked for it — a press
-(`services.lottery_board.Presses`: a double press is one draw) or a typed `/draw`
-message — so a replayed update draws once. Its day is the pond's local day of the press
-(of a typed `/draw`: of the message's own date). Nothing talks to Telegram before the
-commit; an item won is delivered to the winner's DM afterwards
+A draw is one request to the batched writer (`storage.lottery.DRAW_OP`: a crowd's draws
+share a unit of work, each decided as `storage.lottery.draw` would), keyed by what asked
+for it — a press (`services.lottery_board.Presses`: a double press is one draw) or a
+typed `/draw` message — so a replayed update draws once. Its day is the pond's local
+day of the press (of a typed `/draw`: of the message's own date). Nothing talks to
+Telegram before the commit; an item won is delivered to the winner's DM afterwards
 (`services.shop_delivery.deliver`), never shown anywhere else.
 
 Feedback respects the group's 20 messages a minute: a press gets a toast and refreshes
@@ -17,7 +18,6 @@ messages went to it in the last minute, or are queued, than `lottery_quiet_below
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from aiogram import Router
@@ -33,12 +33,13 @@ from services.filters import IsOperator
 from services.guess import tell
 from services.lottery_board import SYSTEM_RANDOM, LotteryBoard, LotteryButton
 from services.messaging import actor_of, refuse_non_operator, reply
-from services.middlewares import PondInfo
+from services.middlewares import BATCHED, PondInfo
 from services.outbox import Outbox
 from services.texts import checkin as checkin_texts
 from services.texts import lottery as texts
 from storage import lottery as store
 from storage import repo
+from storage.batch import BatchWriter
 from storage.db import Database
 
 Clock = Callable[[], datetime]
@@ -46,8 +47,10 @@ Clock = Callable[[], datetime]
 
 def setup() -> Router:
     router = Router(name="lottery")
-    router.callback_query.register(draw_button, LotteryButton.filter())
-    router.message.register(draw_command, Command("draw"))
+    # BATCHED: a first-seen member's record is written in the draw's own batch.
+    batched = {BATCHED: True}
+    router.callback_query.register(draw_button, LotteryButton.filter(), flags=batched)
+    router.message.register(draw_command, Command("draw"), flags=batched)
     router.message.register(prize, Command("prize"), IsOperator())
     router.message.register(refuse_non_operator, Command("prize"))
     router.message.register(post_board, Command("lottery"), IsOperator())
@@ -55,35 +58,25 @@ def setup() -> Router:
     return router
 
 
-@dataclass(frozen=True, slots=True)
-class _Drawn:
-    result: store.DrawResult | None
-    refused: store.DrawRefused | None
-    quiet_below: int
-    dm_linked: bool
-
-
 async def _draw(
-    db: Database, outbox: Outbox, pond: PondInfo | None, user_id: int, source_key: str,
-    at: datetime, now: datetime, rng: RandomSource,
-) -> _Drawn:
-    """One draw, committed; an item won is then queued for the winner's DM."""
+    writer: BatchWriter, db: Database, outbox: Outbox, pond: PondInfo | None, user_id: int,
+    source_key: str, at: datetime, now: datetime, rng: RandomSource,
+) -> store.DrawOutcome:
+    """One draw, committed (a crowd's draws share a unit of work); an item won is then
+    queued for the winner's DM."""
     timezone = pond.timezone if pond is not None else DEFAULT_TIMEZONE
-    chat_id = pond.chat_id if pond is not None else None
+    request = store.DrawRequest(
+        user_id, pond.chat_id if pond is not None else None, local_day(at, timezone),
+        source_key, now, rng, timezone,
+    )
     try:
-        async with db.transaction() as session:
-            settings = await repo.pond_settings(session, chat_id or 0)
-            linked = await store.dm_linked(session, user_id)
-            result = await store.draw(
-                session, user_id=user_id, chat_id=chat_id, day=local_day(at, timezone),
-                source_key=source_key, free_per_day=settings.lottery_free_per_day,
-                cost=settings.lottery_cost, rng=rng, now=now, timezone=timezone,
-            )
+        drawn = await writer.submit(store.DRAW_OP, request)
     except store.DrawRefused as exc:  # rolled back: not a draw
-        return _Drawn(None, exc, settings.lottery_quiet_below, linked)
-    if result.redemption is not None:
-        shop_delivery.deliver(outbox, db, [result.redemption])
-    return _Drawn(result, None, settings.lottery_quiet_below, linked)
+        async with db.transaction(readonly=True) as session:
+            return await store.refused_outcome(session, request, exc)
+    if drawn.result is not None and drawn.result.redemption is not None:
+        shop_delivery.deliver(outbox, db, [drawn.result.redemption])
+    return drawn
 
 
 async def draw_button(
@@ -92,6 +85,7 @@ async def draw_button(
     pond: PondInfo | None,
     person: repo.UserInfo | None,
     db: Database,
+    writer: BatchWriter,
     lottery_board: LotteryBoard,
     outbox: Outbox,
     clock: Clock,
@@ -110,7 +104,7 @@ async def draw_button(
         return
     now = clock()
     key = lottery_board.presses.key(pond.chat_id, message.message_id, person.id, query.id)
-    drawn = await _draw(db, outbox, pond, person.id, key, now, now, lottery_rng)
+    drawn = await _draw(writer, db, outbox, pond, person.id, key, now, now, lottery_rng)
     if drawn.result is None:
         assert drawn.refused is not None
         await outbox.answer(AnswerCallbackQuery(
@@ -130,6 +124,7 @@ async def draw_command(
     pond: PondInfo | None,
     person: repo.UserInfo | None,
     db: Database,
+    writer: BatchWriter,
     lottery_board: LotteryBoard,
     outbox: Outbox,
     clock: Clock,
@@ -141,7 +136,7 @@ async def draw_command(
     now = clock()
     at = checkin_moment(message.date, now)
     key = f"msg:{message.chat.id}:{message.message_id}"
-    drawn = await _draw(db, outbox, pond, person.id, key, at, now, lottery_rng)
+    drawn = await _draw(writer, db, outbox, pond, person.id, key, at, now, lottery_rng)
     if drawn.result is not None and not drawn.result.applied:
         return  # a replay of a draw already answered
     text = (texts.result(drawn.result) if drawn.result is not None

@@ -27,11 +27,16 @@ A draw is one transaction, in the caller's unit of work:
 
 Raising out of the transaction (a refusal) rolls all of it back: a refused draw is not a
 draw.
+
+`DRAW_OP` makes a crowd's draws in one unit of work for the `BatchWriter`, with the same
+rules decided in memory and a few statements (see `DrawOp`); it falls back on `draw`,
+one by one, whenever a concurrent unit of work got in the way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +46,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from games import lottery as rules
 from games.checkin import DEFAULT_TIMEZONE
 from games.people import display_name
-from storage import ledger
-from storage.dialect import insert_for
+from games.settings import PondSettings
+from storage import ledger, repo
+from storage.bulk import Bulk
+from storage.dialect import insert_for, insert_for_dialect
 from storage.models import Draw, LedgerKind, Member, Prize, PrizeKind, ShopItem, utcnow
 
 PRIZE = Prize.__table__  # type: ignore[attr-defined]
@@ -453,3 +460,261 @@ async def dm_linked(session: AsyncSession, user_id: int) -> bool:
     """Whether the member's private chat with the bot is linked (where answers can go)."""
     return bool(await session.scalar(select(MEMBER.c.dm_linked)
                                      .where(MEMBER.c.user_id == user_id)))
+
+
+# -- many draws in one unit of work -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DrawRequest:
+    """A draw for `DRAW_OP`; `day` is the pond's local day, `timezone` the pond's."""
+
+    user_id: int
+    chat_id: int | None
+    day: date
+    source_key: str
+    now: datetime
+    rng: rules.RandomSource
+    timezone: str = DEFAULT_TIMEZONE
+
+
+@dataclass(frozen=True, slots=True)
+class DrawOutcome:
+    """A draw made, or refused (nothing recorded), with what its answer needs: the
+    pond's `lottery_quiet_below` and whether the member's DM is linked."""
+
+    result: DrawResult | None
+    refused: DrawRefused | None
+    quiet_below: int
+    dm_linked: bool
+
+
+def _draw_insert(dialect: str) -> Any:
+    return insert_for_dialect(dialect, DRAW)
+
+
+_DRAW_ROWS = Bulk(_draw_insert, [
+    "user_id", "chat_id", "day", "free_slot", "cost", "prize_id", "prize_name", "won_points",
+    "redemption_id", "source_key", "created_at",
+])
+_TAKE_MANY = (
+    update(PRIZE)
+    .where(PRIZE.c.id == bindparam("pid"), PRIZE.c.active.is_(True))
+    .where(PRIZE.c.stock.is_(None) | (PRIZE.c.stock >= bindparam("n")))
+    .values(stock=PRIZE.c.stock - bindparam("n"), won=PRIZE.c.won + bindparam("n"))
+    .returning(PRIZE.c.id)
+)
+
+
+class PrizeRaced(Exception):
+    """A batch's prize was taken meanwhile by another unit of work (PostgreSQL, several
+    instances): the batch is rolled back and its draws made one by one."""
+
+
+class DrawOp:
+    """Many draws in one unit of work, for the `BatchWriter` (a crowd on the 🎰 board).
+
+    The state the draws need — draws already recorded under their keys, the members'
+    balances and DM links, their free draws of the day, the prize table — is read once;
+    the draws are decided in order in memory with `draw`'s rules; then the draws' rows,
+    the prizes' stock (one guarded update per prize), the costs and the points won are
+    written with a few statements. A refusal decided in memory writes nothing and is
+    returned as the request's outcome. When the writes meet something a concurrent unit
+    of work changed (a prize's last unit, a free slot, a balance: PostgreSQL with several
+    instances) they raise, the writer rolls the batch back and makes each draw alone with
+    `draw`, which handles those races. A lone request is made with `draw` right away (a
+    refusal then raises `DrawRefused`: the unit of work is rolled back).
+    """
+
+    order = 20  # after the member records of the same batch
+
+    async def run(self, session: AsyncSession, requests: Sequence[DrawRequest]
+                  ) -> list[DrawOutcome]:
+        chats = {r.chat_id for r in requests}
+        settings = {c: await repo.pond_settings(session, c or 0) for c in chats}
+        if len(requests) == 1:
+            return [await self._one(session, requests[0], settings[requests[0].chat_id])]
+        return await self._many(session, requests, settings)
+
+    async def _one(self, session: AsyncSession, r: DrawRequest, s: PondSettings) -> DrawOutcome:
+        linked = await dm_linked(session, r.user_id)
+        result = await draw(
+            session, user_id=r.user_id, chat_id=r.chat_id, day=r.day, source_key=r.source_key,
+            free_per_day=s.lottery_free_per_day, cost=s.lottery_cost, rng=r.rng, now=r.now,
+            timezone=r.timezone,
+        )
+        return DrawOutcome(result, None, s.lottery_quiet_below, linked)
+
+    async def _many(
+        self, session: AsyncSession, requests: Sequence[DrawRequest],
+        settings: dict[int | None, PondSettings],
+    ) -> list[DrawOutcome]:
+        users = sorted({r.user_id for r in requests})
+        members = {
+            int(m.user_id): (int(m.balance), bool(m.dm_linked))
+            for m in (await session.execute(
+                select(MEMBER.c.user_id, MEMBER.c.balance, MEMBER.c.dm_linked)
+                .where(MEMBER.c.user_id.in_(users))
+            )).all()
+        }
+        balance = {u: b for u, (b, _) in members.items()}
+        used: dict[tuple[int, date], int] = {
+            (int(row.user_id), row.day): int(row.n)
+            for row in (await session.execute(
+                select(DRAW.c.user_id, DRAW.c.day, func.count().label("n"))
+                .where(DRAW.c.user_id.in_(users), DRAW.c.free_slot.is_not(None),
+                       DRAW.c.day.in_(sorted({r.day for r in requests})))
+                .group_by(DRAW.c.user_id, DRAW.c.day)
+            )).all()
+        }
+        before = {
+            row.source_key: row
+            for row in (await session.execute(
+                select(DRAW, PRIZE.c.kind.label("prize_kind"))
+                .select_from(DRAW.outerjoin(PRIZE, PRIZE.c.id == DRAW.c.prize_id))
+                .where(DRAW.c.source_key.in_(sorted({r.source_key for r in requests})))
+            )).all()
+        }
+        table = (await session.execute(
+            select(PRIZE.c.id, PRIZE.c.name, PRIZE.c.weight, PRIZE.c.stock, PRIZE.c.kind,
+                   PRIZE.c.points, PRIZE.c.item_id)
+            .where(PRIZE.c.active.is_(True)).order_by(PRIZE.c.id)
+        )).all()
+        prizes = {int(p.id): p for p in table}
+        stock: dict[int, int | None] = {int(p.id): p.stock for p in table}
+        taken: dict[int, int] = {}
+        decided: list[tuple[DrawRequest, DrawResult | DrawRefused, dict[str, Any] | None]] = []
+        first: dict[str, int] = {}  # a key decided in this batch: the index of its decision
+        for r in requests:
+            s = settings[r.chat_id]
+            free_per_day = s.lottery_free_per_day
+            if r.source_key in before:
+                row = before[r.source_key]
+                left = max(free_per_day - used.get((r.user_id, row.day), 0), 0)
+                decided.append((r, DrawResult(
+                    int(row.id), int(row.user_id), row.free_slot is not None, int(row.cost),
+                    row.prize_id, str(row.prize_name), str(row.prize_kind or PrizeKind.nothing),
+                    int(row.won_points), row.redemption_id, balance.get(r.user_id, 0), left,
+                    False), None))
+                continue
+            if r.source_key in first:  # a double press: as the first one went
+                decided.append((r, decided[first[r.source_key]][1], None))
+                continue
+            first[r.source_key] = len(decided)
+            in_play = [i for i in prizes if rules.in_stock(stock[i])]
+            if not in_play:
+                decided.append((r, DrawRefused("sold_out" if prizes else "closed"), None))
+                continue
+            slot = rules.free_slot(used.get((r.user_id, r.day), 0), free_per_day)
+            cost = 0 if slot is not None else s.lottery_cost
+            have = balance.get(r.user_id, 0)
+            if cost > have:
+                decided.append((r, DrawRefused("no_points", balance=have, cost=cost), None))
+                continue
+            chosen, redemption = await self._pick(session, r, in_play, prizes, stock)
+            if chosen is None:
+                decided.append((r, DrawRefused("sold_out"), None))
+                continue
+            prize = prizes[chosen]
+            if stock[chosen] is not None:
+                stock[chosen] = int(stock[chosen] or 0) - 1
+            taken[chosen] = taken.get(chosen, 0) + 1
+            points = int(prize.points) if prize.kind == PrizeKind.points else 0
+            balance[r.user_id] = have - cost + points
+            if slot is not None:
+                used[(r.user_id, r.day)] = used.get((r.user_id, r.day), 0) + 1
+            row_values: dict[str, Any] = {
+                "user_id": r.user_id, "chat_id": r.chat_id, "day": r.day, "free_slot": slot,
+                "cost": cost, "prize_id": chosen, "prize_name": str(prize.name),
+                "won_points": points, "redemption_id": redemption.id if redemption else None,
+                "source_key": r.source_key, "created_at": r.now,
+            }
+            decided.append((r, DrawResult(
+                0, r.user_id, slot is not None, cost, chosen, str(prize.name), str(prize.kind),
+                points, row_values["redemption_id"], balance[r.user_id],
+                free_per_day - slot if slot is not None else 0, True, redemption,
+            ), row_values))
+        await self._write(session, decided, taken)
+        return await self._outcomes(session, decided, settings, members)
+
+    async def _pick(
+        self, session: AsyncSession, r: DrawRequest, in_play: list[int], prizes: dict[int, Any],
+        stock: dict[int, int | None],
+    ) -> tuple[int | None, RedemptionView | None]:
+        left = list(in_play)
+        while left:
+            chosen = rules.pick([(i, int(prizes[i].weight)) for i in left], r.rng)
+            assert chosen is not None
+            prize = prizes[chosen]
+            if prize.kind != PrizeKind.item or prize.item_id is None:
+                return chosen, None
+            granted = await _grant(session, int(prize.item_id), r.user_id, r.chat_id,
+                                   r.source_key, r.now, r.timezone)
+            if granted is not None:
+                return chosen, granted
+            left.remove(chosen)  # the item cannot be given: as if out of stock
+        return None, None
+
+    async def _write(
+        self, session: AsyncSession,
+        decided: list[tuple[DrawRequest, DrawResult | DrawRefused, dict[str, Any] | None]],
+        taken: dict[int, int],
+    ) -> None:
+        rows = [v for _, _, v in decided if v is not None]
+        if not rows:
+            return
+        for prize_id, n in sorted(taken.items()):
+            if await session.scalar(_TAKE_MANY, {"pid": prize_id, "n": n}) is None:
+                raise PrizeRaced(f"prize {prize_id} ran out meanwhile")
+        await _DRAW_ROWS.execute(session, rows)
+
+    async def _outcomes(
+        self, session: AsyncSession,
+        decided: list[tuple[DrawRequest, DrawResult | DrawRefused, dict[str, Any] | None]],
+        settings: dict[int | None, PondSettings],
+        members: dict[int, tuple[int, bool]],
+    ) -> list[DrawOutcome]:
+        keys = [v["source_key"] for _, _, v in decided if v is not None]
+        ids = {
+            str(k): int(i) for k, i in (await session.execute(
+                select(DRAW.c.source_key, DRAW.c.id).where(DRAW.c.source_key.in_(keys))
+            )).all()
+        } if keys else {}
+        awards: list[ledger.Award] = []
+        out: list[DrawOutcome] = []
+        fresh: dict[str, DrawResult] = {}
+        for r, what, values in decided:
+            s = settings[r.chat_id]
+            linked = members.get(r.user_id, (0, False))[1]
+            if isinstance(what, DrawRefused):
+                out.append(DrawOutcome(None, what, s.lottery_quiet_below, linked))
+                continue
+            if values is not None:
+                draw_id = ids[r.source_key]
+                what = fresh[r.source_key] = replace(what, draw_id=draw_id)
+                if what.cost:
+                    await ledger.spend(
+                        session, user_id=r.user_id, amount=what.cost, kind=LedgerKind.lottery,
+                        key=spend_key(r.source_key), chat_id=r.chat_id, ref=f"draw #{draw_id}",
+                        now=r.now,
+                    )
+                if what.won_points:
+                    awards.append(ledger.Award(
+                        r.user_id, what.won_points, LedgerKind.lottery, win_key(draw_id),
+                        r.chat_id, ref=f"draw #{draw_id}: {what.prize_name}"))
+            elif what.applied:  # a double press of a draw made in this batch
+                what = replace(fresh[r.source_key], applied=False, redemption=None)
+            out.append(DrawOutcome(what, None, s.lottery_quiet_below, linked))
+        await ledger.award_many(session, awards, now=decided[0][0].now)
+        return out
+
+
+DRAW_OP = DrawOp()
+
+
+async def refused_outcome(session: AsyncSession, request: DrawRequest, refused: DrawRefused
+                          ) -> DrawOutcome:
+    """The outcome of a lone draw that was refused (its unit of work rolled back)."""
+    settings = await repo.pond_settings(session, request.chat_id or 0)
+    return DrawOutcome(None, refused, settings.lottery_quiet_below,
+                       await dm_linked(session, request.user_id))

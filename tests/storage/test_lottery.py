@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from games import lottery as rules
 from games.parsing import ParseError
 from storage import ledger, lottery, repo
+from storage.batch import BatchWriter
 from storage.db import Database
 from storage.export import export_draws
 from storage.models import Draw, LedgerEntry, LedgerKind, Member, Prize
@@ -193,8 +194,8 @@ async def test_the_last_unit_raced_for_refuses_the_losers_and_charges_nobody(
 
 
 async def test_10000_draws_follow_the_weights(sqlite_url: str) -> None:
-    """Unlimited stock, a seeded source: each prize's frequency is within 3σ of its
-    weight's share (σ of a binomial count: √(n·p·(1−p)))."""
+    """Unlimited stock, a seeded source, the batched path: each prize's frequency is
+    within 3σ of its weight's share (σ of a binomial count: √(n·p·(1−p)))."""
     db = Database(sqlite_url)
     try:
         await members(db, range(1, 101))
@@ -203,18 +204,21 @@ async def test_10000_draws_follow_the_weights(sqlite_url: str) -> None:
         for name, w in weights.items():
             kind = "points=1" if name == "D" else "none"
             ids[await add(db, f"{w} - {kind} {name}", f"p{name}")] = name
+        async with db.transaction() as s:
+            await repo.change_pond_settings(s, POND, lottery_cost=0)  # paid draws cost 0
         rng = random.Random(20261101)
         n = 10_000
         won: Counter[str] = Counter()
-        for batch in range(100):  # 100 draws a transaction: 100 members, one each
-            async with db.transaction() as s:
-                for uid in range(1, 101):
-                    r = await lottery.draw(
-                        s, user_id=uid, chat_id=POND, day=DAY, source_key=f"f{batch}:{uid}",
-                        free_per_day=0, cost=0, rng=rng, now=T0,
-                    )
-                    assert r.prize_id is not None
-                    won[ids[r.prize_id]] += 1
+        writer = BatchWriter(db)
+        for batch in range(10):  # a crowd of a thousand draws at a time
+            outcomes = await asyncio.gather(*(
+                writer.submit(lottery.DRAW_OP, lottery.DrawRequest(
+                    1 + i % 100, POND, DAY, f"f{batch}:{i}", T0, rng))
+                for i in range(1000)
+            ))
+            for o in outcomes:
+                assert o.result is not None and o.result.prize_id is not None
+                won[ids[o.result.prize_id]] += 1
         total = sum(weights.values())
         for name, w in weights.items():
             p = w / total
@@ -267,3 +271,61 @@ async def test_export_draws_lists_every_draw_and_no_refused_one(db: Database) ->
         ["1", str(POND), "0", str(five), "'=Five", "5", ""],
         ["2", str(POND), "0", str(five), "'=Five", "5", ""],
     ]
+
+
+def request(uid: int, key: str, day: date = DAY) -> lottery.DrawRequest:
+    return lottery.DrawRequest(uid, POND, day, key, T0, random.Random(key))
+
+
+async def test_a_batch_of_draws_decides_in_order_and_refusals_write_nothing(
+    db: Database
+) -> None:
+    await members(db, range(1, 4))
+    await add(db, "1 - points=3 Three", "p1")
+    writer = BatchWriter(db)
+    reqs = [request(1, "b1"), request(1, "b1"), request(1, "b2"), request(2, "b3"),
+            request(3, "b4")]
+    outcomes = await asyncio.gather(*(writer.submit(lottery.DRAW_OP, r) for r in reqs))
+    assert writer.batches == 1  # one unit of work for the crowd
+    first, double, broke, other, third = outcomes
+    assert first.result is not None and first.result.applied and first.result.free
+    assert double.result is not None and not double.result.applied  # a double press
+    assert double.result.draw_id == first.result.draw_id
+    assert broke.refused is not None and broke.refused.code == "no_points"
+    assert broke.refused.balance == 3  # the free draw's prize, decided just before
+    assert other.result is not None and third.result is not None
+    assert await count(db, Draw) == 3
+    assert [await balance(db, u) for u in (1, 2, 3)] == [3, 3, 3]
+    again = await writer.submit(lottery.DRAW_OP, request(1, "b1"))  # replayed later
+    assert again.result is not None and again.result.draw_id == first.result.draw_id
+    assert not again.result.applied
+    async with db.transaction(readonly=True) as s:
+        assert (await ledger.check_invariant(s)).ok
+
+
+async def test_concurrent_batches_never_take_more_than_the_stock(db: Database) -> None:
+    """Two writers (two instances of the bot) draw for 100 members each at once."""
+    await members(db, range(1, 201), balance=20)
+    star = await add(db, "1000 3 points=100 Star", "star")
+    await add(db, "1 - none Thanks", "thanks")
+    writers = [BatchWriter(db), BatchWriter(db)]
+
+    async def crowd(w: BatchWriter, uids: range) -> list[lottery.DrawOutcome]:
+        futures = []
+        for uid in uids:  # a free draw and a paid one each
+            futures += [w.submit(lottery.DRAW_OP, request(uid, f"x{uid}")),
+                        w.submit(lottery.DRAW_OP, request(uid, f"y{uid}"))]
+        return list(await asyncio.gather(*futures))
+
+    halves = await asyncio.gather(crowd(writers[0], range(1, 101)),
+                                  crowd(writers[1], range(101, 201)))
+    outcomes = [o for half in halves for o in half]
+    assert all(o.result is not None for o in outcomes)
+    won = [o for o in outcomes if o.result is not None and o.result.prize_id == star]
+    assert len(won) == 3
+    row = await prize_row(db, star)
+    assert (row.stock, row.won) == (0, 3)
+    assert await count(db, Draw) == 400
+    async with db.transaction(readonly=True) as s:
+        report = await ledger.check_invariant(s)
+        assert report.ok and report.balances_total == 200 * 20 - 200 * 10 + 300
