@@ -60,10 +60,10 @@ def setup() -> Router:
 
 async def _draw(
     writer: BatchWriter, db: Database, outbox: Outbox, pond: PondInfo | None, user_id: int,
-    source_key: str, at: datetime, now: datetime, rng: RandomSource,
+    source_key: str, at: datetime, now: datetime, rng: RandomSource, *, in_dm: bool = False,
 ) -> store.DrawOutcome:
     """One draw, committed (a crowd's draws share a unit of work); an item won is then
-    queued for the winner's DM."""
+    queued for the winner's DM (`in_dm`: drawn there, so it is open)."""
     timezone = pond.timezone if pond is not None else DEFAULT_TIMEZONE
     request = store.DrawRequest(
         user_id, pond.chat_id if pond is not None else None, local_day(at, timezone),
@@ -75,7 +75,7 @@ async def _draw(
         async with db.transaction(readonly=True) as session:
             return await store.refused_outcome(session, request, exc)
     if drawn.result is not None and drawn.result.redemption is not None:
-        shop_delivery.deliver(outbox, db, [drawn.result.redemption])
+        shop_delivery.deliver(outbox, db, [drawn.result.redemption], force=in_dm)
     return drawn
 
 
@@ -112,7 +112,7 @@ async def draw_button(
         ))
         return
     await outbox.answer(AnswerCallbackQuery(
-        callback_query_id=query.id, text=texts.toast(drawn.result),
+        callback_query_id=query.id, text=texts.toast(drawn.result, dm_linked=drawn.dm_linked),
         show_alert=drawn.result.won,
     ))
     if drawn.result.applied:
@@ -136,18 +136,25 @@ async def draw_command(
     now = clock()
     at = checkin_moment(message.date, now)
     key = f"msg:{message.chat.id}:{message.message_id}"
-    drawn = await _draw(writer, db, outbox, pond, person.id, key, at, now, lottery_rng)
+    drawn = await _draw(writer, db, outbox, pond, person.id, key, at, now, lottery_rng,
+                        in_dm=private)
     if drawn.result is not None and not drawn.result.applied:
         return  # a replay of a draw already answered
-    text = (texts.result(drawn.result) if drawn.result is not None
-            else texts.refused(drawn.refused) if drawn.refused is not None else "")
+    if drawn.result is None:
+        assert drawn.refused is not None
+        text = texts.refused(drawn.refused)
+    else:
+        text = texts.result(drawn.result, dm_linked=drawn.dm_linked or private)
     if private:
         outbox.send(SendMessage(chat_id=message.chat.id, text=text))
         return
     assert pond is not None
+    # An item won by a member without a private chat is worth a group reply: it tells
+    # them where the code waits. The rest reaches the group only while it is quiet.
+    must = drawn.result is not None and drawn.result.kind == "item" and not drawn.dm_linked
     quiet = outbox.load(pond.chat_id) < drawn.quiet_below
     tell(outbox, message, person.id, person.display_name, text, dm=drawn.dm_linked,
-         group=quiet)
+         group=quiet or must)
     if drawn.result is not None and lottery_board.message_of(pond.chat_id) is not None:
         lottery_board.touch(pond, local_day(at, pond.timezone))
 

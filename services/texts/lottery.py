@@ -100,11 +100,17 @@ def board(view: BoardView, free_per_day: int, cost: int) -> str:
     return "\n".join(lines)
 
 
-def _outcome(r: DrawResult) -> str:
+def _outcome(r: DrawResult, dm_linked: bool) -> str:
     if r.kind == "points":
         return _("🎉 You won {prize}: +{points} points!").format(
             prize=r.prize_name, points=r.won_points)
     if r.kind == "item":
+        if r.redemption is not None and r.redemption.code is None:
+            return _("🎉 You won {prize}! The shop will hand it over to you.").format(
+                prize=r.prize_name)
+        if not dm_linked:
+            return _("🎉 You won {prize}! Send /start to me in a private chat to get the "
+                     "code.").format(prize=r.prize_name)
         return _("🎉 You won {prize}! The code comes in your private chat with me.").format(
             prize=r.prize_name)
     return _("🍀 {prize} — no prize this time.").format(prize=r.prize_name)
@@ -118,15 +124,16 @@ def _how(r: DrawResult) -> str:
     return ""
 
 
-def toast(r: DrawResult) -> str:
+def toast(r: DrawResult, *, dm_linked: bool = True) -> str:
     """A draw, answered on the button (plain text: toasts show no markup)."""
-    text = f"{_outcome(r)} {_how(r)} " + _("Balance {balance}.").format(balance=r.balance)
+    balance = _("Balance {balance}.").format(balance=r.balance)
+    text = f"{_outcome(r, dm_linked)} {_how(r)} {balance}"
     return clip(text, TOAST_MAX)
 
 
-def result(r: DrawResult) -> str:
+def result(r: DrawResult, *, dm_linked: bool = True) -> str:
     """A typed /draw, answered in the DM or the group (escaped)."""
-    return html.quote(toast(r))
+    return html.quote(toast(r, dm_linked=dm_linked))
 
 
 def refused(exc: DrawRefused) -> str:

@@ -274,3 +274,41 @@ async def test_an_item_prize_sends_its_code_only_to_the_winners_dm(
     later = await frank.click(board, press_data(group))
     await settle(harness)
     assert "Coupon" not in (toasts(harness)[later] or "")
+
+
+async def test_a_winner_without_a_private_chat_gets_the_code_after_start(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    async with harness.db.transaction() as s:  # type: ignore[attr-defined]
+        item, _ = await shop.add_item(s, ItemArgs(price=50, stock=3, name="满200减20"),
+                                      source_key="item-2", created_by=OPERATOR_ID,
+                                      now=wall())
+    board = await open_board(harness, group, f"1 1 item={item.id} Coupon")
+    grace_user = person(7, "Grace")
+    grace = harness.member(group, grace_user)
+    qid = await grace.click(board, press_data(group))
+    await settle(harness)
+    assert "/start" in (toasts(harness)[qid] or "")
+    async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+        red = (await s.execute(select(Redemption))).scalar_one()
+    assert red.status == "undelivered" and red.code
+    assert not [m for m in harness.session.delivered_of(SendMessage) if red.code in m.text]
+    await harness.member(private_chat(grace_user), grace_user).send("/start")
+    await settle(harness)
+    holders = {m.chat_id for m in harness.session.delivered_of(SendMessage) if red.code in m.text}
+    assert holders == {7}
+
+
+async def test_draw_in_the_private_chat_is_answered_there(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    await open_board(harness, group, "1 - points=2 Two")
+    user = person(8, "Heidi")
+    dm = harness.member(private_chat(user), user)
+    await dm.send("/start")
+    await dm.send("/draw")
+    await dm.send("/draw")  # the free one is used; no points for a paid one
+    await settle(harness)
+    answers = harness.replies(user.id)[-2:]
+    assert "+2" in answers[0] and "10" in answers[1]
+    assert await draws(harness) == 1 and await balance(harness, 8) == 2
