@@ -20,6 +20,7 @@ from aiogram.types import Message
 from games.checkin import DEFAULT_TIMEZONE, local_day
 from games.parsing import ParseError
 from games.shop import parse_item_id
+from services import texts as base_texts
 from services.messaging import reply
 from services.middlewares import PondInfo
 from services.outbox import Outbox
@@ -111,7 +112,7 @@ async def redeem(
         reply(outbox, message, texts.not_enough_points(exc.balance, exc.needed))
         return
     except ledger.UnknownMember:
-        reply(outbox, message, texts.not_enough_points(0, 0))
+        reply(outbox, message, base_texts.no_points_yet(person.display_name))
         return
     if not r.applied:
         return  # a replay of a command carried out before: answered then
