@@ -795,3 +795,40 @@ class Order(SQLModel, table=True):
     chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     actor_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class ShopSettings(SQLModel, table=True):
+    """The shop-wide defaults (one row, id 1): what differs from `PondSettings`' own
+    defaults, plus `timezone` and `language` when a global operator set them. A pond
+    follows a default while its own value equals it (see `storage.settings`)."""
+
+    __tablename__ = "shop_settings"
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    settings: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict)
+    )
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class SettingsAudit(SQLModel, table=True):
+    """One changed setting: who, when, in which pond (`chat_id` None: the shop-wide
+    default), old → new as `/settings` shows values. `source_key` names the command
+    that made the change, so a replayed command changes nothing a second time."""
+
+    __tablename__ = "settings_audit"
+    __table_args__ = (
+        UniqueConstraint("source_key", "key", name="uq_settings_audit_source_key"),
+        Index("ix_settings_audit_chat_id_id", "chat_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    key: str = Field(max_length=64)
+    old_value: str = Field(default="", max_length=600)
+    new_value: str = Field(default="", max_length=600)
+    actor_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    source_key: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
