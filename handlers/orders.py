@@ -11,9 +11,16 @@ a replayed `/give`.
 
 A member who moves up a tier is told by DM, in their own language, after the commit and
 only when their DM is linked (storage/orders.py).
+
+Points are shop-wide: the points of an order a pond's own admin (not a global operator)
+records count against their `operator_give_daily_cap` in that pond, like a `/give`; an
+order over it is rolled back whole and nothing changes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -31,8 +38,10 @@ from services.filters import IsOperator
 from services.i18n import speaking
 from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import PondInfo, person_of
+from services.operators import OperatorPolicy
 from services.outbox import Outbox
 from services.texts import orders as order_texts
+from services.texts import ponds as pond_texts
 from storage import orders, repo
 from storage.db import Database
 
@@ -55,6 +64,8 @@ async def record(
     db: Database,
     outbox: Outbox,
     i18n: I18n,
+    operators: OperatorPolicy,
+    clock: Callable[[], datetime],
     pond: PondInfo | None = None,
 ) -> None:
     target_msg = message.reply_to_message
@@ -77,21 +88,19 @@ async def record(
 
     order_no = args.order_no or rules.message_key(message.chat.id, message.message_id)
     in_pond = pond is not None and message.chat.type in ("group", "supergroup")
-    async with db.transaction() as session:
-        if replied_person is not None:
-            await repo.upsert_member(session, replied_person)
-            member = await repo.get_member(session, replied_person.id)
-        elif args.username is not None:
-            member = await repo.find_member_by_username(session, args.username)
-        else:
-            assert args.user_id is not None
-            member = await repo.get_member(session, args.user_id)
-        if member is None:
-            unknown = f"@{args.username}" if args.username else str(args.user_id)
-        else:
-            done, tiers, owner = await _record(session, message, member, order_no, args.cents,
-                                               pond if in_pond else None)
-    if member is None:
+    actor = actor_of(message)
+    capped = in_pond and actor is not None and not operators.is_global(
+        message.from_user, message.sender_chat
+    )
+    try:
+        done, tiers, owner, member, unknown = await _in_transaction(
+            db, args, replied_person, message, order_no, pond if in_pond else None,
+            allowance=(actor, clock()) if capped else None,
+        )
+    except repo.OverAllowance as over:
+        reply(outbox, message, pond_texts.give_cap_reached(over.left, over.cap))
+        return
+    if member is None or done is None:
         reply(outbox, message, texts.member_not_found(unknown))
         return
     if not done.applied:
@@ -113,6 +122,42 @@ async def record(
         with speaking(i18n, member_language(i18n, done.language_code)):
             text = order_texts.tier_notice(order_texts.tier_label(tier), done.spent_cents)
         outbox.send(SendMessage(chat_id=done.user_id, text=text), droppable=False)
+
+
+async def _in_transaction(
+    db: Database,
+    args: rules.OrderArgs,
+    replied_person: repo.UserInfo | None,
+    message: Message,
+    order_no: str,
+    pond: PondInfo | None,
+    *,
+    allowance: tuple[int | None, datetime] | None,
+) -> tuple[
+    orders.Recorded | None, Tiers, repo.MemberView | None, repo.MemberView | None, str
+]:
+    """Find the member and record the order, in one transaction; with a pond admin's
+    `allowance` (who, when) the order's points count against their daily cap."""
+    async with db.transaction() as session:
+        if replied_person is not None:
+            await repo.upsert_member(session, replied_person)
+            member = await repo.get_member(session, replied_person.id)
+        elif args.username is not None:
+            member = await repo.find_member_by_username(session, args.username)
+        else:
+            assert args.user_id is not None
+            member = await repo.get_member(session, args.user_id)
+        if member is None:
+            unknown = f"@{args.username}" if args.username else str(args.user_id)
+            return None, parse_tiers(PondSettings().tiers), None, None, unknown
+        done, tiers, owner = await _record(session, message, member, order_no, args.cents, pond)
+        if allowance is not None and pond is not None and done.applied and done.points > 0:
+            actor, now = allowance
+            assert actor is not None
+            await repo.spend_operator_allowance(
+                session, pond.chat_id, actor, done.points, timezone=pond.timezone, now=now
+            )
+    return done, tiers, owner, member, ""
 
 
 async def _record(

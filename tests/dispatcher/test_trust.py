@@ -397,6 +397,26 @@ async def test_a_pond_admins_shop_funded_packets_count_against_the_cap(
     assert totals == [80, 500]
 
 
+async def test_a_pond_admins_orders_count_against_the_cap(harness: Harness, group: Chat) -> None:
+    """Purchase points are the shop's points too: a pond's own admin recording orders
+    cannot mint past the daily cap; an order over it changes nothing; a global
+    operator's orders are not counted."""
+    async with harness.db.transaction() as s:  # type: ignore[attr-defined]
+        await repo.upsert_pond(s, GROUP_ID, title="t", chat_type="supergroup")
+        await repo.change_pond_settings(s, GROUP_ID, operator_give_daily_cap=300)
+    pond_admin = harness.member(group, person(ADMIN_ID, "Admin", "shop_admin"))
+    await harness.member(group, BOB).send("hi")
+    assert "250" in await told(harness, pond_admin, "/order @bob_b 250.40 A-1")
+    refused = await told(harness, pond_admin, "/order @bob_b 60 A-2")
+    assert "⛔" in refused and "50" in refused
+    assert await balance(harness, BOB.id) == 250
+    assert "⛔" not in await told(harness, harness.member(group, OP), "/order @bob_b 5000 A-3")
+    assert await balance(harness, BOB.id) == 5250
+    async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+        spent = await s.scalar(select(Member.lifetime_spent_cents).where(Member.user_id == BOB.id))
+    assert spent == 25040 + 500000  # the refused order recorded nothing
+
+
 async def test_the_daily_allowance_is_counted_exactly_on_every_backend(db: Database) -> None:
     day = datetime(2026, 3, 1, tzinfo=UTC).date()
     async with db.transaction() as s:
