@@ -1,7 +1,8 @@
 """The shop for operators: `/item add|codes|list|off|on`, `/redemptions [item_id]`,
 `/refund <redemption_id> [reason]`, `/fulfil <redemption_id>`.
 
-Items are shop-wide. Every command answers bad arguments with its usage line and
+Items are shop-wide, so only global operators (`OPERATOR_IDS`) add, stock or switch
+them; a pond's own operators list them and handle redemptions. Every command answers bad arguments with its usage line and
 changes nothing; members who try are told the commands are for operators. Codes are
 listed only in the operator's own private chat. `/item codes` reads the codes from the
 message it replies to, or from the .txt/.csv file it replies to (downloaded through the
@@ -34,7 +35,9 @@ from handlers.shop import shop_timezone
 from services.filters import IsOperator
 from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import PondInfo
+from services.operators import OperatorPolicy
 from services.outbox import Outbox
+from services.texts import ponds as pond_texts
 from services.texts import shop as texts
 from storage import repo, shop
 from storage.db import Database
@@ -62,12 +65,18 @@ async def item(
     bot: Bot,
     db: Database,
     outbox: Outbox,
+    operators: OperatorPolicy,
     pond: PondInfo | None = None,
     clock: Clock = utcnow,
 ) -> None:
     words = fold(command.args or "").split(maxsplit=1)
     sub = words[0].lower() if words else ""
     rest = words[1] if len(words) > 1 else ""
+    if sub in ("add", "codes", "off", "on") and not operators.is_global(
+        message.from_user, message.sender_chat
+    ):
+        reply(outbox, message, pond_texts.shop_wide_only())
+        return
     now = clock()
     today = local_day(now, shop_timezone(pond))
     if sub == "add":

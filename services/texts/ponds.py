@@ -107,3 +107,10 @@ def give_cap_reached(left: int, cap: int) -> str:
         "⛔ Over today's limit for operators of this pond: you can give {left} more points "
         "today (of {cap})."
     ).format(left=left, cap=cap)
+
+
+def shop_wide_only() -> str:
+    return _(
+        "⛔ Items and prizes are shop-wide: only the shop's own operators (OPERATOR_IDS) "
+        "add or change them. Pond operators can list them and handle redemptions."
+    )

@@ -26,7 +26,7 @@ from storage.models import (
     ShopCode,
     ShopItem,
 )
-from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
+from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
 from tests.rig.fake_session import FakeSession
 
@@ -310,3 +310,22 @@ async def test_a_blocked_dm_keeps_the_code_waiting_until_start(bot_db: Database)
         for r in reds:
             assert r.code is not None
             assert {m.chat_id for m in texts_with(h.session, r.code)} == {601}
+
+
+async def test_only_global_operators_change_the_shop_wide_catalogue(bot_db: Database) -> None:
+    """A pond's own admin lists the items but cannot add, stock or switch them: items
+    are shop-wide, so a pond admin could otherwise sell the shop's stock for nothing."""
+    group = group_chat(GROUP_ID, "Catalogue")
+    async with running(bot_db) as h:
+        item_id = await add_item(h, group, "30 5 小样券")
+        pond_admin = h.member(group, person(ADMIN_ID, "Admin", "shop_admin"))
+        for args in ("add 0 100 free stuff", f"off {item_id}", f"on {item_id}",
+                     f"codes {item_id}"):
+            await pond_admin.send(f"/item {args}")
+            await h.settle()
+            assert "OPERATOR_IDS" in h.replies(GROUP_ID)[-1], args
+        await pond_admin.send("/item list")
+        await h.settle()
+        assert "小样券" in h.replies(GROUP_ID)[-1]
+    items = await rows(bot_db, ShopItem)
+    assert [(i.name, i.on_sale, i.stock) for i in items] == [("小样券", True, 5)]
