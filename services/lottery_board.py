@@ -9,7 +9,7 @@ a minute, well inside its 20.
 
 The board's message is not stored: the one to edit is the last one posted or pressed
 (a press carries its message), so after a restart the first press finds it again. A
-board deleted in the group is forgotten until the next post or press.
+board found deleted in the group is not edited again (an operator posts a new one).
 
 `Presses` makes a double press one draw: presses of one member on one board within
 `DOUBLE_PRESS` seconds of each other share the first press's key, so the second gets the
@@ -87,6 +87,7 @@ class LotteryBoard(PacedBoards):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.presses = Presses(self.clock)
+        self._gone = LRU[int, int](10_000)  # per pond: the board message found deleted
 
     def post(self, pond: PondInfo, today: date, *, by: int) -> None:
         """An operator's `/lottery`: post a fresh board (in the background)."""
@@ -96,7 +97,10 @@ class LotteryBoard(PacedBoards):
 
     def pressed(self, pond: PondInfo, today: date, message_id: int) -> None:
         """A draw on the board `message_id`: refresh it soon (the refresh starts once
-        this returns, so it edits that message)."""
+        this returns, so it edits that message). A board found deleted is not edited
+        again: its presses (from clients that still show it) change nothing here."""
+        if self._gone.get(pond.chat_id) == message_id:
+            return
         self.touch(pond, today)
         st = self._ponds.get(pond.chat_id)
         if st is not None and st.refused is None:
@@ -127,6 +131,7 @@ class LotteryBoard(PacedBoards):
         except TelegramBadRequest as exc:
             if "not found" in exc.message.lower():
                 log.info("the lottery board of %s is gone", chat_id)
+                self._gone.put(chat_id, message_id)
                 if st.message_id == message_id:
                     st.message_id = None
             else:
@@ -156,6 +161,7 @@ class LotteryBoard(PacedBoards):
             self._refuse(st, "the post was not delivered", passing=True)
             return
         st.message_id = sent.message_id
+        self._gone.pop(chat_id, None)
         st.last = self.clock.monotonic()
         with contextlib.suppress(Exception):  # pinning is a courtesy
             await self.outbox.send(PinChatMessage(

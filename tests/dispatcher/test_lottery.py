@@ -312,3 +312,28 @@ async def test_draw_in_the_private_chat_is_answered_there(
     answers = harness.replies(user.id)[-2:]
     assert "+2" in answers[0] and "10" in answers[1]
     assert await draws(harness) == 1 and await balance(harness, 8) == 2
+
+
+async def test_a_deleted_board_is_not_edited_again_until_a_new_one_is_posted(
+    harness: Harness, group: Chat, wall: WallClock
+) -> None:
+    board = await open_board(harness, group, "1 - none Thanks")
+    harness.session.fail_next(EditMessageText, error_code=400,
+                              description="Bad Request: message to edit not found")
+    presses = harness.dp["lottery_board"].presses
+    for i in range(5):  # presses from clients still showing the deleted board
+        presses.clock = FrozenMonotonic(10.0 * i)
+        qid = await harness.member(group, person(20 + i, f"P{i}")).click(
+            board, press_data(group))
+        await settle(harness)
+        assert "Thanks" in (toasts(harness)[qid] or "")  # the draw itself is answered
+    assert len(harness.session.requests_of(EditMessageText)) == 1  # tried once, then left
+    await op(harness, group).send("/lottery")
+    await settle(harness)
+    fresh = board_message(harness, group)
+    assert fresh.message_id != board.message_id
+    await harness.member(group, person(30, "Q")).click(fresh, press_data(group))
+    await settle(harness)
+    edits = harness.session.delivered_of(EditMessageText)
+    assert edits and edits[-1].message_id == fresh.message_id
+    assert "<b>6</b>" in str(edits[-1].text)  # six draws today
