@@ -426,6 +426,7 @@ class BoardView:
     draws: int  # draws in this pond on the day
     winners: list[tuple[str, str]]  # (member, prize) of the latest wins, newest first
     prizes: list[PrizeLine]  # the prizes in play
+    open: bool  # whether the shop has any prize at all (in stock or not)
 
 
 async def board_view(session: AsyncSession, chat_id: int, day: date, latest: int = 5
@@ -452,8 +453,9 @@ async def board_view(session: AsyncSession, chat_id: int, day: date, latest: int
         (display_name(r.first_name, r.last_name, r.username, str(r.user_id)), str(r.prize_name))
         for r in rows
     ]
-    return BoardView(int(count or 0), winners,
-                     [p for p in await prizes(session) if rules.in_stock(p.stock)])
+    table = await prizes(session)
+    return BoardView(int(count or 0), winners, [p for p in table if rules.in_stock(p.stock)],
+                     bool(table))
 
 
 async def dm_linked(session: AsyncSession, user_id: int) -> bool:

@@ -90,8 +90,10 @@ def board(view: BoardView, free_per_day: int, cost: int) -> str:
     if view.prizes:
         lines.append(_("Prizes: {prizes}").format(prizes=", ".join(
             f"{html.quote(clip(p.name, 24))} ({_stock(p.stock)})" for p in view.prizes)))
-    else:
+    elif view.open:
         lines.append(_("All prizes are gone for now."))
+    else:
+        lines.append(_("The lottery is not open yet: an operator adds prizes first."))
     lines.append(_("Draws today: <b>{count}</b>").format(count=view.draws))
     if view.winners:
         won = ", ".join(f"{short_name(n)} 🎁 {html.quote(clip(p, 24))}" for n, p in view.winners)
