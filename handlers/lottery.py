@@ -34,9 +34,11 @@ from services.guess import tell
 from services.lottery_board import SYSTEM_RANDOM, LotteryBoard, LotteryButton
 from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import BATCHED, PondInfo
+from services.operators import OperatorPolicy
 from services.outbox import Outbox
 from services.texts import checkin as checkin_texts
 from services.texts import lottery as texts
+from services.texts import ponds as pond_texts
 from storage import lottery as store
 from storage import repo
 from storage.batch import BatchWriter
@@ -160,12 +162,17 @@ async def draw_command(
 
 
 async def prize(
-    message: Message, command: CommandObject, db: Database, outbox: Outbox, clock: Clock
+    message: Message, command: CommandObject, db: Database, outbox: Outbox, clock: Clock,
+    operators: OperatorPolicy,
 ) -> None:
     """`/prize add <weight> <stock|-> <points=N|item=ID|none> <name…>`, `/prize list`,
-    `/prize off <id>`: the shop-wide prize table."""
+    `/prize off <id>`: the shop-wide prize table, changed only by global operators (a
+    pond admin's prize of many points would mint them past the daily give cap)."""
     sub, _, rest = fold(command.args or "").partition(" ")
     sub = sub.lower()
+    if sub in ("add", "off") and not operators.is_global(message.from_user, message.sender_chat):
+        reply(outbox, message, pond_texts.shop_wide_only())
+        return
     try:
         if sub == "add":
             spec = parse_prize(rest)

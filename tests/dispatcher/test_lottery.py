@@ -21,7 +21,7 @@ from services.texts import lottery as texts
 from storage import ledger, repo, shop
 from storage.lottery import DrawRefused
 from storage.models import Draw, LedgerEntry, LedgerKind, Member, Prize, Redemption
-from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID
+from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID
 from tests.dispatcher.test_checkin import WallClock, at, board_message, served, toasts
 from tests.rig.client import GroupClient, Harness, person, private_chat
 
@@ -111,6 +111,19 @@ async def test_prize_table_for_operators_only_with_odds(
     await operator.send("/prize list")
     await settle(harness)
     assert "100.0%" in harness.replies(GROUP_ID)[-1]
+    # The table is shop-wide: a pond's own admin sees it but cannot change it (a prize
+    # of many points would mint them past the daily give cap).
+    pond_admin = harness.member(group, person(ADMIN_ID, "Admin", "shop_admin"))
+    for attempt in ("/prize add 100 - points=100000 Jackpot", "/prize off 1"):
+        await pond_admin.send(attempt)
+        await settle(harness)
+        assert "OPERATOR_IDS" in harness.replies(GROUP_ID)[-1], attempt
+    await pond_admin.send("/prize list")
+    await settle(harness)
+    assert "100.0%" in harness.replies(GROUP_ID)[-1]
+    async with harness.db.transaction(readonly=True) as s:  # type: ignore[attr-defined]
+        active = (await s.execute(select(Prize.name).where(Prize.active))).scalars().all()  # type: ignore[call-overload, arg-type]
+    assert list(active) == ["Five"]
 
 
 # -- the board ---------------------------------------------------------------------------
