@@ -8,10 +8,17 @@ JSON are ignored, so removing a setting never breaks an old database.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from difflib import get_close_matches
+from functools import cache
 from typing import Any, Literal
+from zoneinfo import available_timezones
 
+from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from games.parsing import fold
 from games.tiers import parse_tiers
 
 
@@ -108,3 +115,211 @@ class PondSettings(BaseModel):
         """What differs from the defaults: what gets stored."""
         defaults = type(self)()
         return {k: v for k, v in self.model_dump().items() if getattr(defaults, k) != v}
+
+
+# -- reading and showing settings as text (`/settings key=value …`) -------------------
+#
+# Every setting an operator can change: the fields above, then the two that live in
+# their own columns of `pond`. Values are typed as one word each, lists comma separated
+# without spaces: `checkin_milestones=7:20,30:100` (streak day:bonus), `tiers=VIP1:0.01:
+# 9.8,VIP2:300:9.5` (name:from_yuan:discount), `promo_cap_exempt_phases=warmup,sprint`,
+# switches on|off; `-` (or `none`) is the empty list.
+
+POND_COLUMNS = ("timezone", "language")
+LANGUAGES = ("zh", "en")
+PHASES = ("buildup", "warmup", "sprint", "afterglow")
+_EMPTY = frozenset({"-", "none", "无", "空"})
+_TRUE = frozenset({"on", "true", "yes", "1", "开", "是"})
+_FALSE = frozenset({"off", "false", "no", "0", "关", "否"})
+
+
+def setting_names() -> tuple[str, ...]:
+    """Every setting, in the order `/settings` shows them."""
+    return (*POND_COLUMNS, *PondSettings.model_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """What a setting accepts: `kind` is int, number, bool, milestones, phases, tiers,
+    timezone or language; numbers have bounds, lists and languages their choices."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def allowed(name: str) -> Allowed:
+    if name == "timezone":
+        return Allowed("timezone")
+    if name == "language":
+        return Allowed("language", choices=LANGUAGES)
+    if name == "checkin_milestones":
+        return Allowed("milestones")
+    if name == "promo_cap_exempt_phases":
+        return Allowed("phases", choices=PHASES)
+    if name == "tiers":
+        return Allowed("tiers")
+    field = PondSettings.model_fields[name]
+    if field.annotation is bool:
+        return Allowed("bool")
+    low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+    kind = "number" if field.annotation is float else "int"
+    return Allowed(kind, float(low) if low is not None else None,  # type: ignore[arg-type]
+                   float(high) if high is not None else None)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class SettingError:
+    """One refused pair. `code`: `unknown` (no such setting; `suggestions` are near
+    names), `bad` (a value the setting does not accept; `detail` may say why), `pair`
+    (not `key=value`), `twice` (the same setting given twice)."""
+
+    code: str
+    key: str
+    suggestions: tuple[str, ...] = ()
+    detail: str = ""
+
+
+class BadValue(ValueError):
+    pass
+
+
+@cache
+def _zones() -> dict[str, str]:
+    return {z.lower(): z for z in available_timezones()}
+
+
+def _number(text: str, whole: bool) -> float:
+    try:
+        value = Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        raise BadValue("") from None
+    if not value.is_finite() or (whole and value != value.to_integral_value()):
+        raise BadValue("")
+    return int(value) if whole else float(value)
+
+
+def parse_value(name: str, raw: str) -> Any:
+    """The value of setting `name` typed as `raw` (raises `BadValue`); bounds are checked
+    here too, so an error names the setting."""
+    text = fold(raw)
+    spec = allowed(name)
+    if spec.kind == "timezone":
+        zone_name = _zones().get(text.lower())
+        if zone_name is None:
+            raise BadValue("")
+        return zone_name
+    if spec.kind == "language":
+        if text.lower() not in LANGUAGES:
+            raise BadValue("")
+        return text.lower()
+    if spec.kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise BadValue("")
+    empty = text.lower() in _EMPTY
+    if spec.kind == "milestones":
+        milestones: dict[int, int] = {}
+        for part in [] if empty else text.split(","):
+            day, sep, bonus = part.partition(":")
+            if not sep:
+                raise BadValue("")
+            milestones[int(_number(day.strip(), True))] = int(_number(bonus.strip(), True))
+        return milestones
+    if spec.kind == "phases":
+        phases = [] if empty else [p.strip().lower() for p in text.split(",")]
+        if any(p not in PHASES for p in phases):
+            raise BadValue("")
+        return tuple(dict.fromkeys(phases))
+    if spec.kind == "tiers":
+        return "" if empty else text
+    value = _number(text, spec.kind == "int")
+    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+        raise BadValue("")
+    return value
+
+
+def format_value(name: str, value: Any) -> str:
+    """A value as `/settings` shows it and `parse_value` reads it back."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if name == "checkin_milestones":
+        return ",".join(f"{d}:{b}" for d, b in sorted(value.items())) or "-"
+    if name == "promo_cap_exempt_phases":
+        return ",".join(value) or "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value != "" else "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """Every setting of one scope: a pond's (or the shop-wide defaults)."""
+
+    settings: PondSettings
+    timezone: str
+    language: str
+
+    def value(self, name: str) -> Any:
+        return getattr(self, name) if name in POND_COLUMNS else getattr(self.settings, name)
+
+    def text(self, name: str) -> str:
+        return format_value(name, self.value(name))
+
+    def differing(self, other: Effective) -> list[str]:
+        """The settings whose values differ from `other`'s, in `setting_names` order."""
+        return [n for n in setting_names() if self.value(n) != other.value(n)]
+
+
+def parse_pairs(args: str | None) -> tuple[dict[str, str], list[SettingError]]:
+    """`key=value key=value …` into raw values by setting name, and what was refused."""
+    pairs: dict[str, str] = {}
+    errors: list[SettingError] = []
+    names = setting_names()
+    for word in fold(args or "").split():
+        key, sep, value = word.partition("=")
+        key = key.strip().lower()
+        if not sep or not key or not value.strip():
+            errors.append(SettingError("pair", word))
+        elif key not in names:
+            near = tuple(get_close_matches(key, names, n=3, cutoff=0.6))
+            if not near:  # a part of a name (`base`, `milestones`) finds the names with it
+                near = tuple(n for n in names if key in n)[:3]
+            errors.append(SettingError("unknown", key, near))
+        elif key in pairs:
+            errors.append(SettingError("twice", key))
+        else:
+            pairs[key] = value
+    return pairs, errors
+
+
+def apply_pairs(current: Effective, args: str | None) -> tuple[Effective, list[SettingError]]:
+    """`current` with every pair of `args` applied, or `current` and every refused pair:
+    all are checked before anything changes, so one bad pair changes nothing."""
+    pairs, errors = parse_pairs(args)
+    values: dict[str, Any] = {}
+    for key, raw in pairs.items():
+        try:
+            values[key] = parse_value(key, raw)
+        except (BadValue, ValueError):
+            errors.append(SettingError("bad", key))
+    if errors:
+        return current, errors
+    numbers = {k: v for k, v in values.items() if k not in POND_COLUMNS}
+    try:
+        settings = current.settings.changed(**numbers)
+    except ValidationError as exc:
+        for e in exc.errors():
+            key = str(e["loc"][0]) if e["loc"] else ""
+            detail = str(e.get("ctx", {}).get("error", "")) if key == "tiers" else ""
+            errors.append(SettingError("bad", key, detail=detail))
+        return current, errors
+    return Effective(
+        settings,
+        values.get("timezone", current.timezone),
+        values.get("language", current.language),
+    ), []

@@ -28,6 +28,7 @@ from storage.models import (
     PondTrust,
     utcnow,
 )
+from storage.settings import Fallback, pond_defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +175,8 @@ async def upsert_pond(
         "title": title[:255],
         "chat_type": chat_type,
         "status": str(status or PondStatus.active),
-        "timezone": default_timezone,
-        "language": default_language,
+        # A new pond starts with the shop-wide defaults (see storage.settings).
+        **await pond_defaults(session, Fallback(default_timezone, default_language)),
         "created_at": now,
         "updated_at": now,
     }
