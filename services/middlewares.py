@@ -10,6 +10,12 @@ names fresh — writing only when something changed, so a busy pond does not tur
 message into a database write. It also puts the pond's settings (`pond`) and the
 speaking person (`person`, None for bots, anonymous admins and channels) into the
 handler data.
+
+A pond's time zone and language are kept per process for `pond_ttl` seconds, but a
+change through `/settings` is seen sooner: the process that made it forgets the pond at
+once (`forget_pond`, `forget_ponds`), and every process looks at the settings audit at
+most every `settings_poll` seconds (one small read, on the first update after that
+time) and forgets the ponds changed since — all of them after a shop-wide change.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from services.lru import LRU
 from services.operators import SERVICE_USER_IDS
 from services.trust import PondGate
 from storage import repo
+from storage import settings as settings_store
 from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database
 from storage.models import SERVED_TRUST, PondStatus, PondTrust
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 # committed record of a first-seen member before it runs (see TrackingMiddleware).
 BATCHED = "batched"
 MEMBER_WRITE = "member_write"  # data key: the pending write of a first-seen member
+SETTINGS_WAIT = 0.2  # seconds an update waits at most for the read of the settings audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,7 @@ class TrackingMiddleware(BaseMiddleware):
         cache_size: int = 50_000,
         writer: BatchWriter | None = None,
         pond_ttl: float = 60.0,
+        settings_poll: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
@@ -97,9 +106,45 @@ class TrackingMiddleware(BaseMiddleware):
         self._pond_ttl = pond_ttl
         self._clock = clock
         self._registering: dict[int, asyncio.Future[PondInfo]] = {}
+        self._settings_poll = settings_poll
+        self._settings_seen: int | None = None  # the newest settings audit id looked at
+        self._next_settings_poll = -float("inf")
+        self._settings_task: asyncio.Future[None] | None = None
 
     def forget_pond(self, chat_id: int) -> None:
         self._ponds.pop(chat_id, None)
+
+    def forget_ponds(self) -> None:
+        """A shop-wide default changed: every pond is read again."""
+        self._ponds.clear()
+
+    async def _watch_settings(self) -> None:
+        """Forget the ponds whose settings another process changed: at most one read
+        every `settings_poll` seconds. The update that starts the read waits for it
+        briefly (it takes a millisecond); a database that does not answer delays no
+        update by more than `SETTINGS_WAIT`, and what is known stays."""
+        now = self._clock()
+        if now < self._next_settings_poll or self._settings_task is not None:
+            return
+        self._next_settings_poll = now + self._settings_poll
+        task = self._settings_task = asyncio.ensure_future(self._read_settings_audit())
+        await asyncio.wait({task}, timeout=SETTINGS_WAIT)
+
+    async def _read_settings_audit(self) -> None:
+        try:
+            async with self.db.transaction(readonly=True) as session:
+                newest, chats = await settings_store.changed_since(session, self._settings_seen)
+        except Exception as exc:  # the update itself meets the trouble, if it lasts
+            log.debug("reading the settings audit failed: %r", exc)
+            return
+        finally:
+            self._settings_task = None
+        if None in chats:
+            self.forget_ponds()
+        for chat_id in chats:
+            if chat_id is not None:
+                self.forget_pond(chat_id)
+        self._settings_seen = max(newest, self._settings_seen or 0)
 
     def forget_seat(self, chat_id: int, user_id: int) -> None:
         """A member left: their next message in the pond records them present again."""
@@ -135,6 +180,7 @@ class TrackingMiddleware(BaseMiddleware):
                 # (and its trust) to the new id; neither id is judged on its own.
                 data["pond"], data["person"] = None, None
                 return await handler(event, data)
+            await self._watch_settings()
             pond = self._cached_pond(chat.id) or await self._register(chat, data["bot"])
             if not pond.served:
                 return None  # not a pond of this shop: nothing is recorded, nothing runs
