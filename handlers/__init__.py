@@ -18,6 +18,7 @@ from handlers import (
     ponds,
     promo,
     red_packet,
+    settings,
     shop,
     shop_admin,
     votes,
@@ -49,4 +50,5 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         promo.setup(),
         shop.setup(),  # /shop, /redeem, /mine
         shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
+        settings.setup(),  # /settings: operators
     ]

@@ -51,6 +51,7 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("promo", N_("Schedule a promotion post: /promo at +2h text")),
     ("campaign", N_("Sale campaigns: /campaign 双十一 11-11")),
     ("plan", N_("How many to invite: /plan 200 5")),
+    ("settings", N_("Settings: /settings · /settings checkin_base=8 timezone=Asia/Shanghai")),
 )
 
 # Shown to global operators (OPERATOR_IDS) in a private chat only.
