@@ -326,6 +326,7 @@ class Emulator:
             "deleteMyCommands": self._api_delete_my_commands,
             "sendMessage": self._api_send_message,
             "sendPhoto": self._api_send_photo,
+            "sendDocument": self._api_send_document,
             "getFile": self._api_get_file,
             "editMessageText": self._api_edit_message_text,
             "editMessageCaption": self._api_edit_message_caption,
@@ -600,7 +601,7 @@ class Emulator:
         for key, value in post.items():
             if isinstance(value, web.FileField):
                 content = value.file.read()
-                upload = Upload(value.filename, len(content), value.content_type)
+                upload = Upload(value.filename, len(content), value.content_type, content)
                 files[key] = upload
                 if key in known:
                     params[key] = upload
@@ -1090,6 +1091,9 @@ class Emulator:
             file_id = str(photo)
             size = 0
         unique = f"AQAD{abs(hash(file_id)) % 10**10:010d}"
+        if isinstance(photo, Upload):  # the bytes the bot uploaded, served like a document's
+            self.files[file_id + "_l"] = (unique + "_l", f"photos/file_{number}.png",
+                                          photo.content)
         sizes = [
             {"file_id": file_id, "file_unique_id": unique, "width": 320, "height": 320},
             {"file_id": file_id + "_l", "file_unique_id": unique + "_l", "width": 1280,
@@ -1114,6 +1118,34 @@ class Emulator:
         )
         self._bot_event("bot_message", chat, message, values, photo=True)
         return message
+
+    def _api_send_document(self, values: JSON) -> JSON:
+        """A document the bot sends: an upload is kept (its bytes served by `getFile` and
+        the file URL, like a user's), a file id is sent again as it is."""
+        chat = self._api_chat(values["chat_id"])
+        self._check_access(chat)
+        document = values["document"]
+        if isinstance(document, Upload):
+            stored = self._store_document(document.content, document.filename or "file",
+                                          document.content_type)
+        else:
+            stored = {"file_id": str(document), "file_unique_id": f"AgAD{abs(hash(document))}"}
+        caption, entities = self._format(values, "caption", "parse_mode", "caption_entities")
+        message = self._new_message(
+            chat,
+            self.bot_user,
+            reply_to_message=self._reply_target(chat, values),
+            document=stored,
+            caption=caption or None,
+            caption_entities=entities,
+            reply_markup=self._inline_markup(values),
+        )
+        self._bot_event("bot_message", chat, message, values, document=stored["file_id"])
+        return message
+
+    def document_bytes(self, message: Mapping[str, Any]) -> bytes:
+        """The bytes of the document a message carries."""
+        return self.files[str(message["document"]["file_id"])][2]
 
     def _api_get_file(self, values: JSON) -> JSON:
         stored = self.files.get(str(values["file_id"]))

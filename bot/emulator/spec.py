@@ -43,6 +43,8 @@ class Upload:
     filename: str
     size: int
     content_type: str = "application/octet-stream"
+    # The bytes (kept by the emulator for documents and photos the bot sends).
+    content: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass
