@@ -21,6 +21,7 @@ from handlers import (
     settings,
     shop,
     shop_admin,
+    stats,
     votes,
 )
 from services.shortcuts import Shortcuts
@@ -50,5 +51,6 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         promo.setup(),
         shop.setup(),  # /shop, /redeem, /mine
         shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
+        stats.setup(),  # /stats, /export, /review
         settings.setup(),  # /settings: operators
     ]

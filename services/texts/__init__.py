@@ -51,6 +51,9 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("promo", N_("Schedule a promotion post: /promo at +2h text")),
     ("campaign", N_("Sale campaigns: /campaign 双十一 11-11")),
     ("plan", N_("How many to invite: /plan 200 5")),
+    ("stats", N_("The pond's figures with a chart: /stats [7d|30d]")),
+    ("export", N_("CSV to your private chat: /export [members|ledger|votes|orders|…]")),
+    ("review", N_("A campaign's review (复盘): /review 双十一 [200 5]")),
     ("settings", N_("Settings: /settings · /settings checkin_base=8 timezone=Asia/Shanghai")),
 )
 

@@ -1,0 +1,242 @@
+"""/stats, /export and /review through the real Dispatcher over a real SQLite file: the
+figures counted in SQL, one PNG whose labels the packaged font covers, the CSV in the
+operator's DM byte for byte as `pondbot export` writes it, members refused with nothing
+sent."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Bot
+from aiogram.methods import SendDocument, SendPhoto, TelegramMethod
+from aiogram.types import BufferedInputFile, Chat, InputFile
+from PIL import Image
+
+from games.checkin import local_day
+from services import charts
+from storage import export, repo
+from storage.db import Database
+from storage.stats import LocalSpan, pond_stats
+from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
+from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
+from tests.rig.fake_session import FakeSession
+
+ALICE, BOB = 11, 12
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class FileSession(FakeSession):
+    """Keeps the bytes of every file the bot uploads (read as aiogram would send them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads: dict[int, bytes] = {}
+
+    async def make_request(self, bot: Bot, method: TelegramMethod[Any], timeout: int | None = None  # noqa: ASYNC109
+                           ) -> Any:
+        for name in ("document", "photo"):
+            value = getattr(method, name, None)
+            if isinstance(value, InputFile):
+                self.uploads[id(method)] = b"".join([c async for c in value.read(bot)])
+        return await super().make_request(bot, method, timeout)
+
+    def upload(self, method: TelegramMethod[Any]) -> bytes:
+        return self.uploads[id(method)]
+
+
+@dataclass
+class Pond:
+    h: Harness
+    session: FileSession
+    db: Database
+    group: Chat
+    alice: GroupClient
+    bob: GroupClient
+    op: GroupClient
+
+    def photos(self) -> list[SendPhoto]:
+        return [m for m in self.session.delivered_of(SendPhoto) if m.chat_id == GROUP_ID]
+
+    def documents(self) -> list[SendDocument]:
+        return self.session.delivered_of(SendDocument)
+
+
+async def make_pond(db: Database, language: str) -> AsyncIterator[Pond]:
+    session = FileSession()
+    async with running(db, session=session) as h:
+        async with db.transaction() as s:
+            await repo.upsert_pond(s, GROUP_ID, title="Pond", chat_type="supergroup",
+                                   default_language=language)
+        group = group_chat(GROUP_ID, "Pond")
+        pond = Pond(h, session, db, group, h.member(group, person(ALICE, "Alice", "alice")),
+                    h.member(group, person(BOB, "Bob", "bobby")),
+                    h.member(group, person(OPERATOR_ID, "Op")))
+        await pond.alice.send("/checkin")
+        await pond.bob.send("hello")
+        await pond.op.send("/give @alice 50 welcome")
+        await pond.op.send("/order @bobby 200 S-1")
+        await h.settle()
+        yield pond
+
+
+@pytest.fixture
+async def pond(bot_db: Database) -> AsyncIterator[Pond]:
+    async for p in make_pond(bot_db, "en"):
+        yield p
+
+
+@pytest.fixture
+async def zh_pond(bot_db: Database) -> AsyncIterator[Pond]:
+    async for p in make_pond(bot_db, "zh"):
+        yield p
+
+
+def png_ok(data: bytes) -> bool:
+    image = Image.open(io.BytesIO(data))
+    image.verify()
+    return data.startswith(PNG_MAGIC) and image.format == "PNG"
+
+
+async def test_stats_counts_in_sql_and_sends_one_chart(pond: Pond) -> None:
+    await pond.op.send("/stats")
+    await pond.h.settle()
+    [photo] = pond.photos()
+    assert png_ok(pond.session.upload(photo))
+    caption = photo.caption or ""
+    assert "last 7 days" in caption
+    assert "Members: 3 · active: 3" in caption
+    # check-in 5 + give 50 + purchase 200 = 255 issued; purchases 200/255 = 78 %.
+    assert "Points issued: 255 (purchases 200, operators' adjustments 50, check-in 5)" in caption
+    assert "Purchases' share of points issued: 78% (aim: about 70%)" in caption
+    assert "today 33%" in caption  # one check-in among three members
+
+    now = pond.h.now
+    async with pond.db.transaction(readonly=True) as s:
+        figures = await pond_stats(
+            s, GROUP_ID, LocalSpan.ending(local_day(now, "Asia/Shanghai"), 30,
+                                          "Asia/Shanghai"), now + timedelta(seconds=5))
+    assert len(figures.days) == 30 and figures.days[-1].checkins == 1
+    assert figures.days[-1].members == 3 and figures.days[0].members == 0
+    assert figures.points.spent == {} and figures.games == {
+        "votes": 0, "guesses": 0, "grabs": 0, "draws": 0}
+
+
+async def test_stats_in_chinese_draws_every_label_with_the_packaged_font(
+    zh_pond: Pond, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[charts.Chart] = []
+    real = charts.render_png
+
+    def spy(chart: charts.Chart) -> bytes:
+        drawn.append(chart)
+        return real(chart)
+
+    monkeypatch.setattr(charts, "render_png", spy)
+    await zh_pond.op.send("/stats 30d")
+    await zh_pond.h.settle()
+    [photo] = zh_pond.photos()
+    assert png_ok(zh_pond.session.upload(photo))
+    assert "近 30 天" in (photo.caption or "")
+    [chart] = drawn
+    texts = [chart.title] + [p.title for p in chart.panels]
+    texts += [label for p in chart.panels for label in p.labels]
+    assert "每日签到率" in texts and "购物" in texts
+    assert all(charts.has_glyphs(text) for text in texts), texts
+
+
+async def test_members_are_refused_and_bad_spans_get_the_usage(pond: Pond) -> None:
+    for command in ("/stats", "/export", "/export members", "/review x"):
+        await pond.alice.send(command)
+    await pond.op.send("/stats 90d")
+    await pond.h.settle()
+    said = pond.h.replies(GROUP_ID)
+    assert said[-5:-1] == ["⛔ Only the pond's operators can do that."] * 4
+    assert said[-1].startswith("Usage: /stats [7d|30d]")
+    assert pond.photos() == [] and pond.documents() == []
+
+
+async def test_export_members_reaches_the_dm_as_pondbot_export_writes_it(
+    pond: Pond, tmp_path: Path
+) -> None:
+    op_user = person(OPERATOR_ID, "Op")
+    await pond.h.member(private_chat(op_user), op_user).send("/start")
+    await pond.op.send("/export members")
+    await pond.h.settle()
+    [doc] = pond.documents()
+    assert doc.chat_id == OPERATOR_ID
+    assert isinstance(doc.document, InputFile) and not isinstance(doc.document,
+                                                                  BufferedInputFile)
+    assert doc.document.filename is not None
+    assert doc.document.filename.startswith("members-") and doc.document.filename.endswith(".csv")
+    expected = tmp_path / "members.csv"
+    rows = export.export_to_path(pond.db.url, "members", expected)
+    assert rows == 3
+    assert pond.session.upload(doc) == expected.read_bytes()
+    assert pond.h.replies(GROUP_ID)[-1] == "📤 Sent to your private chat."
+    # The temporary file is gone once Telegram answered.
+    assert not list(Path(str(doc.document.path)).parent.glob("*"))  # type: ignore[attr-defined]
+
+    await pond.op.send("/export ledger")
+    await pond.op.send("/export nonsense")
+    await pond.h.settle()
+    ledger = tmp_path / "ledger.csv"
+    export.export_to_path(pond.db.url, "ledger", ledger)
+    assert pond.session.upload(pond.documents()[-1]) == ledger.read_bytes()
+    assert any(text.startswith("Usage: /export [members|ledger|votes|redemptions|orders|draws]")
+               for text in pond.h.replies(GROUP_ID))
+
+
+async def test_export_without_a_linked_dm_sends_only_a_note(pond: Pond) -> None:
+    await pond.op.send("/export")
+    await pond.h.settle()
+    assert pond.documents() == []
+    assert pond.h.replies(GROUP_ID)[-1].startswith("📤 Open a private chat with me")
+
+
+async def test_export_refused_by_the_dm_says_so_once(pond: Pond) -> None:
+    op_user = person(OPERATOR_ID, "Op")
+    await pond.h.member(private_chat(op_user), op_user).send("/start")
+    await pond.h.settle()
+    before = len(pond.h.replies(GROUP_ID))
+    pond.session.fail_next("sendDocument", error_code=403,
+                           description="Forbidden: bot was blocked by the user")
+    await pond.op.send("/export votes")
+    await pond.h.settle()
+    assert pond.documents() == []
+    notes = pond.h.replies(GROUP_ID)[before:]
+    assert len(notes) == 1 and notes[0].startswith("📤 Open a private chat with me")
+
+
+async def test_review_counts_new_and_returning_buyers_against_the_target(pond: Pond) -> None:
+    today = local_day(pond.h.now, "Asia/Shanghai")
+    sale = today + timedelta(days=3)  # today is in the campaign's warm-up
+    # Bob bought before the campaign: a returning buyer; Alice buys for the first time.
+    async with pond.db.transaction() as s:
+        from storage.models import Order
+
+        row = (await s.execute(Order.__table__.select())).one()  # type: ignore[attr-defined]
+        await s.execute(Order.__table__.update().values(  # type: ignore[attr-defined]
+            paid_at=row.paid_at - timedelta(days=200)))
+    await pond.op.send(f"/campaign 双十一 {sale:%m-%d}")
+    await pond.op.send("/order @bobby 100 S-2")
+    await pond.op.send("/order @alice 50.50 S-3")
+    await pond.op.send("/review 双十一 10 2")
+    await pond.op.send("/review 618")
+    await pond.op.send("/review")
+    await pond.h.settle()
+    [photo] = pond.photos()
+    assert png_ok(pond.session.upload(photo))
+    caption = photo.caption or ""
+    assert "Orders: 2 · amount ¥150.50" in caption
+    assert "Buyers: 2 — new 1, returning 1" in caption
+    assert "Target: 10 sales by 5 buyers → orders 20%, buyers 40%" in caption
+    assert "warm-up: 2 orders, ¥150.50" in caption
+    said = pond.h.replies(GROUP_ID)
+    assert "No campaign named 618" in said[-2]
+    assert said[-1].startswith("Usage: /review")
