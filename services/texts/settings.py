@@ -108,11 +108,14 @@ def error_line(e: SettingError) -> str:
     return line
 
 
+ERRORS_SHOWN = 10  # refused pairs named in one answer (a message holds 4096 characters)
+
+
 def refused(errors: list[SettingError]) -> str:
-    return "\n".join([
-        *(error_line(e) for e in errors),
-        _("Nothing was changed."),
-    ])
+    lines = [error_line(e) for e in errors[:ERRORS_SHOWN]]
+    if len(errors) > ERRORS_SHOWN:
+        lines.append(_("… and {count} more.").format(count=len(errors) - ERRORS_SHOWN))
+    return "\n".join([*lines, _("Nothing was changed.")])
 
 
 def _line(name: str, current: Effective, defaults: Effective) -> str:

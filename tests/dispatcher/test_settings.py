@@ -129,8 +129,10 @@ async def test_a_bad_pair_or_a_member_changes_nothing(harness: Harness, bot_db: 
     await admin.send("/settings chekin_base=8 language=fr")
     await admin.send("/settings tiers=VIP2:300:9.5,VIP1:0.01:9.8")
     await alice.send("/settings checkin_base=1000")
+    await admin.send("/settings " + " ".join(f"x{i}=1" for i in range(30)))
     await harness.settle()
-    bounds, unknown, tiers, member = harness.replies(GROUP_ID)
+    bounds, unknown, tiers, member, many = harness.replies(GROUP_ID)
+    assert "还有 20 处" in many and utf16_len(many) < 4096
     assert "checkin_streak_cap</code>：应为0 到 10000 之间的整数" in bounds
     assert "timezone</code>：应为IANA 时区名称" in bounds and "什么都没有改" in bounds
     assert "没有 <code>chekin_base</code>" in unknown and "<code>checkin_base</code>" in unknown
