@@ -74,7 +74,7 @@ async def stats(
     now = clock()
     span = store.LocalSpan.ending(local_day(now, here.timezone), days, here.timezone)
     async with db.transaction(readonly=True) as session:
-        figures = await store.pond_stats(session, here.chat_id, span, now)
+        figures = await store.pond_stats(session, here.chat_id, span)
     text = t.stats(figures, days)
     kinds = sorted(figures.points.issued.items(), key=lambda kv: -kv[1])
     spent = sorted(figures.points.spent.items(), key=lambda kv: -kv[1])
@@ -156,7 +156,6 @@ async def review(
     db: Database,
     outbox: Outbox,
     pond: PondInfo | None = None,
-    clock: Callable[[], datetime] = utcnow,
 ) -> None:
     here = _pond_of(message, pond)
     if here is None:
@@ -174,7 +173,7 @@ async def review(
             campaign = promo_store.to_campaign(row)
             span = store.LocalSpan(campaign.span.first, campaign.span.last, here.timezone)
             figures = await store.review(session, here.chat_id, span,
-                                         phase_intervals(campaign, span), clock())
+                                         phase_intervals(campaign, span))
     if row is None:
         reply(outbox, message, t.review_missing(name))
         return

@@ -6,14 +6,14 @@ the statements are plain SQL that SQLite and PostgreSQL both run.
 
 Spans are local days of the pond (its timezone), turned into UTC instants by
 `LocalSpan`: `since` is the first day's midnight, `until` the midnight after the last
-day (or now, for a span that ends today).
+day (a span ending today counts what happened so far).
 
 Definitions:
 
 * members — the pond's seats that did not leave (as `/top` counts them), bots aside;
   "members on a day" — seats first seen by the end of that day and not gone by then;
-* active members — seats seen in the span (`last_seen_at`), or with a ledger entry or a
-  check-in in this pond in it;
+* active members — those members seen in the span (`last_seen_at`), or with a ledger
+  entry or a check-in in this pond in it;
 * check-in rate of a day — the day's check-ins made in this pond (make-ups aside, they
   are bought later) ÷ the members on that day;
 * points issued — the positive ledger entries of the pond (`ledger_entry.chat_id`) by
@@ -179,12 +179,10 @@ def _human_seats(chat_id: int) -> Any:
     )
 
 
-async def pond_stats(
-    session: AsyncSession, chat_id: int, span: LocalSpan, now: datetime
-) -> PondStats:
-    since, until = span.since, min(span.until, now)
+async def pond_stats(session: AsyncSession, chat_id: int, span: LocalSpan) -> PondStats:
+    since, until = span.since, span.until
     days = span.days
-    ends = [min(span.start_of(d + timedelta(days=1)), now) for d in days]
+    ends = [span.start_of(d + timedelta(days=1)) for d in days]
     seats = _human_seats(chat_id)
     one = literal(1)
     counts = (await session.execute(seats.add_columns(
@@ -200,7 +198,8 @@ async def pond_stats(
                                          _checkin.c.day >= span.first)
     )
     active = int((await session.execute(seats.add_columns(func.count(one)).where(
-        or_(_seat.c.last_seen_at >= _at(since), _seat.c.user_id.in_(acted))
+        _seat.c.status.not_in(GONE),
+        or_(_seat.c.last_seen_at >= _at(since), _seat.c.user_id.in_(acted)),
     ))).scalar_one())
 
     made: dict[date, int] = dict((await session.execute(
@@ -292,7 +291,6 @@ async def review(
     chat_id: int,
     span: LocalSpan,
     phases: dict[str, list[tuple[datetime, datetime]]],
-    now: datetime,
 ) -> Review:
     """The campaign's figures over `span`; `phases` maps each phase to the UTC intervals
     of the days it owns (a day belongs to one phase)."""
@@ -325,10 +323,9 @@ async def review(
         func.coalesce(func.sum(case((first.c.first_paid >= _at(since), 1), else_=0)), 0),
     ).select_from(first))).one()
     sales = Sales(int(totals[0]), int(totals[1]), int(row[0]), int(row[1]))
-    end = min(until, now) if since < now else until
     return Review(
         sales=sales,
         by_phase=by_phase,
-        points=await _points(session, chat_id, since, end),
-        games=await _games(session, chat_id, since, end),
+        points=await _points(session, chat_id, since, until),
+        games=await _games(session, chat_id, since, until),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from games.checkin import local_day
 from services import charts
 from storage import export, repo
 from storage.db import Database
-from storage.stats import LocalSpan, pond_stats
+from storage.stats import LocalSpan, pond_stats, review
 from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
 from tests.rig.fake_session import FakeSession
@@ -119,8 +119,7 @@ async def test_stats_counts_in_sql_and_sends_one_chart(pond: Pond) -> None:
     now = pond.h.now
     async with pond.db.transaction(readonly=True) as s:
         figures = await pond_stats(
-            s, GROUP_ID, LocalSpan.ending(local_day(now, "Asia/Shanghai"), 30,
-                                          "Asia/Shanghai"), now + timedelta(seconds=5))
+            s, GROUP_ID, LocalSpan.ending(local_day(now, "Asia/Shanghai"), 30, "Asia/Shanghai"))
     assert len(figures.days) == 30 and figures.days[-1].checkins == 1
     assert figures.days[-1].members == 3 and figures.days[0].members == 0
     assert figures.points.spent == {} and figures.games == {
@@ -240,3 +239,99 @@ async def test_review_counts_new_and_returning_buyers_against_the_target(pond: P
     said = pond.h.replies(GROUP_ID)
     assert "No campaign named 618" in said[-2]
     assert said[-1].startswith("Usage: /review")
+
+
+# -- the queries on both databases ---------------------------------------------------------
+
+POND_ID, OTHER = -100777, -100888
+U1, U2, U3, U4, BOT_U, U8, U9 = 101, 102, 103, 104, 105, 108, 109
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)  # 20:00 in Shanghai
+TZ = "Asia/Shanghai"
+
+
+async def seed(db: Database) -> None:
+    from games.settings import PondSettings
+    from games.tiers import parse_tiers
+    from storage import ledger, orders
+    from storage.models import Checkin, Draw, LedgerKind, Vote, VoteBallot
+
+    day = timedelta(days=1)
+    tiers = parse_tiers(PondSettings().tiers)
+    async with db.transaction() as s:
+        for uid in (U1, U2, U3, U4, U8, U9):
+            await repo.upsert_member(s, repo.UserInfo(uid, f"U{uid}"), NOW - 30 * day)
+        await repo.upsert_member(s, repo.UserInfo(BOT_U, "Bot", is_bot=True), NOW - 30 * day)
+        seats = {U1: (10, 0.05), U2: (12, 9), U3: (20, 20), U4: (20, 20), BOT_U: (5, 0)}
+        for uid, (first, last) in seats.items():
+            await repo.touch_membership(s, POND_ID, uid, now=NOW - first * day)
+            await repo.touch_membership(s, POND_ID, uid, now=NOW - last * day)
+        await repo.touch_membership(s, POND_ID, U4, status="left", now=NOW - 3 * day)
+        await repo.touch_membership(s, OTHER, U8, now=NOW)
+        s.add(Checkin(user_id=U1, chat_id=POND_ID, day=date(2026, 12, 6), created_at=NOW))
+        s.add(Checkin(user_id=U2, chat_id=POND_ID, day=date(2026, 12, 5), created_at=NOW - day))
+        s.add(Checkin(user_id=U1, chat_id=POND_ID, day=date(2026, 12, 5), makeup=True,
+                      created_at=NOW))
+        await ledger.award(s, user_id=U1, amount=5, kind=LedgerKind.checkin, key="c1",
+                           chat_id=POND_ID, now=NOW)
+        await ledger.award(s, user_id=U1, amount=25, kind=LedgerKind.admin_adjust, key="a1",
+                           chat_id=POND_ID, now=NOW - 2 * day)
+        await ledger.award(s, user_id=U8, amount=100, kind=LedgerKind.admin_adjust, key="a2",
+                           chat_id=OTHER, now=NOW)
+        await ledger.award(s, user_id=U1, amount=999, kind=LedgerKind.admin_adjust, key="a3",
+                           chat_id=POND_ID, now=NOW - 8 * day)  # before the 7 days
+        await ledger.spend(s, user_id=U1, amount=10, kind=LedgerKind.redeem, key="r1",
+                           chat_id=POND_ID, now=NOW)
+        await ledger.award(s, user_id=U1, amount=10, kind=LedgerKind.refund, key="f1",
+                           chat_id=POND_ID, now=NOW)
+        for no, uid, cents, paid, chat in (
+            ("O-1", U1, 7000, NOW, POND_ID),  # first ever, in the span: new
+            ("O-2", U2, 9900, NOW - 35 * day, None),  # before the span
+            ("O-3", U2, 5000, NOW - 4 * day, None),  # returning
+            ("O-4", U9, 2000, NOW - 3 * day, POND_ID),  # no seat, but typed in the pond
+            ("O-5", U8, 3000, NOW - 3 * day, None),  # another pond's member
+        ):
+            await orders.record_order(s, order_no=no, user_id=uid, cents=cents,
+                                      points_per_yuan=1, tiers=tiers, chat_id=chat,
+                                      paid_at=paid, now=paid)
+        vote = Vote(chat_id=POND_ID, source_key="v", question="?", options=["a", "b"],
+                    opened_at=NOW - day, closes_at=NOW + day)
+        s.add(vote)
+        await s.flush()
+        assert vote.id is not None
+        s.add(VoteBallot(vote_id=vote.id, user_id=U1, cast_at=NOW - day))
+        s.add(VoteBallot(vote_id=vote.id, user_id=U2, cast_at=NOW - day))
+        s.add(Draw(user_id=U1, chat_id=POND_ID, day=date(2026, 12, 6), source_key="d",
+                   created_at=NOW))
+        s.add(Draw(user_id=U1, chat_id=OTHER, day=date(2026, 12, 6), source_key="d2",
+                   created_at=NOW))
+
+
+async def test_pond_stats_and_review_on_sqlite_and_postgresql(db: Database) -> None:
+    await seed(db)
+    span = LocalSpan.ending(date(2026, 12, 6), 7, TZ)
+    async with db.transaction(readonly=True) as s:
+        figures = await pond_stats(s, POND_ID, span)
+    assert (figures.members, figures.active) == (3, 2)  # U3 neither seen nor acting
+    assert [(d.day.day, d.checkins, d.members) for d in figures.days] == [
+        (30, 0, 4), (1, 0, 4), (2, 0, 4), (3, 0, 3), (4, 0, 3), (5, 1, 3), (6, 1, 3)]
+    assert figures.points.issued == {"checkin": 5, "admin_adjust": 25, "purchase": 90}
+    assert figures.points.returned == {"refund": 10}
+    assert figures.points.spent == {"redeem": 10}
+    assert figures.points.purchase_share == 0.75
+    assert figures.games == {"votes": 2, "guesses": 0, "grabs": 0, "draws": 1}
+
+    campaign = LocalSpan(date(2026, 12, 1), date(2026, 12, 6), TZ)
+    phases = {
+        "warmup": [(campaign.start_of(date(2026, 12, 1)), campaign.start_of(date(2026, 12, 6)))],
+        "sprint": [(campaign.start_of(date(2026, 12, 6)), campaign.until)],
+        "afterglow": [],
+    }
+    async with db.transaction(readonly=True) as s:
+        r = await review(s, POND_ID, campaign, phases)
+    assert (r.sales.orders, r.sales.cents, r.sales.buyers, r.sales.new_buyers) == (
+        3, 14000, 3, 2)
+    assert r.sales.returning_buyers == 1
+    assert {k: (v.orders, v.cents) for k, v in r.by_phase.items()} == {
+        "warmup": (2, 7000), "sprint": (1, 7000), "afterglow": (0, 0)}
+    assert r.points.spent == {"redeem": 10} and r.points.total_issued == 120
+    assert r.games["votes"] == 2 and r.games["draws"] == 1
