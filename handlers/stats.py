@@ -82,9 +82,9 @@ async def stats(
         charts.Panel(t.chart_checkin_rate(), "line", [d.day.strftime("%m-%d") for d in
                      figures.days], [d.rate for d in figures.days], percent=True),
         charts.Panel(t.chart_issued(), "barh", [t.kind_label(k) for k, _v in kinds],
-                     [v for _k, v in kinds]),
+                     [v for _k, v in kinds], empty=t.chart_nothing()),
         charts.Panel(t.chart_spent(), "barh", [t.kind_label(k) for k, _v in spent],
-                     [v for _k, v in spent]),
+                     [v for _k, v in spent], empty=t.chart_nothing()),
     ))
     await _send_report(outbox, message, text, chart, "stats.png")
 

@@ -46,6 +46,7 @@ class Panel:
     percent: bool = False
     target: float | None = None
     target_label: str = ""
+    empty: str = "—"  # said instead of a plot without any label
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ def render_png(chart: Chart) -> bytes:
 def _draw(chart: Chart) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     panels = list(chart.panels) or [Panel("", "bar", [], [])]
     fig = Figure(figsize=(8, 2.2 + 2.6 * len(panels)))
@@ -109,6 +110,17 @@ def _draw(chart: Chart) -> bytes:
     for ax, panel in zip(axes[:, 0], panels, strict=True):
         labels, values = list(panel.labels), [float(v) for v in panel.values]
         ax.set_title(panel.title, fontsize=11, loc="left")
+        if not labels:
+            ax.text(0.5, 0.5, panel.empty, transform=ax.transAxes, ha="center", va="center",
+                    color="#888888", fontsize=12)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        value_axis = ax.xaxis if panel.kind == "barh" else ax.yaxis
+        if not panel.percent:
+            value_axis.set_major_locator(MaxNLocator(integer=True))
+        if not any(values) and panel.target is None:
+            (ax.set_xlim if panel.kind == "barh" else ax.set_ylim)(0, 1)
         if panel.kind == "line":
             ax.plot(labels, values, marker="o", color="#2a7ab9")
             ax.set_ylim(bottom=0, top=max([0.1 if panel.percent else 1.0, *values]) * 1.15)
@@ -124,9 +136,7 @@ def _draw(chart: Chart) -> bytes:
                          fontsize=8)
             ax.margins(y=0.15)
         if panel.percent:
-            (ax.xaxis if panel.kind == "barh" else ax.yaxis).set_major_formatter(
-                PercentFormatter(1.0, decimals=0)
-            )
+            value_axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         if panel.target is not None:
             draw = ax.axvline if panel.kind == "barh" else ax.axhline
             draw(panel.target, color="#c0392b", linestyle="--", linewidth=1,

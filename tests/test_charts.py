@@ -28,7 +28,7 @@ CHART_TEXT_FUNCTIONS = (
     texts.chart_checkin_rate, texts.chart_issued, texts.chart_spent, texts.chart_games,
     texts.chart_orders_by_phase, texts.chart_buyers, texts.all_buyers, texts.new_buyers,
     texts.returning_buyers, texts.target_label, texts.chart_points, texts.issued,
-    texts.redeemed,
+    texts.redeemed, texts.chart_nothing,
 )
 
 
@@ -77,6 +77,8 @@ def sample_chart() -> charts.Chart:
         charts.Panel("积分发放（按类型）", "barh", ["购物", "签到", "红包"], [700, 200, 100]),
         charts.Panel("买家", "bar", ["全部", "新客", "老客"], [40, 25, 15], target=50.0,
                      target_label="目标"),
+        charts.Panel("游戏参与", "barh", ["投票次数", "抽奖次数"], [0, 0]),
+        charts.Panel("积分消耗（按类型）", "barh", [], [], empty="暂无"),
     ), note="2026-12-01..2026-12-07")
 
 

@@ -57,7 +57,7 @@ def _by_kind(points: Mapping[str, int]) -> str:
     if not points:
         return "—"
     ordered = sorted(points.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{kind_label(k)} {v}" for k, v in ordered)
+    return " · ".join(f"{kind_label(k)} {v}" for k, v in ordered)
 
 
 def _games(games: Mapping[str, int]) -> str:
@@ -120,6 +120,10 @@ def chart_spent() -> str:
 
 def chart_games() -> str:
     return _("Game participation")
+
+
+def chart_nothing() -> str:
+    return _("nothing yet")
 
 
 def chart_sent() -> str:

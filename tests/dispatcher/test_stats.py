@@ -112,7 +112,7 @@ async def test_stats_counts_in_sql_and_sends_one_chart(pond: Pond) -> None:
     assert "last 7 days" in caption
     assert "Members: 3 · active: 3" in caption
     # check-in 5 + give 50 + purchase 200 = 255 issued; purchases 200/255 = 78 %.
-    assert "Points issued: 255 (purchases 200, operators' adjustments 50, check-in 5)" in caption
+    assert "Points issued: 255 (purchases 200 · operators' adjustments 50 · check-in 5)" in caption
     assert "Purchases' share of points issued: 78% (aim: about 70%)" in caption
     assert "today 33%" in caption  # one check-in among three members
 
