@@ -96,6 +96,15 @@ async def shop_defaults(session: AsyncSession, fallback: Fallback) -> Effective:
     return _shop_effective(stored, fallback)
 
 
+async def shop_settings(session: AsyncSession) -> PondSettings:
+    """The shop-wide defaults of the numbers: what applies outside any pond (a private
+    chat, an import)."""
+    stored = await session.scalar(
+        select(col(ShopSettings.settings)).where(col(ShopSettings.id) == SHOP_ROW)
+    )
+    return PondSettings.from_stored(stored)
+
+
 async def pond_defaults(session: AsyncSession, fallback: Fallback) -> dict[str, Any]:
     """The columns of a new pond's row: the shop-wide defaults."""
     defaults = await shop_defaults(session, fallback)

@@ -115,6 +115,8 @@ async def test_ponds_on_a_default_follow_it_and_new_ponds_start_with_it(db: Data
         shop = await store.shop_defaults(s, FALLBACK)
         rows = await store.audit(s, None)
     assert (shop.settings.checkin_base, shop.timezone, shop.language) == (6, "Europe/Berlin", "zh")
+    async with db.transaction(readonly=True) as s:
+        assert await store.shop_settings(s) == shop.settings
     assert [(r.key, r.old_value, r.new_value) for r in rows] == [
         ("language", "en", "zh"),
         ("checkin_base", "5", "6"),
