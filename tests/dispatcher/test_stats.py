@@ -191,6 +191,23 @@ async def test_export_members_reaches_the_dm_as_pondbot_export_writes_it(
                for text in pond.h.replies(GROUP_ID))
 
 
+async def test_a_global_operator_exports_in_the_private_chat(pond: Pond, tmp_path: Path
+                                                              ) -> None:
+    op_user = person(OPERATOR_ID, "Op")
+    dm = pond.h.member(private_chat(op_user), op_user)
+    await dm.send("/export orders")
+    await dm.send("/stats")
+    await pond.h.settle()
+    [doc] = pond.documents()
+    assert doc.chat_id == OPERATOR_ID and doc.caption == "📄 orders：1 行"  # a DM speaks Chinese
+    expected = tmp_path / "orders.csv"
+    export.export_to_path(pond.db.url, "orders", expected)
+    assert pond.session.upload(doc) == expected.read_bytes()
+    said = pond.h.replies(OPERATOR_ID)
+    assert said[-1] == "⚠️ 请在要查看的鱼塘群里使用。"
+    assert not any("私聊" in text for text in said)  # no note: the file is right here
+
+
 async def test_export_without_a_linked_dm_sends_only_a_note(pond: Pond) -> None:
     await pond.op.send("/export")
     await pond.h.settle()
