@@ -51,6 +51,7 @@ from services.middlewares import (
 )
 from services.operators import AdminCache, OperatorPolicy
 from services.outbox import Outbox
+from services.shop_memo import ClosedItems
 from services.shortcuts import Shortcuts
 from services.trust import PondGate
 from services.weather import describe, is_transient
@@ -110,6 +111,7 @@ def build_dispatcher(
         writer=writer,
         boards=BoardKeeper(db, outbox, i18n),
         lottery_board=LotteryBoard(db, outbox, i18n),
+        closed_items=ClosedItems(),  # a /redeem storm on a sold-out item stays in memory
         clock=utcnow,  # the wall clock handlers read (tests put a fake one here)
     )
     dp.update.outer_middleware(SeenUpdates())

@@ -46,7 +46,12 @@ log = logging.getLogger(__name__)
 
 # Commands whose effect concerns only the member who sends them: a morning's storm of
 # `/checkin` need not take turns. Every other command keeps its place in the chat.
-PERSONAL_COMMANDS = frozenset({"checkin", "makeup", "points", "top", "invite", "help", "start"})
+PERSONAL_COMMANDS = frozenset({
+    "checkin", "makeup", "points", "top", "invite", "help", "start",
+    # the shop and the lottery: a storm on the last coupons, a crowd drawing (each takes
+    # its turn at the item's or the prize's row in the database)
+    "shop", "redeem", "mine", "draw",
+})
 
 
 def _command(text: str) -> str:

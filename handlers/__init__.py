@@ -37,6 +37,7 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         checkin.setup(),  # before points: it answers `/top streak`
         red_packet_buttons,  # a grab stampede; its callback data is its own
         lottery.setup(),  # a draw stampede on the 🎰 board
+        shop.setup(),  # a /redeem storm on the last coupons
         errors.setup(),
         invites.setup(),  # before membership: a join through a link is a referral
         membership.setup(),
@@ -49,7 +50,6 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         guess.setup(),
         votes.setup(),
         promo.setup(),
-        shop.setup(),  # /shop, /redeem, /mine
         shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
         stats.setup(),  # /stats, /export, /review
         settings.setup(),  # /settings: operators

@@ -22,9 +22,10 @@ from games.parsing import ParseError
 from games.shop import parse_item_id
 from services import texts as base_texts
 from services.messaging import reply
-from services.middlewares import PondInfo
+from services.middlewares import NO_MEMBER_WAIT, PondInfo
 from services.outbox import Outbox
 from services.shop_delivery import deliver
+from services.shop_memo import ClosedItems
 from services.texts import shop as texts
 from storage import ledger, repo, shop
 from storage.db import Database
@@ -37,7 +38,9 @@ PLACES = ("private", "group", "supergroup")
 def setup() -> Router:
     router = Router(name="shop")
     router.message.register(show, Command("shop"))
-    router.message.register(redeem, Command("redeem"))
+    # A /redeem storm runs without waiting for first-seen members' records: only points
+    # buy, and a member seen for the first time has none (refused either way).
+    router.message.register(redeem, Command("redeem"), flags={NO_MEMBER_WAIT: True})
     router.message.register(mine, Command("mine"))
     return router
 
@@ -70,6 +73,7 @@ async def redeem(
     db: Database,
     outbox: Outbox,
     person: repo.UserInfo | None,
+    closed_items: ClosedItems,
     pond: PondInfo | None = None,
     clock: Clock = utcnow,
 ) -> None:
@@ -86,12 +90,16 @@ async def redeem(
     in_dm = message.chat.type == "private"
     source_key = f"{message.chat.id}:{message.message_id}"
     now, zone = clock(), shop_timezone(pond)
-    async with db.transaction(readonly=True) as session:  # a sold-out storm stops here
-        refused = await shop.refusal(
-            session, item_id=item_id, source_key=source_key, now=now, timezone=zone
-        )
-    if refused == "replayed":
-        return
+    refused = closed_items.refusal(item_id)  # a sold-out storm stops here …
+    if refused is None:
+        async with db.transaction(readonly=True) as session:  # … or here
+            refused = await shop.refusal(
+                session, item_id=item_id, source_key=source_key, now=now, timezone=zone
+            )
+        if refused == "replayed":
+            return
+        if refused is not None:
+            closed_items.remember(item_id, refused)
     if refused is not None:
         reply(outbox, message, texts.redeem_refused(shop.ShopError(refused)))
         return
@@ -106,6 +114,7 @@ async def redeem(
                 source_key=source_key, now=now, timezone=zone,
             )
     except shop.ShopError as exc:
+        closed_items.remember(item_id, exc.code)
         reply(outbox, message, texts.redeem_refused(exc))
         return
     except ledger.InsufficientPoints as exc:

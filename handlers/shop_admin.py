@@ -2,11 +2,11 @@
 `/refund <redemption_id> [reason]`, `/fulfil <redemption_id>`.
 
 Items are shop-wide, so only global operators (`OPERATOR_IDS`) add, stock or switch
-them; a pond's own operators list them and handle redemptions. Every command answers bad arguments with its usage line and
-changes nothing; members who try are told the commands are for operators. Codes are
-listed only in the operator's own private chat. `/item codes` reads the codes from the
-message it replies to, or from the .txt/.csv file it replies to (downloaded through the
-Bot API before any transaction).
+them; a pond's own operators list them and handle redemptions. Every command answers
+bad arguments with its usage line and changes nothing; members who try are told the
+commands are for operators. Codes are listed only in the operator's own private chat.
+`/item codes` reads the codes from the message it replies to, or from the .txt/.csv
+file it replies to (downloaded through the Bot API before any transaction).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import PondInfo
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
+from services.shop_memo import ClosedItems
 from services.texts import ponds as pond_texts
 from services.texts import shop as texts
 from storage import repo, shop
@@ -66,6 +67,7 @@ async def item(
     db: Database,
     outbox: Outbox,
     operators: OperatorPolicy,
+    closed_items: ClosedItems,
     pond: PondInfo | None = None,
     clock: Clock = utcnow,
 ) -> None:
@@ -110,9 +112,11 @@ async def item(
             return
         if sub == "codes":
             await _codes(message, bot, db, outbox, item_id, now)
+            closed_items.forget(item_id)  # new codes: refusals remembered are stale
             return
         async with db.transaction() as session:
             switched = await shop.set_on_sale(session, item_id, sub == "on", now=now)
+        closed_items.forget(item_id)
         reply(outbox, message, texts.unknown_item() if switched is None
               else texts.item_switched(switched))
         return
@@ -193,7 +197,7 @@ async def redemptions(
 
 async def refund(
     message: Message, command: CommandObject, db: Database, outbox: Outbox,
-    clock: Clock = utcnow,
+    closed_items: ClosedItems, clock: Clock = utcnow,
 ) -> None:
     words = fold(command.args or "").split(maxsplit=1)
     try:
@@ -212,6 +216,7 @@ async def refund(
         return
     reply(outbox, message, texts.refunded(done))
     r = done.redemption
+    closed_items.forget(r.item_id)  # a unit may be back on sale
     if done.applied and r.dm_linked and r.user_id != message.chat.id:
         outbox.send(SendMessage(chat_id=r.user_id, text=texts.refund_notice(done)))
 

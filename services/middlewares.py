@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 # Handler flag: the handler writes through the `BatchWriter` only, so it needs no
 # committed record of a first-seen member before it runs (see TrackingMiddleware).
 BATCHED = "batched"
+# Handler flag: the handler needs no record of a first-seen member either — it only acts
+# for members already holding points (one seen for the first time has none, and is
+# refused the same with or without the record), so a storm of it is not held up.
+NO_MEMBER_WAIT = "no_member_wait"
 MEMBER_WRITE = "member_write"  # data key: the pending write of a first-seen member
 SETTINGS_WAIT = 0.2  # seconds an update waits at most for the read of the settings audit
 
@@ -271,7 +275,7 @@ async def settle_writes(dp: Dispatcher) -> None:
 
 class MemberWritten(BaseMiddleware):
     """Inner middleware: a handler runs after the record of a first-seen member is
-    committed, unless it is flagged BATCHED."""
+    committed, unless it is flagged BATCHED or NO_MEMBER_WAIT."""
 
     async def __call__(
         self,
@@ -280,7 +284,9 @@ class MemberWritten(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         written = data.get(MEMBER_WRITE)
-        if written is not None and not get_flag(data, BATCHED):
+        if written is not None and not (
+            get_flag(data, BATCHED) or get_flag(data, NO_MEMBER_WAIT)
+        ):
             await written
         return await handler(event, data)
 
@@ -305,6 +311,7 @@ class PondI18nMiddleware(I18nMiddleware):
 
 __all__ = [
     "BATCHED",
+    "NO_MEMBER_WAIT",
     "MemberWritten",
     "PondI18nMiddleware",
     "PondInfo",

@@ -14,7 +14,9 @@ from aiogram.methods import SendMessage
 from aiogram.types import Chat, Document, File, Message
 from sqlalchemy import select
 
+from services.shop_memo import ClosedItems
 from storage import ledger, repo
+from storage import shop as shop_store
 from storage.db import Database
 from storage.models import (
     CodeState,
@@ -329,3 +331,55 @@ async def test_only_global_operators_change_the_shop_wide_catalogue(bot_db: Data
         assert "小样券" in h.replies(GROUP_ID)[-1]
     items = await rows(bot_db, ShopItem)
     assert [(i.name, i.on_sale, i.stock) for i in items] == [("小样券", True, 5)]
+
+
+async def test_a_sold_out_storm_is_refused_from_memory_until_a_unit_comes_back(
+    bot_db: Database,
+) -> None:
+    """After the first "sold out", later /redeem of the item are refused without any
+    database work; a refund (or new codes, or /item on) in this process forgets it, so
+    the unit that came back is sold at once."""
+    group = group_chat(GROUP_ID, "Rush")
+    await seed(bot_db, [401, 402, 403])
+    async with running(bot_db) as h:
+        item_id = await add_item(h, group, "30 1 奶茶券")
+        first, second, third = (h.member(group, person(u, f"M{u}")) for u in (401, 402, 403))
+        await first.send(f"/redeem {item_id}")
+        await second.send(f"/redeem {item_id}")  # sold out: remembered
+        await h.settle()
+        assert h.dp["closed_items"].refusal(item_id) == "sold_out"
+        looks = 0
+        original = shop_store.refusal
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal looks
+            looks += 1
+            return await original(*args, **kwargs)
+
+        shop_store.refusal = counting  # type: ignore[assignment]
+        try:
+            await third.send(f"/redeem {item_id}")
+            await h.settle()
+        finally:
+            shop_store.refusal = original  # type: ignore[assignment]
+        assert looks == 0  # answered from memory, no database look
+        assert h.replies(GROUP_ID)[-1] == h.replies(GROUP_ID)[-2]  # the same refusal
+        (red,) = await rows(bot_db, Redemption)
+        await op(h, group).send(f"/refund {red.id}")
+        await h.settle()
+        assert h.dp["closed_items"].refusal(item_id) is None
+        await third.send(f"/redeem {item_id}")
+        await h.settle()
+    sold = [r for r in await rows(bot_db, Redemption) if r.status != RedemptionStatus.refunded]
+    assert [r.user_id for r in sold] == [403]
+    assert await balance(bot_db, 402) == 100 and await balance(bot_db, 403) == 70
+
+
+def test_remembered_refusals_run_out() -> None:
+    now = [0.0]
+    memo = ClosedItems(ttl=2.0, clock=lambda: now[0])
+    memo.remember(7, "sold_out")
+    memo.remember(8, "limit")  # a member's own limit is theirs, not the item's
+    assert memo.refusal(7) == "sold_out" and memo.refusal(8) is None
+    now[0] = 2.5
+    assert memo.refusal(7) is None

@@ -1,0 +1,47 @@
+"""What a `/redeem` storm on an item that is not on sale has just learnt.
+
+When the last coupons of an item go, thousands of members may still type `/redeem` for
+it. The first refusal for a reason that only an operator can change (`sold_out`,
+`off_sale`, `not_yet`, `ended`, `unknown_item`) is remembered for `ttl` seconds, and
+the refusals after it are answered from memory, before any database work. What an
+operator does in this process (`/item on`, `/item codes`, a `/refund` that puts a unit
+back) forgets the item at once; in another process the memory runs out within `ttl`, so
+a member is told "sold out" at most that long after a restock. A redemption is never
+decided here: `storage.shop.redeem` decides under the item's lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from services.lru import LRU
+
+REMEMBERED = frozenset({"sold_out", "off_sale", "not_yet", "ended", "unknown_item"})
+
+
+class ClosedItems:
+    def __init__(
+        self, *, ttl: float = 2.0, size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._items: LRU[int, tuple[str, float]] = LRU(size)
+
+    def refusal(self, item_id: int) -> str | None:
+        """The remembered refusal for this item, while it is fresh."""
+        hit = self._items.get(item_id)
+        if hit is None:
+            return None
+        if hit[1] < self._clock():
+            self._items.pop(item_id, None)
+            return None
+        return hit[0]
+
+    def remember(self, item_id: int, code: str) -> None:
+        if code in REMEMBERED:
+            self._items.put(item_id, (code, self._clock() + self.ttl))
+
+    def forget(self, item_id: int) -> None:
+        self._items.pop(item_id, None)
