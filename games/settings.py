@@ -133,6 +133,24 @@ _TRUE = frozenset({"on", "true", "yes", "1", "开", "是"})
 _FALSE = frozenset({"off", "false", "no", "0", "关", "否"})
 
 
+# How many of the shop's points are handed out, and what bounds a pond's own operators:
+# points are shop-wide, so a pond's admin changing these could mint (a check-in worth
+# 10,000, a give cap of millions). In a pond only global operators change them.
+SHOP_LEVEL = frozenset({
+    "operator_give_daily_cap",
+    "checkin_base", "checkin_streak_step", "checkin_streak_cap", "checkin_milestones",
+    "vote_points", "referral_points",
+    "lottery_free_per_day", "lottery_cost",
+    "points_per_yuan", "tiers",
+})
+
+
+def shop_level_keys(args: str | None) -> list[str]:
+    """The shop-level settings a `key=value …` argument names."""
+    keys = (word.partition("=")[0].strip().lower() for word in fold(args or "").split())
+    return sorted({k for k in keys if k in SHOP_LEVEL})
+
+
 def setting_names() -> tuple[str, ...]:
     """Every setting, in the order `/settings` shows them."""
     return (*POND_COLUMNS, *PondSettings.model_fields)

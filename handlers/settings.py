@@ -4,7 +4,9 @@ In a pond: every setting with its value and the shop-wide default (which ones ar
 defaults), or changes to them. In a private chat, a global operator (`OPERATOR_IDS`)
 sees and changes the shop-wide defaults, which every pond follows where its own value
 is the default (storage/settings.py). Every pair is checked before anything changes;
-one bad pair changes nothing and the answer names it and what it accepts.
+one bad pair changes nothing and the answer names it and what it accepts. The settings
+that decide how many of the shop's points are handed out (`games.settings.SHOP_LEVEL`)
+are changed in a pond only by global operators.
 
 A change takes effect at once: every reader of a pond's numbers reads them from the
 database, and the pond's time zone and language — which the tracking middleware keeps
@@ -25,7 +27,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import I18n
 
-from games.settings import Effective, PondSettings
+from games.settings import Effective, PondSettings, shop_level_keys
 from services.filters import IsOperator
 from services.i18n import speaking
 from services.messaging import actor_of, refuse_non_operator, reply
@@ -71,6 +73,10 @@ async def settings(
         return
     fallback = store.Fallback(tracking.default_timezone, tracking.default_language)
     args = (command.args or "").strip()
+    reserved = shop_level_keys(args)
+    if reserved and not operators.is_global(message.from_user, message.sender_chat):
+        reply(outbox, message, texts.shop_level_only(reserved))
+        return
     if not args:
         await _show(message, db, outbox, chat_id, fallback)
     else:

@@ -174,3 +174,10 @@ def changed(changes: list[tuple[str, str, str]], *, shop_wide: bool, moved: int 
 def in_a_pond_or_private() -> str:
     return _("ℹ️ /settings works in a pond (its settings) or, for the shop's global "
              "operators, in a private chat with me (the shop-wide defaults).")
+
+
+def shop_level_only(keys: list[str]) -> str:
+    return _(
+        "⛔ Only the shop's own operators (OPERATOR_IDS) change {keys}: they decide how "
+        "many of the shop's points are handed out. Nothing was changed."
+    ).format(keys=", ".join(f"<code>{k}</code>" for k in keys))

@@ -81,7 +81,7 @@ async def test_the_list_shows_every_setting_its_default_and_fits_telegram(
     assert "<code>checkin_milestones</code> = 7:20,30:100 · 默认" in text
     assert "<code>timezone</code> = Asia/Shanghai · 默认" in text
 
-    await admin.send("/settings checkin_base=8")
+    await harness.member(POND, person(OPERATOR_ID, "Op")).send("/settings checkin_base=8")
     await admin.send("/settings")
     await harness.settle()
     text = "\n".join(harness.replies(GROUP_ID)[len(replies) + 1:])
@@ -94,7 +94,7 @@ async def test_a_change_pays_at_the_next_checkin_and_is_audited_once(
 ) -> None:
     prepare(harness, dt.datetime(2025, 3, 1, 1, tzinfo=UTC))
     alice = harness.member(POND, person(1, "Alice", "alice"))
-    admin = harness.member(POND, person(ADMIN_ID, "Admin", "shop_admin"))
+    admin = harness.member(POND, person(OPERATOR_ID, "Op", "shop_op"))  # points: shop-level
     await alice.send("签到")
     await settle(harness)
     change = admin.message("/settings checkin_base=8 checkin_milestones=2:50")
@@ -111,8 +111,8 @@ async def test_a_change_pays_at_the_next_checkin_and_is_audited_once(
         assert restarted.replies(GROUP_ID) == []
     rows = await audit_rows(bot_db)
     assert [(r.chat_id, r.key, r.old_value, r.new_value, r.actor_id) for r in rows] == [
-        (GROUP_ID, "checkin_base", "5", "8", ADMIN_ID),
-        (GROUP_ID, "checkin_milestones", "7:20,30:100", "2:50", ADMIN_ID),
+        (GROUP_ID, "checkin_base", "5", "8", OPERATOR_ID),
+        (GROUP_ID, "checkin_milestones", "7:20,30:100", "2:50", OPERATOR_ID),
     ]
     harness.dp["clock"].next_day()
     await typed(alice, "签到", harness.dp["clock"].now)
@@ -123,7 +123,7 @@ async def test_a_change_pays_at_the_next_checkin_and_is_audited_once(
 
 async def test_a_bad_pair_or_a_member_changes_nothing(harness: Harness, bot_db: Database) -> None:
     prepare(harness, dt.datetime(2025, 3, 1, 1, tzinfo=UTC))
-    admin = harness.member(POND, person(ADMIN_ID, "Admin", "shop_admin"))
+    admin = harness.member(POND, person(OPERATOR_ID, "Op", "shop_op"))  # points: shop-level
     alice = harness.member(POND, person(1, "Alice", "alice"))
     await admin.send("/settings checkin_base=8 checkin_streak_cap=-1 timezone=Mars/Base")
     await admin.send("/settings chekin_base=8 language=fr")
@@ -143,6 +143,27 @@ async def test_a_bad_pair_or_a_member_changes_nothing(harness: Harness, bot_db: 
     assert (await pond_row(bot_db)).settings == {}
     async with bot_db.transaction(readonly=True) as s:
         assert (await repo.pond_settings(s, GROUP_ID)).checkin_base == 5
+
+
+async def test_a_ponds_own_admin_cannot_change_how_many_points_are_paid(
+    harness: Harness, bot_db: Database
+) -> None:
+    """Points are shop-wide: a pond admin who could set a check-in to 10,000 points or
+    their own give cap to millions could mint. They change the rest (quiet thresholds,
+    time zone, language …); the points economy is the shop's own operators' call."""
+    prepare(harness, dt.datetime(2025, 3, 1, 1, tzinfo=UTC))
+    admin = harness.member(POND, person(ADMIN_ID, "Admin", "shop_admin"))
+    for attempt in ("checkin_base=10000", "operator_give_daily_cap=99999999",
+                    "checkin_quiet_below=5 points_per_yuan=100", "tiers=VIP9:0.01:1"):
+        await admin.send(f"/settings {attempt}")
+        await harness.settle()
+        answer = harness.replies(GROUP_ID)[-1]
+        assert "OPERATOR_IDS" in answer and "⛔" in answer, attempt
+    assert await audit_rows(bot_db) == []
+    await admin.send("/settings checkin_quiet_below=5")
+    await harness.settle()
+    assert "checkin_quiet_below" in harness.replies(GROUP_ID)[-1]
+    assert (await pond_row(bot_db)).settings == {"checkin_quiet_below": 5}
 
 
 async def test_a_new_timezone_moves_the_ponds_day_at_once(
@@ -208,13 +229,12 @@ async def test_shop_wide_defaults_in_a_private_chat(harness: Harness, bot_db: Da
     wall = prepare(harness, dt.datetime(2025, 3, 1, 1, tzinfo=UTC))
     other = group_chat(-1009000000003, "Other pond")
     served(harness, other.id)
-    admin = harness.member(POND, person(ADMIN_ID, "Admin", "shop_admin"))
     alice = harness.member(POND, person(1, "Alice", "alice"))
     bob = harness.member(other, person(2, "Bob", "bob"))
     await alice.send("/points")
     await bob.send("/points")  # both ponds known, with the built-in defaults
-    await admin.send("/settings checkin_base=8")  # this pond's own value
     op_user = person(OPERATOR_ID, "Op")
+    await harness.member(POND, op_user).send("/settings checkin_base=8")  # this pond's own
     op = harness.member(private_chat(op_user), op_user)
     await op.send("/settings checkin_base=7 language=en")
     stranger_user = person(3, "Carol")
