@@ -99,7 +99,7 @@ async def _send_report(
         log.exception("drawing the chart %s failed", filename)
         reply(outbox, message, text)
         return
-    fits = len(text) <= CAPTION_LIMIT
+    fits = promo_texts.utf16_len(text) <= CAPTION_LIMIT  # the markup counts too: safe side
     if not fits:
         reply(outbox, message, text)
     outbox.send(

@@ -393,3 +393,16 @@ async def test_pond_stats_and_review_on_sqlite_and_postgresql(db: Database) -> N
         "warmup": (2, 7000), "sprint": (1, 7000), "afterglow": (0, 0)}
     assert r.points.spent == {"redeem": 10} and r.points.total_issued == 120
     assert r.games["votes"] == 2 and r.games["draws"] == 1
+
+
+async def test_a_chart_that_cannot_be_drawn_leaves_the_text(
+    pond: Pond, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(chart: charts.Chart) -> bytes:
+        raise RuntimeError("no drawing today")
+
+    monkeypatch.setattr(charts, "render_png", broken)
+    await pond.op.send("/stats 30d")
+    await pond.h.settle()
+    assert pond.photos() == []
+    assert pond.h.replies(GROUP_ID)[-1].startswith("📊 <b>Pond stats, last 30 days</b>")
