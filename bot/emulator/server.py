@@ -1140,7 +1140,8 @@ class Emulator:
             caption_entities=entities,
             reply_markup=self._inline_markup(values),
         )
-        self._bot_event("bot_message", chat, message, values, document=stored["file_id"])
+        self._bot_event("bot_message", chat, message, values,
+                        document=stored.get("file_name") or stored["file_id"])
         return message
 
     def document_bytes(self, message: Mapping[str, Any]) -> bytes:

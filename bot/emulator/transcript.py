@@ -52,6 +52,8 @@ def render_transcript(events: Iterable[Mapping[str, Any]]) -> str:
             lines.append(f"{where} {who}: {body}")
         elif kind == "bot_message":
             body = f"[photo] {text}".rstrip() if event.get("photo") else text
+            if event.get("document"):
+                body = f"[{event['document']}] {text}".rstrip()
             if event.get("poll"):
                 options = " / ".join(event["poll"].get("options", []))
                 body = f"[poll] {text} ({options})"

@@ -55,6 +55,7 @@ async def test_export_members_reaches_the_operators_dm_as_pondbot_export_writes_
     assert dm["document"]["file_name"].startswith("members-")
     assert dm["document"]["file_name"].endswith(".csv")
     document = emu.document_bytes(dm)
+    assert f"[{dm['document']['file_name']}]" in emu.render(OPERATOR)  # the chat as printed
 
     out = tmp_path / "members.csv"
     r = await asyncio.to_thread(pondbot, bot_process, "export", "members", "--out", str(out))
