@@ -151,6 +151,13 @@ _member = Member.__table__  # type: ignore[attr-defined]
 _ledger = LedgerEntry.__table__  # type: ignore[attr-defined]
 _checkin = Checkin.__table__  # type: ignore[attr-defined]
 _order = Order.__table__  # type: ignore[attr-defined]
+_vote = Vote.__table__  # type: ignore[attr-defined]
+_ballot = VoteBallot.__table__  # type: ignore[attr-defined]
+_round = GuessRound.__table__  # type: ignore[attr-defined]
+_guess = PriceGuess.__table__  # type: ignore[attr-defined]
+_packet = RedPacket.__table__  # type: ignore[attr-defined]
+_share = RedPacketShare.__table__  # type: ignore[attr-defined]
+_draw = Draw.__table__  # type: ignore[attr-defined]
 
 
 def _at(value: datetime) -> Any:
@@ -240,28 +247,24 @@ async def _games(session: AsyncSession, chat_id: int, since: datetime, until: da
                  ) -> dict[str, int]:
     """Votes cast, guesses, grabs and draws in the pond's games: one statement."""
     n = func.count(literal(1))
+
+    def within(column: Any) -> Any:
+        return and_(column >= _at(since), column < _at(until))
+
     votes = (
-        select(n).select_from(VoteBallot.__table__.join(  # type: ignore[attr-defined]
-            Vote.__table__, Vote.__table__.c.id == VoteBallot.__table__.c.vote_id))  # type: ignore[attr-defined]
-        .where(Vote.__table__.c.chat_id == chat_id,  # type: ignore[attr-defined]
-               VoteBallot.__table__.c.cast_at >= _at(since),  # type: ignore[attr-defined]
-               VoteBallot.__table__.c.cast_at < _at(until))  # type: ignore[attr-defined]
+        select(n).select_from(_ballot.join(_vote, _vote.c.id == _ballot.c.vote_id))
+        .where(_vote.c.chat_id == chat_id, within(_ballot.c.cast_at))
     )
-    guess, rnd = PriceGuess.__table__, GuessRound.__table__  # type: ignore[attr-defined]
     guesses = (
-        select(n).select_from(guess.join(rnd, rnd.c.id == guess.c.round_id))
-        .where(rnd.c.chat_id == chat_id, guess.c.created_at >= _at(since),
-               guess.c.created_at < _at(until))
+        select(n).select_from(_guess.join(_round, _round.c.id == _guess.c.round_id))
+        .where(_round.c.chat_id == chat_id, within(_guess.c.created_at))
     )
-    share, packet = RedPacketShare.__table__, RedPacket.__table__  # type: ignore[attr-defined]
     grabs = (
-        select(n).select_from(share.join(packet, packet.c.id == share.c.packet_id))
-        .where(packet.c.chat_id == chat_id, share.c.user_id.is_not(None),
-               share.c.grabbed_at >= _at(since), share.c.grabbed_at < _at(until))
+        select(n).select_from(_share.join(_packet, _packet.c.id == _share.c.packet_id))
+        .where(_packet.c.chat_id == chat_id, _share.c.user_id.is_not(None),
+               within(_share.c.grabbed_at))
     )
-    draw = Draw.__table__  # type: ignore[attr-defined]
-    draws = select(n).where(draw.c.chat_id == chat_id, draw.c.created_at >= _at(since),
-                            draw.c.created_at < _at(until))
+    draws = select(n).where(_draw.c.chat_id == chat_id, within(_draw.c.created_at))
     row = (await session.execute(select(
         votes.scalar_subquery(), guesses.scalar_subquery(), grabs.scalar_subquery(),
         draws.scalar_subquery(),
