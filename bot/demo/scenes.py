@@ -8,6 +8,7 @@ the bot's answers, so the printed transcript reads as a real chat.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -193,10 +194,45 @@ async def promo_scene(emu: Emulator, c: Cast) -> None:
     await c.say(emu, c.pond, c.owner, "/plan 200 5", "🧮")
 
 
+async def shop_scene(emu: Emulator, c: Cast) -> None:
+    """The owner records Alice's purchase (points and a tier), stocks the shop with a
+    coupon and sets up the lottery; Alice redeems (the code arrives in her DM only),
+    Bob has no private chat yet and gets his code once he says /start; members draw
+    on the 🎰 board, answered by toasts."""
+    await c.say(emu, c.pond, c.owner, "/order @alice 299.50 TB20261111001", "299")
+    await c.say(emu, c.owner, c.owner, "/item add 20 10 满99减10券", "#")
+    added = await emu.wait_for_message(c.owner, said("满99减10券"), timeout=15, since=0)
+    found = re.search(r"#(\d+)", str(added.get("text")))
+    assert found is not None, added
+    item_id = found.group(1)
+    await c.say(emu, c.owner, c.owner, "/prize add 3 - points=5 5积分", "5积分")
+    await c.say(emu, c.owner, c.owner, f"/prize add 1 3 item={item_id} 满99减10券", "满99减10券")
+    await c.say(emu, c.owner, c.owner, "/prize add 6 - none 谢谢参与", "谢谢参与")
+    await c.say(emu, c.pond, c.alice, "/shop", "满99减10券")
+    await c.say(emu, c.pond, c.alice, f"/redeem {item_id}")
+    await emu.wait_for_message(c.alice, said("满99减10券"), timeout=30)
+    await c.say(emu, c.pond, c.bob, f"/redeem {item_id}", "/start")
+    await c.say(emu, c.bob, c.bob, "/start")
+    await emu.wait_for_message(c.bob, said("满99减10券"), timeout=30)
+    emu.send_message(c.pond, c.owner, "/lottery")
+    board = await emu.wait_for_message(
+        c.pond, lambda m: bool(m.get("reply_markup")) and "🎰" in str(m.get("reply_markup")),
+        timeout=30,
+    )
+    button = board["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    for who in (c.alice, c.mei, c.bob):
+        await emu.wait_callback_answer(
+            emu.click(c.pond, who, board["message_id"], button), timeout=15
+        )
+        await asyncio.sleep(c.pause)
+    await c.say(emu, c.alice, c.alice, "/mine", "满99减10券")
+
+
 SCENES: list[Scene] = [
     points_scene,
     checkin_scene,
     games_scene,
     red_packet_scene,
     promo_scene,
+    shop_scene,
 ]
