@@ -35,6 +35,13 @@ def test_red_packet_bench() -> None:
     assert out.count("ratio:") == 2 and "peak RSS:" in out
 
 
+def test_redeem_bench() -> None:
+    out = bench("bench/redeem.py", "--n", "300", "--stock", "10")
+    assert "exact: 10 sold, 10 distinct codes, each only in its owner's DM, stock 0" in out
+    assert "exact: 300 draws, one each, every press answered once" in out
+    assert out.count("ratio:") == 2 and "peak RSS:" in out
+
+
 SOAK_CHECKS = (
     "ledger invariant", "ledger keys unique", "red packets exact",
     "one check-in per member and day", "votes paid once per ballot", "guess prizes paid once",
