@@ -113,29 +113,8 @@ def parse_promo(args: str | None) -> PromoCommand:
     if verb not in ("at", "every"):
         raise ParseError("usage")
 
-    local: datetime | None = None
-    delay: timedelta | None = None
-    cron: str | None = None
-    i = 1
-    if verb == "at":
-        if len(toks) < 2:
-            raise ParseError("usage")
-        first = fold(toks[1].group(0))
-        if first.startswith("+"):
-            delay = parse_duration(first[1:], maximum=MAX_AHEAD)
-            i = 2
-        else:
-            if len(toks) < 3:
-                raise ParseError("bad_time")
-            local = _local_time(first, fold(toks[2].group(0)))
-            i = 3
-    else:
-        fields = [fold(t.group(0)).lower() for t in toks[1:6]]
-        if len(fields) < 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
-            raise ParseError("bad_cron")
-        fields[4] = crontab_weekdays(fields[4])
-        cron = " ".join(fields)
-        i = 6
+    local, delay, cron, used = parse_when(verb, [fold(t.group(0)) for t in toks[1:7]])
+    i = 1 + used
     pin = False
     while i < len(toks) and fold(toks[i].group(0)).lower() in PIN_FLAGS:
         pin = True
@@ -145,6 +124,26 @@ def parse_promo(args: str | None) -> PromoCommand:
     if not text:
         raise ParseError("no_text")
     return PromoCommand("post", PostRequest(verb, local, delay, cron, pin, text, button))
+
+
+def parse_when(
+    verb: str, words: Sequence[str]
+) -> tuple[datetime | None, timedelta | None, str | None, int]:
+    """The time after `at` (`YYYY-MM-DD HH:MM` or `+2h`) or `every` (5 crontab fields)
+    at the start of `words`: (naive local time, delay, crontab, how many words it took)."""
+    if verb == "at":
+        if not words:
+            raise ParseError("usage")
+        if words[0].startswith("+"):
+            return None, parse_duration(words[0][1:], maximum=MAX_AHEAD), None, 1
+        if len(words) < 2:
+            raise ParseError("bad_time")
+        return _local_time(words[0], words[1]), None, None, 2
+    fields = [w.lower() for w in words[:5]]
+    if len(fields) < 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
+        raise ParseError("bad_cron")
+    fields[4] = crontab_weekdays(fields[4])
+    return None, None, " ".join(fields), 5
 
 
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")

@@ -16,12 +16,14 @@ grab position has the same expected amount — early grabbers have no edge.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from games.campaign import Campaign, Phase, parse_phase
 from games.parsing import ParseError, fold, parse_duration, parse_points
+from games.promo import PostRequest, parse_when
 from games.settings import PondSettings
 
 MAX_PASSWORD = 32  # characters, after folding
@@ -158,6 +160,63 @@ def parse_packet(args: str | None, limits: PacketLimits) -> PacketArgs:
         password=password,
         expiry=expiry or min(limits.default_expiry, limits.max_expiry),
     )
+
+
+# -- scheduled drops (`/redpacket at …`, `/redpacket every …`) -------------------------
+
+
+class DropError(ParseError):
+    """A drop's command refused: `part` says which ("time", "phase", "packet")."""
+
+    def __init__(self, part: str, code: str) -> None:
+        super().__init__(code)
+        self.part = part
+
+
+@dataclass(frozen=True, slots=True)
+class DropArgs:
+    when: PostRequest  # `at` or `every` with its time (no text)
+    packet: str  # the packet's own arguments, parsed again by each firing
+    args: PacketArgs
+    phase: Phase | None  # `every … phase=<phase>`: only on that phase's days
+
+
+def parse_drop(args: str | None, limits: PacketLimits) -> DropArgs:
+    """`at <YYYY-MM-DD HH:MM|+duration> <packet>` or `every <cron> <packet> [phase=…]`,
+    the packet's arguments as for `/redpacket`."""
+    words = fold(args or "").split()
+    verb = words[0].lower() if words else ""
+    if verb not in ("at", "every"):
+        raise DropError("time", "usage")
+    try:
+        local, delay, cron, used = parse_when(verb, words[1:])
+    except ParseError as exc:
+        raise DropError("time", exc.code) from exc
+    phase: Phase | None = None
+    kept: list[str] = []
+    for word in words[1 + used :]:
+        key, eq, value = word.partition("=")
+        if not (eq and key.lower() in ("phase", "阶段")):
+            kept.append(word)
+        elif verb != "every" or phase is not None:
+            raise DropError("time", "usage")
+        else:
+            try:
+                phase = parse_phase(value)
+            except ParseError as exc:
+                raise DropError("phase", exc.code) from exc
+    packet = " ".join(kept)
+    try:
+        parsed = parse_packet(packet, limits)
+    except ParseError as exc:
+        raise DropError("packet", exc.code) from exc
+    return DropArgs(PostRequest(verb, local, delay, cron, False, "", None), packet, parsed, phase)
+
+
+def drop_fires_on(campaigns: Iterable[Campaign], phase: Phase | None, day: date) -> bool:
+    """Whether a drop limited to `phase` fires on the local `day`: a day in that phase of
+    a campaign (without a campaign, never); a drop without a phase fires every time."""
+    return phase is None or any(c.phase_on(day) is phase for c in campaigns)
 
 
 # -- who pays ------------------------------------------------------------------------
