@@ -7,6 +7,7 @@ from aiogram import Router
 from handlers import (
     checkin,
     common,
+    drops,
     errors,
     guess,
     invites,
@@ -46,6 +47,7 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         ponds.setup(),  # which groups are ponds: global operators, in a private chat
         common.setup(),
         points.setup(),
+        drops.setup(),  # /redpacket at|every: before /redpacket's own handler
         red_packet_messages,
         guess.setup(),
         votes.setup(),

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from games import promo as rules
 from games.campaign import local_day, parse_name, parse_phase
 from games.parsing import ParseError, fold
+from handlers import drops
 from scheduler import promo as promo_jobs
 from scheduler.core import Scheduler, next_cron_time
 from services import promo as service
@@ -36,6 +37,7 @@ from services.texts import promo as t
 from storage import promo as store
 from storage import repo
 from storage.db import Database
+from storage.drops import drop_key
 from storage.models import PromoPost, PromoState
 
 GROUPS = ("group", "supergroup")
@@ -82,12 +84,16 @@ async def promo(
         return
     if cmd.action == "list":
         text = await service.listing(db, where, scheduler.clock(), scheduler.stale_after)
+        *first, text = await drops.with_drops(db, where, scheduler.clock(), text)
+        for part in first:  # the red-packet drops did not fit in one message
+            reply(outbox, message, part)
     elif cmd.action == "cancel":
         assert cmd.post_id is not None
         async with db.transaction() as session:
             done, unschedule = await service.cancel(session, where, cmd.post_id)
             if unschedule:
                 await scheduler.cancel(store.post_key(cmd.post_id), session=session)
+                await scheduler.cancel(drop_key(cmd.post_id), session=session)  # a drop's
         text = t.cancelled(cmd.post_id) if done else t.not_found(cmd.post_id)
     else:
         assert cmd.post is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from scheduler import drops as drop_jobs
 from scheduler import games as games_jobs
 from scheduler import orders as orders_jobs
 from scheduler import promo as promo_jobs
@@ -20,7 +21,7 @@ from scheduler.deps import JobDeps
 JobSetup = Callable[[Scheduler, JobDeps], None]
 
 JOB_SETUPS: list[JobSetup] = [
-    red_packet.setup, games_jobs.setup, promo_jobs.setup, orders_jobs.setup,
+    red_packet.setup, games_jobs.setup, promo_jobs.setup, orders_jobs.setup, drop_jobs.setup,
 ]
 
 

@@ -246,6 +246,7 @@ class Job(StrEnum):
     vote_close = "vote.close"
     invite_credit = "invites.credit"
     red_packet_expire = "red_packet.expire"
+    red_packet_drop = "red_packet.drop"  # a scheduled drop's firing (scheduler/drops.py)
     promo_post = "promo.post"
     promo_deliver = "promo.deliver"
     tier_notice = "orders.tier_notice"
@@ -532,7 +533,9 @@ class PromoPost(SQLModel, table=True):
     # The operator (or, for an anonymous admin, the group itself) and where the preview is.
     author_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     preview_chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    kind: str = Field(max_length=8)  # at | every
+    # at | every; `drop`: a scheduled red packet (storage/drops.py; `cron` set: recurring),
+    # never a post: no preview, no delivery, outside the frequency cap.
+    kind: str = Field(max_length=8)
     run_at: datetime = Field(sa_column=_ts())  # a one-off's time; a recurring post's first
     cron: str | None = Field(default=None, sa_column=Column(String(120), nullable=True))
     timezone: str = Field(max_length=64)

@@ -47,6 +47,9 @@ from storage.models import (
 )
 
 ALL_PONDS = 0  # the campaign scope of a shop-wide campaign
+# The kind of a scheduled red-packet drop's row (storage/drops.py): listed and cancelled
+# with the posts by id, but no post: left out of their list, timelines and cap here.
+DROP_KIND = "drop"
 # What counts towards the frequency cap: posts that went out, or may have.
 COUNTED = (DeliveryState.sent, DeliveryState.sending, DeliveryState.unknown)
 
@@ -118,7 +121,9 @@ async def list_posts(
 ) -> list[PostView]:
     """Scheduled posts seen from a pond (its own and the broadcasts), or, `everywhere`,
     every scheduled post; newest first."""
-    query = select(PromoPost).where(col(PromoPost.state) == PromoState.scheduled)
+    query = select(PromoPost).where(
+        col(PromoPost.state) == PromoState.scheduled, col(PromoPost.kind) != DROP_KIND
+    )
     if not everywhere:
         query = query.where(
             or_(col(PromoPost.chat_id) == chat_id, col(PromoPost.chat_id).is_(None))
@@ -232,7 +237,11 @@ async def scheduled_runs(
     posts = (
         (
             await session.execute(
-                select(PromoPost).where(col(PromoPost.state) == PromoState.scheduled, or_(*conds))
+                select(PromoPost).where(
+                    col(PromoPost.state) == PromoState.scheduled,
+                    col(PromoPost.kind) != DROP_KIND,
+                    or_(*conds),
+                )
             )
         )
         .scalars()

@@ -48,7 +48,10 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("board", N_("Post the check-in board")),
     ("guessprice", N_("Open a guess-the-price round · /guessprice cancel")),
     ("vote", N_("Open a vote: /vote 1h Question | A | B · /vote close · /vote cancel")),
-    ("promo", N_("Schedule a promotion post: /promo at +2h text")),
+    ("promo", N_(
+        "Schedule a promotion post: /promo at +2h text · red-packet drops: "
+        "/redpacket every 0 20 * * * 100 10 [phase=预热] · /promo list"
+    )),
     ("campaign", N_("Sale campaigns: /campaign 双十一 11-11")),
     ("plan", N_("How many to invite: /plan 200 5")),
     ("stats", N_("The pond's figures with a chart: /stats [7d|30d]")),

@@ -1,0 +1,178 @@
+"""Scheduled red-packet drops firing (F6): `red_packet.drop`.
+
+A firing makes, in one transaction, the shop-funded packet the drop describes — exactly
+what `/redpacket <total> <shares> …` from the admin who scheduled it makes: the packet,
+its shares, its expiry task, and (a pond's own admin) the points counted against their
+daily give cap — and records the outcome in the drop's task; then it posts the packet
+(🧧 button, `#<id>`) through the outbox.
+
+Which occurrence a run fires is worked out from the clock, not from the task's time
+(a retry or a run taken over after a crash runs later than its time): a one-off's own
+time, a recurring drop's latest time at or before now. The packet's `source_key` names
+the drop and that occurrence, so a run repeated for any reason finds its packet made and
+at most posts it (when its post never went out); a packet is never made twice.
+
+The task is a deadline (`catch_up=True`): the run itself decides lateness. More than the
+pond's `promo_grace_minutes` late, the occurrence is recorded `missed`; a day outside the
+drop's campaign phase is `off_phase`; over the admin's daily give cap `over_cap` (global
+operators have none); a packet the pond's limits no longer allow `invalid`. Drops are no
+marketing posts: the frequency cap does not apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from games.campaign import Phase, local_day
+from games.parsing import ParseError
+from games.promo import grace, within_grace
+from games.red_packet import drop_fires_on, packet_limits, parse_packet, split
+from scheduler.core import Scheduler, TaskRun, next_cron_time
+from scheduler.deps import JobDeps
+from services.outbox import OutboxClosedError
+from services.red_packets import RedPackets
+from storage import drops, red_packets, repo
+from storage import promo as store
+from storage.models import Job, PromoPost, PromoState
+from storage.red_packets import PacketCard
+
+log = logging.getLogger(__name__)
+
+LOOK_BACK = timedelta(days=400)  # a yearly crontab's last time is still found
+
+
+def setup(scheduler: Scheduler, deps: JobDeps, rng: random.Random | None = None) -> None:
+    packets = RedPackets(rng)
+
+    async def fire(run: TaskRun) -> None:
+        await fire_drop(scheduler, deps, packets, run)
+
+    scheduler.register(Job.red_packet_drop, fire)
+
+
+async def schedule_drop(
+    scheduler: Scheduler, session: AsyncSession, post: PromoPost, at: datetime,
+    payload: Mapping[str, object],
+) -> None:
+    """A new drop's schedule, in the caller's transaction."""
+    assert post.id is not None
+    await scheduler.schedule(
+        at,
+        Job.red_packet_drop,
+        drops.drop_key(post.id),
+        {"post_id": post.id, **payload},
+        session=session,
+        chat_id=post.chat_id,
+        catch_up=True,  # the run decides lateness (see the module docstring)
+        cron=post.cron,
+        timezone=post.timezone if post.cron else None,
+    )
+
+
+def latest_time(cron: str, timezone: str, now: datetime) -> datetime | None:
+    """The latest time the crontab fires at or before `now` (None: not within a year)."""
+    back = timedelta(seconds=1)
+    while back <= LOOK_BACK:
+        at = next_cron_time(cron, timezone, now - back)
+        if at is not None and at <= now:
+            while (nxt := next_cron_time(cron, timezone, at)) is not None and nxt <= now:
+                at = nxt
+            return at
+        back *= 2
+    return None
+
+
+async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, run: TaskRun) -> None:
+    post_id = int(run.payload["post_id"])
+    async with deps.db.transaction(readonly=True) as session:
+        post = await store.get_post(session, post_id)
+        if post is None or post.state != PromoState.scheduled or post.chat_id is None:
+            return  # cancelled meanwhile
+        chat_id = await store.current_chat(session, post.chat_id)
+        pond = (await store.ponds(session, [chat_id])).get(chat_id)
+        campaigns = (await store.campaigns_by_scope(session, [chat_id])).get(chat_id, [])
+    if pond is None:
+        return
+    occurrence = post.run_at
+    if post.cron:
+        occurrence = latest_time(post.cron, post.timezone, run.now) or run.due
+    phase = run.payload.get("phase")
+    capped = bool(run.payload.get("capped", True))
+    author = post.author_id
+    card: PacketCard | None = None
+    what: str | None = None
+    try:
+        async with deps.db.transaction() as session:
+            if not await drops.is_scheduled(session, post_id):
+                return
+            if post.cron and run.due < occurrence - timedelta(seconds=1):
+                # The bot was down across earlier times: the first of them is on record.
+                await drops.record(session, run.key, run.due, "missed")
+            key = drops.packet_key(post_id, occurrence)
+            card = await drops.packet_of(session, key)
+            settings = await repo.pond_settings(session, chat_id)
+            if card is not None:
+                pass  # made by an earlier run of this firing: at most post it below
+            elif not within_grace(occurrence, run.now, grace(settings)):
+                what = "missed"
+            elif not drop_fires_on(
+                campaigns, None if phase is None else Phase(phase),
+                local_day(occurrence, pond.timezone),
+            ):
+                what = "off_phase"
+            else:
+                try:
+                    args = parse_packet(post.text, packet_limits(settings))
+                except ParseError as exc:
+                    await drops.record(session, run.key, occurrence, "invalid", code=exc.code)
+                    return
+                created = await red_packets.create(
+                    session,
+                    chat_id=chat_id,
+                    funder=repo.UserInfo(author) if author > 0 else None,
+                    funder_name=str(run.payload.get("name", "")),
+                    shop_funded=True,
+                    args=args,
+                    amounts=split(args.total, args.shares, args.mode, packets.rng),
+                    source_key=key,
+                    now=run.now,
+                )
+                card = created.card
+                if capped:
+                    await repo.spend_operator_allowance(
+                        session, chat_id, author, args.total, timezone=pond.timezone, now=run.now
+                    )
+                await scheduler.schedule(
+                    card.expires_at,
+                    Job.red_packet_expire,
+                    red_packets.expiry_task_key(card.id),
+                    {"packet_id": card.id},
+                    session=session,
+                    chat_id=chat_id,
+                )
+                what = "sent"
+            if what is not None:
+                extra = {"packet": card.id} if card is not None else {}
+                await drops.record(session, run.key, occurrence, what, **extra)
+            if post.cron is None and card is not None:
+                await store.move_post(
+                    session, post_id, PromoState.sent, from_states=[PromoState.scheduled]
+                )
+    except repo.OverAllowance as over:
+        async with deps.db.transaction() as session:
+            await drops.record(session, run.key, occurrence, "over_cap", cap=over.cap)
+        log.info("drop %s at %s: over the give cap of %s", post_id, occurrence, author)
+        return
+    log.info("drop %s at %s: %s", post_id, occurrence, what or "made before")
+    if card is None or card.message_id is not None or card.closed or card.expires_at <= run.now:
+        return
+    try:
+        with deps.language(pond.language):
+            packets.post(deps.db, deps.outbox, card, pond.timezone)
+    except OutboxClosedError:
+        pass  # stopping: the next start posts the packets whose post never went out
