@@ -63,6 +63,10 @@ class PondSettings(BaseModel):
     vote_points: int = Field(default=2, ge=0, le=10_000)
     referral_points: int = Field(default=20, ge=0, le=100_000)
 
+    # -- F13 daily tasks (rules in games/tasks.py) ---------------------------------
+    # Points for doing every task of a day in a pond: once per member and day; 0: none.
+    task_bonus: int = Field(default=10, ge=0, le=100_000)
+
     @field_validator("checkin_milestones")
     @classmethod
     def _milestones_in_bounds(cls, value: dict[int, int]) -> dict[int, int]:
@@ -139,7 +143,7 @@ _FALSE = frozenset({"off", "false", "no", "0", "关", "否"})
 SHOP_LEVEL = frozenset({
     "operator_give_daily_cap",
     "checkin_base", "checkin_streak_step", "checkin_streak_cap", "checkin_milestones",
-    "vote_points", "referral_points",
+    "vote_points", "referral_points", "task_bonus",
     "lottery_free_per_day", "lottery_cost",
     "points_per_yuan", "tiers",
 })

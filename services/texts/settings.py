@@ -32,6 +32,7 @@ DESCRIPTIONS: dict[str, str] = {
     "guess_quiet_below": N_("Guesses get their own reply below this many messages a minute"),
     "vote_points": N_("Points for voting"),
     "referral_points": N_("Points for inviting a new member"),
+    "task_bonus": N_("Bonus for doing all of a day's tasks (/tasks), once a day"),
     "promo_grace_minutes": N_("Minutes a late promotion post may still go out"),
     "promo_cap_days": N_("At most one promotion post per this many days (0 = no cap)"),
     "promo_cap_exempt_phases": N_("Campaign phases outside that cap"),
