@@ -53,6 +53,7 @@ from services.operators import AdminCache, OperatorPolicy
 from services.outbox import Outbox
 from services.shop_memo import ClosedItems
 from services.shortcuts import Shortcuts
+from services.tasks import DailyTasks
 from services.trust import PondGate
 from services.weather import describe, is_transient
 from storage.batch import BatchWriter
@@ -112,6 +113,7 @@ def build_dispatcher(
         boards=BoardKeeper(db, outbox, i18n),
         lottery_board=LotteryBoard(db, outbox, i18n),
         closed_items=ClosedItems(),  # a /redeem storm on a sold-out item stays in memory
+        daily_tasks=DailyTasks(db, outbox),  # the day's task list and its bonus (F13)
         clock=utcnow,  # the wall clock handlers read (tests put a fake one here)
     )
     dp.update.outer_middleware(SeenUpdates())

@@ -51,6 +51,7 @@ PERSONAL_COMMANDS = frozenset({
     # the shop and the lottery: a storm on the last coupons, a crowd drawing (each takes
     # its turn at the item's or the prize's row in the database)
     "shop", "redeem", "mine", "draw",
+    "tasks",  # the member's own task list (a bonus paid by it is keyed per member and day)
 })
 
 

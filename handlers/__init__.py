@@ -23,6 +23,7 @@ from handlers import (
     shop,
     shop_admin,
     stats,
+    tasks,
     votes,
 )
 from services.shortcuts import Shortcuts
@@ -55,4 +56,5 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
         stats.setup(),  # /stats, /export, /review
         settings.setup(),  # /settings: operators
+        tasks.setup(),  # /tasks: the day's task list and its bonus
     ]

@@ -31,6 +31,7 @@ from services.filters import IsOperator
 from services.messaging import refuse_non_operator, reply
 from services.middlewares import BATCHED, PondInfo
 from services.outbox import Outbox
+from services.tasks import DailyTasks
 from services.texts import checkin as texts
 from storage import checkin as store
 from storage import repo
@@ -90,6 +91,7 @@ async def checkin_message(
     boards: BoardKeeper,
     outbox: Outbox,
     clock: Clock,
+    daily_tasks: DailyTasks,
 ) -> None:
     if pond is None:
         reply(outbox, message, texts.groups_only())
@@ -99,6 +101,7 @@ async def checkin_message(
     now, today = _today(pond, clock)
     request = _request(pond, person.id, now, message.date)
     result = await writer.submit(store.CHECKIN_OP, request)
+    await daily_tasks.after(pond, person.id, request.day, now)
     quiet = outbox.load(pond.chat_id) < result.quiet_below  # the pond's setting
     boards.touch(pond, today)
     if not quiet:
@@ -121,6 +124,7 @@ async def checkin_button(
     boards: BoardKeeper,
     outbox: Outbox,
     clock: Clock,
+    daily_tasks: DailyTasks,
 ) -> None:
     chat = query.message.chat if query.message is not None else None
     if chat is None or pond is None or chat.id != callback_data.chat_id:
@@ -143,6 +147,7 @@ async def checkin_button(
     await outbox.answer(AnswerCallbackQuery(callback_query_id=query.id, text=text))
     if result.reward is not None:
         boards.touch(pond, today)
+    await daily_tasks.after(pond, person.id, today, now)
 
 
 async def makeup(

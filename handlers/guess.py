@@ -24,6 +24,7 @@ from aiogram.filters import Command, CommandObject, Filter
 from aiogram.types import Message
 from sqlalchemy.exc import IntegrityError
 
+from games.checkin import local_day
 from games.guess import LOOKS_LIKE_PRICE, parse_price, parse_round
 from games.parsing import ParseError
 from handlers.startup import active_ponds, repost, startup_deps
@@ -36,10 +37,14 @@ from services.guess import answer_guess, post_round, reveal_round
 from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import PondInfo
 from services.outbox import Outbox
+from services.tasks import DailyTasks
 from services.texts import games as texts
 from storage import guess as store
 from storage import repo
 from storage.db import Database
+
+# Outcomes after which the member has a guess in the round (the daily task is done).
+GUESSED = frozenset({"accepted", "judged", "replay", "already_won", "out_of_attempts"})
 
 
 class PriceReplyToBot(Filter):
@@ -165,6 +170,7 @@ async def guess_command(
     scheduler: Scheduler,
     pond: PondInfo | None,
     person: repo.UserInfo | None,
+    daily_tasks: DailyTasks,
 ) -> None:
     if person is None:
         reply(outbox, message, common_texts.cannot_target_bot())
@@ -172,7 +178,8 @@ async def guess_command(
     if not (command.args or "").strip():
         reply(outbox, message, texts.usage_guess())
         return
-    await _guess(message, command.args or "", db, outbox, scheduler, pond, person, None)
+    await _guess(message, command.args or "", db, outbox, scheduler, pond, person, None,
+                 daily_tasks)
 
 
 async def guess_reply(
@@ -182,12 +189,14 @@ async def guess_reply(
     scheduler: Scheduler,
     pond: PondInfo | None,
     person: repo.UserInfo | None,
+    daily_tasks: DailyTasks,
 ) -> None:
     assert message.reply_to_message is not None and message.text is not None
     if pond is None or person is None:
         raise SkipHandler
     target = message.reply_to_message.message_id
-    await _guess(message, message.text, db, outbox, scheduler, pond, person, target)
+    await _guess(message, message.text, db, outbox, scheduler, pond, person, target,
+                 daily_tasks)
 
 
 async def _guess(
@@ -199,6 +208,7 @@ async def _guess(
     pond: PondInfo | None,
     person: repo.UserInfo,
     round_message_id: int | None,
+    daily_tasks: DailyTasks,
 ) -> None:
     if pond is None:
         reply(outbox, message, texts.no_round())
@@ -229,6 +239,8 @@ async def _guess(
     elif out.kind != "replay":
         quiet = outbox.load(pond.chat_id) < quiet_below
         answer_guess(outbox, message, person, out, quiet=quiet, timezone=pond.timezone)
+    if out.kind in GUESSED:  # the member has a guess in the round: a task done
+        await daily_tasks.after(pond, person.id, local_day(now, pond.timezone), now)
 
 
 __all__ = ["setup"]

@@ -36,6 +36,7 @@ from services.messaging import actor_of, refuse_non_operator, reply
 from services.middlewares import BATCHED, PondInfo
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
+from services.tasks import DailyTasks
 from services.texts import checkin as checkin_texts
 from services.texts import lottery as texts
 from services.texts import ponds as pond_texts
@@ -62,7 +63,8 @@ def setup() -> Router:
 
 async def _draw(
     writer: BatchWriter, db: Database, outbox: Outbox, pond: PondInfo | None, user_id: int,
-    source_key: str, at: datetime, now: datetime, rng: RandomSource, *, in_dm: bool = False,
+    source_key: str, at: datetime, now: datetime, rng: RandomSource, daily_tasks: DailyTasks,
+    *, in_dm: bool = False,
 ) -> store.DrawOutcome:
     """One draw, committed (a crowd's draws share a unit of work); an item won is then
     queued for the winner's DM (`in_dm`: drawn there, so it is open)."""
@@ -78,6 +80,8 @@ async def _draw(
             return await store.refused_outcome(session, request, exc)
     if drawn.result is not None and drawn.result.redemption is not None:
         shop_delivery.deliver(outbox, db, [drawn.result.redemption], force=in_dm)
+    if drawn.result is not None and pond is not None:  # a draw in the pond: a task done
+        await daily_tasks.after(pond, user_id, request.day, now)
     return drawn
 
 
@@ -91,6 +95,7 @@ async def draw_button(
     lottery_board: LotteryBoard,
     outbox: Outbox,
     clock: Clock,
+    daily_tasks: DailyTasks,
     lottery_rng: RandomSource = SYSTEM_RANDOM,
 ) -> None:
     message = query.message
@@ -106,7 +111,8 @@ async def draw_button(
         return
     now = clock()
     key = lottery_board.presses.key(pond.chat_id, message.message_id, person.id, query.id)
-    drawn = await _draw(writer, db, outbox, pond, person.id, key, now, now, lottery_rng)
+    drawn = await _draw(writer, db, outbox, pond, person.id, key, now, now, lottery_rng,
+                        daily_tasks)
     if drawn.result is None:
         assert drawn.refused is not None
         await outbox.answer(AnswerCallbackQuery(
@@ -130,6 +136,7 @@ async def draw_command(
     lottery_board: LotteryBoard,
     outbox: Outbox,
     clock: Clock,
+    daily_tasks: DailyTasks,
     lottery_rng: RandomSource = SYSTEM_RANDOM,
 ) -> None:
     private = message.chat.type == "private"
@@ -139,7 +146,7 @@ async def draw_command(
     at = checkin_moment(message.date, now)
     key = f"msg:{message.chat.id}:{message.message_id}"
     drawn = await _draw(writer, db, outbox, pond, person.id, key, at, now, lottery_rng,
-                        in_dm=private)
+                        daily_tasks, in_dm=private)
     if drawn.result is not None and not drawn.result.applied:
         return  # a replay of a draw already answered
     if drawn.result is None:

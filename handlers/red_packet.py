@@ -23,6 +23,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.methods import AnswerCallbackQuery, SendMessage
 from aiogram.types import CallbackQuery, Message, ReplyParameters
 
+from games.checkin import local_day
 from games.people import display_name
 from games.red_packet import Refusal
 from handlers.startup import active_ponds, log_restored, startup_deps
@@ -44,11 +45,12 @@ from services.red_packets import (
     Sender,
 )
 from services.shortcuts import Shortcuts
+from services.tasks import DailyTasks
 from services.texts import ponds as pond_texts
 from services.texts import red_packet as texts
 from storage import ledger, red_packets, repo
 from storage.db import Database
-from storage.red_packets import GrabRequest
+from storage.red_packets import Grab, GrabRequest
 
 TOAST_CHARS = 200
 
@@ -149,6 +151,7 @@ class RedPacketHandlers:
         scheduler: Scheduler,
         person: repo.UserInfo | None,
         pond: PondInfo | None,
+        daily_tasks: DailyTasks,
     ) -> None:
         packet_id = callback_data.id
         message = query.message
@@ -172,6 +175,7 @@ class RedPacketHandlers:
             password = grab.card.password if grab.card is not None else None
             await _toast(outbox, query, texts.refused(grab.refused, password))
         self.packets.after(grab, outbox, _timezone(pond))
+        await _task_done(daily_tasks, grab, pond, person, scheduler)
 
     async def grab_by_password(
         self,
@@ -182,6 +186,7 @@ class RedPacketHandlers:
         scheduler: Scheduler,
         person: repo.UserInfo | None,
         pond: PondInfo | None,
+        daily_tasks: DailyTasks,
     ) -> None:
         if person is None or self.packets.is_closed(packet_id):
             return
@@ -206,6 +211,7 @@ class RedPacketHandlers:
                 droppable=True,  # a courtesy: the board shows the grab anyway
             )
         self.packets.after(grab, outbox, _timezone(pond))
+        await _task_done(daily_tasks, grab, pond, person, scheduler)
 
     async def answer_from_memory(
         self, query: CallbackQuery, payload: str, data: dict[str, Any]
@@ -232,6 +238,16 @@ class RedPacketHandlers:
 
 async def _toast(outbox: Outbox, query: CallbackQuery, text: str) -> None:
     await outbox.answer(AnswerCallbackQuery(callback_query_id=query.id, text=text[:TOAST_CHARS]))
+
+
+async def _task_done(daily_tasks: DailyTasks, grab: Grab, pond: PondInfo | None,
+                     person: repo.UserInfo | None, scheduler: Scheduler) -> None:
+    """A share grabbed is the day's red packet task done: maybe the last one (a replay,
+    refused as `already`, looks again: the bonus may not have been paid yet)."""
+    done = grab.refused is None or grab.refused is Refusal.already
+    if done and pond is not None and person is not None:
+        now = scheduler.clock()
+        await daily_tasks.after(pond, person.id, local_day(now, pond.timezone), now)
 
 
 def _timezone(pond: PondInfo | None) -> str:

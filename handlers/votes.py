@@ -23,6 +23,7 @@ from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from pydantic import Field
 
+from games.checkin import local_day
 from games.parsing import ParseError
 from games.votes import MAX_OPTIONS, parse_vote
 from handlers.startup import active_ponds, repost, startup_deps
@@ -33,6 +34,7 @@ from services.filters import IsOperator
 from services.messaging import actor_of, carries_button, refuse_non_operator, reply
 from services.middlewares import PondInfo
 from services.outbox import Outbox, OutboxClosedError
+from services.tasks import DailyTasks
 from services.texts import games as texts
 from storage import repo
 from storage import votes as store
@@ -187,6 +189,7 @@ async def click(
     scheduler: Scheduler,
     pond: PondInfo | None,
     person: repo.UserInfo | None,
+    daily_tasks: DailyTasks,
 ) -> None:
     msg = query.message
     if person is None or msg is None or pond is None:
@@ -197,6 +200,7 @@ async def click(
             )
         )
         return
+    now = scheduler.clock()
     async with db.transaction() as session:
         cast = await store.cast(
             session,
@@ -205,7 +209,7 @@ async def click(
             message_id=msg.message_id,
             user_id=person.id,
             option=callback_data.option,
-            now=scheduler.clock(),
+            now=now,
             genuine=carries_button(msg, query, bot),
         )
     if cast.kind == "not_ready":
@@ -229,3 +233,5 @@ async def click(
                 reply_markup=markup(view),
             ),
         )
+    if cast.kind in ("cast", "changed", "same"):  # the member has a ballot: a task done
+        await daily_tasks.after(pond, person.id, local_day(now, pond.timezone), now)

@@ -33,6 +33,7 @@ MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("redeem", N_("Redeem an item: /redeem 3 (the code comes by private chat)")),
     ("mine", N_("My redemptions and draws")),
     ("draw", N_("Lucky draw: free ones every day, then paid in points")),
+    ("tasks", N_("Today's tasks in the pond and the bonus for doing them all")),
     ("help", N_("What I can do")),
 )
 OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (

@@ -1,0 +1,190 @@
+"""Daily tasks (SPEC F13) through the real Dispatcher: the bonus once when the day's
+last task is done — also when that update is replayed —, nothing while a task is left,
+no bonus on a day with only the check-in, a packet that ran out not held against a
+member, `/tasks` in the pond and in a private chat.
+
+Every test ends with the fake Bot API session's spec check (zero violations)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from aiogram.types import Chat, Message, Update, User
+from sqlalchemy import select
+
+from games.checkin import local_day
+from handlers.red_packet import RedPacketCB
+from handlers.votes import VoteButton
+from scheduler.core import Scheduler
+from storage import ledger, repo
+from storage.db import Database
+from storage.models import LedgerEntry, LedgerKind, Member, RedPacket, Vote
+from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
+from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
+from tests.rig.fake_session import BOT_ID
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Pond:
+    def __init__(self, h: Harness, db: Database, clock: Clock) -> None:
+        self.h = h
+        self.db = db
+        self.clock = clock
+        self.chat = group_chat(GROUP_ID, "Pond")
+
+    def member(self, user_id: int, name: str) -> GroupClient:
+        return self.h.member(self.chat, person(user_id, name))
+
+    @property
+    def op(self) -> GroupClient:
+        return self.member(OPERATOR_ID, "Op")
+
+    def post(self, message_id: int) -> Message:
+        """The bot's message `message_id` in the pond, as a click carries it."""
+        return Message(message_id=message_id, date=self.h.now, chat=self.chat,
+                       from_user=User(id=BOT_ID, is_bot=True, first_name="PondBot"), text="·")
+
+    async def latest(self, model: Any) -> Any:
+        async with self.db.transaction(readonly=True) as s:
+            row = (await s.execute(select(model).order_by(model.id.desc()))).scalars().first()
+        assert row is not None
+        return row
+
+    async def bonuses(self, user_id: int | None = None) -> list[LedgerEntry]:
+        async with self.db.transaction(readonly=True) as s:
+            stmt = select(LedgerEntry).where(LedgerEntry.kind == str(LedgerKind.task_bonus))  # type: ignore[arg-type]
+            rows = list((await s.execute(stmt)).scalars().all())
+        return [r for r in rows if user_id is None or r.user_id == user_id]
+
+    async def balance(self, user_id: int) -> int:
+        async with self.db.transaction(readonly=True) as s:
+            m = await s.get(Member, user_id)
+        return 0 if m is None else m.balance
+
+    def today(self) -> date:
+        return local_day(self.clock.now, "Asia/Shanghai")
+
+    async def last_reply(self) -> str:
+        await self.h.settle()
+        return self.h.session.sent_texts(self.chat.id)[-1]
+
+    async def open_games(self, *, packet: str = "/redpacket 100 5") -> tuple[Message, int, Message]:
+        """An operator opens a vote, a guess round, a red packet and the lottery; returns
+        the vote's post, its id and the packet's post."""
+        await self.op.send("/prize add 1 - points=5 Five")
+        await self.op.send("/vote 1h Which colour? | Red | Blue")
+        await self.op.send("/guessprice 199 10m 100 Dress")
+        await self.op.send(packet)
+        await self.h.settle()
+        vote = await self.latest(Vote)
+        red = await self.latest(RedPacket)
+        return self.post(vote.message_id), int(vote.id), self.post(red.message_id)
+
+    async def grab(self, who: GroupClient, post: Message) -> None:
+        packet = await self.latest(RedPacket)
+        await who.click(post, RedPacketCB(id=packet.id).pack())
+
+    async def invariant_ok(self) -> bool:
+        async with self.db.transaction(readonly=True) as s:
+            return (await ledger.check_invariant(s)).ok
+
+
+@pytest.fixture
+async def pond(bot_db: Database) -> AsyncIterator[Pond]:
+    clock = Clock(datetime.now(UTC))
+    async with running(bot_db, Scheduler(bot_db, clock=clock)) as h:
+        clock.now = h.now  # the members' messages are dated now: one clock for all
+        h.dp["clock"] = clock
+        async with bot_db.transaction() as s:  # an English-speaking pond, for readable asserts
+            await repo.upsert_pond(
+                s, GROUP_ID, title="Pond", chat_type="supergroup", default_language="en"
+            )
+            await repo.change_pond_settings(s, GROUP_ID, guess_quiet_below=20,
+                                            checkin_quiet_below=20, lottery_quiet_below=20)
+        yield Pond(h, bot_db, clock)
+
+
+async def test_every_task_done_pays_the_bonus_once_also_when_the_last_is_replayed(
+    pond: Pond,
+) -> None:
+    vote_post, vote_id, packet_post = await pond.open_games()
+    await pond.member(9, "Zed").send("/draw")  # the lottery is played in the pond today
+    alice = pond.member(1, "Alice")
+    await alice.send("签到")
+    await alice.click(vote_post, VoteButton(vote_id=vote_id, option=0).pack())
+    await alice.send("/guess 150")
+    await pond.grab(alice, packet_post)
+    assert await pond.bonuses() == []  # the draw is left
+    await alice.send("/tasks")
+    shown = await pond.last_reply()
+    assert "Today's tasks" in shown and "✅ Check in" in shown and "✅ Vote" in shown
+    assert "✅ Guess" in shown and "✅ Grab" in shown and "⬜ Draw" in shown
+    assert "1 to go for the bonus of 10 points" in shown
+    before = await pond.balance(1)
+    draw = alice.message("/draw")  # the last task
+    update_id = pond.h.next_update_id()
+    await pond.h.feed(Update(update_id=update_id, message=draw))
+    [bonus] = await pond.bonuses()
+    assert bonus.user_id == 1 and bonus.delta == 10
+    assert bonus.idem_key == f"task_bonus:1:{pond.today().isoformat()}"
+    await pond.h.feed(Update(update_id=update_id, message=draw))  # the same update again
+    await alice.resend(draw, pond.h.next_update_id())  # and redelivered under a new id
+    await alice.send("/tasks")  # asking again pays nothing either
+    assert "the bonus of 10 points is paid" in await pond.last_reply()
+    assert len(await pond.bonuses()) == 1
+    assert await pond.balance(1) == before + 10 + 5  # the bonus and the prize, once each
+    assert await pond.invariant_ok()
+
+
+async def test_a_task_left_pays_nothing_and_the_list_says_what_is_left(pond: Pond) -> None:
+    vote_post, vote_id, packet_post = await pond.open_games()
+    carol = pond.member(3, "Carol")
+    await carol.send("签到")
+    await carol.click(vote_post, VoteButton(vote_id=vote_id, option=0).pack())
+    await pond.grab(carol, packet_post)
+    await carol.send("/draw")
+    assert await pond.bonuses() == []  # the guess is left
+    await carol.send("/tasks")
+    shown = await pond.last_reply()
+    assert "⬜ Guess" in shown and "✅ Draw" in shown and "1 to go" in shown
+    await carol.send("/guess 170")  # the last one
+    assert len(await pond.bonuses(3)) == 1
+
+
+async def test_a_day_with_only_the_check_in_pays_no_bonus(pond: Pond) -> None:
+    dave = pond.member(4, "Dave")
+    await dave.send("签到")
+    await dave.send("/tasks")
+    assert "No game in the pond today" in await pond.last_reply()
+    assert await pond.bonuses() == []
+
+
+async def test_a_packet_that_ran_out_is_not_held_against_a_member(pond: Pond) -> None:
+    vote_post, vote_id, packet_post = await pond.open_games(packet="/redpacket 2 1")
+    erin, frank = pond.member(5, "Erin"), pond.member(6, "Frank")
+    await pond.grab(frank, packet_post)  # the only share
+    await erin.send("签到")
+    await erin.click(vote_post, VoteButton(vote_id=vote_id, option=0).pack())
+    assert await pond.bonuses() == []
+    await erin.send("/guess 120")
+    assert len(await pond.bonuses(5)) == 1  # the packet is over for her: not counted
+    await erin.send("/tasks")
+    assert "➖ Grab" in await pond.last_reply()
+
+
+async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None:
+    user = person(7, "Gina")
+    chat: Chat = private_chat(user)
+    await pond.h.member(chat, user).send("/tasks")
+    await pond.h.settle()
+    assert "按鱼塘" in pond.h.session.sent_texts(user.id)[-1]  # Chinese: the default
