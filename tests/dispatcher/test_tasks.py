@@ -8,20 +8,35 @@ Every test ends with the fake Bot API session's spec check (zero violations)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiogram.types import Chat, Message, Update, User
 from sqlalchemy import select
 
+from games import tasks as rules
 from games.checkin import local_day
-from handlers.red_packet import RedPacketCB
 from handlers.votes import VoteButton
 from scheduler.core import Scheduler
+from services.red_packets import RedPacketCB
 from storage import ledger, repo
+from storage import tasks as store
 from storage.db import Database
-from storage.models import LedgerEntry, LedgerKind, Member, RedPacket, Vote
+from storage.models import (
+    Checkin,
+    Draw,
+    GuessRound,
+    LedgerEntry,
+    LedgerKind,
+    Member,
+    PriceGuess,
+    Prize,
+    RedPacket,
+    RedPacketShare,
+    Vote,
+    VoteBallot,
+)
 from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
 from tests.rig.fake_session import BOT_ID
@@ -188,3 +203,80 @@ async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None
     await pond.h.member(chat, user).send("/tasks")
     await pond.h.settle()
     assert "按鱼塘" in pond.h.session.sent_texts(user.id)[-1]  # Chinese: the default
+
+
+# -- storage, on SQLite and PostgreSQL -------------------------------------------------
+
+SHANGHAI_NOON = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+DAY = date(2026, 12, 6)
+
+
+async def test_the_day_s_facts_in_one_statement_and_the_bonus_once(db: Database) -> None:
+    now, hour = SHANGHAI_NOON, timedelta(hours=1)
+    eve = datetime(2026, 12, 5, 15, 59, tzinfo=UTC)  # 23:59 the day before, in Shanghai
+
+    async def facts(user_id: int = 1, chat_id: int = GROUP_ID) -> store.DayFacts:
+        async with db.transaction(readonly=True) as s:
+            return await store.facts(s, chat_id=chat_id, user_id=user_id, day=DAY,
+                                     timezone="Asia/Shanghai", now=now)
+
+    async def opened() -> bool:
+        async with db.transaction(readonly=True) as s:
+            return await store.games_opened(s, GROUP_ID, DAY, "Asia/Shanghai")
+
+    async with db.transaction() as s:
+        s.add(Member(user_id=1, first_name="A", dm_linked=True))
+        s.add(Member(user_id=2, first_name="B"))
+        # Yesterday's vote, a cancelled one, another pond's: none is today's here.
+        s.add(Vote(chat_id=GROUP_ID, source_key="v0", question="Q", options=["a", "b"],
+                   opened_at=eve, closes_at=now + hour))
+        s.add(Vote(chat_id=GROUP_ID, source_key="v1", question="Q", options=["a", "b"],
+                   state="canceled", opened_at=now, closes_at=now + hour))
+        s.add(Vote(chat_id=-1, source_key="v2", question="Q", options=["a", "b"],
+                   opened_at=now, closes_at=now + hour))
+    assert not await opened()
+    assert not (await facts()).facts.games[rules.Kind.vote].offered
+
+    async with db.transaction() as s:
+        vote = Vote(chat_id=GROUP_ID, source_key="v3", question="Q", options=["a", "b"],
+                    opened_at=now - hour, closes_at=now + hour)
+        rnd = GuessRound(chat_id=GROUP_ID, source_key="g1", product="P", price_cents=100,
+                         prize=1, mode="closest", state="closed", opened_at=now - hour,
+                         closes_at=now - hour / 2)
+        packet = RedPacket(chat_id=GROUP_ID, total=2, shares=1, mode="equal", taken=1,
+                           state="finished", source_key="p1", created_at=now - hour,
+                           expires_at=now + hour)
+        s.add_all([vote, rnd, packet])
+        s.add(Prize(name="Five", weight=1, kind="points", points=5, source_key="z1"))
+        await s.flush()
+        assert vote.id is not None and rnd.id is not None and packet.id is not None
+        s.add(VoteBallot(vote_id=vote.id, user_id=1))
+        s.add(PriceGuess(round_id=rnd.id, user_id=1, cents=90, source_key="pg1"))
+        s.add(RedPacketShare(packet_id=packet.id, seq=1, amount=2, user_id=2))
+        s.add(Draw(user_id=2, chat_id=GROUP_ID, day=DAY, source_key="d1"))
+        s.add(Checkin(user_id=1, chat_id=GROUP_ID, day=DAY, streak=1, points=5))
+    assert await opened()
+    mine = await facts(1)
+    kinds = rules.Kind
+    assert mine.facts.checked_in and mine.facts.today and mine.dm_linked and not mine.paid
+    assert mine.facts.games[kinds.vote] == rules.Game(True, True, True)
+    assert mine.facts.games[kinds.guess] == rules.Game(True, False, True)
+    assert mine.facts.games[kinds.red_packet] == rules.Game(True, False, False)
+    assert mine.facts.games[kinds.lottery] == rules.Game(True, True, False)
+    theirs = await facts(2)
+    assert not theirs.facts.checked_in and not theirs.dm_linked
+    assert theirs.facts.games[kinds.red_packet].done and theirs.facts.games[kinds.lottery].done
+
+    for _ in range(2):
+        async with db.transaction() as s:
+            move = await store.award(s, user_id=1, chat_id=GROUP_ID, day=DAY, amount=10,
+                                     now=now)
+        assert move is not None and move.balance == 10
+    assert (await facts(1)).paid
+    async with db.transaction() as s:
+        assert await store.award(s, user_id=2, chat_id=GROUP_ID, day=DAY, amount=0,
+                                 now=now) is None
+        entries = (await s.execute(select(LedgerEntry))).scalars().all()
+        assert [(e.user_id, e.delta, e.idem_key) for e in entries] == [
+            (1, 10, "task_bonus:1:2026-12-06")]
+        assert (await ledger.check_invariant(s)).ok
