@@ -1,10 +1,10 @@
 """Daily tasks in the database (SPEC F13): what a member did in a pond on a day, and
 the bonus.
 
-The rules are in `games.tasks`; `facts` reads everything they need in ONE statement
-(scalar subqueries over the day's votes, rounds, packets and draws of the pond, the
-member's check-in, ballots, guesses, shares and draws, and the prize table), so asking
-costs one round trip. `games_opened` is the cheaper question the actions ask first:
+The rules are in `games.tasks`; `facts_many` reads everything they need for many
+members of one pond at once: one statement for what the pond had that day (its votes,
+rounds, packets and draws, the prize table), then one per kind of game it had, for all
+the members together. `games_opened` is the cheaper question the actions ask first:
 did an operator open any game in the pond that day? Without one there is no task day
 and nothing more to read.
 
@@ -15,6 +15,7 @@ deliveries and replays find the key taken (`storage.ledger`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -94,49 +95,80 @@ class DayFacts:
     dm_linked: bool  # the member's private chat with the bot is linked
 
 
-async def facts(
-    session: AsyncSession, *, chat_id: int, user_id: int, day: date, timezone: str,
+async def facts_many(
+    session: AsyncSession, *, chat_id: int, user_ids: Sequence[int], day: date, timezone: str,
     now: datetime,
-) -> DayFacts:
-    """What the pond had on `day` and what the member did, in one statement."""
+) -> dict[int, DayFacts]:
+    """What the pond had on `day` and what each member did: one statement for the
+    pond's games, then one per kind of game it had (members together), whatever their
+    number."""
     start, end = rules.day_bounds(day, timezone)
     votes, rounds, packets = (_votes(chat_id, start, end), _rounds(chat_id, start, end),
                               _packets(chat_id, start, end))
     draws = and_(DRAW.c.chat_id == chat_id, DRAW.c.day == day)
-    row = (await session.execute(select(
-        exists().where(CHECKIN.c.user_id == user_id, CHECKIN.c.day == day).label("checked_in"),
+    pond = (await session.execute(select(
         exists().where(votes).label("vote"),
         exists().where(votes, VOTE.c.state == "open", VOTE.c.closes_at > now
                        ).label("vote_open"),
-        exists().where(votes, BALLOT.c.vote_id == VOTE.c.id, BALLOT.c.user_id == user_id
-                       ).label("vote_done"),
         exists().where(rounds).label("guess"),
         exists().where(rounds, ROUND.c.state == "open", ROUND.c.closes_at > now
                        ).label("guess_open"),
-        exists().where(rounds, GUESS.c.round_id == ROUND.c.id, GUESS.c.user_id == user_id
-                       ).label("guess_done"),
         exists().where(packets).label("packet"),
         exists().where(packets, PACKET.c.state == "open", PACKET.c.taken < PACKET.c.shares,
                        PACKET.c.expires_at > now).label("packet_open"),
-        exists().where(packets, SHARE.c.packet_id == PACKET.c.id, SHARE.c.user_id == user_id
-                       ).label("packet_done"),
         exists().where(draws).label("lottery"),
         exists().where(PRIZE.c.active.is_(True),
                        or_(PRIZE.c.stock.is_(None), PRIZE.c.stock > 0)).label("lottery_open"),
-        exists().where(draws, DRAW.c.user_id == user_id).label("lottery_done"),
-        exists().where(LEDGER.c.idem_key == bonus_key(user_id, day)).label("paid"),
-        select(MEMBER.c.dm_linked).where(MEMBER.c.user_id == user_id)
-        .scalar_subquery().label("dm_linked"),
     ))).one()
-    today = local_day(now, timezone) == day
-    games = {
-        kind: rules.Game(bool(getattr(row, name)), bool(getattr(row, f"{name}_open")),
-                         bool(getattr(row, f"{name}_done")))
-        for kind, name in ((rules.Kind.vote, "vote"), (rules.Kind.guess, "guess"),
-                           (rules.Kind.red_packet, "packet"), (rules.Kind.lottery, "lottery"))
+    users = sorted(set(user_ids))
+
+    async def who(column: Any, *where: Any) -> set[int]:
+        rows = await session.execute(select(column).where(column.in_(users), *where))
+        return {int(u) for (u,) in rows.all()}
+
+    checked = await who(CHECKIN.c.user_id, CHECKIN.c.day == day)
+    done: dict[str, set[int]] = {
+        "vote": await who(BALLOT.c.user_id, BALLOT.c.vote_id.in_(select(VOTE.c.id).where(votes)))
+        if pond.vote else set(),
+        "guess": await who(GUESS.c.user_id,
+                           GUESS.c.round_id.in_(select(ROUND.c.id).where(rounds)))
+        if pond.guess else set(),
+        "packet": await who(SHARE.c.user_id,
+                            SHARE.c.packet_id.in_(select(PACKET.c.id).where(packets)))
+        if pond.packet else set(),
+        "lottery": await who(DRAW.c.user_id, draws) if pond.lottery else set(),
     }
-    return DayFacts(rules.Facts(bool(row.checked_in), games, today), bool(row.paid),
-                    bool(row.dm_linked))
+    keys = [bonus_key(u, day) for u in users]
+    paid = {int(u) for (u,) in (await session.execute(
+        select(LEDGER.c.user_id).where(LEDGER.c.idem_key.in_(keys)))).all()}
+    linked = await who(MEMBER.c.user_id, MEMBER.c.dm_linked.is_(True))
+    today = local_day(now, timezone) == day
+    kinds = ((rules.Kind.vote, "vote"), (rules.Kind.guess, "guess"),
+             (rules.Kind.red_packet, "packet"), (rules.Kind.lottery, "lottery"))
+    return {
+        u: DayFacts(
+            rules.Facts(
+                u in checked,
+                {kind: rules.Game(bool(getattr(pond, name)), bool(getattr(pond, f"{name}_open")),
+                                  u in done[name])
+                 for kind, name in kinds},
+                today,
+            ),
+            u in paid,
+            u in linked,
+        )
+        for u in users
+    }
+
+
+async def facts(
+    session: AsyncSession, *, chat_id: int, user_id: int, day: date, timezone: str,
+    now: datetime,
+) -> DayFacts:
+    """`facts_many` of one member."""
+    found = await facts_many(session, chat_id=chat_id, user_ids=[user_id], day=day,
+                             timezone=timezone, now=now)
+    return found[user_id]
 
 
 async def award(

@@ -7,6 +7,7 @@ Every test ends with the fake Bot API session's spec check (zero violations)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -205,13 +206,40 @@ async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None
     assert "按鱼塘" in pond.h.session.sent_texts(user.id)[-1]  # Chinese: the default
 
 
+async def test_a_crowd_completing_at_once_is_read_together_and_paid_once_each(
+    pond: Pond, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await pond.op.send("/vote 1h Which colour? | Red | Blue")
+    await pond.h.settle()
+    vote = await pond.latest(Vote)
+    crowd = [pond.member(100 + i, f"M{i}") for i in range(30)]
+    for m in crowd:
+        await m.click(pond.post(vote.message_id), VoteButton(vote_id=vote.id, option=0).pack())
+    assert await pond.bonuses() == []  # nobody checked in yet
+    reads: list[int] = []
+    facts_many = store.facts_many
+
+    async def counted(*args: Any, **kw: Any) -> dict[int, store.DayFacts]:
+        reads.append(len(kw["user_ids"]))
+        return await facts_many(*args, **kw)
+
+    monkeypatch.setattr(store, "facts_many", counted)
+    await asyncio.gather(*(m.send("签到") for m in crowd))
+    paid = await pond.bonuses()
+    assert sorted(e.user_id for e in paid) == [100 + i for i in range(30)]
+    assert sum(reads) == 30 and len(reads) < 30  # members read together
+    await asyncio.gather(*(m.send("签到") for m in crowd))  # again: already, nothing more
+    assert len(await pond.bonuses()) == 30
+    assert await pond.invariant_ok()
+
+
 # -- storage, on SQLite and PostgreSQL -------------------------------------------------
 
 SHANGHAI_NOON = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 DAY = date(2026, 12, 6)
 
 
-async def test_the_day_s_facts_in_one_statement_and_the_bonus_once(db: Database) -> None:
+async def test_the_day_s_facts_and_the_bonus_once(db: Database) -> None:
     now, hour = SHANGHAI_NOON, timedelta(hours=1)
     eve = datetime(2026, 12, 5, 15, 59, tzinfo=UTC)  # 23:59 the day before, in Shanghai
 
