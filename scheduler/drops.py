@@ -10,7 +10,8 @@ Which occurrence a run fires is worked out from the clock, not from the task's t
 (a retry or a run taken over after a crash runs later than its time): a one-off's own
 time, a recurring drop's latest time at or before now. The packet's `source_key` names
 the drop and that occurrence, so a run repeated for any reason finds its packet made and
-at most posts it (when its post never went out); a packet is never made twice.
+does nothing: a packet is never made twice. Only the run that made the packet posts it; a
+post lost with its process is posted when the bot starts again (handlers/startup.py).
 
 The task is a deadline (`catch_up=True`): the run itself decides lateness. More than the
 pond's `promo_grace_minutes` late, the occurrence is recorded `missed`; a day outside the
@@ -117,7 +118,9 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
             card = await drops.packet_of(session, key)
             settings = await repo.pond_settings(session, chat_id)
             if card is not None:
-                pass  # made by an earlier run of this firing: at most post it below
+                # Made by an earlier run of this firing, which posted it; if that run's
+                # process died first, its start posted it (handlers/startup.py, lost posts).
+                pass
             elif not within_grace(occurrence, run.now, grace(settings)):
                 what = "missed"
             elif not drop_fires_on(
@@ -169,7 +172,7 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
         log.info("drop %s at %s: over the give cap of %s", post_id, occurrence, author)
         return
     log.info("drop %s at %s: %s", post_id, occurrence, what or "made before")
-    if card is None or card.message_id is not None or card.closed or card.expires_at <= run.now:
+    if what != "sent" or card is None:
         return
     try:
         with deps.language(pond.language):
