@@ -15,9 +15,10 @@ post lost with its process is posted when the bot starts again (handlers/startup
 
 The task is a deadline (`catch_up=True`): the run itself decides lateness. More than the
 pond's `promo_grace_minutes` late, the occurrence is recorded `missed`; a day outside the
-drop's campaign phase is `off_phase`; over the admin's daily give cap `over_cap` (global
-operators have none); a packet the pond's limits no longer allow `invalid`. Drops are no
-marketing posts: the frequency cap does not apply.
+drop's campaign phase is skipped without a record (`/promo list` tells from the
+campaigns when it fires next, or that it never will); over the admin's daily give cap
+`over_cap` (global operators have none); a packet the pond's limits no longer allow
+`invalid`. Drops are no marketing posts: the frequency cap does not apply.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
                     chat_id=chat_id,
                 )
                 what = "sent"
-            if what is not None:
+            if what is not None and what != "off_phase":  # (outside its phase: no news)
                 extra = {"packet": card.id} if card is not None else {}
                 await drops.record(session, run.key, occurrence, what, **extra)
             if post.cron is None and card is not None:

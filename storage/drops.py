@@ -76,7 +76,7 @@ async def is_scheduled(session: AsyncSession, drop_id: int) -> bool:
 async def record(
     session: AsyncSession, key: str, occurrence: datetime, what: str, **details: Any
 ) -> None:
-    """Keep a firing's outcome (`sent`, `missed`, `over_cap`, `off_phase`, `invalid`) in
+    """Keep a firing's outcome (`sent`, `missed`, `over_cap`, `invalid`) in
     its task's payload, the newest last, at most `KEPT_OUTCOMES`; an occurrence recorded
     before is replaced, so a firing run again keeps one line."""
     payload = await session.scalar(select(col(ScheduledTask.payload)).where(

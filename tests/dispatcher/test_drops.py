@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aiogram.methods import SendMessage
-from aiogram.types import Chat
+from aiogram.types import Chat, Message, User
 from sqlalchemy import func, select, update
 
 from scheduler.core import Scheduler
@@ -29,7 +29,7 @@ from storage.models import (
 )
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person
-from tests.rig.fake_session import FakeSession
+from tests.rig.fake_session import BOT_ID, FakeSession
 
 # Tuesday 2026-10-20, 12:00 in Shanghai.
 T0 = datetime(2026, 10, 20, 4, 0, tzinfo=UTC)
@@ -178,6 +178,9 @@ async def test_a_warm_up_drop_fires_on_warm_up_days_only(rig: Rig, group: Chat) 
     days = [p.created_at.replace(tzinfo=UTC).astimezone(UTC) for p in made]
     assert days == [local(f"2026-11-{d:02d}") for d in range(1, 11)]
     assert len(rig.packet_posts()) == 10
+    # Days outside the phase leave no record: the last outcomes are the packets.
+    outcomes = (await rig.task(drop.id)).payload["outcomes"]
+    assert [o["what"] for o in outcomes] == ["sent"] * drops.KEPT_OUTCOMES
     # A global operator's drops are not capped.
     async with rig.db.transaction(readonly=True) as s:
         assert await s.scalar(select(func.count()).select_from(OperatorGiveDay)) == 0
@@ -275,3 +278,34 @@ async def test_bad_input_and_members_change_nothing(rig: Rig, group: Chat) -> No
     # A plain /redpacket still works after the drops' router.
     said = await rig.say(admin, "/redpacket 100 10")
     assert len(rig.packet_posts()) == 1
+
+
+async def test_drops_are_outside_the_marketing_frequency_cap(rig: Rig, group: Chat) -> None:
+    admin = rig.h.member(group, person(ADMIN_ID, "Admin"))
+    await rig.say(admin, "/redpacket every 0 20 * * * 100 10")
+    await rig.say(admin, "/redpacket at 2026-10-21 20:30 100 10")
+    # A post the next evening passes the cap (drops are not counted) …
+    said = await rig.say(admin, "/promo at 2026-10-21 20:00 今晚直播")
+    assert not said.startswith("⛔"), said
+    ok = next(
+        b.callback_data
+        for m in reversed(rig.sent())
+        if m.reply_markup is not None
+        for row in m.reply_markup.inline_keyboard
+        for b in row
+        if (b.callback_data or "").startswith("pp:ok:")
+    )
+    message = Message(
+        message_id=77,
+        date=rig.h.now,
+        chat=group,
+        from_user=User(id=BOT_ID, is_bot=True, first_name="PondBot"),
+        text="👀",
+    )
+    await admin.click(message, ok)
+    await rig.h.settle()
+    # … and the drops still fire beside it; a second post that week is capped.
+    said = await rig.say(admin, "/promo at 2026-10-22 20:00 又一条")
+    assert said.startswith("⛔"), said
+    await rig.tick(local("2026-10-20"))
+    assert len(await rig.packets()) == 1
