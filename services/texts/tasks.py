@@ -26,8 +26,10 @@ def task_list(name: str, tasks: TaskList, *, bonus: int, paid: bool) -> str:
             line += " " + _("(over — not counted)")
         lines.append(line)
     lines.append("")
-    if paid:
+    if paid and tasks.complete:
         lines.append(_("🎉 All done: the bonus of {bonus} points is paid.").format(bonus=bonus))
+    elif paid:
+        lines.append(_("🎉 Today's bonus is paid already (one a day, whichever pond)."))
     elif not tasks.task_day:
         lines.append(_(
             "No game in the pond today yet: the bonus is for days with a vote, a price "

@@ -106,6 +106,9 @@ class Pond:
         red = await self.latest(RedPacket)
         return self.post(vote.message_id), int(vote.id), self.post(red.message_id)
 
+    async def post_of_packet(self) -> Message:
+        return self.post((await self.latest(RedPacket)).message_id)
+
     async def grab(self, who: GroupClient, post: Message) -> None:
         packet = await self.latest(RedPacket)
         await who.click(post, RedPacketCB(id=packet.id).pack())
@@ -196,6 +199,25 @@ async def test_a_packet_that_ran_out_is_not_held_against_a_member(pond: Pond) ->
     assert len(await pond.bonuses(5)) == 1  # the packet is over for her: not counted
     await erin.send("/tasks")
     assert "➖ Grab" in await pond.last_reply()
+
+
+async def test_one_bonus_a_day_whichever_pond(pond: Pond) -> None:
+    other = group_chat(GROUP_ID - 1, "Other pond")
+    async with pond.db.transaction() as s:
+        await repo.upsert_pond(s, other.id, title="Other pond", chat_type="supergroup",
+                               default_language="en")
+    await pond.h.member(other, person(OPERATOR_ID, "Op")).send("/vote 1h Q | A | B")
+    vote_post, vote_id, _ = await pond.open_games()
+    hana = pond.member(8, "Hana")
+    await hana.send("签到")
+    await hana.click(vote_post, VoteButton(vote_id=vote_id, option=0).pack())
+    await hana.send("/guess 100")
+    await pond.grab(hana, await pond.post_of_packet())
+    assert len(await pond.bonuses(8)) == 1
+    await pond.h.member(other, person(8, "Hana")).send("/tasks")  # its vote not voted in
+    await pond.h.settle()
+    shown = pond.h.session.sent_texts(other.id)[-1]
+    assert "⬜ Vote" in shown and "paid already" in shown
 
 
 async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None:
