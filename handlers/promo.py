@@ -33,6 +33,7 @@ from services.operators import OperatorPolicy
 from services.outbox import Outbox
 from services.promo import Where
 from services.promo_post import PromoCB, post_method, preview_control, size_problem
+from services.texts import drops as drop_texts
 from services.texts import promo as t
 from storage import promo as store
 from storage import repo
@@ -91,10 +92,11 @@ async def promo(
         assert cmd.post_id is not None
         async with db.transaction() as session:
             done, unschedule = await service.cancel(session, where, cmd.post_id)
+            dropped = unschedule and await scheduler.cancel(drop_key(cmd.post_id), session=session)
             if unschedule:
                 await scheduler.cancel(store.post_key(cmd.post_id), session=session)
-                await scheduler.cancel(drop_key(cmd.post_id), session=session)  # a drop's
         text = t.cancelled(cmd.post_id) if done else t.not_found(cmd.post_id)
+        text = drop_texts.cancelled(cmd.post_id) if dropped else text  # a red-packet drop
     else:
         assert cmd.post is not None
         await _draft(message, db, outbox, scheduler.clock(), where, person, cmd.post)

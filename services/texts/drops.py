@@ -55,6 +55,10 @@ def over_cap(total: int, cap: int) -> str:
     ).format(total=total, cap=cap)
 
 
+def cancelled(drop_id: int) -> str:
+    return _("🗑 Drop #{id} cancelled: it makes no more red packets.").format(id=drop_id)
+
+
 def _packet(args: PacketArgs) -> str:
     text = _("🧧 {total} points in {shares} shares").format(total=args.total, shares=args.shares)
     if args.password is not None:

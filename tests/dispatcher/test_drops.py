@@ -219,7 +219,7 @@ async def test_cancel_stops_a_drop_and_a_one_off_fires_once(rig: Rig, group: Cha
     await rig.say(admin, "/redpacket every 0 20 * * * 100 10")
     daily = await rig.drop()
     said = await rig.say(admin, f"/promo cancel {daily.id}")
-    assert "🗑" in said, said
+    assert said.startswith("🗑") and "红包" in said, said
     assert (await rig.task(daily.id)).state == TaskState.cancelled
     said = await rig.say(admin, "/redpacket at +2h 50 5 pwd=发财")
     assert said.startswith("⏰"), said
