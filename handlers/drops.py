@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from functools import partial
 
-from aiogram import Bot, F, Router
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
@@ -35,7 +35,7 @@ from games.red_packet import (
 )
 from games.settings import PondSettings
 from scheduler.core import Scheduler, next_cron_time
-from scheduler.drops import schedule_drop
+from scheduler.drops import NewDrop, create_drop
 from services.filters import IsOperator
 from services.messaging import refuse_non_operator, reply
 from services.middlewares import PondInfo
@@ -49,7 +49,6 @@ from storage import drops, repo
 from storage import promo as store
 from storage.db import Database
 from storage.drops import DropView
-from storage.models import PromoPost, PromoState
 
 GROUPS = ("group", "supergroup")
 LISTING_LIMIT = 4000  # characters of one `/promo list` message (Telegram's 4096, and room)
@@ -66,7 +65,6 @@ def setup() -> Router:
 async def schedule(
     message: Message,
     command: CommandObject,
-    bot: Bot,
     db: Database,
     outbox: Outbox,
     scheduler: Scheduler,
@@ -101,30 +99,14 @@ async def schedule(
         reply(outbox, message, texts.over_cap(drop.args.total, cap))
         return
     name = person.display_name if person else chat.title or ""
-    post = PromoPost(
-        chat_id=chat.id,
-        author_id=author,
-        preview_chat_id=chat.id,
-        kind=store.DROP_KIND,
-        run_at=at,
-        cron=drop.when.cron,
-        timezone=pond.timezone,
-        text=drop.packet,
-        state=PromoState.scheduled,
-        source_key=f"drop:{chat.id}:{message.message_id}",
-        created_at=now,
-        confirmed_at=now,
-    )
-    phase = str(drop.phase) if drop.phase else None
-    payload = {"phase": phase, "capped": capped, "name": name[:128]}
-    async with db.transaction() as session:
-        post.id, created = await store.create_draft(session, post)
-        if created:
-            await schedule_drop(scheduler, session, post, at, payload)
-    if not created:
+    source_key = f"drop:{chat.id}:{message.message_id}"
+    new = NewDrop(chat.id, author, name, at, pond.timezone, drop, capped, source_key)
+    drop_id = await create_drop(scheduler, db, new, now)
+    if drop_id is None:
         return  # the same command delivered again: scheduled the first time
-    when = promo_texts.when("every" if post.cron else "at", at, post.cron, post.timezone)
-    reply(outbox, message, texts.scheduled(post.id, when, drop.args, drop.phase))
+    cron = drop.when.cron
+    when = promo_texts.when("every" if cron else "at", at, cron, pond.timezone)
+    reply(outbox, message, texts.scheduled(drop_id, when, drop.args, drop.phase))
 
 
 # -- /promo list ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,13 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from games.campaign import Phase, local_day
 from games.parsing import ParseError
 from games.promo import grace, within_grace
-from games.red_packet import drop_fires_on, packet_limits, parse_packet, split
+from games.red_packet import DropArgs, drop_fires_on, packet_limits, parse_packet, split
 from scheduler.core import Scheduler, TaskRun, next_cron_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
 from services.red_packets import RedPackets
 from storage import drops, red_packets, repo
 from storage import promo as store
+from storage.db import Database
 from storage.models import Job, PromoPost, PromoState
 from storage.red_packets import PacketCard
 
@@ -57,7 +59,49 @@ def setup(scheduler: Scheduler, deps: JobDeps, rng: random.Random | None = None)
     scheduler.register(Job.red_packet_drop, fire)
 
 
-async def schedule_drop(
+@dataclass(frozen=True, slots=True)
+class NewDrop:
+    """A drop as `/redpacket at|every` asked for it."""
+
+    chat_id: int
+    author_id: int  # the admin (an anonymous admin: the group), whose give cap counts
+    name: str  # how the packets name who sent them
+    at: datetime  # the first time
+    timezone: str
+    drop: DropArgs
+    capped: bool  # a pond's own admin: each firing counts against their daily give cap
+    source_key: str  # the command message
+
+
+async def create_drop(
+    scheduler: Scheduler, db: Database, new: NewDrop, now: datetime
+) -> int | None:
+    """Record a drop (a `promo_post` of kind `drop`) and its schedule, once per command
+    message: its id, or None for a command delivered again."""
+    post = PromoPost(
+        chat_id=new.chat_id,
+        author_id=new.author_id,
+        preview_chat_id=new.chat_id,
+        kind=store.DROP_KIND,
+        run_at=new.at,
+        cron=new.drop.when.cron,
+        timezone=new.timezone,
+        text=new.drop.packet,
+        state=PromoState.scheduled,
+        source_key=new.source_key,
+        created_at=now,
+        confirmed_at=now,
+    )
+    phase = str(new.drop.phase) if new.drop.phase else None
+    payload = {"phase": phase, "capped": new.capped, "name": new.name[:128]}
+    async with db.transaction() as session:
+        post.id, created = await store.create_draft(session, post)
+        if created:
+            await _schedule(scheduler, session, post, new.at, payload)
+    return post.id if created else None
+
+
+async def _schedule(
     scheduler: Scheduler, session: AsyncSession, post: PromoPost, at: datetime,
     payload: Mapping[str, object],
 ) -> None:
