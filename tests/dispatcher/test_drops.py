@@ -18,6 +18,7 @@ from aiogram.types import Chat, Message, User
 from sqlalchemy import func, select, update
 
 from scheduler.core import Scheduler
+from scheduler.drops import latest_time
 from storage import drops, repo
 from storage.db import Database
 from storage.models import (
@@ -309,3 +310,38 @@ async def test_drops_are_outside_the_marketing_frequency_cap(rig: Rig, group: Ch
     assert said.startswith("⛔"), said
     await rig.tick(local("2026-10-20"))
     assert len(await rig.packets()) == 1
+
+
+async def test_an_anonymous_admins_drop_and_a_redelivered_command(rig: Rig, group: Chat) -> None:
+    anon = rig.h.member(group, User(id=1087968824, is_bot=True, first_name="Group"))
+    msg = await anon.send("/redpacket at +1h 40 4", sender_chat=group)
+    await rig.h.settle()
+    drop = await rig.drop()
+    assert drop.author_id == GROUP_ID and drop.kind == "drop"
+    # The same command delivered again (as by a new process) schedules nothing more.
+    said = len(rig.sent())
+    await anon.resend(msg, rig.h.next_update_id())
+    await rig.h.settle()
+    assert len(rig.sent()) == said
+    async with rig.db.transaction(readonly=True) as s:
+        assert await s.scalar(select(func.count()).select_from(PromoPost)) == 1
+    await rig.tick(T0 + timedelta(hours=1))
+    [packet] = await rig.packets()
+    assert packet.funder_id is None and packet.funder_name == group.title
+    # The group's own allowance counts, like a /redpacket of an anonymous admin.
+    async with rig.db.transaction(readonly=True) as s:
+        rows = (await s.execute(select(OperatorGiveDay.actor_id, OperatorGiveDay.given))).all()  # type: ignore[call-overload]
+    assert [tuple(r) for r in rows] == [(GROUP_ID, 40)]
+
+
+def test_latest_time_of_a_crontab() -> None:
+    at = local("2026-10-20", "20:00")
+    assert latest_time("0 20 * * *", "Asia/Shanghai", at) == at
+    assert latest_time("0 20 * * *", "Asia/Shanghai", at + timedelta(minutes=3)) == at
+    assert latest_time("0 20 * * *", "Asia/Shanghai", at - timedelta(seconds=1)) == at - timedelta(
+        days=1
+    )
+    # Fridays (crontab's 5), from a Tuesday: the last one.
+    assert latest_time("0 20 * * fri", "Asia/Shanghai", at) == local("2026-10-16")
+    assert latest_time("0 0 1 1 *", "UTC", at) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert latest_time("* * * * *", "UTC", at + timedelta(seconds=59)) == at
