@@ -35,6 +35,7 @@ from tests.rig.fake_session import BOT_ID, FakeSession
 # Tuesday 2026-10-20, 12:00 in Shanghai.
 T0 = datetime(2026, 10, 20, 4, 0, tzinfo=UTC)
 MEMBER_ID = 555
+OTHER_GROUP = -1009999999999
 
 
 class Clock:
@@ -345,3 +346,15 @@ def test_latest_time_of_a_crontab() -> None:
     assert latest_time("0 20 * * fri", "Asia/Shanghai", at) == local("2026-10-16")
     assert latest_time("0 0 1 1 *", "UTC", at) == datetime(2026, 1, 1, tzinfo=UTC)
     assert latest_time("* * * * *", "UTC", at + timedelta(seconds=59)) == at
+
+
+async def test_a_drop_follows_its_pond_to_the_supergroup(rig: Rig, group: Chat) -> None:
+    admin = rig.h.member(group, person(ADMIN_ID, "Admin"))
+    await rig.say(admin, "/redpacket at +1h 30 3")
+    async with rig.db.transaction() as s:
+        await repo.migrate_pond(s, GROUP_ID, OTHER_GROUP)
+    await rig.tick(T0 + timedelta(hours=1))
+    [packet] = await rig.packets()
+    assert packet.chat_id == OTHER_GROUP
+    posts = [m for m in rig.session.delivered_of(SendMessage) if m.chat_id == OTHER_GROUP]
+    assert len(posts) == 1 and f"#{packet.id}" in posts[0].text
