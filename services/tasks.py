@@ -31,7 +31,6 @@ from datetime import date, datetime
 from aiogram.methods import SendMessage
 
 from games import tasks as rules
-from games.checkin import local_day
 from services.lru import LRU
 from services.middlewares import PondInfo
 from services.outbox import Outbox
@@ -153,13 +152,10 @@ class DailyTasks:
                     for _, _, asked in batch:
                         if not asked.done():
                             asked.set_exception(exc)
+                            asked.exception()  # retrieved: its asker may be gone
                     continue
                 for user_id, _, asked in batch:
                     if not asked.done():
                         asked.set_result((found[user_id], bonus))
         finally:
             del self._readers[key]
-
-
-def today(pond: PondInfo, now: datetime) -> date:
-    return local_day(now, pond.timezone)

@@ -220,6 +220,29 @@ async def test_one_bonus_a_day_whichever_pond(pond: Pond) -> None:
     assert "⬜ Vote" in shown and "paid already" in shown
 
 
+async def test_a_bonus_not_settled_after_the_action_is_paid_by_tasks_later(
+    pond: Pond, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await pond.op.send("/vote 1h Q | A | B")
+    await pond.h.settle()
+    vote = await pond.latest(Vote)
+    ivy = pond.member(10, "Ivy")
+    await ivy.click(pond.post(vote.message_id), VoteButton(vote_id=vote.id, option=1).pack())
+
+    async def broken(*args: Any, **kw: Any) -> dict[int, store.DayFacts]:
+        raise ConnectionError("the database went away")
+
+    facts_many = store.facts_many
+    monkeypatch.setattr(store, "facts_many", broken)
+    await ivy.send("签到")  # the last task: checked in and answered, the bonus not paid
+    assert "checked in" in await pond.last_reply()
+    assert await pond.bonuses() == []
+    monkeypatch.setattr(store, "facts_many", facts_many)
+    await ivy.send("/tasks")
+    assert "the bonus of 10 points is paid" in await pond.last_reply()
+    assert len(await pond.bonuses(10)) == 1
+
+
 async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None:
     user = person(7, "Gina")
     chat: Chat = private_chat(user)
