@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # `Asia`: a folder of tzdata
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 

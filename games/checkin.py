@@ -49,10 +49,12 @@ CLOCK_LEAD = timedelta(minutes=5)
 
 @lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo:
-    """The named timezone; an unknown name falls back to the default one."""
+    """The named timezone; an unknown name falls back to the default one. (With the
+    `tzdata` package installed, a region such as `Asia` names a folder of it: an OSError,
+    not ZoneInfoNotFoundError.)"""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return ZoneInfo(DEFAULT_TIMEZONE)
 
 

@@ -26,3 +26,13 @@ def test_a_known_zone_is_used() -> None:
     assert local_time(AT, "UTC") == "03-01 17:30"
     assert local_time(AT, "Europe/Berlin", "%Y-%m-%d %H:%M") == "2025-03-01 18:30"
     assert local_day(AT, "UTC") == date(2025, 3, 1)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "Asia", "../etc"])
+def test_the_default_zone_of_new_ponds_must_be_a_zone(name: str) -> None:
+    from pydantic import ValidationError
+
+    from bot.config import Settings
+
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        Settings(bot_token="1:a", tz=name)
