@@ -139,14 +139,9 @@ async def _in_transaction(
     """Find the member and record the order, in one transaction; with a pond admin's
     `allowance` (who, when) the order's points count against their daily cap."""
     async with db.transaction() as session:
-        if replied_person is not None:
-            await repo.upsert_member(session, replied_person)
-            member = await repo.get_member(session, replied_person.id)
-        elif args.username is not None:
-            member = await repo.find_member_by_username(session, args.username)
-        else:
-            assert args.user_id is not None
-            member = await repo.get_member(session, args.user_id)
+        member = await repo.named_member(
+            session, replied=replied_person, username=args.username, user_id=args.user_id
+        )
         if member is None:
             unknown = f"@{args.username}" if args.username else str(args.user_id)
             return None, parse_tiers(PondSettings().tiers), None, None, unknown

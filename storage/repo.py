@@ -281,6 +281,24 @@ async def find_member_by_username(session: AsyncSession, username: str) -> Membe
     return _view(m) if m else None
 
 
+async def named_member(
+    session: AsyncSession,
+    *,
+    replied: UserInfo | None = None,
+    username: str | None = None,
+    user_id: int | None = None,
+) -> MemberView | None:
+    """The member an operator's command names: the author of the message it replies to
+    (recorded now if new), else by @username, else by user id."""
+    if replied is not None:
+        await upsert_member(session, replied)
+        return await get_member(session, replied.id)
+    if username is not None:
+        return await find_member_by_username(session, username)
+    assert user_id is not None, "a command names its member one way or another"
+    return await get_member(session, user_id)
+
+
 # -- ranks (SPEC F2) -----------------------------------------------------------------------
 #
 # Balances are shop-wide, but ranks and leaderboards in a pond are among that pond's
