@@ -152,13 +152,14 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
     author = post.author_id
     card: PacketCard | None = None
     what: str | None = None
+    if post.cron and run.due < occurrence - timedelta(seconds=1):
+        # The bot was down across earlier times: the first of them is on record.
+        async with deps.db.transaction() as session:
+            await drops.record(session, run.key, run.due, "missed")
     try:
         async with deps.db.transaction() as session:
             if not await drops.is_scheduled(session, post_id):
                 return
-            if post.cron and run.due < occurrence - timedelta(seconds=1):
-                # The bot was down across earlier times: the first of them is on record.
-                await drops.record(session, run.key, run.due, "missed")
             key = drops.packet_key(post_id, occurrence)
             card = await drops.packet_of(session, key)
             settings = await repo.pond_settings(session, chat_id)
