@@ -6,7 +6,8 @@
   lottery once anyone drew in the pond that day (its prizes are shop-wide; a draw in the
   pond is what shows it is played there). A cancelled vote or round and a recalled
   packet are undone: as if never opened. Several games of one kind are one task, done by
-  taking part in any of them (a ballot, a guess, a grabbed share, a draw).
+  taking part in any of them (a ballot, a guess, a grabbed share — or the packet one
+  sent, which its sender cannot grab —, a draw).
 * A task is `done`, `open` (not done, and the member still can: one of the day's games
   of that kind still takes part — a vote or round not closed, a packet with shares left
   and not expired, a prize in play — and the day is still today) or `over` (not done and

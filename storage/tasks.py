@@ -133,8 +133,10 @@ async def facts_many(
         "guess": await who(GUESS.c.user_id,
                            GUESS.c.round_id.in_(select(ROUND.c.id).where(rounds)))
         if pond.guess else set(),
+        # A member's own packet cannot be grabbed by them: sending it does the task.
         "packet": await who(SHARE.c.user_id,
                             SHARE.c.packet_id.in_(select(PACKET.c.id).where(packets)))
+        | await who(PACKET.c.funder_id, packets)
         if pond.packet else set(),
         "lottery": await who(DRAW.c.user_id, draws) if pond.lottery else set(),
     }

@@ -243,6 +243,22 @@ async def test_a_bonus_not_settled_after_the_action_is_paid_by_tasks_later(
     assert len(await pond.bonuses(10)) == 1
 
 
+async def test_the_sender_of_a_packet_has_done_its_task(pond: Pond) -> None:
+    async with pond.db.transaction() as s:
+        s.add(Member(user_id=11, first_name="Mei"))
+        await s.flush()
+        await ledger.award(s, user_id=11, amount=100, kind=LedgerKind.admin_adjust,
+                           key="seed:11")
+    mei = pond.member(11, "Mei")
+    await mei.send("签到")
+    await mei.send("/redpacket 30 3")  # she cannot grab her own
+    await pond.h.settle()
+    await mei.send("/tasks")
+    shown = await pond.last_reply()
+    assert "✅ Grab" in shown and "the bonus of 10 points is paid" in shown
+    assert len(await pond.bonuses(11)) == 1
+
+
 async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None:
     user = person(7, "Gina")
     chat: Chat = private_chat(user)
