@@ -176,8 +176,17 @@ async def test_a_task_left_pays_nothing_and_the_list_says_what_is_left(pond: Pon
     await carol.send("/tasks")
     shown = await pond.last_reply()
     assert "⬜ Guess" in shown and "✅ Draw" in shown and "1 to go" in shown
+    async with pond.db.transaction() as s:  # her private chat with the bot is linked
+        member = await s.get(Member, 3)
+        assert member is not None
+        member.dm_linked = True
+        s.add(member)
     await carol.send("/guess 170")  # the last one
     assert len(await pond.bonuses(3)) == 1
+    await pond.h.settle()
+    told = [t for t in pond.h.session.sent_texts(3) if "task" in t]  # her private chat
+    balance = await pond.balance(3)
+    assert told == [f"🎉 Every task of today is done: +10 points. Balance {balance}."]
 
 
 async def test_a_day_with_only_the_check_in_pays_no_bonus(pond: Pond) -> None:
