@@ -835,3 +835,28 @@ class SettingsAudit(SQLModel, table=True):
     actor_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     source_key: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class SalesPlan(SQLModel, table=True):
+    """A `/plan <sales> <per_buyer>` an operator set: the target `/review` compares a
+    campaign with. `chat_id` is the pond, or 0 for a global operator's shop-wide plan
+    (set in their private chat), like `SaleCampaign.scope`. Every /plan is a row — the
+    history stays — and the latest of a scope (highest id) is the one in force; a pond
+    without a plan of its own follows the shop-wide one. `source_key` names the command,
+    so a replayed /plan stores nothing a second time (storage/plans.py)."""
+
+    __tablename__ = "sales_plan"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_sales_plan_source_key"),
+        Index("ix_sales_plan_chat_id_id", "chat_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sales: int = Field(sa_column=Column(Integer, nullable=False))
+    per_buyer: int = Field(sa_column=Column(Integer, nullable=False))
+    set_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    source_key: str = Field(max_length=100)
+    set_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
