@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiogram import Router
 
 from handlers import (
+    campaign,
     checkin,
     common,
     drops,
@@ -53,6 +54,7 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         guess.setup(),
         votes.setup(),
         promo.setup(),
+        campaign.setup(),  # /campaign, /plan: operators
         shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
         stats.setup(),  # /stats, /export, /review
         settings.setup(),  # /settings: operators

@@ -1,4 +1,4 @@
-"""Promotion posts, campaigns and the planner (F11): /promo, /campaign, /plan.
+"""Promotion posts (F11): /promo (campaigns and the planner: handlers/campaign.py).
 
 `/promo at|every …` never schedules anything by itself: it records a draft and shows
 its author a private preview (in their DM when it is linked, else in the group as a
@@ -20,8 +20,8 @@ from aiogram.types import CallbackQuery, Chat, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games import promo as rules
-from games.campaign import local_day, parse_name, parse_phase
-from games.parsing import ParseError, fold
+from games.campaign import local_day
+from games.parsing import ParseError
 from handlers import drops
 from scheduler import promo as promo_jobs
 from scheduler.core import Scheduler, next_cron_time
@@ -47,14 +47,12 @@ GROUPS = ("group", "supergroup")
 def setup() -> Router:
     router = Router(name="promo")
     router.message.register(promo, Command("promo"), IsOperator())
-    router.message.register(campaign, Command("campaign"), IsOperator())
-    router.message.register(plan_, Command("plan"), IsOperator())
-    router.message.register(refuse_non_operator, Command("promo", "campaign", "plan"))
+    router.message.register(refuse_non_operator, Command("promo"))
     router.callback_query.register(preview_button, PromoCB.filter())
     return router
 
 
-def _where(message: Message, pond: PondInfo | None, tracking: TrackingMiddleware) -> Where | None:
+def where_of(message: Message, pond: PondInfo | None, tracking: TrackingMiddleware) -> Where | None:
     if message.chat.type in GROUPS and pond is not None:
         return Where(message.chat.id, pond.timezone)
     if message.chat.type == "private":
@@ -75,7 +73,7 @@ async def promo(
     pond: PondInfo | None,
     person: repo.UserInfo | None,
 ) -> None:
-    where = _where(message, pond, tracking)
+    where = where_of(message, pond, tracking)
     if where is None:
         return
     try:
@@ -200,57 +198,3 @@ async def _confirm(
     if done.grace is not None and at is not None:
         await promo_jobs.schedule_post(scheduler, session, post, at, done.grace)
     return done.toast, done.edit
-
-
-# -- /campaign ----------------------------------------------------------------------------
-
-
-async def campaign(
-    message: Message,
-    command: CommandObject,
-    db: Database,
-    outbox: Outbox,
-    scheduler: Scheduler,
-    tracking: TrackingMiddleware,
-    pond: PondInfo | None,
-    person: repo.UserInfo | None,
-) -> None:
-    where = _where(message, pond, tracking)
-    if where is None:
-        return
-    now = scheduler.clock()
-    parts = fold(command.args or "").split()
-    only: str | None = None
-    try:
-        if parts:
-            only = name = parse_name(parts[0])
-            rest = [p.lower() for p in parts[1:]]
-            if len(rest) == 1 and rest[0] in ("delete", "删除"):
-                text: str | None = await service.delete_campaign(db, where, name)
-            elif len(rest) == 1:
-                by = person.id if person else None
-                await service.save_campaign(db, where, name, rest[0], by, now)
-                text = None
-            elif len(rest) == 3 and rest[0] in ("phase", "阶段"):
-                text = await service.edit_phase(db, where, name, parse_phase(rest[1]), rest[2], now)
-            else:
-                raise ParseError("usage")
-        else:
-            text = None
-        if text is None:
-            text = await service.timelines(db, where, now, next_cron_time, only=only)
-    except ParseError as exc:
-        text = t.campaign_error(exc.code)
-    reply(outbox, message, text)
-
-
-# -- /plan ---------------------------------------------------------------------------------
-
-
-async def plan_(message: Message, command: CommandObject, outbox: Outbox) -> None:
-    try:
-        sales, per_buyer = rules.parse_plan(command.args)
-    except ParseError:
-        reply(outbox, message, t.plan_usage())
-        return
-    reply(outbox, message, t.plan(rules.plan(sales, per_buyer)))
