@@ -30,6 +30,7 @@ from services.middlewares import PondInfo
 from services.outbox import Outbox
 from services.texts import promo as promo_texts
 from services.texts import stats as t
+from storage import plans
 from storage import promo as promo_store
 from storage import stats as store
 from storage.db import Database
@@ -150,6 +151,19 @@ def phase_intervals(
     return out
 
 
+def _target(given: Plan | None, stored: plans.StoredPlan | None, timezone: str
+            ) -> t.Target | None:
+    """The target a review compares with: the one typed after the campaign's name, else
+    the pond's last /plan, else the shop's; None without any."""
+    if given is not None:
+        return t.Target(given, t.TargetSource.given)
+    if stored is None:
+        return None
+    source = t.TargetSource.shop if stored.shop_wide else t.TargetSource.pond
+    day = local_day(stored.set_at, timezone).strftime("%m-%d")
+    return t.Target(plan(stored.sales, stored.per_buyer), source, day)
+
+
 async def review(
     message: Message,
     command: CommandObject,
@@ -162,7 +176,7 @@ async def review(
         reply(outbox, message, t.in_pond_only())
         return
     try:
-        name, target = _parse_review(command.args)
+        name, given = _parse_review(command.args)
     except ParseError:
         reply(outbox, message, t.review_usage())
         return
@@ -174,22 +188,28 @@ async def review(
             span = store.LocalSpan(campaign.span.first, campaign.span.last, here.timezone)
             figures = await store.review(session, here.chat_id, span,
                                          phase_intervals(campaign, span))
+            stored = None if given is not None else await plans.last_plan(session, here.chat_id)
     if row is None:
         reply(outbox, message, t.review_missing(name))
         return
+    target = _target(given, stored, here.timezone)
     phases = {str(p): label for p, label in promo_texts.phase_labels().items()}
     text = t.review(campaign.name, span.first.strftime("%m-%d"), span.last.strftime("%m-%d"),
                     figures, target, phases)
     sales = figures.sales
     games = t.game_labels()
+    goal = target.plan if target else None
     chart = charts.Chart(t.review_chart_title(campaign.name), (
-        charts.Panel(t.chart_orders_by_phase(), "bar", [phases[p] for p in figures.by_phase],
-                     [s.orders for s in figures.by_phase.values()]),
+        charts.Panel(t.chart_orders_by_phase(sales.cents), "bar",
+                     [t.all_orders(), *(phases[p] for p in figures.by_phase)],
+                     [sales.orders, *(p.orders for p in figures.by_phase.values())],
+                     target=float(goal.sales) if goal else None,
+                     target_label=t.target_label(target, "sales") if target else ""),
         charts.Panel(t.chart_buyers(), "bar",
                      [t.all_buyers(), t.new_buyers(), t.returning_buyers()],
                      [sales.buyers, sales.new_buyers, sales.returning_buyers],
-                     target=float(target.buyers) if target else None,
-                     target_label=t.target_label()),
+                     target=float(goal.buyers) if goal else None,
+                     target_label=t.target_label(target, "buyers") if target else ""),
         charts.Panel(t.chart_games(), "barh", [games[g] for g in store.GAMES],
                      [figures.games[g] for g in store.GAMES]),
         charts.Panel(t.chart_points(), "bar", [t.issued(), t.redeemed()],

@@ -5,13 +5,16 @@ labels are plain text (matplotlib draws them, no HTML)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
 
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.orders import yuan
 from games.promo import Plan
-from storage.stats import GAMES, DayCheckins, Points, PondStats, Review
+from storage.stats import GAMES, DayCheckins, Points, PondStats, Review, Sales
 
 PURCHASE_SEED = 0.70  # the seed's share of points that should come from purchases
 
@@ -169,10 +172,26 @@ def export_caption(what: str, rows: int) -> str:
 # -- /review -------------------------------------------------------------------------------
 
 
+class TargetSource(StrEnum):
+    given = "given"  # typed after the campaign's name
+    pond = "pond"  # the pond's last /plan
+    shop = "shop"  # the shop's last /plan (a global operator's, in their private chat)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a review compares with, and where it comes from (`day`: the local day a
+    stored /plan was set)."""
+
+    plan: Plan
+    source: TargetSource
+    day: str = ""
+
+
 def review_usage() -> str:
     return _(
         "Usage: /review CAMPAIGN [SALES PER_BUYER] — the campaign's review (复盘), "
-        "against a target like /plan's"
+        "against the last /plan, or the target given after the name"
     )
 
 
@@ -182,8 +201,29 @@ def review_missing(name: str) -> str:
     )
 
 
+def _target_head(target: Target) -> str:
+    if target.source == TargetSource.pond:
+        return _("🎯 Against the pond's last /plan ({day})").format(day=target.day)
+    if target.source == TargetSource.shop:
+        return _("🎯 Against the shop's last /plan ({day})").format(day=target.day)
+    return _("🎯 Against the target given")
+
+
+def _against(s: Sales, target: Target) -> str:
+    p = target.plan
+    return _(
+        "{head}: {sales} sales, {per} per buyer → {target_buyers} buyers\n"
+        "Orders {orders} of {sales} ({orders_pct}), amount ¥{amount} · "
+        "buyers {buyers} of {target_buyers} ({buyers_pct})"
+    ).format(
+        head=_target_head(target), sales=p.sales, per=p.per_buyer, target_buyers=p.buyers,
+        orders=s.orders, orders_pct=_pct(s.orders / p.sales), amount=yuan(s.cents),
+        buyers=s.buyers, buyers_pct=_pct(s.buyers / p.buyers),
+    )
+
+
 def review(
-    name: str, first: str, last: str, r: Review, plan: Plan | None,
+    name: str, first: str, last: str, r: Review, target: Target | None,
     phase_names: Mapping[str, str],
 ) -> str:
     s = r.sales
@@ -196,16 +236,13 @@ def review(
             buyers=s.buyers, new=s.new_buyers, returning=s.returning_buyers
         ),
     ]
-    if plan is not None:
-        lines.append(_(
-            "Target: {sales} sales by {buyers} buyers → orders {orders_pct}, buyers {buyers_pct}"
-        ).format(
-            sales=plan.sales, buyers=plan.buyers,
-            orders_pct=_pct(s.orders / plan.sales), buyers_pct=_pct(s.buyers / plan.buyers),
-        ))
+    if target is not None:
+        lines.append(_against(s, target))
     else:
-        lines.append(_("No target given: /review {name} 200 5 compares with /plan 200 5.")
-                     .format(name=html.quote(name)))
+        lines.append(_(
+            "No target yet: set one with /plan SALES PER_BUYER (e.g. /plan 200 5), "
+            "or give it here: /review {name} 200 5"
+        ).format(name=html.quote(name)))
     for phase, sales in r.by_phase.items():
         lines.append(_("· {phase}: {orders} orders, ¥{amount}").format(
             phase=phase_names.get(phase, phase), orders=sales.orders, amount=yuan(sales.cents)
@@ -222,8 +259,12 @@ def review_chart_title(name: str) -> str:
     return _("Review: {name}").format(name=name)
 
 
-def chart_orders_by_phase() -> str:
-    return _("Orders by phase")
+def chart_orders_by_phase(cents: int) -> str:
+    return _("Orders, in all and by phase (¥{amount} in all)").format(amount=yuan(cents))
+
+
+def all_orders() -> str:
+    return _("all")
 
 
 def chart_buyers() -> str:
@@ -242,8 +283,16 @@ def returning_buyers() -> str:
     return _("returning")
 
 
-def target_label() -> str:
-    return _("target")
+def target_label(target: Target, what: Literal["sales", "buyers"]) -> str:
+    """The chart's target line: how much, and whose target."""
+    value = target.plan.sales if what == "sales" else target.plan.buyers
+    if target.source == TargetSource.given:
+        if what == "sales":
+            return _("target: {n} sales").format(n=value)
+        return _("target: {n} buyers").format(n=value)
+    if what == "sales":
+        return _("last /plan ({day}): {n} sales").format(n=value, day=target.day)
+    return _("last /plan ({day}): {n} buyers").format(n=value, day=target.day)
 
 
 def chart_points() -> str:

@@ -292,11 +292,115 @@ async def test_review_counts_new_and_returning_buyers_against_the_target(pond: P
     caption = photo.caption or ""
     assert "Orders: 2 · amount ¥150.50" in caption
     assert "Buyers: 2 — new 1, returning 1" in caption
-    assert "Target: 10 sales by 5 buyers → orders 20%, buyers 40%" in caption
+    assert ("🎯 Against the target given: 10 sales, 2 per buyer → 5 buyers\n"
+            "Orders 2 of 10 (20%), amount ¥150.50 · buyers 2 of 5 (40%)") in caption
     assert "warm-up: 2 orders, ¥150.50" in caption
     said = pond.h.replies(GROUP_ID)
     assert "No campaign named 618" in said[-2]
     assert said[-1].startswith("Usage: /review")
+
+
+class Charts:
+    """The charts drawn, as the handler built them (drawn for real as well)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.drawn: list[charts.Chart] = []
+        draw = charts.render_png
+
+        def recording(chart: charts.Chart) -> bytes:
+            self.drawn.append(chart)
+            return draw(chart)
+
+        monkeypatch.setattr(charts, "render_png", recording)
+
+
+async def _plans(db: Database) -> list[tuple[int, int, int]]:
+    from sqlalchemy import select
+
+    from storage.models import SalesPlan
+
+    async with db.transaction(readonly=True) as s:
+        rows = (await s.execute(select(SalesPlan).order_by(SalesPlan.id))).scalars()  # type: ignore[arg-type]
+        return [(r.chat_id, r.sales, r.per_buyer) for r in rows]
+
+
+async def _review(pond: Pond, command: str = "/review 双十一") -> str:
+    await pond.op.send(command)
+    await pond.h.settle()
+    return pond.photos()[-1].caption or ""
+
+
+async def test_review_compares_with_the_last_plan_of_the_pond_else_the_shop(
+    pond: Pond, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = Charts(monkeypatch).drawn
+    today = local_day(pond.h.now, "Asia/Shanghai")
+    await pond.op.send(f"/campaign 双十一 {today + timedelta(days=3):%m-%d}")
+    await pond.op.send("/order @alice 50.50 S-3")  # with Bob's ¥200: 2 orders, 2 buyers
+    caption = await _review(pond)
+    assert ("No target yet: set one with /plan SALES PER_BUYER (e.g. /plan 200 5), "
+            "or give it here: /review 双十一 200 5") in caption
+    assert drawn[-1].panels[0].target is None and drawn[-1].panels[1].target is None
+
+    # A global operator's /plan in their private chat is the shop's: a pond without its
+    # own follows it.
+    op_user = person(OPERATOR_ID, "Op")
+    dm = pond.h.member(private_chat(op_user), op_user)
+    await dm.send("/plan 300 3")
+    caption = await _review(pond)
+    assert (f"🎯 Against the shop's last /plan ({today:%m-%d}): 300 sales, 3 per buyer → "
+            "100 buyers\nOrders 2 of 300 (1%), amount ¥250.50 · buyers 2 of 100 (2%)") in caption
+
+    # The pond's own /plan answers as it always did, and is what /review compares with.
+    first = await pond.op.send("/plan 200 5")
+    await pond.h.settle()
+    assert "<b>40</b> buyers" in pond.h.replies(GROUP_ID)[-1]
+    caption = await _review(pond)
+    assert (f"🎯 Against the pond's last /plan ({today:%m-%d}): 200 sales, 5 per buyer → "
+            "40 buyers\nOrders 2 of 200 (1%), amount ¥250.50 · buyers 2 of 40 (5%)") in caption
+    orders, buyers = drawn[-1].panels[0], drawn[-1].panels[1]
+    assert (orders.target, orders.target_label) == (200.0, f"last /plan ({today:%m-%d}): 200 sales")
+    assert orders.values[0] == 2 and "¥250.50" in orders.title
+    assert (buyers.target, buyers.target_label) == (40.0, f"last /plan ({today:%m-%d}): 40 buyers")
+
+    # A later /plan replaces it; the first one delivered again (after a restart, with a
+    # new update id) stores nothing and does not win back.
+    await pond.op.send("/plan 100 4")
+    await pond.h.settle()
+    await pond.op.resend(first, pond.h.next_update_id())
+    await pond.h.settle()
+    assert "<b>40</b> buyers" in pond.h.replies(GROUP_ID)[-1]  # answered as before
+    assert await _plans(pond.db) == [(0, 300, 3), (GROUP_ID, 200, 5), (GROUP_ID, 100, 4)]
+    caption = await _review(pond)
+    assert "pond's last /plan" in caption and "100 sales, 4 per buyer → 25 buyers" in caption
+    assert "buyers 2 of 25 (8%)" in caption
+    assert drawn[-1].panels[1].target == 25.0
+
+    # A target typed after the name still wins over the stored plan.
+    caption = await _review(pond, "/review 双十一 10 2")
+    assert "🎯 Against the target given: 10 sales, 2 per buyer → 5 buyers" in caption
+    assert drawn[-1].panels[1].target_label == "target: 5 buyers"
+    assert png_ok(pond.session.upload(pond.photos()[-1]))
+
+
+async def test_a_bad_or_refused_plan_stores_nothing(pond: Pond) -> None:
+    for command in ("/plan", "/plan 200", "/plan 0 5", "/plan 200 5 7"):
+        await pond.op.send(command)
+    await pond.alice.send("/plan 200 5")
+    await pond.h.settle()
+    said = pond.h.replies(GROUP_ID)
+    assert all(text.startswith("Usage: /plan") for text in said[-5:-1])
+    assert said[-1] == "⛔ Only the pond's operators can do that."
+    assert await _plans(pond.db) == []
+
+
+async def test_review_in_chinese_names_the_last_plan(zh_pond: Pond) -> None:
+    today = local_day(zh_pond.h.now, "Asia/Shanghai")
+    await zh_pond.op.send(f"/campaign 双十一 {today + timedelta(days=3):%m-%d}")
+    await zh_pond.op.send("/plan 200 5")
+    caption = await _review(zh_pond)
+    assert f"🎯 对比本群最近一次 /plan（{today:%m-%d}）：200 件，人均 5 件 → 40 位买家" in caption
+    assert "买家 1/40（2%）" in caption
 
 
 # -- the queries on both databases ---------------------------------------------------------
