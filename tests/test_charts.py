@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from games.promo import plan
 from services import charts
 from services.i18n import LANGUAGES
 from services.texts import stats as texts
@@ -26,9 +27,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # are checked below).
 CHART_TEXT_FUNCTIONS = (
     texts.chart_checkin_rate, texts.chart_issued, texts.chart_spent, texts.chart_games,
-    texts.chart_orders_by_phase, texts.chart_buyers, texts.all_buyers, texts.new_buyers,
-    texts.returning_buyers, texts.target_label, texts.chart_points, texts.issued,
-    texts.redeemed, texts.chart_nothing,
+    texts.all_orders, texts.chart_buyers, texts.all_buyers, texts.new_buyers,
+    texts.returning_buyers, texts.chart_points, texts.issued, texts.redeemed,
+    texts.chart_nothing,
 )
 
 
@@ -45,7 +46,10 @@ def chinese_chart_texts() -> list[str]:
     with i18n.context(), i18n.use_locale("zh"):
         drawn = [f() for f in CHART_TEXT_FUNCTIONS]
         drawn += list(texts.kind_labels().values()) + list(texts.game_labels().values())
-        drawn += [texts.stats_chart_title(30), texts.review_chart_title("双十一")]
+        drawn += [texts.stats_chart_title(30), texts.review_chart_title("双十一"),
+                  texts.chart_orders_by_phase(15050)]
+        drawn += [texts.target_label(texts.Target(plan(200, 5), source, "12-06"), what)
+                  for source in texts.TargetSource for what in ("sales", "buyers")]
         from services.texts.promo import phase_labels
 
         drawn += list(phase_labels().values())
