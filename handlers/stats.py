@@ -5,6 +5,8 @@ The figures are read in one read-only transaction (storage/stats.py); the chart 
 afterwards in a worker thread (services/charts.py), so neither the database nor the event
 loop waits for matplotlib. A stats text that fits a caption goes out as the photo's
 caption (one message of the group's 20 a minute), else as a message before the photo.
+A review compares the campaign with a target typed after its name, else with the pond's
+last `/plan`, else the shop's (storage/plans.py).
 """
 
 from __future__ import annotations
