@@ -107,6 +107,35 @@ def next_cron_time(expr: str, tz: str, after: datetime) -> datetime | None:
     return None if nxt is None else nxt.astimezone(UTC)
 
 
+LOOK_BACK = timedelta(days=400)  # a yearly crontab's last time is still found
+
+
+def latest_time(cron: str, timezone: str, now: datetime) -> datetime | None:
+    """The latest time the crontab fires at or before `now` (None: not within a year)."""
+    back = timedelta(seconds=1)
+    while back <= LOOK_BACK:
+        at = next_cron_time(cron, timezone, now - back)
+        if at is not None and at <= now:
+            while (nxt := next_cron_time(cron, timezone, at)) is not None and nxt <= now:
+                at = nxt
+            return at
+        back *= 2
+    return None
+
+
+def firing_time(at: datetime, cron: str | None, timezone: str, run: TaskRun) -> datetime:
+    """Which time of a schedule a run fires: a one-off's own time `at`, a crontab's
+    latest time at or before now in `timezone` (the task's time if none within a year).
+
+    Worked out from the clock, never from the task's time: a retry runs later than its
+    time, and a run taken over after a crash or handed back at a stop has its task's
+    time reset to when it runs again — a job keying its work by that time would do the
+    same firing twice."""
+    if cron:
+        return latest_time(cron, timezone, run.now) or run.due
+    return at
+
+
 def retry_delay(attempts: int) -> timedelta:
     """How long a task waits after its `attempts`-th run failed (10 s doubling, ≤ 30 min)."""
     doublings = min(max(attempts - 1, 0), 20)

@@ -35,7 +35,7 @@ from games.campaign import Phase, local_day
 from games.parsing import ParseError
 from games.promo import grace, within_grace
 from games.red_packet import DropArgs, drop_fires_on, packet_limits, parse_packet, split
-from scheduler.core import Scheduler, TaskRun, next_cron_time
+from scheduler.core import Scheduler, TaskRun, firing_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
 from services.red_packets import RedPackets
@@ -46,8 +46,6 @@ from storage.models import Job, PromoPost, PromoState
 from storage.red_packets import PacketCard
 
 log = logging.getLogger(__name__)
-
-LOOK_BACK = timedelta(days=400)  # a yearly crontab's last time is still found
 
 
 def setup(scheduler: Scheduler, deps: JobDeps, rng: random.Random | None = None) -> None:
@@ -120,19 +118,6 @@ async def _schedule(
     )
 
 
-def latest_time(cron: str, timezone: str, now: datetime) -> datetime | None:
-    """The latest time the crontab fires at or before `now` (None: not within a year)."""
-    back = timedelta(seconds=1)
-    while back <= LOOK_BACK:
-        at = next_cron_time(cron, timezone, now - back)
-        if at is not None and at <= now:
-            while (nxt := next_cron_time(cron, timezone, at)) is not None and nxt <= now:
-                at = nxt
-            return at
-        back *= 2
-    return None
-
-
 async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, run: TaskRun) -> None:
     post_id = int(run.payload["post_id"])
     async with deps.db.transaction(readonly=True) as session:
@@ -144,9 +129,7 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
         campaigns = (await store.campaigns_by_scope(session, [chat_id])).get(chat_id, [])
     if pond is None:
         return
-    occurrence = post.run_at
-    if post.cron:
-        occurrence = latest_time(post.cron, post.timezone, run.now) or run.due
+    occurrence = firing_time(post.run_at, post.cron, post.timezone, run)
     phase = run.payload.get("phase")
     capped = bool(run.payload.get("capped", True))
     author = post.author_id

@@ -5,7 +5,11 @@
   transaction it records the occurrence — one `broadcast_delivery` row per target pond
   (`capped` for a recurring post over a pond's frequency cap) — and schedules the
   delivery task. Its commit is the last thing it does, so a retry never finds half a
-  firing, and a re-run of the same occurrence inserts nothing new.
+  firing, and a re-run of the same occurrence inserts nothing new. Which occurrence a
+  run fires is worked out from the clock (`firing_time`: a one-off's own time, a
+  recurring post's latest time at or before now), not from the task's time: a run
+  taken over after a crash, or handed back at a stop, after its commit runs again with
+  its task's time reset, and finds its occurrence's rows made.
 * `promo.deliver` — a deadline (`catch_up=True`): it hands the pending rows to the
   outbox, a sliding window at a time, and records each answer. Rows found `sending` when
   it starts were left by a run that died in the middle: they become `unknown` and are
@@ -29,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from games.campaign import Campaign, local_day
 from games.promo import over_cap
-from scheduler.core import RunInterrupted, Scheduler, TaskRun, next_cron_time
+from scheduler.core import RunInterrupted, Scheduler, TaskRun, firing_time, next_cron_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
 from services.promo_post import post_method
@@ -88,11 +92,11 @@ async def schedule_post(
 
 async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
     post_id = int(run.payload["post_id"])
-    occurrence = run.due
     async with deps.db.transaction() as session:
         post = await store.get_post(session, post_id)
         if post is None or post.state != PromoState.scheduled:
             return  # cancelled meanwhile
+        occurrence = firing_time(post.run_at, post.cron, post.timezone, run)
         if post.chat_id is None:
             targets = await store.active_ponds(session)
         else:

@@ -17,8 +17,7 @@ from aiogram.methods import SendMessage
 from aiogram.types import Chat, Message, User
 from sqlalchemy import func, select, update
 
-from scheduler.core import Scheduler
-from scheduler.drops import latest_time
+from scheduler.core import Scheduler, latest_time
 from storage import drops, repo
 from storage.db import Database
 from storage.models import (
