@@ -499,6 +499,28 @@ async def test_pond_stats_and_review_on_sqlite_and_postgresql(db: Database) -> N
     assert r.games["votes"] == 2 and r.games["draws"] == 1
 
 
+async def test_stored_plans_on_sqlite_and_postgresql(db: Database) -> None:
+    from storage.plans import SHOP_WIDE, last_plan, save_plan
+
+    async def save(scope: int, sales: int, key: str) -> bool:
+        async with db.transaction() as s:
+            return await save_plan(s, scope, sales, 5, set_by=U1, source_key=key, now=NOW)
+
+    async def last(chat_id: int) -> tuple[int, bool] | None:
+        async with db.transaction(readonly=True) as s:
+            found = await last_plan(s, chat_id)
+        return (found.sales, found.shop_wide) if found else None
+
+    assert await last(POND_ID) is None
+    assert await save(SHOP_WIDE, 300, "plan:1:1")
+    assert await last(POND_ID) == (300, True)
+    assert await save(POND_ID, 200, "plan:2:1") and await save(POND_ID, 100, "plan:2:2")
+    assert await save(SHOP_WIDE, 400, "plan:1:2")  # newer, but the pond has its own
+    assert not await save(POND_ID, 200, "plan:2:1")  # a replay stores nothing
+    assert await last(POND_ID) == (100, False)
+    assert await last(OTHER) == (400, True)
+
+
 async def test_a_chart_that_cannot_be_drawn_leaves_the_text(
     pond: Pond, monkeypatch: pytest.MonkeyPatch
 ) -> None:
