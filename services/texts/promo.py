@@ -262,6 +262,7 @@ def task_label(job: str, payload: Mapping[str, object], key: str) -> str:
         Job.guess_close: (_("closing guess round #{id}"), "round_id"),
         Job.vote_close: (_("closing vote #{id}"), "vote_id"),
         Job.red_packet_expire: (_("refund of red packet #{id}"), "packet_id"),
+        Job.red_packet_drop: (_("red-packet drop #{id}"), "post_id"),
         Job.promo_post: (_("post #{id}"), "post_id"),
         Job.promo_deliver: (_("delivery of post #{id}"), "post_id"),
     }

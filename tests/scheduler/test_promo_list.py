@@ -14,6 +14,8 @@ from aiogram.methods import SendMessage
 from sqlalchemy import update
 
 from scheduler.core import Scheduler, TaskRun
+from services.i18n import make_i18n
+from services.texts.promo import task_label
 from storage.db import Database
 from storage.migrate import aupgrade
 from storage.models import ScheduledTask, TaskState
@@ -99,3 +101,33 @@ async def test_promo_list_shows_stuck_retrying_and_failed_work(bot_db: Database)
         assert "#8" in everywhere and "3" in everywhere.split("#8")[1]
         assert "#7" in everywhere and "#3" in everywhere
     assert calls == 4
+
+
+async def test_promo_list_names_a_drop_task_in_trouble(bot_db: Database) -> None:
+    clock = Clock()
+    scheduler = Scheduler(bot_db, clock=clock)
+    async with running(bot_db, scheduler) as h:
+        group = group_chat(GROUP_ID, "测试鱼塘")
+        op = h.member(group, person(OPERATOR_ID, "Op"))
+        await op.send("/help")  # the pond is registered
+        await h.settle()
+        await scheduler.schedule(
+            T0, "red_packet.drop", "red_packet.drop:7", {"post_id": 7}, chat_id=GROUP_ID
+        )
+        async with bot_db.transaction() as session:  # it gave up after its retries
+            await session.execute(
+                update(ScheduledTask)
+                .where(ScheduledTask.key == "red_packet.drop:7")  # type: ignore[arg-type]
+                .values(state=TaskState.failed, finished_at=T0, attempts=3,
+                        last_error="ConnectionError: Telegram is away")
+            )
+        await op.send("/promo list")
+        await h.settle()
+        here = [m.text for m in h.session.delivered_of(SendMessage) if m.chat_id == GROUP_ID][-1]
+        assert "定时红包 #7" in here and "red_packet.drop" not in here
+
+    i18n = make_i18n("zh")
+    with i18n.context(), i18n.use_locale("en"):
+        assert task_label("red_packet.drop", {"post_id": 7}, "red_packet.drop:7") == (
+            "red-packet drop #7"
+        )
