@@ -89,6 +89,7 @@ class RedPacketHandlers:
         scheduler: Scheduler,
         person: repo.UserInfo | None,
         pond: PondInfo | None,
+        daily_tasks: DailyTasks,
     ) -> None:
         chat = message.chat
         if chat.type not in GROUPS:
@@ -123,6 +124,12 @@ class RedPacketHandlers:
             if dropped.needs_post:  # new, or redelivered after its post was lost
                 thread = message.message_thread_id if message.is_topic_message else None
                 self.packets.post(db, outbox, dropped.card, _timezone(pond), thread)
+            if person is not None and pond is not None:
+                # The sender cannot grab their own packet: sending it is the day's red
+                # packet task done, maybe the last one (a redelivered command looks
+                # again: the bonus may not have been paid yet).
+                now = scheduler.clock()
+                await daily_tasks.after(pond, person.id, local_day(now, pond.timezone), now)
             return
         reply(outbox, message, problem)
 

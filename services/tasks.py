@@ -1,7 +1,7 @@
 """Daily tasks (SPEC F13): the bonus checked after each action, and `/tasks`.
 
-After a check-in, a ballot, a guess, a grab or a draw has committed, its handler calls
-`DailyTasks.after`; `/tasks` calls `settle`. Both read the member's day
+After a check-in, a ballot, a guess, a grab, a red packet sent or a draw has committed,
+its handler calls `DailyTasks.after`; `/tasks` calls `settle`. Both read the member's day
 (`storage.tasks.facts_many`: the members asking about one pond's day while a read of it
 runs are read together by the next one, so a crowd costs a few statements per batch, not
 per member) and, when the list is complete and the bonus not yet paid, pay it in a unit

@@ -268,6 +268,32 @@ async def test_the_sender_of_a_packet_has_done_its_task(pond: Pond) -> None:
     assert len(await pond.bonuses(11)) == 1
 
 
+async def test_sending_a_packet_as_the_last_task_pays_the_bonus_at_once_and_once(
+    pond: Pond,
+) -> None:
+    async with pond.db.transaction() as s:
+        s.add(Member(user_id=12, first_name="Nia"))
+        await s.flush()
+        await ledger.award(s, user_id=12, amount=100, kind=LedgerKind.admin_adjust,
+                           key="seed:12")
+    await pond.op.send("/redpacket 100 5")  # the day's game
+    nia = pond.member(12, "Nia")
+    await nia.send("签到")
+    assert await pond.bonuses(12) == []  # the packet is left
+    before = await pond.balance(12)
+    sent = await nia.send("/redpacket 30 3")  # she sends one instead of grabbing
+    [bonus] = await pond.bonuses(12)
+    assert bonus.delta == 10 and bonus.idem_key == f"task_bonus:12:{pond.today().isoformat()}"
+    await nia.resend(sent, pond.h.next_update_id())  # the command redelivered
+    await nia.send("/redpacket 20 2")  # and a second packet
+    assert len(await pond.bonuses(12)) == 1
+    assert await pond.balance(12) == before - 30 + 10 - 20
+    async with pond.db.transaction(readonly=True) as s:
+        funders = (await s.execute(select(RedPacket.funder_id))).scalars().all()  # type: ignore[call-overload]
+    assert funders.count(12) == 2  # the redelivered command made none
+    assert await pond.invariant_ok()
+
+
 async def test_tasks_in_a_private_chat_say_they_are_per_pond(pond: Pond) -> None:
     user = person(7, "Gina")
     chat: Chat = private_chat(user)
