@@ -228,6 +228,31 @@ async def shop_scene(emu: Emulator, c: Cast) -> None:
     await c.say(emu, c.alice, c.alice, "/mine", "满99减10券")
 
 
+async def tools_scene(emu: Emulator, c: Cast) -> None:
+    """The operators' tools: a setting changed, a vote opened by mistake and cancelled, a
+    red-packet drop scheduled a few seconds out, the day's tasks, the pond's figures with
+    a chart, and the members' list sent to the owner's private chat. The pond has been
+    busy: the bot keeps within 20 messages a minute there, so the waits are generous."""
+
+    async def told(chat_id: int, user_id: int, text: str, expect: str) -> None:
+        emu.send_message(chat_id, user_id, text)
+        await emu.wait_for_message(chat_id, said(expect), timeout=90)
+        await asyncio.sleep(c.pause)
+
+    await told(c.pond, c.owner, "/settings guess_quiet_below=5", "guess_quiet_below")
+    await told(c.pond, c.owner, "/vote 1d 测试投票（发错了） | 是 | 否", "测试投票")
+    await told(c.pond, c.owner, "/vote cancel", "测试投票")
+    emu.send_message(c.pond, c.owner, "/redpacket at +3s 30 3")
+    await emu.wait_for_message(
+        c.pond, lambda m: bool(m.get("reply_markup")) and "🧧" in str(m.get("text")), timeout=90
+    )
+    await told(c.pond, c.alice, "/tasks", "📋")
+    emu.send_message(c.pond, c.owner, "/stats")
+    await emu.wait_for_message(c.pond, lambda m: "photo" in m, timeout=90)
+    emu.send_message(c.pond, c.owner, "/export members")
+    await emu.wait_for_message(c.owner, lambda m: "document" in m, timeout=90)
+
+
 SCENES: list[Scene] = [
     points_scene,
     checkin_scene,
@@ -235,4 +260,5 @@ SCENES: list[Scene] = [
     red_packet_scene,
     promo_scene,
     shop_scene,
+    tools_scene,
 ]

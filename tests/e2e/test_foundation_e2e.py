@@ -147,9 +147,14 @@ async def test_kicked_pond_goes_inactive_while_others_are_served(
 def test_demo_prints_a_transcript() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "bot", "demo"], cwd=ROOT, capture_output=True, text=True,
-        timeout=180, check=False,
+        timeout=420, check=False,
         env={k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "DATABASE_"))},
     )
     assert r.returncode == 0, r.stderr
     assert "🤖 bot:" in r.stdout and "+50" in r.stdout and "⛔" in r.stdout
     assert "Alice — 40" in r.stdout
+    # The shop: a code in Alice's private chat only; the lottery board; the tools.
+    dm = [line for line in r.stdout.splitlines() if line.startswith("[DM Alice]")]
+    assert any("满99减10券" in line for line in dm)
+    assert "🎰" in r.stdout and "VIP1" in r.stdout
+    assert "📋" in r.stdout and "[photo]" in r.stdout and "members-" in r.stdout
