@@ -23,7 +23,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from games.checkin import zone
-from games.parsing import ParseError, fold
+from games.parsing import USER_ID, USERNAME, ParseError, fold, parse_target
 
 MAX_ORDER_CENTS = 100_000_000  # ¥1,000,000.00: above that an amount is a typo
 ORDER_NO_MAX = 64
@@ -32,8 +32,6 @@ SHOP_TIMEZONE = "Asia/Shanghai"  # a paid_at without an offset is read on this c
 
 _YUAN = re.compile(r"(\d{1,3}(?:,\d{3})+|\d{1,15})(?:\.(\d{1,2}))?")
 _ORDER_NO = re.compile(r"[^\s\x00-\x1f\x7f,]{1,64}")
-_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
-_USER_ID = re.compile(r"\d{1,20}")
 
 
 class AmountError(ParseError):
@@ -101,18 +99,12 @@ def parse_order(args: str | None, *, replying: bool) -> OrderArgs:
     parts = fold(args or "").split()
     username: str | None = None
     user_id: int | None = None
-    if replying and parts and _USERNAME.fullmatch(parts[0]):
+    if replying and parts and USERNAME.fullmatch(parts[0]):
         replying = False  # "/order @x 99" sent as a reply: the explicit target wins
     if not replying:
         if not parts:
             raise ParseError("usage")
-        who = parts.pop(0)
-        if _USERNAME.fullmatch(who):
-            username = who[1:]
-        elif _USER_ID.fullmatch(who) and 0 < int(who) < 2**63:
-            user_id = int(who)
-        else:
-            raise ParseError("bad_target")
+        username, user_id = parse_target(parts.pop(0))
     if not 1 <= len(parts) <= 2:
         raise ParseError("usage")
     cents = parse_yuan(parts[0])
@@ -233,7 +225,7 @@ def parse_orders_csv(
             order_no = ""
         raw_user = fold(cell("user_id"))
         user_id = 0
-        if _USER_ID.fullmatch(raw_user) and 0 < int(raw_user) < 2**63:
+        if USER_ID.fullmatch(raw_user) and 0 < int(raw_user) < 2**63:
             user_id = int(raw_user)
         else:
             problems.append(f"user_id {raw_user[:30]!r} is not a user id")

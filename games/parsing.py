@@ -58,8 +58,18 @@ class AdjustArgs:
     reason: str
 
 
-_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
-_USER_ID = re.compile(r"\d{1,20}")
+USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
+USER_ID = re.compile(r"\d{1,20}")
+
+
+def parse_target(word: str) -> tuple[str | None, int | None]:
+    """The member an operator's command names: `@username` (without the @) or a user id;
+    else `ParseError("bad_target")`."""
+    if USERNAME.fullmatch(word):
+        return word[1:], None
+    if USER_ID.fullmatch(word) and 0 < int(word) < 2**63:
+        return None, int(word)
+    raise ParseError("bad_target")
 
 
 def parse_adjust(args: str | None, *, replying: bool, maximum: int = MAX_ADJUST) -> AdjustArgs:
@@ -69,14 +79,8 @@ def parse_adjust(args: str | None, *, replying: bool, maximum: int = MAX_ADJUST)
     if not replying:
         if not parts:
             raise ParseError("usage")
-        who = parts.pop(0)
-        if _USERNAME.fullmatch(who):
-            username = who[1:]
-        elif _USER_ID.fullmatch(who) and 0 < int(who) < 2**63:
-            user_id = int(who)
-        else:
-            raise ParseError("bad_target")
-    elif parts and _USERNAME.fullmatch(parts[0]):
+        username, user_id = parse_target(parts.pop(0))
+    elif parts and USERNAME.fullmatch(parts[0]):
         # "/give @x 5" sent as a reply: the explicit target wins.
         return parse_adjust(args, replying=False, maximum=maximum)
     if not parts:
