@@ -25,7 +25,7 @@ from sqlmodel import col
 
 from storage import red_packets
 from storage.models import Job, PromoPost, PromoState, RedPacket, ScheduledTask
-from storage.promo import DROP_KIND
+from storage.promo import DROP_KIND, tasks_by_key
 from storage.red_packets import PacketCard
 
 KEPT_OUTCOMES = 5
@@ -107,15 +107,7 @@ async def scheduled(
         .scalars()
         .all()
     )
-    keys = [drop_key(p.id) for p in rows if p.id is not None]
-    tasks = {
-        t.key: t
-        for t in (
-            await session.execute(select(ScheduledTask).where(col(ScheduledTask.key).in_(keys)))
-        )
-        .scalars()
-        .all()
-    }
+    tasks = await tasks_by_key(session, [drop_key(p.id) for p in rows if p.id is not None])
     views = []
     for p in rows:
         assert p.id is not None and p.chat_id is not None

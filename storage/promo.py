@@ -116,6 +116,12 @@ async def move_post(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def tasks_by_key(session: AsyncSession, keys: list[str]) -> dict[str, ScheduledTask]:
+    """The scheduled tasks of these keys (a listing's posts or drops), by key."""
+    rows = await session.execute(select(ScheduledTask).where(col(ScheduledTask.key).in_(keys)))
+    return {t.key: t for t in rows.scalars().all()}
+
+
 async def list_posts(
     session: AsyncSession, chat_id: int | None, *, everywhere: bool, limit: int = 20
 ) -> list[PostView]:
@@ -133,15 +139,7 @@ async def list_posts(
         .scalars()
         .all()
     )
-    keys = [post_key(p.id) for p in posts if p.id is not None]
-    tasks = {
-        t.key: t
-        for t in (
-            await session.execute(select(ScheduledTask).where(col(ScheduledTask.key).in_(keys)))
-        )
-        .scalars()
-        .all()
-    }
+    tasks = await tasks_by_key(session, [post_key(p.id) for p in posts if p.id is not None])
     views = []
     for p in posts:
         assert p.id is not None
