@@ -23,7 +23,7 @@ from aiogram.types import Message
 from games.parsing import ParseError, parse_adjust
 from services import texts
 from services.filters import IsOperator
-from services.messaging import actor_of, refuse_non_operator, reply
+from services.messaging import actor_of, refuse_non_operator, replied_message, reply
 from services.middlewares import PondInfo, person_of
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
@@ -54,11 +54,8 @@ async def adjust(
     clock: Clock,
 ) -> None:
     name = command.command.lower()
-    target_msg = message.reply_to_message
-    replying = target_msg is not None and not (
-        target_msg.forum_topic_created is not None
-        or target_msg.message_id == message.message_thread_id
-    )
+    target_msg = replied_message(message)
+    replying = target_msg is not None
     try:
         args = parse_adjust(command.args, replying=replying)
     except ParseError as exc:

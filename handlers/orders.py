@@ -36,7 +36,7 @@ from games.tiers import Tiers, named, parse_tiers
 from services import texts
 from services.filters import IsOperator
 from services.i18n import speaking
-from services.messaging import actor_of, refuse_non_operator, reply
+from services.messaging import actor_of, refuse_non_operator, replied_message, reply
 from services.middlewares import PondInfo, person_of
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
@@ -68,11 +68,8 @@ async def record(
     clock: Callable[[], datetime],
     pond: PondInfo | None = None,
 ) -> None:
-    target_msg = message.reply_to_message
-    replying = target_msg is not None and not (
-        target_msg.forum_topic_created is not None
-        or target_msg.message_id == message.message_thread_id
-    )
+    target_msg = replied_message(message)
+    replying = target_msg is not None
     try:
         args = rules.parse_order(command.args, replying=replying)
     except ParseError as exc:

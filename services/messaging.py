@@ -62,6 +62,15 @@ def say(
     )
 
 
+def replied_message(message: Message) -> Message | None:
+    """The message `message` answers, if it answers one: in a forum topic every message
+    "replies" to the topic's first one, which names nobody."""
+    target = message.reply_to_message
+    if target is None or target.forum_topic_created is not None:
+        return None
+    return None if target.message_id == message.message_thread_id else target
+
+
 def actor_of(message: Message) -> int | None:
     """Who did it, for the ledger's audit column: the user, or the chat an anonymous
     admin or a channel speaks as."""
