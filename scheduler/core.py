@@ -27,6 +27,20 @@ its process ends, so on SQLite the instance that gets it knows every other claim
 orphaned and takes them over at once. The others wait and try for the lock again. A run
 whose heartbeat finds its claim taken is cancelled.
 
+Leadership on PostgreSQL. An advisory lock belongs to a database session, so the leader
+holds it on a connection of its own, outside the pool (a pooled connection would go back
+with the lock still held). Every `LOCK_CHECK_SECONDS` the leader asks on that connection
+whether the lock is still its own; when the answer is no, or does not come within
+`LOCK_CHECK_TIMEOUT` (the connection was killed, the server restarted, the network is
+gone), it stops scheduling at once: no new runs, its runs in flight cancelled and handed
+back, and it waits for the lock like any other instance. The others try for the lock
+every `LOCK_RETRY_SECONDS`; PostgreSQL frees it the moment the leader's session ends
+(a SIGKILLed process's socket is closed by the kernel), so a new leader takes over within
+seconds. Holding the lock, it knows no other instance leads, and an instance that stops
+leading cancels its runs within `LOCK_CHECK_SECONDS + LOCK_CHECK_TIMEOUT`: another
+instance's claim silent for `DEAD_AFTER` (longer than that) is taken over then, rather
+than after `STALE_AFTER`.
+
 A job that raises is retried with exponential backoff (`retry_delay`: 10 s doubling to
 30 min) for about a day (`MAX_ATTEMPTS`), each failure logged in one line with its
 reason; only then is the task `failed`. A run longer than `RUN_TIMEOUT` is a failure.
@@ -56,7 +70,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
 from sqlmodel import col
 
 from games.checkin import zone
@@ -70,7 +90,12 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0  # how often an instance says its runs are alive
 STALE_AFTER = timedelta(seconds=10)  # a claim not refreshed for this long is orphaned
 SWEEP_SECONDS = 3.0
-LOCK_RETRY_SECONDS = 3.0  # a waiting instance tries for the scheduler lock this often
+LOCK_RETRY_SECONDS = 2.0  # a waiting instance tries for the scheduler lock this often
+LOCK_CHECK_SECONDS = 2.0  # the leader checks its lock is still its own this often
+LOCK_CHECK_TIMEOUT = 3.0  # a check not answered within this means the lock is lost
+# While this instance holds the PostgreSQL lock, another's claim silent this long is
+# orphaned (> LOCK_CHECK_SECONDS + LOCK_CHECK_TIMEOUT: a former leader has stopped it).
+DEAD_AFTER = timedelta(seconds=6)
 RETRY_FIRST = timedelta(seconds=10)
 RETRY_CAP = timedelta(minutes=30)
 MAX_ATTEMPTS = 56  # 10 s, 20 s … 21 min, then every 30 min: about 24 h of retries
@@ -200,13 +225,20 @@ class Scheduler:
     heartbeat_seconds: float = HEARTBEAT_SECONDS
     stale_after: timedelta = STALE_AFTER
     lock_retry_seconds: float = LOCK_RETRY_SECONDS
+    lock_check_seconds: float = LOCK_CHECK_SECONDS
+    lock_check_timeout: float = LOCK_CHECK_TIMEOUT
+    dead_after: timedelta = DEAD_AFTER
     max_attempts: int = MAX_ATTEMPTS
     run_timeout: timedelta = RUN_TIMEOUT
     stop_wait_seconds: float = STOP_WAIT_SECONDS
 
     def __post_init__(self) -> None:
         self._aps: AsyncIOScheduler | None = None
+        self._lock_engine: AsyncEngine | None = None
         self._lock_conn: AsyncConnection | None = None
+        self._leading: set[asyncio.Task[None]] = set()  # the leader's own loops
+        # Spawned each time this instance takes the lead (the webhook's registration).
+        self.on_lead: list[Callable[[], Awaitable[None]]] = []
         self._lock_file: IO[bytes] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._runs: dict[str, _Run] = {}
@@ -305,12 +337,21 @@ class Scheduler:
         self._spawn(self._wait_for_lock())
         return False
 
+    @property
+    def leading(self) -> bool:
+        """Whether this instance runs the scheduler now (what the health check reports)."""
+        return self.active
+
     async def _lead(self) -> None:
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._aps.start()
         self.active = True
+        if self._lock_conn is not None:
+            self._spawn(self._guard(), leading=True)
         await self._recover()
-        self._spawn(self._ticks())
+        self._spawn(self._ticks(), leading=True)
+        for hook in self.on_lead:
+            self._spawn(hook())
         log.info("scheduler running as instance %s", self.instance)
 
     async def _wait_for_lock(self) -> None:
@@ -318,9 +359,44 @@ class Scheduler:
             await asyncio.sleep(self.lock_retry_seconds)
             try:
                 if await self._take_lock():
+                    log.warning("instance %s takes over the scheduler", self.instance)
                     await self._lead()
             except Exception as exc:  # the database is away: try again later
+                await self._drop_lock_conn()
                 log.warning("scheduler lock: %s", failure_reason(exc))
+
+    async def _guard(self) -> None:
+        """The leader's check that its lock is still its own; on loss, step down."""
+        while self.active:
+            await asyncio.sleep(self.lock_check_seconds)
+            try:
+                held = await self._lock_held()
+                why = "" if held else "the lock is no longer held"
+            except Exception as exc:  # the connection is gone, or the check hangs
+                held, why = False, failure_reason(exc)
+            if not held and self.active:
+                await self._step_down(why)
+                return
+
+    async def _step_down(self, why: str) -> None:
+        """Stop scheduling at once: no new runs, the runs in flight cancelled and handed
+        back (the new leader runs them), and wait for the lock again."""
+        log.error("scheduler lock lost (%s): this instance stops scheduling", why)
+        self.active = False
+        me = asyncio.current_task()
+        for task in list(self._leading):
+            if task is not me:
+                task.cancel()
+        if self._aps is not None:
+            self._aps.pause()
+        if self._running:
+            await self._abandon()
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+        await self._drop_lock_conn()
+        if self._started:
+            self._spawn(self._wait_for_lock())
 
     @property
     def stopping(self) -> bool:
@@ -345,9 +421,10 @@ class Scheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
+        await self._drop_lock_conn()
+        if self._lock_engine is not None:
+            await self._lock_engine.dispose()
+            self._lock_engine = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the file lock
             self._lock_file = None
@@ -381,22 +458,54 @@ class Scheduler:
                 )
             log.warning("scheduler stopped with %d run(s) in flight: handed back", len(claims))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None], *, leading: bool = False) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        if leading:
+            self._leading.add(task)
+            task.add_done_callback(self._leading.discard)
 
     async def _take_lock(self) -> bool:
         if self.db.is_sqlite:
             return self._take_file_lock()
-        conn = await self.db.engine.connect()
-        got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_LOCK_KEY})
-        await conn.commit()
-        if got:
-            self._lock_conn = conn  # held for the life of the process
-            return True
-        await conn.close()
-        return False
+        async with asyncio.timeout(self.lock_check_timeout + 5):
+            if self._lock_conn is None:
+                if self._lock_engine is None:
+                    # Its own engine without a pool: closing the connection ends the session.
+                    self._lock_engine = create_async_engine(self.db.url, poolclass=NullPool)
+                conn = await self._lock_engine.connect()
+                self._lock_conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = await self._lock_conn.scalar(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": SCHEDULER_LOCK_KEY}
+            )
+        return bool(got)
+
+    async def _lock_held(self) -> bool:
+        """Whether this instance's lock session still holds the scheduler lock."""
+        conn = self._lock_conn
+        if conn is None:
+            return False
+        async with asyncio.timeout(self.lock_check_timeout):
+            held = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid = pg_backend_pid() AND objsubid = 1"
+                    " AND classid::bigint = :hi AND objid::bigint = :lo"
+                ),
+                {"hi": SCHEDULER_LOCK_KEY >> 32, "lo": SCHEDULER_LOCK_KEY & 0xFFFFFFFF},
+            )
+        return bool(held)
+
+    async def _drop_lock_conn(self) -> None:
+        """Close the lock session (ending it frees the lock) without waiting on a dead
+        server."""
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.lock_check_timeout):
+                await conn.invalidate()
 
     def _take_file_lock(self) -> bool:
         """On SQLite, one scheduler per database file: a lock beside it that the kernel
@@ -421,6 +530,14 @@ class Scheduler:
         session can lose its lock while its process lives on, so there the heartbeat
         decides.)"""
         return self.active and self.db.is_sqlite
+
+    @property
+    def _silent_for(self) -> timedelta:
+        """How long another instance's claim may be silent before it is orphaned: on
+        PostgreSQL, while this instance leads, `dead_after` (see the module doc)."""
+        if self.active and self._lock_conn is not None:
+            return min(self.dead_after, self.stale_after)
+        return self.stale_after
 
     async def _recover(self) -> None:
         """Take over orphaned runs, then arm every pending task."""
@@ -504,7 +621,7 @@ class Scheduler:
             query = query.where(
                 or_(
                     col(ScheduledTask.heartbeat_at).is_(None),
-                    col(ScheduledTask.heartbeat_at) < now - self.stale_after,
+                    col(ScheduledTask.heartbeat_at) < now - self._silent_for,
                 )
             )
         async with self.db.transaction(readonly=True) as session:
@@ -604,6 +721,8 @@ class Scheduler:
     # -- one run -----------------------------------------------------------------------
 
     async def _fire(self, key: str) -> None:
+        if self._started and not self.active:
+            return  # stepped down (or waiting for the lock): the leader runs it
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
