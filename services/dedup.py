@@ -16,6 +16,13 @@ ERROR with its id and skipped, so one bad update cannot wedge its pond. During a
 nothing counts: however long a failover takes, its updates wait for it. Any other
 exception is a bug in handling that update: the error handler logs it, and the update
 counts as handled.
+
+Several instances (`shared`, see `services.shared.redis_state.SharedSeen`): an update
+is also claimed in Redis before it is handled and marked there once handled, so an
+update handled by one instance is skipped by the others; one in hand elsewhere right
+now is answered `Unconfirmed` (Telegram delivers it again, by when it is done); one the
+database failed has its claim dropped, so its redelivery is handled in full wherever it
+lands. Without `shared` nothing of this runs (no await is added).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.event.bases import UNHANDLED
@@ -32,7 +39,11 @@ from sqlalchemy import text
 
 from services.lru import LRU
 from services.weather import describe, is_database_outage, is_database_unreachable
+from storage.batch import BatchWriter
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from services.shared.redis_state import SharedSeen
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +61,18 @@ class Unconfirmed(Exception):
 
 
 class SeenUpdates(BaseMiddleware):
-    def __init__(self, size: int = 20_000, *, max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(
+        self,
+        size: int = 20_000,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+        shared: SharedSeen | None = None,
+    ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.size = size
         self.max_attempts = max_attempts
+        self.shared = shared
         self._seen: LRU[int, None] = LRU(size)
         self._failures: LRU[int, int] = LRU(size)  # update id -> failed attempts
 
@@ -70,6 +88,8 @@ class SeenUpdates(BaseMiddleware):
         if update_id in self._seen:
             return UNHANDLED
         self._seen.put(update_id, None)
+        if self.shared is not None:
+            return await self._shared_call(self.shared, handler, event, data)
         try:
             result = await handler(event, data)
         except Exception as exc:
@@ -78,6 +98,46 @@ class SeenUpdates(BaseMiddleware):
             counts = not is_database_unreachable(exc) and await _answers(data.get("db"))
             return self._failed(update_id, exc, counts)
         self._failures.pop(update_id, None)
+        return result
+
+    async def _shared_call(
+        self,
+        shared: SharedSeen,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: Update,
+        data: dict[str, Any],
+    ) -> Any:
+        """The same, with the claim in Redis around it (see the module docstring)."""
+        update_id = event.update_id
+        bot_id = data["bot"].id
+        claim = await shared.claim(bot_id, update_id)
+        if claim == "done":
+            return UNHANDLED
+        if claim == "busy":
+            self._seen.pop(update_id, None)  # its redelivery is looked at again
+            log.info("update %s is in hand in another instance: not confirmed", update_id)
+            raise Unconfirmed(update_id, 0)
+        try:
+            result = await handler(event, data)
+        except Exception as exc:
+            if not is_database_outage(exc):
+                await shared.done(bot_id, update_id)
+                raise
+            counts = not is_database_unreachable(exc) and await _answers(data.get("db"))
+            try:
+                self._failed(update_id, exc, counts)
+            except Unconfirmed:
+                await shared.release(bot_id, update_id)
+                raise
+            result = None  # a poison update, skipped: handled, as far as Telegram is concerned
+        else:
+            self._failures.pop(update_id, None)
+        # Marked handled once what it queued for the writer is committed: a crash before
+        # that leaves the claim to run out, and the redelivery is handled in full.
+        writer = data.get("writer")
+        if isinstance(writer, BatchWriter):
+            await writer.flushed()
+        await shared.done(bot_id, update_id)
         return result
 
     def _failed(self, update_id: int, exc: BaseException, counts: bool) -> None:

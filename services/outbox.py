@@ -35,6 +35,10 @@ an in-place board edit) and the outbox issues it when every budget allows.
   written there as it is issued (one line, flushed to the kernel, so even SIGKILL keeps
   it), and a new outbox starts with the last minute's group sends of the one before it —
   a bot restarted in a busy pond does not send its 21st message of the minute.
+* Several instances share Telegram's limits: with a `budget` (`services.shared.
+  SendBudget`, kept in Redis) every request also asks it right before it is issued and
+  waits, in its lane, until every instance together may send it. Without one nothing
+  is asked (no await is added).
 * Nothing that handles an update waits for its chat's queue: a post whose message id
   must be stored (a game's post) goes through `post`, which records the answer in a
   tracked background task; `stop` waits for those briefly.
@@ -77,6 +81,7 @@ from aiogram.types import Message
 
 from services.clock import Clock, FakeClock, SystemClock
 from services.lru import LRU
+from services.shared import SendBudget
 from services.weather import describe, is_transient
 
 __all__ = [
@@ -216,9 +221,11 @@ class Outbox:
         concurrency: int = 8,
         journal: Path | None = None,
         wall: Callable[[], float] = time.time,
+        budget: SendBudget | None = None,
     ) -> None:
         """`journal`: a file that keeps the group sends of the last minute across
-        restarts (see the module docstring); `wall`: the wall clock its lines use."""
+        restarts (see the module docstring); `wall`: the wall clock its lines use;
+        `budget`: the limits shared with other instances."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._bot = bot
@@ -250,6 +257,8 @@ class Outbox:
         self._journaled: deque[tuple[ChatId, float]] = deque()  # (group, wall time)
         self._journal_lines = 0
         self._wall = wall
+        self._budget = budget
+        self.budget_waits = 0  # requests that waited for the budget shared by the instances
 
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -846,6 +855,8 @@ class Outbox:
         method = item.method
         key = lane.key
         try:
+            if self._budget is not None:
+                await self._shared_turn(self._budget, key)
             result = await self._bot(method)
         except TelegramRetryAfter as exc:
             self._stats.retried_429 += 1
@@ -890,6 +901,12 @@ class Outbox:
             if not self._in_flight and self._queued == 0:
                 self._idle.set()
             self._wake.set()
+
+    async def _shared_turn(self, budget: SendBudget, key: LaneKey) -> None:
+        """Wait until the budget shared by every instance counts this request."""
+        while (wait := await budget.take(key)) > 0:
+            self.budget_waits += 1
+            await self._clock.sleep(wait)
 
     def _resolve(self, key: LaneKey, item: _Item, result: Any, *, count: bool = True) -> None:
         if count:

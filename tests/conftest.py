@@ -5,6 +5,8 @@
   the same without migrations. The server starts once per session, on first use, from
   `tests/rig/postgres.py` (or is `PONDBOT_TEST_PG_URL`). When it cannot start the tests
   are skipped with the reason — or fail, if the `CI` variable is set.
+* `redis_server`, `redis_url` — a private `redis-server` for the session
+  (`tests/rig/redis.py`; skipped without one, failing in CI), emptied after each test.
 * `db_url` — both of the above, as parameters `sqlite` and `postgres`; `db` — a
   `storage.db.Database` on it, disposed afterwards.
 
@@ -24,6 +26,7 @@ import pytest
 from storage import migrate
 from storage.db import Database
 from tests.rig.postgres import ExternalPostgres, PostgresServer
+from tests.rig.redis import redis_server, redis_url  # noqa: F401  (fixtures)
 
 PG_URL_ENV = "PONDBOT_TEST_PG_URL"
 

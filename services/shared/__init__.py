@@ -1,0 +1,65 @@
+"""What several instances of the bot share, and the in-process stand-ins used without it.
+
+One process needs nothing shared: its memory is the truth, and everything here is a
+no-op (no await is added to its hot path). Several webhook instances behind a load
+balancer (`REDIS_URL`, see `services.shared.redis_state`) share through Redis:
+
+* `Peers` — a cache entry one instance drops (a pond's settings, a chat's admins, a
+  sold-out item, a pond's open password packets, a packet that closed) is dropped by
+  every other instance too. `tell(topic, key)` is the hook the caches call; `on(topic,
+  forget)` is how the composition root says what "dropped" means in this process.
+* `SendBudget` — Telegram's limits count the bot's messages, not one instance's: the
+  outbox asks the shared budget before each request (see `services.outbox`).
+
+This module imports nothing of Redis: the caches that call `tell` cost one attribute
+look-up and a no-op call without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+ChatId = int | str
+Forget = Callable[[Any], None]
+
+# Topics of `Peers.tell`: what each key means.
+ADMINS = "admins"  # a chat id: its admin list is to be fetched again
+POND = "pond"  # a chat id (None: every pond): its settings are to be read again
+CLOSED_ITEM = "closed_item"  # a shop item id: its sold-out memo is forgotten
+PASSWORDS = "passwords"  # a chat id: its open password packets are to be read again
+PACKET_CLOSED = "packet_closed"  # [packet id, chat id, state, [grabber ids]]
+
+
+class Peers(Protocol):
+    """The other instances of the bot, told when a cache entry is dropped here."""
+
+    def tell(self, topic: str, key: Any) -> None:
+        """Drop `key` of `topic` in every other instance (no-op without peers). Never
+        raises and never waits: telling is best effort, the caches expire anyway."""
+
+    def on(self, topic: str, forget: Forget) -> None:
+        """Call `forget(key)` here when another instance tells `topic`."""
+
+
+class NoPeers:
+    """A single process: nobody to tell."""
+
+    def tell(self, topic: str, key: Any) -> None:
+        return None
+
+    def on(self, topic: str, forget: Forget) -> None:
+        return None
+
+
+NO_PEERS: Peers = NoPeers()
+
+
+class SendBudget(Protocol):
+    """Telegram's limits shared by every instance (20/min per group, 30/s overall, about
+    1/s per chat). The outbox asks before each request it issues."""
+
+    async def take(self, chat: ChatId | None) -> float:
+        """Count one request to `chat` (None: a chat-less method) if every budget allows
+        it now and return 0; else count nothing and return the seconds to wait first."""
+        ...

@@ -1,0 +1,324 @@
+"""The pieces several instances share through Redis, each against a real redis-server;
+two "instances" are two clients (two middlewares, two budgets, two listeners)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import datetime
+from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.methods import SendMessage
+from aiogram.types import Chat, Message, Update, User
+from redis.asyncio import Redis
+from sqlalchemy.exc import OperationalError
+
+from services.dedup import SeenUpdates, Unconfirmed
+from services.outbox import Limits, Outbox
+from services.shared import NO_PEERS
+from services.shared.redis_state import MemberOrder, RedisBudget, RedisPeers, SharedState
+from tests.rig.fake_session import FakeSession, make_bot
+
+BOT = SimpleNamespace(id=42)
+
+
+@pytest.fixture
+async def clients(redis_url: str) -> AsyncIterator[tuple[Redis, Redis]]:
+    a, b = Redis.from_url(redis_url), Redis.from_url(redis_url)
+    yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
+def update(update_id: int, chat: int = -100, user: int = 7) -> Update:
+    return Update(
+        update_id=update_id,
+        message=Message(
+            message_id=update_id,
+            date=datetime.datetime.now(datetime.UTC),
+            chat=Chat(id=chat, type="supergroup", title="pond"),
+            from_user=User(id=user, is_bot=False, first_name="M"),
+            text="hi",
+        ),
+    )
+
+
+def seen(client: Redis, instance: str) -> SeenUpdates:
+    return SeenUpdates(shared=SharedState(client, instance=instance).seen)
+
+
+async def test_an_update_handled_by_one_instance_is_skipped_by_another(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one, two = seen(clients[0], "one"), seen(clients[1], "two")
+    handled: list[str] = []
+
+    def handler(name: str) -> Callable[[Any, dict[str, Any]], Any]:
+        async def handle(event: Any, data: dict[str, Any]) -> str:
+            handled.append(name)
+            return name
+
+        return handle
+
+    assert await one(handler("one"), update(1), {"bot": BOT}) == "one"
+    assert await two(handler("two"), update(1), {"bot": BOT}) is UNHANDLED
+    assert await two(handler("two"), update(2), {"bot": BOT}) == "two"
+    assert await one(handler("one"), update(2), {"bot": BOT}) is UNHANDLED
+    assert handled == ["one", "two"]
+
+
+async def test_an_update_in_hand_elsewhere_is_left_unconfirmed_then_skipped(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one, two = seen(clients[0], "one"), seen(clients[1], "two")
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow(event: Any, data: dict[str, Any]) -> str:
+        started.set()
+        await finish.wait()
+        return "done"
+
+    async def fast(event: Any, data: dict[str, Any]) -> str:
+        raise AssertionError("handled twice")
+
+    first = asyncio.create_task(one(slow, update(5), {"bot": BOT}))
+    await started.wait()
+    with pytest.raises(Unconfirmed):
+        await two(fast, update(5), {"bot": BOT})  # Telegram delivers it again later
+    finish.set()
+    assert await first == "done"
+    assert await two(fast, update(5), {"bot": BOT}) is UNHANDLED
+
+
+async def test_an_update_the_database_failed_is_handled_in_full_by_another_instance(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one, two = seen(clients[0], "one"), seen(clients[1], "two")
+
+    async def outage(event: Any, data: dict[str, Any]) -> str:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    async def works(event: Any, data: dict[str, Any]) -> str:
+        return "handled"
+
+    with pytest.raises(Unconfirmed):
+        await one(outage, update(9), {"bot": BOT})
+    assert await two(works, update(9), {"bot": BOT}) == "handled"
+    assert await one(works, update(9), {"bot": BOT}) is UNHANDLED
+
+
+async def test_a_bug_counts_as_handled_everywhere(clients: tuple[Redis, Redis]) -> None:
+    one, two = seen(clients[0], "one"), seen(clients[1], "two")
+
+    async def bug(event: Any, data: dict[str, Any]) -> str:
+        raise ZeroDivisionError
+
+    async def works(event: Any, data: dict[str, Any]) -> str:
+        return "again"
+
+    with pytest.raises(ZeroDivisionError):
+        await one(bug, update(11), {"bot": BOT})
+    assert await two(works, update(11), {"bot": BOT}) is UNHANDLED
+
+
+async def test_without_redis_an_update_is_handled_as_in_one_process() -> None:
+    async def down(event: Any, data: dict[str, Any]) -> str:
+        return "handled"
+
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    lonely = SeenUpdates(shared=SharedState(dead, instance="x").seen)
+    assert await lonely(down, update(1), {"bot": BOT}) == "handled"
+    assert await lonely(down, update(1), {"bot": BOT}) is UNHANDLED  # its own memory
+    await dead.aclose()
+
+
+# -- send budgets -------------------------------------------------------------------------
+
+
+def most_within(times: list[float], span: float) -> int:
+    """The most entries of sorted `times` in any half-open window [t, t + span)."""
+    times = sorted(times)
+    return max(
+        (bisect.bisect_left(times, t + span) - i for i, t in enumerate(times)), default=0
+    )
+
+
+async def simulate(
+    budgets: list[RedisBudget], chats: Callable[[int, int], int], now: list[float], until: float
+) -> list[list[float]]:
+    """Each budget is a sender that always has something to send; it asks, and waits
+    what it is told. Virtual time (`now[0]`) jumps to the next sender due."""
+    due = [0.0 for _ in budgets]
+    sent: list[list[float]] = [[] for _ in budgets]
+    while True:
+        i = min(range(len(budgets)), key=due.__getitem__)
+        if due[i] >= until:
+            return sent
+        now[0] = due[i]
+        wait = await budgets[i].take(chats(i, len(sent[i])))
+        if wait > 0:
+            due[i] = now[0] + max(wait, 1e-6)
+        else:
+            sent[i].append(now[0])
+            due[i] = now[0] + 0.001
+
+
+async def test_two_senders_stay_within_20_a_minute_in_a_group(
+    clients: tuple[Redis, Redis],
+) -> None:
+    now = [0.0]
+    budgets = [
+        RedisBudget(c, prefix="t", instance=name, clock=lambda: now[0])
+        for c, name in zip(clients, ("one", "two"), strict=True)
+    ]
+    sent = await simulate(budgets, lambda i, n: -100, now, until=185.0)
+    times = sorted(sent[0] + sent[1])
+    assert most_within(times, 60.0) <= 20
+    assert sent[0] and sent[1]  # both got their turn
+    assert len(times) >= 50  # and the pond was not starved: ~20 a minute over 3 minutes
+
+
+async def test_two_senders_stay_within_30_a_second_overall(
+    clients: tuple[Redis, Redis],
+) -> None:
+    now = [0.0]
+    budgets = [
+        RedisBudget(c, prefix="t", instance=name, clock=lambda: now[0])
+        for c, name in zip(clients, ("one", "two"), strict=True)
+    ]
+    # every request to another private chat: only the global budget binds
+    sent = await simulate(budgets, lambda i, n: 1_000_000 * (i + 1) + n, now, until=5.0)
+    times = sorted(sent[0] + sent[1])
+    assert most_within(times, 1.0) <= 30
+    assert len(times) >= 4 * 25
+
+
+async def test_the_per_chat_bucket_is_shared(clients: tuple[Redis, Redis]) -> None:
+    now = [0.0]
+    budgets = [
+        RedisBudget(c, prefix="t", instance=name, clock=lambda: now[0])
+        for c, name in zip(clients, ("one", "two"), strict=True)
+    ]
+    sent = await simulate(budgets, lambda i, n: 555, now, until=10.0)
+    times = sorted(sent[0] + sent[1])
+    # a burst of 3, then one a second
+    assert 3 + 9 <= len(times) <= 3 + 10
+    assert most_within(times, 2.0) <= 3 + 2
+
+
+async def test_redis_time_is_the_clock_by_default(clients: tuple[Redis, Redis]) -> None:
+    one = RedisBudget(clients[0], prefix="t", instance="one")
+    two = RedisBudget(clients[1], prefix="t", instance="two")
+    assert [await one.take(77), await two.take(77), await one.take(77)] == [0, 0, 0]
+    wait = await two.take(77)
+    assert 0.5 < wait <= 1.0
+
+
+async def test_two_outboxes_share_one_chat_budget(redis_url: str) -> None:
+    limits = Limits(per_chat_rate=20.0, per_chat_burst=2)
+    states = [SharedState(Redis.from_url(redis_url), limits=limits) for _ in range(2)]
+    session = FakeSession()
+    bot = make_bot(session)
+    outboxes = [Outbox(bot, limits=Limits(), budget=s.budget) for s in states]
+    for o in outboxes:
+        await o.start()
+    futures = [o.send(SendMessage(chat_id=321, text=f"m{i}")) for i in range(3) for o in outboxes]
+    await asyncio.wait_for(asyncio.gather(*futures), 10)
+    assert len(session.sent_texts(321)) == 6
+    assert sum(o.budget_waits for o in outboxes) >= 1  # 6 > the shared burst of 2
+    for o in outboxes:
+        await o.stop()
+    await bot.session.close()
+    for s in states:
+        await s.close()
+
+
+# -- order ----------------------------------------------------------------------------------
+
+
+def lane(u: Update) -> tuple[int, int | None]:
+    assert u.message is not None and u.message.from_user is not None
+    text = u.message.text or ""
+    return u.message.chat.id, None if text.startswith("/") else u.message.from_user.id
+
+
+async def test_one_members_updates_take_turns_across_instances(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one = MemberOrder(clients[0], lane, prefix="t")
+    two = MemberOrder(clients[1], lane, prefix="t")
+    log: list[str] = []
+    release, started = asyncio.Event(), asyncio.Event()
+
+    async def slow(event: Any, data: dict[str, Any]) -> None:
+        log.append(f"start {event.update_id}")
+        started.set()
+        await release.wait()
+        log.append(f"end {event.update_id}")
+
+    async def quick(event: Any, data: dict[str, Any]) -> None:
+        log.append(f"run {event.update_id}")
+
+    first = asyncio.create_task(one(slow, update(1, user=7), {"bot": BOT}))
+    await started.wait()
+    same = asyncio.create_task(two(quick, update(2, user=7), {"bot": BOT}))
+    other = asyncio.create_task(two(quick, update(3, user=8), {"bot": BOT}))
+    await other  # another member is not held up
+    await asyncio.sleep(0.1)
+    assert log == ["start 1", "run 3"]
+    release.set()
+    await asyncio.gather(first, same)
+    assert log == ["start 1", "run 3", "end 1", "run 2"]
+
+
+async def test_a_chats_commands_take_turns(clients: tuple[Redis, Redis]) -> None:
+    one = MemberOrder(clients[0], lane, prefix="t")
+    two = MemberOrder(clients[1], lane, prefix="t")
+    first, second = update(1, user=7), update(2, user=8)
+    for u in (first, second):
+        assert u.message is not None
+        object.__setattr__(u.message, "text", "/vote")
+    assert one.key(BOT.id, first) == two.key(BOT.id, second)
+    assert one.key(BOT.id, update(3, user=7)) != one.key(BOT.id, update(4, user=8))
+
+
+# -- caches ----------------------------------------------------------------------------------
+
+
+async def test_a_cache_entry_dropped_in_one_instance_is_dropped_in_the_others(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one = RedisPeers(clients[0], prefix="t", instance="one")
+    two = RedisPeers(clients[1], prefix="t", instance="two")
+    heard_one: list[Any] = []
+    heard_two: list[Any] = []
+    one.on("admins", heard_one.append)
+    # dropping what was told tells nobody again (no echo between instances)
+    def forget(key: Any) -> None:
+        heard_two.append(key)
+        two.tell("admins", key)
+
+    two.on("admins", forget)
+    await one.start()
+    await two.start()
+    one.tell("admins", -100)
+    one.tell("pond", None)
+    await one.flush()
+    for _ in range(200):
+        if heard_two:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert heard_two == [-100]
+    assert heard_one == []
+    await one.close()
+    await two.close()
+
+
+def test_no_peers_is_a_no_op() -> None:
+    NO_PEERS.tell("admins", 1)
+    NO_PEERS.on("admins", print)
