@@ -32,6 +32,7 @@ column name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
@@ -41,11 +42,16 @@ import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from sqlalchemy import func, select
+from sqlalchemy import String, case, func, literal, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import SQLCoreOperations
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import col
 
 from games.orders import yuan
@@ -67,7 +73,7 @@ MEMBER_COLUMNS = (
     "created_at",
 )
 LEDGER_COLUMNS = ("id", "user_id", "chat_id", "delta", "kind", "ref", "actor_id", "created_at")
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 2000
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -132,36 +138,90 @@ async def _member_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
 
 
 async def export_ledger(db: Database, out: TextIO) -> int:
-    """Write every ledger entry, oldest first, as CSV; returns the number of rows."""
-    return await _write(db, out, LEDGER_COLUMNS, _ledger_rows)
+    """Write every ledger entry, oldest first, as CSV; returns the number of rows.
+
+    The ledger is the big table (hundreds of thousands of rows): its cells are formatted
+    by the database (`csv_safe_sql`, `IsoUtc`), so each chunk goes from the driver to the
+    CSV writer untouched."""
+    return await _write_formatted(db, out, LEDGER_COLUMNS, _ledger_query())
 
 
-async def _ledger_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
-    result = await session.stream(
-        select(
-            col(LedgerEntry.id),
-            col(LedgerEntry.user_id),
-            col(LedgerEntry.chat_id),
-            col(LedgerEntry.delta),
-            col(LedgerEntry.kind),
-            col(LedgerEntry.ref),
-            col(LedgerEntry.actor_id),
-            col(LedgerEntry.created_at),
-        )
-        .order_by(col(LedgerEntry.id))
-        .execution_options(yield_per=CHUNK_ROWS)
+def _ledger_query() -> Executable:
+    return select(
+        col(LedgerEntry.id),
+        col(LedgerEntry.user_id),
+        col(LedgerEntry.chat_id),
+        col(LedgerEntry.delta),
+        col(LedgerEntry.kind),
+        csv_safe_sql(col(LedgerEntry.ref)),
+        col(LedgerEntry.actor_id),
+        IsoUtc(col(LedgerEntry.created_at)),
+    ).order_by(col(LedgerEntry.id))
+
+
+async def _write_formatted(db: Database, out: TextIO, columns: Sequence[str],
+                           query: Executable) -> int:
+    """Like `_write`, for a query whose cells are the CSV's already (a NULL is written as
+    an empty cell): chunks of `CHUNK_ROWS` rows, each written as one piece of text while
+    the driver reads the next."""
+    csv.writer(out).writerow(columns)
+    count = 0
+    async with db.transaction(readonly=True) as session:
+        connection = await session.connection()  # Core rows: no ORM loading on the way
+        result = await connection.stream(query.execution_options(yield_per=CHUNK_ROWS))
+        ahead = asyncio.ensure_future(result.fetchmany(CHUNK_ROWS))
+        try:
+            while chunk := await ahead:
+                ahead = asyncio.ensure_future(result.fetchmany(CHUNK_ROWS))
+                text = io.StringIO(newline="")
+                csv.writer(text).writerows(chunk)
+                out.write(text.getvalue())
+                count += len(chunk)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
+    return count
+
+
+def csv_safe_sql(column: SQLCoreOperations[str]) -> ColumnElement[str]:
+    """`csv_safe` as an SQL expression."""
+    first = func.substr(column, 1, 1)
+    return case(
+        (first.in_(FORMULA_PREFIXES), literal("'", String).concat(column)),
+        else_=func.coalesce(column, ""),
     )
-    async for row in result:
-        yield (
-            row.id,
-            row.user_id,
-            _opt(row.chat_id),
-            row.delta,
-            row.kind,
-            csv_safe(row.ref),
-            _opt(row.actor_id),
-            _iso(row.created_at),
-        )
+
+
+class IsoUtc(FunctionElement[str]):
+    """A UTC timestamp column as `_iso` writes it (`datetime.isoformat`: a fraction of six
+    digits, none on a whole second, then `+00:00`), formatted by the database; NULL stays
+    NULL."""
+
+    type = String()
+    name = "iso_utc"
+    inherit_cache = True
+
+
+@compiles(IsoUtc, "sqlite")
+def _iso_utc_sqlite(element: IsoUtc, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLAlchemy's SQLite dialect stores UTC as `2025-11-11 12:00:00.123456`.
+    x = compiler.process(element.clauses, **kw)
+    return (
+        f"(CASE WHEN substr({x}, 20) IN ('', '.000000') "
+        f"THEN substr({x}, 1, 10) || 'T' || substr({x}, 12, 8) "
+        f"ELSE substr({x}, 1, 10) || 'T' || substr({x}, 12) END || '+00:00')"
+    )
+
+
+@compiles(IsoUtc, "postgresql")
+def _iso_utc_postgresql(element: IsoUtc, compiler: SQLCompiler, **kw: Any) -> str:
+    x = f"({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC')"
+    return (
+        f"(to_char({x}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN to_char({x}, 'US') = "
+        f"'000000' THEN '' ELSE to_char({x}, '.US') END || '+00:00')"
+    )
 
 
 VOTE_COLUMNS = ("vote_id", "chat_id", "question", "option", "count")

@@ -42,6 +42,12 @@ def test_redeem_bench() -> None:
     assert out.count("ratio:") == 2 and "peak RSS:" in out
 
 
+def test_export_bench() -> None:
+    out = bench("bench/export.py", "--n", "3000", "--members", "50")
+    assert "exact: 3000 rows, every cell as the Python formatting writes it" in out
+    assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE) and "peak RSS" in out
+
+
 SOAK_CHECKS = (
     "ledger invariant", "ledger keys unique", "red packets exact",
     "one check-in per member and day", "votes paid once per ballot", "guess prizes paid once",
