@@ -81,7 +81,6 @@ class LedgerKind(StrEnum):
     streak_bonus = "streak_bonus"
     guess_price = "guess_price"
     vote = "vote"
-    survey = "survey"
     red_packet = "red_packet"
     red_packet_refund = "red_packet_refund"
     lottery = "lottery"
@@ -171,6 +170,7 @@ class Member(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("balance >= 0", name="balance_not_negative"),
         Index("ix_member_username_lower", "username_lower"),
+        Index("ix_member_birthday", "birthday"),
     )
 
     user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
@@ -192,6 +192,12 @@ class Member(SQLModel, table=True):
     lifetime_spent_cents: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, default=0)
     )
+    # F10 birthday: `MM-DD` (registered by /birthday in the DM), when it was last set
+    # (changeable once a year), and the year whose greeting waits for the member's DM
+    # (paid, not yet told: sent by the job, or at their next /start).
+    birthday: str | None = Field(default=None, sa_column=Column(String(5), nullable=True))
+    birthday_set_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    birthday_greeting: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
@@ -251,8 +257,8 @@ class Job(StrEnum):
     promo_post = "promo.post"
     promo_deliver = "promo.deliver"
     tier_notice = "orders.tier_notice"
-    survey_close = "survey.close"
-    segment_deliver = "segment.deliver"  # DMs of a post or drop `to=<segment>`
+    birthdays = "members.birthdays"  # greetings and gifts due (scheduler/members.py)
+    points_expiry = "points.expiry"  # the daily expiry of old lots and its reminders
 
 
 class TaskState(StrEnum):
@@ -547,8 +553,6 @@ class PromoPost(SQLModel, table=True):
     button_text: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     button_url: str | None = Field(default=None, sa_column=Column(String(1024), nullable=True))
     pin: bool = Field(default=False)
-    # `to=<segment>`: sent by DM to the pond's linked members of that segment (F10).
-    segment: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
     state: str = Field(default=PromoState.draft, max_length=16)
     # The command message: a redelivered command finds its draft already made.
     source_key: str = Field(max_length=100)
@@ -867,77 +871,28 @@ class SalesPlan(SQLModel, table=True):
     set_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-# -- F10 surveys, profiles and targeted deliveries (migration 0014) ---------------------
+# -- F14 points expiry (rules in games/expiry.py, storage/expiry.py) -------------------
 
 
-class Survey(SQLModel, table=True):
-    """A survey (问卷): a vote whose answers go to the members' profiles under `key`."""
+class PointsLotEpoch(SQLModel, table=True):
+    """When lots began (one row, id 1, written by migration 0013): the balances from
+    before it count as one lot earned at that moment. No row: every credit is its own lot."""
 
-    __tablename__ = "survey"
-    __table_args__ = (
-        UniqueConstraint("source_key", name="uq_survey_source_key"),
-        Index("ix_survey_chat_id_id", "chat_id", "id"),
-    )
+    __tablename__ = "points_lot_epoch"
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
-    )
-    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    source_key: str = Field(max_length=64)
-    key: str = Field(max_length=32)  # the profile key its answers are stored under
-    question: str = Field(max_length=255)
-    options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    points: int = Field(default=0)  # paid once per member and survey
-    state: str = Field(default="open", max_length=8)  # open | closed
-    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    opened_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    opened_at: datetime = Field(sa_column=_ts())
-    closes_at: datetime = Field(sa_column=_ts())
-    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
-    announced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    lots_from: datetime = Field(sa_column=_ts())
 
 
-class SurveyAnswer(SQLModel, table=True):
-    """A member's one answer to a survey (a change moves it)."""
+class ExpiryNotice(SQLModel, table=True):
+    """The one reminder a member gets for a lot (their earnings of `lot_day`) before it
+    expires on `expires_on`: written before the DM goes out, `sent_at` set by its answer."""
 
-    __tablename__ = "survey_answer"
-
-    survey_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    option: int = Field(default=0)
-    answered_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
-
-
-class MemberProfile(SQLModel, table=True):
-    """What a member answered, by key (skin type, style …): the latest answer wins."""
-
-    __tablename__ = "member_profile"
+    __tablename__ = "points_expiry_notice"
 
     user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
-    key: str = Field(sa_column=Column(String(32), primary_key=True))
-    value: str = Field(max_length=100)
-    survey_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    answered_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
-
-
-class SegmentDelivery(SQLModel, table=True):
-    """One DM of a post (or drop) `to=<segment>` to one member, per occurrence: like
-    `BroadcastDelivery`, so a crash in the middle resumes without a second copy."""
-
-    __tablename__ = "segment_delivery"
-    __table_args__ = (
-        UniqueConstraint(
-            "post_id", "occurrence", "user_id", name="uq_segment_delivery_post_id"
-        ),
-    )
-
-    id: int | None = Field(
-        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
-    )
-    post_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    occurrence: datetime = Field(sa_column=_ts())
-    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))  # the pond
-    state: str = Field(default=DeliveryState.pending, max_length=16)
-    claim: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
-    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    lot_day: date = Field(sa_column=Column(Date, primary_key=True))
+    expires_on: date = Field(sa_column=Column(Date, nullable=False))
+    points: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
