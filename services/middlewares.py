@@ -34,6 +34,7 @@ from aiogram.utils.i18n import I18n, I18nMiddleware
 
 from services.lru import LRU
 from services.operators import SERVICE_USER_IDS
+from services.shared import NO_PEERS, POND, Peers
 from services.trust import PondGate
 from storage import repo
 from storage import settings as settings_store
@@ -114,13 +115,16 @@ class TrackingMiddleware(BaseMiddleware):
         self._settings_seen: int | None = None  # the newest settings audit id looked at
         self._next_settings_poll = -float("inf")
         self._settings_task: asyncio.Future[None] | None = None
+        self.peers: Peers = NO_PEERS  # other instances (Redis): they forget the pond too
 
     def forget_pond(self, chat_id: int) -> None:
         self._ponds.pop(chat_id, None)
+        self.peers.tell(POND, chat_id)
 
     def forget_ponds(self) -> None:
         """A shop-wide default changed: every pond is read again."""
         self._ponds.clear()
+        self.peers.tell(POND, None)
 
     async def _watch_settings(self) -> None:
         """Forget the ponds whose settings another process changed: at most one read

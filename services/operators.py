@@ -19,6 +19,7 @@ from aiogram import Bot
 from aiogram.exceptions import AiogramError, TelegramAPIError, TelegramRetryAfter
 from aiogram.types import Chat, User
 
+from services.shared import ADMINS, NO_PEERS, Peers
 from services.weather import describe, is_transient
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ class AdminCache:
         self._clock = clock
         self._entries: dict[int, tuple[float, frozenset[int]]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self.peers: Peers = NO_PEERS  # other instances: they drop the list too
 
     def invalidate(self, chat_id: int) -> None:
         self._entries.pop(chat_id, None)
+        self.peers.tell(ADMINS, chat_id)
 
     def cached(self, chat_id: int) -> frozenset[int] | None:
         """The list known for the chat (maybe due for a refresh), or None."""

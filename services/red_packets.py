@@ -49,6 +49,7 @@ from games.red_packet import (
 )
 from services.lru import LRU
 from services.outbox import Outbox, OutboxClosedError
+from services.shared import PACKET_CLOSED, PASSWORDS, peers_now
 from services.texts import red_packet as texts
 from storage import red_packets, repo
 from storage.db import Database
@@ -229,6 +230,11 @@ class RedPackets:
         self._turns = KeyedLock()
         # Grabs waiting for their packet's turn; the next turn takes them all at once.
         self._queued: dict[int, list[tuple[GrabRequest, asyncio.Future[Grab]]]] = {}
+        # Other instances (Redis): told of a packet closed here and of a pond's password
+        # packets changed here; they are told of theirs.
+        self.peers = peers_now()
+        self.peers.on(PASSWORDS, self.passwords.invalidate)
+        self.peers.on(PACKET_CLOSED, self._closed_elsewhere)
 
     # -- making a packet -------------------------------------------------------------------
 
@@ -294,6 +300,7 @@ class RedPackets:
         needs_post = created.applied or not shown
         if needs_post and card.password is not None:
             self.passwords.invalidate(chat_id)
+            self.peers.tell(PASSWORDS, chat_id)
         return Dropped(card, needs_post)
 
     def post(
@@ -484,7 +491,19 @@ class RedPackets:
 
     def _remember_closed(self, card: PacketCard, state: PacketState) -> None:
         grabbers = frozenset(g.user_id for g in card.grabs)
+        known = card.id in self.closed
         self.closed.put(card.id, (card.chat_id, state, grabbers))
+        if not known:
+            self.peers.tell(PACKET_CLOSED, [card.id, card.chat_id, state.value, sorted(grabbers)])
+            if card.password is not None:
+                self.peers.tell(PASSWORDS, card.chat_id)
+
+    def _closed_elsewhere(self, told: list[Any]) -> None:
+        """Another instance closed a packet: late presses here are answered from memory,
+        and no older progress of ours overwrites its result."""
+        packet_id, chat_id, state, grabbers = told
+        self.closed.put(packet_id, (chat_id, PacketState(state), frozenset(grabbers)))
+        self._shown.put(packet_id, 2**31)
 
     def show(self, outbox: Outbox, card: PacketCard, timezone: str) -> None:
         """Edit the post to show `card` (coalesced by the outbox), unless a newer

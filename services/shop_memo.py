@@ -6,7 +6,8 @@ it. The first refusal for a reason that only an operator can change (`sold_out`,
 the refusals after it are answered from memory, before any database work. What an
 operator does in this process (`/item on`, `/item codes`, a `/refund` that puts a unit
 back) forgets the item at once; in another process the memory runs out within `ttl`, so
-a member is told "sold out" at most that long after a restock. A redemption is never
+a member is told "sold out" at most that long after a restock (with Redis, the other
+instances are told at once: `peers`). A redemption is never
 decided here: `storage.shop.redeem` decides under the item's lock.
 """
 
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from services.lru import LRU
+from services.shared import CLOSED_ITEM, NO_PEERS, Peers
 
 REMEMBERED = frozenset({"sold_out", "off_sale", "not_yet", "ended", "unknown_item"})
 
@@ -28,6 +30,7 @@ class ClosedItems:
         self.ttl = ttl
         self._clock = clock
         self._items: LRU[int, tuple[str, float]] = LRU(size)
+        self.peers: Peers = NO_PEERS  # other instances: they forget the item too
 
     def refusal(self, item_id: int) -> str | None:
         """The remembered refusal for this item, while it is fresh."""
@@ -45,3 +48,4 @@ class ClosedItems:
 
     def forget(self, item_id: int) -> None:
         self._items.pop(item_id, None)
+        self.peers.tell(CLOSED_ITEM, item_id)

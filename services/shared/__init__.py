@@ -17,7 +17,9 @@ look-up and a no-op call without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 ChatId = int | str
@@ -53,6 +55,24 @@ class NoPeers:
 
 
 NO_PEERS: Peers = NoPeers()
+
+_building: ContextVar[Peers] = ContextVar("pondbot_peers", default=NO_PEERS)
+
+
+@contextmanager
+def building_with(peers: Peers) -> Iterator[None]:
+    """While the composition root builds the routers: the peers their machinery tells
+    (a feature's caches made deep inside a router's setup find them with `peers_now`)."""
+    token = _building.set(peers)
+    try:
+        yield
+    finally:
+        _building.reset(token)
+
+
+def peers_now() -> Peers:
+    """The peers of the dispatcher being built (`NO_PEERS` outside `building_with`)."""
+    return _building.get()
 
 
 class SendBudget(Protocol):

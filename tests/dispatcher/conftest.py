@@ -14,6 +14,7 @@ from aiogram.enums import ParseMode
 from bot.app import build_dispatcher, chat_refused
 from scheduler.core import Scheduler
 from services.outbox import Limits, Outbox
+from services.shared.redis_state import SharedState
 from storage.db import Database
 from storage.migrate import aupgrade
 from tests.rig.client import Harness, group_chat, person
@@ -53,16 +54,25 @@ def serve_groups(session: FakeSession) -> None:
 
 @asynccontextmanager
 async def running(
-    db: Database, scheduler: Scheduler | None = None, session: FakeSession | None = None
+    db: Database,
+    scheduler: Scheduler | None = None,
+    session: FakeSession | None = None,
+    *,
+    shared: SharedState | None = None,
 ) -> AsyncIterator[Harness]:
     """The production dispatcher over `db`, its outbox started, the test group's admins
-    known to the fake session; on the way out, no request may have broken the spec."""
+    known to the fake session; on the way out, no request may have broken the spec.
+    `shared`: one of several instances sharing state in Redis."""
     session = session or FakeSession()
     bot = make_bot(session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
     serve_groups(session)
-    outbox = Outbox(bot, limits=FAST, on_forbidden=chat_refused(db))
+    outbox = Outbox(
+        bot, limits=FAST, on_forbidden=chat_refused(db),
+        budget=shared.budget if shared is not None else None,
+    )
     dp = build_dispatcher(
-        db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler
+        db=db, outbox=outbox, operator_ids=frozenset({OPERATOR_ID}), scheduler=scheduler,
+        shared=shared,
     )
     await outbox.start()
     h = Harness(dp, bot, session, outbox)
