@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -51,6 +51,7 @@ from services.middlewares import (
 )
 from services.operators import AdminCache, OperatorPolicy
 from services.outbox import Outbox
+from services.shared import ADMINS, CLOSED_ITEM, NO_PEERS, POND, building_with
 from services.shop_memo import ClosedItems
 from services.shortcuts import Shortcuts
 from services.tasks import DailyTasks
@@ -59,6 +60,9 @@ from services.weather import describe, is_transient
 from storage.batch import BatchWriter
 from storage.db import Database
 from storage.models import PondStatus, utcnow
+
+if TYPE_CHECKING:
+    from services.shared.redis_state import SharedState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,7 +90,9 @@ def build_dispatcher(
     default_language: str = "zh",
     admins: AdminCache | None = None,
     scheduler: Scheduler | None = None,
+    shared: SharedState | None = None,
 ) -> Dispatcher:
+    """`shared`: the state several instances share (Redis); None: one process."""
     admins = admins or AdminCache()
     scheduler = scheduler or Scheduler(db)
     i18n = make_i18n(default_language)
@@ -116,7 +122,9 @@ def build_dispatcher(
         daily_tasks=DailyTasks(db, outbox),  # the day's task list and its bonus (F13)
         clock=utcnow,  # the wall clock handlers read (tests put a fake one here)
     )
-    dp.update.outer_middleware(SeenUpdates())
+    if shared is not None:
+        _share(dp, shared, admins, tracking)
+    dp.update.outer_middleware(SeenUpdates(shared=shared.seen if shared is not None else None))
     for observer in (dp.message, dp.callback_query):
         observer.outer_middleware(tracking)
         observer.middleware(MemberWritten())
@@ -125,8 +133,25 @@ def build_dispatcher(
         observer.outer_middleware(AskAgainLater())  # in the language: "try again in a minute"
     shortcuts = dp["shortcuts"] = Shortcuts()
     dp.callback_query.outer_middleware(shortcuts)  # last: presser recorded, language set
-    dp.include_routers(*setup_routers(shortcuts))
+    with building_with(shared.peers if shared is not None else NO_PEERS):
+        dp.include_routers(*setup_routers(shortcuts))
     return dp
+
+
+def _share(
+    dp: Dispatcher, shared: SharedState, admins: AdminCache, tracking: TrackingMiddleware
+) -> None:
+    """Several instances: one member's updates take turns across them (the turns of
+    `bot.polling`: a member's own lane, or the whole chat's for a command or a chat-wide
+    event); what a cache drops here is dropped in the others (and the other way round)."""
+    from bot.polling import _chat_of, _person_of
+
+    dp.update.outer_middleware(shared.order(lambda u: (_chat_of(u), _person_of(u))))
+    peers, closed_items = shared.peers, dp["closed_items"]
+    admins.peers = tracking.peers = closed_items.peers = peers
+    peers.on(ADMINS, admins.invalidate)
+    peers.on(POND, lambda chat: tracking.forget_pond(chat) if chat else tracking.forget_ponds())
+    peers.on(CLOSED_ITEM, closed_items.forget)
 
 
 async def set_commands(bot: Bot, default_language: str) -> None:
@@ -213,8 +238,10 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         async with db.transaction() as session:
             await repo.migrate_pond(session, old, new)
 
+    shared = await _connect_shared(settings)
     outbox = Outbox(
-        bot, on_forbidden=chat_refused(db), on_migrated=on_migrated, journal=outbox_journal(db)
+        bot, on_forbidden=chat_refused(db), on_migrated=on_migrated, journal=outbox_journal(db),
+        budget=shared.budget if shared is not None else None,
     )
     scheduler = Scheduler(db)
     dp = build_dispatcher(
@@ -224,6 +251,7 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         default_timezone=settings.tz,
         default_language=settings.locale,
         scheduler=scheduler,
+        shared=shared,
     )
     await outbox.start()
     try:
@@ -236,8 +264,26 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         await dp["lottery_board"].aclose()
         await dp["writer"].idle()
         await outbox.stop()
+        if shared is not None:
+            await shared.close()
         await bot.session.close()
         await db.dispose()
+
+async def _connect_shared(settings: Settings) -> SharedState | None:
+    """The state shared with the other instances, with `REDIS_URL` (never logged: it
+    may hold a password); None without it."""
+    if settings.redis_url is None or not settings.redis_url.get_secret_value().strip():
+        return None
+    from services.shared.redis_state import SharedState
+
+    shared = SharedState.from_url(settings.redis_url.get_secret_value().strip())
+    try:
+        await shared.start()
+    except Exception as exc:
+        await shared.close()
+        raise SystemExit(f"Redis (REDIS_URL) does not answer: {type(exc).__name__}") from None
+    log.info("shared state in Redis: instance %s", shared.instance)
+    return shared
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

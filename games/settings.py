@@ -101,6 +101,17 @@ class PondSettings(BaseModel):
         parse_tiers(value)  # raises TiersError (a ValueError) saying what is wrong
         return value.strip()
 
+    # -- F10 surveys and segments (rules in games/segments.py) ----------------------
+    survey_points: int = Field(default=2, ge=0, le=10_000)  # once per member and survey
+    # RFM: each of recency, frequency and money is "high" against its threshold — bought
+    # within `segment_recent_days`, at least `segment_min_orders` orders, at least
+    # `segment_min_spend` yuan in all; three highs gold, two key, one ordinary, none low.
+    segment_recent_days: int = Field(default=90, ge=1, le=3_660)
+    segment_min_orders: int = Field(default=3, ge=1, le=100_000)
+    segment_min_spend: int = Field(default=300, ge=1, le=10_000_000)
+    # Churn risk: no activity (a message, a button, a purchase) for this many days.
+    churn_days: int = Field(default=30, ge=1, le=3_660)
+
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> PondSettings:
         """Defaults overlaid with what the pond stored; bad stored values fall back."""
@@ -146,6 +157,8 @@ SHOP_LEVEL = frozenset({
     "vote_points", "referral_points", "task_bonus",
     "lottery_free_per_day", "lottery_cost",
     "points_per_yuan", "tiers",
+    "survey_points", "segment_recent_days", "segment_min_orders", "segment_min_spend",
+    "churn_days",
 })
 
 

@@ -20,10 +20,12 @@ from handlers import (
     ponds,
     promo,
     red_packet,
+    segments,
     settings,
     shop,
     shop_admin,
     stats,
+    survey,
     tasks,
     votes,
 )
@@ -53,10 +55,12 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         red_packet_messages,
         guess.setup(),
         votes.setup(),
+        survey.setup(),  # /survey and its buttons: answers go to profiles
         promo.setup(),
         campaign.setup(),  # /campaign, /plan: operators
         shop_admin.setup(),  # /item, /redemptions, /refund, /fulfil
         stats.setup(),  # /stats, /export, /review
+        segments.setup(),  # /segments: operators
         settings.setup(),  # /settings: operators
         tasks.setup(),  # /tasks: the day's task list and its bonus
     ]

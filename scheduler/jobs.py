@@ -15,6 +15,8 @@ from scheduler import games as games_jobs
 from scheduler import orders as orders_jobs
 from scheduler import promo as promo_jobs
 from scheduler import red_packet
+from scheduler import segments as segment_jobs
+from scheduler import surveys as survey_jobs
 from scheduler.core import Scheduler
 from scheduler.deps import JobDeps
 
@@ -22,6 +24,7 @@ JobSetup = Callable[[Scheduler, JobDeps], None]
 
 JOB_SETUPS: list[JobSetup] = [
     red_packet.setup, games_jobs.setup, promo_jobs.setup, orders_jobs.setup, drop_jobs.setup,
+    survey_jobs.setup, segment_jobs.setup,
 ]
 
 

@@ -41,6 +41,11 @@ DESCRIPTIONS: dict[str, str] = {
     "lottery_quiet_below": N_("Draws get their own reply below this many messages a minute"),
     "points_per_yuan": N_("Points per yuan of a recorded purchase"),
     "tiers": N_("Member tiers by lifetime spend (name:from_yuan:discount,…)"),
+    "survey_points": N_("Points for answering a survey, once per survey"),
+    "segment_recent_days": N_("Segments: a purchase within this many days counts as recent"),
+    "segment_min_orders": N_("Segments: orders from which a member buys often"),
+    "segment_min_spend": N_("Segments: lifetime spend (yuan) from which a member spends much"),
+    "churn_days": N_("Days without activity after which a member is at churn risk"),
 }
 
 
