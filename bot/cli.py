@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the database schema up to date")
     exp = sub.add_parser("export", help="write a CSV file (UTF-8 with BOM)")
     exp.add_argument("what", choices=["members", "ledger", "votes", "orders", "redemptions",
-                                        "draws"])
+                                        "draws", "profiles", "segments"])
     exp.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
     imp = sub.add_parser("import", help="read a CSV file into the database")
     imp_sub = imp.add_subparsers(dest="what", required=True, metavar="WHAT")

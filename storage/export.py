@@ -59,6 +59,8 @@ from games.tiers import MEMBER
 from storage.db import Database
 from storage.migrate import ais_up_to_date, run_blocking
 from storage.models import Draw, LedgerEntry, Member, Order, Vote, VoteBallot
+from storage.segments import export_segments
+from storage.surveys import export_profiles
 
 MEMBER_COLUMNS = (
     "user_id",
@@ -364,6 +366,8 @@ EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
     "redemptions": export_redemptions,
     "orders": export_orders,
     "draws": export_draws,
+    "profiles": export_profiles,  # storage/surveys.py
+    "segments": export_segments,  # storage/segments.py
 }
 
 

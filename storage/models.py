@@ -81,6 +81,7 @@ class LedgerKind(StrEnum):
     streak_bonus = "streak_bonus"
     guess_price = "guess_price"
     vote = "vote"
+    survey = "survey"
     red_packet = "red_packet"
     red_packet_refund = "red_packet_refund"
     lottery = "lottery"
@@ -259,6 +260,8 @@ class Job(StrEnum):
     tier_notice = "orders.tier_notice"
     birthdays = "members.birthdays"  # greetings and gifts due (scheduler/members.py)
     points_expiry = "points.expiry"  # the daily expiry of old lots and its reminders
+    survey_close = "survey.close"
+    segment_deliver = "segment.deliver"  # DMs of a post or drop `to=<segment>`
 
 
 class TaskState(StrEnum):
@@ -553,6 +556,8 @@ class PromoPost(SQLModel, table=True):
     button_text: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     button_url: str | None = Field(default=None, sa_column=Column(String(1024), nullable=True))
     pin: bool = Field(default=False)
+    # `to=<segment>`: sent by DM to the pond's linked members of that segment (F10).
+    segment: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
     state: str = Field(default=PromoState.draft, max_length=16)
     # The command message: a redelivered command finds its draft already made.
     source_key: str = Field(max_length=100)
@@ -869,6 +874,82 @@ class SalesPlan(SQLModel, table=True):
     set_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     source_key: str = Field(max_length=100)
     set_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+# -- F10 surveys, profiles and targeted deliveries (migration 0014) ---------------------
+
+
+class Survey(SQLModel, table=True):
+    """A survey (问卷): a vote whose answers go to the members' profiles under `key`."""
+
+    __tablename__ = "survey"
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_survey_source_key"),
+        Index("ix_survey_chat_id_id", "chat_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    source_key: str = Field(max_length=64)
+    key: str = Field(max_length=32)  # the profile key its answers are stored under
+    question: str = Field(max_length=255)
+    options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    points: int = Field(default=0)  # paid once per member and survey
+    state: str = Field(default="open", max_length=8)  # open | closed
+    message_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    opened_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    opened_at: datetime = Field(sa_column=_ts())
+    closes_at: datetime = Field(sa_column=_ts())
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    announced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class SurveyAnswer(SQLModel, table=True):
+    """A member's one answer to a survey (a change moves it)."""
+
+    __tablename__ = "survey_answer"
+
+    survey_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    option: int = Field(default=0)
+    answered_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class MemberProfile(SQLModel, table=True):
+    """What a member answered, by key (skin type, style …): the latest answer wins."""
+
+    __tablename__ = "member_profile"
+
+    user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    key: str = Field(sa_column=Column(String(32), primary_key=True))
+    value: str = Field(max_length=100)
+    survey_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    answered_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class SegmentDelivery(SQLModel, table=True):
+    """One DM of a post (or drop) `to=<segment>` to one member, per occurrence: like
+    `BroadcastDelivery`, so a crash in the middle resumes without a second copy."""
+
+    __tablename__ = "segment_delivery"
+    __table_args__ = (
+        UniqueConstraint(
+            "post_id", "occurrence", "user_id", name="uq_segment_delivery_post_id"
+        ),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    post_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    occurrence: datetime = Field(sa_column=_ts())
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False))  # the pond
+    state: str = Field(default=DeliveryState.pending, max_length=16)
+    claim: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
 # -- F14 points expiry (rules in games/expiry.py, storage/expiry.py) -------------------

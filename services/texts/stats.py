@@ -25,6 +25,7 @@ def kind_labels() -> dict[str, str]:
         "streak_bonus": _("streak bonus"),
         "guess_price": _("guess the price"),
         "vote": _("votes"),
+        "survey": _("surveys"),
         "red_packet": _("red packets"),
         "red_packet_refund": _("red packets returned"),
         "lottery": _("lottery"),

@@ -1,0 +1,142 @@
+"""Posts and red-packet drops `to=<segment>` (F10): `segment.deliver`.
+
+When such a post fires (scheduler/promo.py) — or such a drop's packet is made
+(scheduler/drops.py) — `plan` records, in the firing's own transaction, one
+`segment_delivery` row per member of the pond in that segment (or at churn risk) whose
+private chat is linked, classified at that moment, and schedules the delivery task; a
+re-run of the firing inserts no new row. The delivery sends each member the post by DM
+(a drop: a DM telling them of the packet in the group), a window at a time and at a
+broadcast's pace (≈25/s, under the outbox's ≈30/s overall, so live ponds keep their
+share). Each row is claimed `sending` in a committed transaction before its message is
+handed to the outbox and finished with Telegram's answer; a row a dead run left `sending`
+becomes `unknown` and is never sent again. So no member gets a copy twice, also across
+a restart, and a stop hands nothing more over and leaves the rest `pending` for the next
+start (`RunInterrupted`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from aiogram.methods import SendMessage, SendPhoto
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from games.campaign import Campaign, local_day
+from scheduler.core import RunInterrupted, Scheduler, TaskRun
+from scheduler.deps import JobDeps
+from services.outbox import OutboxClosedError
+from services.promo_post import post_method
+from services.texts import surveys as texts
+from storage import promo, repo
+from storage import segments as store
+from storage.models import DeliveryState, Job, PromoPost
+from storage.promo import DROP_KIND
+
+log = logging.getLogger(__name__)
+
+WINDOW = 25  # messages handed over at once: bounds how many a crash can leave `unknown`
+RATE = 25.0  # a targeted delivery's own pace, messages per second
+
+
+async def plan(
+    scheduler: Scheduler,
+    session: AsyncSession,
+    post: PromoPost,
+    chat_id: int,
+    occurrence: datetime,
+    now: datetime,
+    *,
+    packet_id: int | None = None,
+) -> int:
+    """In the firing's transaction: the DMs of `post`'s occurrence to the pond's linked
+    members of its segment, and their delivery task. Returns how many members."""
+    assert post.id is not None and post.segment is not None
+    settings = await repo.pond_settings(session, chat_id)
+    rows = await store.standings(session, store.thresholds(settings), now, chat_id=chat_id)
+    members = list(store.targets(rows, post.segment))
+    await store.create_deliveries(session, post.id, occurrence, chat_id, members, now)
+    payload: dict[str, object] = {"post_id": post.id, "occurrence": occurrence.isoformat()}
+    if packet_id is not None:
+        payload["packet_id"] = packet_id
+    await scheduler.schedule(
+        now, Job.segment_deliver, store.deliver_key(post.id, occurrence), payload,
+        session=session, chat_id=chat_id,
+    )
+    log.info("post %s to=%s: %d member(s) to reach", post.id, post.segment, len(members))
+    return len(members)
+
+
+def setup(scheduler: Scheduler, deps: JobDeps) -> None:
+    async def deliver(run: TaskRun) -> None:
+        await deliver_dms(deps, run, lambda: scheduler.stopping)
+
+    scheduler.register(Job.segment_deliver, deliver)
+
+
+async def deliver_dms(
+    deps: JobDeps, run: TaskRun, stopping: Callable[[], bool] = lambda: False
+) -> None:
+    post_id = int(run.payload["post_id"])
+    occurrence = datetime.fromisoformat(str(run.payload["occurrence"]))
+    packet_id = int(str(run.payload.get("packet_id", 0)))
+    async with deps.db.transaction() as session:
+        post = await promo.get_post(session, post_id)
+        orphans = await store.orphans_to_unknown(session, post_id, occurrence, run.now)
+        pond = None
+        campaigns: list[Campaign] = []
+        if post is not None and post.chat_id is not None:
+            chat_id = await promo.current_chat(session, post.chat_id)
+            pond = (await promo.ponds(session, [chat_id])).get(chat_id)
+            campaigns = (await promo.campaigns_by_scope(session, [chat_id])).get(chat_id, [])
+    if orphans:
+        log.warning("post %s to a segment: %d DM(s) of unknown fate, not resent", post_id, orphans)
+    if post is None or pond is None or post.segment is None:
+        return
+
+    def method(user_id: int) -> SendMessage | SendPhoto:
+        with deps.language(pond.language):
+            if post.kind == DROP_KIND:
+                text = texts.drop_dm(pond.title, packet_id, str(post.segment))
+                return SendMessage(chat_id=user_id, text=text)
+            return post_method(post, user_id, campaigns, local_day(run.now, pond.timezone))
+
+    while True:
+        if stopping():
+            async with deps.db.transaction(readonly=True) as session:
+                left = (await store.delivery_counts(session, post_id, occurrence)).get("pending", 0)
+            if left:
+                raise RunInterrupted(f"stopped with {left} member(s) still to send to")
+            return
+        started = time.monotonic()
+        async with deps.db.transaction() as session:
+            claimed = await store.claim_deliveries(session, post_id, occurrence, WINDOW, run.now)
+        if not claimed:
+            return
+        sent: list[tuple[int, asyncio.Future[Message | None]]] = []
+        unsent: list[tuple[int, DeliveryState]] = []
+        for delivery_id, user_id in claimed:
+            try:
+                sent.append((delivery_id, deps.outbox.send(method(user_id))))
+            except OutboxClosedError:
+                unsent.append((delivery_id, DeliveryState.pending))
+        if sent:
+            await asyncio.wait([f for _i, f in sent])
+        outcomes = [(i, _outcome(f)) for i, f in sent] + unsent
+        async with deps.db.transaction() as session:
+            await store.finish_deliveries(session, outcomes, run.now)
+        if unsent:
+            raise OutboxClosedError("outbox stopped during a targeted delivery")
+        await asyncio.sleep(max(0.0, len(claimed) / RATE - (time.monotonic() - started)))
+
+
+def _outcome(fut: asyncio.Future[Message | None]) -> DeliveryState:
+    if fut.cancelled():
+        return DeliveryState.unknown
+    if fut.exception() is not None:
+        return DeliveryState.failed
+    return DeliveryState.sent if isinstance(fut.result(), Message) else DeliveryState.skipped

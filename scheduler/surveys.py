@@ -1,0 +1,73 @@
+"""A survey's deadline (F10): `survey.close` {survey_id} closes it (if open), freezes
+its post with the final counts and posts the result — exactly like a vote's close
+(scheduler/games.py): the state change is `UPDATE … WHERE state = 'open'`, the result is
+recorded (`announced_at`) only once Telegram answered it, and a result that never went
+out is posted by the start-up step of handlers/survey.py.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiogram.methods import EditMessageText, SendMessage
+from aiogram.types import Message, ReplyParameters
+
+from scheduler.core import Scheduler, TaskRun
+from scheduler.deps import JobDeps
+from services.outbox import Outbox
+from services.texts import surveys as texts
+from storage import repo, surveys
+from storage.db import Database
+from storage.models import Job
+
+
+def close_key(survey_id: int) -> str:
+    return f"{Job.survey_close}:{survey_id}"
+
+
+def announce_survey(
+    db: Database, outbox: Outbox, result: surveys.Result, timezone: str, now: datetime
+) -> bool:
+    """Freeze a closed survey's post (final counts, no buttons) and queue its result post,
+    recorded as announced once Telegram answered it. False: already on its way."""
+    view = result.survey
+    key = close_key(view.id)
+    if outbox.posting(key):
+        return False
+    if view.message_id is not None:
+        final = texts.survey_post(view, result.counts, timezone, closed=True)
+        outbox.send(EditMessageText(chat_id=view.chat_id, message_id=view.message_id, text=final))
+
+    async def record(_: Message) -> None:
+        async with db.transaction() as session:
+            await surveys.mark_announced(session, view.id, now)
+
+    replying = (
+        None
+        if view.message_id is None
+        else ReplyParameters(message_id=view.message_id, allow_sending_without_reply=True)
+    )
+    queued = outbox.post(
+        SendMessage(
+            chat_id=view.chat_id,
+            text=texts.survey_result(view, result.counts),
+            reply_parameters=replying,
+        ),
+        key=key,
+        record=record,
+    )
+    return queued is not None
+
+
+def setup(scheduler: Scheduler, deps: JobDeps) -> None:
+    async def close_survey(run: TaskRun) -> None:
+        survey_id = int(run.payload["survey_id"])
+        async with deps.db.transaction() as session:
+            result = await surveys.close_survey(session, survey_id, run.now)
+            pond = None if result is None else await repo.get_pond(session, result.survey.chat_id)
+        if result is None or result.announced:
+            return
+        with deps.language(pond.language if pond else ""):
+            announce_survey(deps.db, deps.outbox, result, pond.timezone if pond else "", run.now)
+
+    scheduler.register(Job.survey_close, close_survey)
