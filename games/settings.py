@@ -67,6 +67,15 @@ class PondSettings(BaseModel):
     # Points for doing every task of a day in a pond: once per member and day; 0: none.
     task_bonus: int = Field(default=10, ge=0, le=100_000)
 
+    # -- F10 birthdays, F14 points expiry (games/birthday.py, games/expiry.py) -------
+    # Shop-wide: read from the shop's defaults (a member's birthday and lots are not a
+    # pond's). The greeting and gift go out at `birthday_hour` in the shop's timezone.
+    birthday_points: int = Field(default=50, ge=0, le=100_000)
+    birthday_hour: int = Field(default=9, ge=0, le=23)
+    # Points expire this many days after the day they were earned; 0: never.
+    points_expiry_days: int = Field(default=0, ge=0, le=3_660)
+    points_expiry_reminder_days: int = Field(default=7, ge=0, le=366)
+
     @field_validator("checkin_milestones")
     @classmethod
     def _milestones_in_bounds(cls, value: dict[int, int]) -> dict[int, int]:
@@ -157,6 +166,7 @@ SHOP_LEVEL = frozenset({
     "vote_points", "referral_points", "task_bonus",
     "lottery_free_per_day", "lottery_cost",
     "points_per_yuan", "tiers",
+    "birthday_points", "birthday_hour", "points_expiry_days", "points_expiry_reminder_days",
     "survey_points", "segment_recent_days", "segment_min_orders", "segment_min_spend",
     "churn_days",
 })

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiogram import Router
 
 from handlers import (
+    birthday,
     campaign,
     checkin,
     common,
@@ -63,4 +64,5 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         segments.setup(),  # /segments: operators
         settings.setup(),  # /settings: operators
         tasks.setup(),  # /tasks: the day's task list and its bonus
+        birthday.setup(),  # /birthday in the DM; the birthday and expiry tasks at start
     ]

@@ -1,5 +1,5 @@
 """/start and /help. `/start` in the private chat links it and delivers every coupon
-code that waited for it."""
+code (and a birthday greeting) that waited for it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from services import texts
 from services.messaging import reply
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
+from services.members import deliver_waiting
 from services.shop_delivery import deliver_pending
 from storage import repo
 from storage.db import Database
@@ -46,6 +47,7 @@ async def start(
         texts.start_private(person.first_name, operator=is_op, global_operator=glob),
     )
     await deliver_pending(outbox, db, person.id)  # codes that waited for this chat
+    await deliver_waiting(outbox, db, person.id)  # a birthday greeting that waited
 
 
 async def help_(message: Message, bot: Bot, outbox: Outbox, operators: OperatorPolicy) -> None:

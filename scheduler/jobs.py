@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from scheduler import drops as drop_jobs
 from scheduler import games as games_jobs
+from scheduler import members as members_jobs
 from scheduler import orders as orders_jobs
 from scheduler import promo as promo_jobs
 from scheduler import red_packet
@@ -24,6 +25,7 @@ JobSetup = Callable[[Scheduler, JobDeps], None]
 
 JOB_SETUPS: list[JobSetup] = [
     red_packet.setup, games_jobs.setup, promo_jobs.setup, orders_jobs.setup, drop_jobs.setup,
+    members_jobs.setup,
     survey_jobs.setup, segment_jobs.setup,
 ]
 

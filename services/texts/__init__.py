@@ -34,6 +34,7 @@ MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("mine", N_("My redemptions and draws")),
     ("draw", N_("Lucky draw: free ones every day, then paid in points")),
     ("tasks", N_("Today's tasks in the pond and the bonus for doing them all")),
+    ("birthday", N_("My birthday for a greeting and a gift: /birthday 11-05 (private chat)")),
     ("help", N_("What I can do")),
 )
 OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
