@@ -33,6 +33,7 @@ from games.red_packet import (
     parse_drop,
     parse_packet,
 )
+from games.segments import split_target
 from games.settings import PondSettings
 from scheduler.core import Scheduler, next_cron_time
 from scheduler.drops import NewDrop, create_drop
@@ -45,6 +46,7 @@ from services.promo import Where, first_time
 from services.texts import drops as texts
 from services.texts import promo as promo_texts
 from services.texts import red_packet as packet_texts
+from services.texts import surveys as segment_texts
 from storage import drops, repo
 from storage import promo as store
 from storage.db import Database
@@ -84,8 +86,12 @@ async def schedule(
     async with db.transaction(readonly=True) as session:
         settings = await repo.pond_settings(session, chat.id)
     limits = packet_limits(settings)
+    args, segment, bad = split_target(command.args)  # `to=<segment>`: DMs (F10)
+    if bad is not None:
+        reply(outbox, message, segment_texts.bad_target(bad))
+        return
     try:
-        drop = parse_drop(command.args, limits)
+        drop = parse_drop(args, limits)
         at = first_time(drop.when, now, pond.timezone, next_cron_time)
     except DropError as exc:
         reply(outbox, message, texts.error(exc.part, exc.code, limits))
@@ -100,13 +106,16 @@ async def schedule(
         return
     name = person.display_name if person else chat.title or ""
     source_key = f"drop:{chat.id}:{message.message_id}"
-    new = NewDrop(chat.id, author, name, at, pond.timezone, drop, capped, source_key)
+    new = NewDrop(chat.id, author, name, at, pond.timezone, drop, capped, source_key, segment)
     drop_id = await create_drop(scheduler, db, new, now)
     if drop_id is None:
         return  # the same command delivered again: scheduled the first time
     cron = drop.when.cron
     when = promo_texts.when("every" if cron else "at", at, cron, pond.timezone)
-    reply(outbox, message, texts.scheduled(drop_id, when, drop.args, drop.phase))
+    text = texts.scheduled(drop_id, when, drop.args, drop.phase)
+    if segment is not None:
+        text += "\n" + segment_texts.drop_scheduled(segment)
+    reply(outbox, message, text)
 
 
 # -- /promo list ---------------------------------------------------------------------------

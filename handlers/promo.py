@@ -15,13 +15,14 @@ from datetime import datetime
 
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.methods import AnswerCallbackQuery, EditMessageText
+from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import CallbackQuery, Chat, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games import promo as rules
 from games.campaign import local_day
 from games.parsing import ParseError
+from games.segments import split_target
 from handlers import drops
 from scheduler import promo as promo_jobs
 from scheduler.core import Scheduler, next_cron_time
@@ -35,6 +36,7 @@ from services.promo import Where
 from services.promo_post import PromoCB, post_method, preview_control, size_problem
 from services.texts import drops as drop_texts
 from services.texts import promo as t
+from services.texts import surveys as segment_texts
 from storage import promo as store
 from storage import repo
 from storage.db import Database
@@ -76,8 +78,12 @@ async def promo(
     where = where_of(message, pond, tracking)
     if where is None:
         return
+    args, segment, bad = split_target(command.args)  # `to=<segment>`: DMs (F10)
+    if bad is not None or (segment is not None and where.chat_id is None):
+        reply(outbox, message, segment_texts.bad_target(bad or segment or ""))
+        return
     try:
-        cmd = rules.parse_promo(command.args)
+        cmd = rules.parse_promo(args)
     except ParseError as exc:
         reply(outbox, message, t.parse_error(exc.code))
         return
@@ -97,7 +103,7 @@ async def promo(
         text = drop_texts.cancelled(cmd.post_id) if dropped else text  # a red-packet drop
     else:
         assert cmd.post is not None
-        await _draft(message, db, outbox, scheduler.clock(), where, person, cmd.post)
+        await _draft(message, db, outbox, scheduler.clock(), where, person, cmd.post, segment)
         return
     reply(outbox, message, text)
 
@@ -115,6 +121,7 @@ async def _draft(
     where: Where,
     person: repo.UserInfo | None,
     request: rules.PostRequest,
+    segment: str | None = None,
 ) -> None:
     photo = _photo_of(message)
     try:
@@ -131,6 +138,7 @@ async def _draft(
         return
     key = f"promo:{message.chat.id}:{message.message_id}"
     post = service.new_draft(where, request, at, author, message.chat.id, photo, key, now)
+    post.segment = segment
     draft = await service.open_draft(db, where, post, dm_possible=person is not None)
     if draft.refusal is not None:
         reply(outbox, message, draft.refusal)
@@ -141,6 +149,9 @@ async def _draft(
     day = local_day(at, where.timezone)
     outbox.send(post_method(post, post.preview_chat_id, draft.campaigns, day, reply_to=reply_to))
     outbox.send(preview_control(post, draft.ponds, draft.campaigns, day, reply_to=reply_to))
+    if segment is not None:
+        who = segment_texts.segment_scheduled(segment)
+        outbox.send(SendMessage(chat_id=post.preview_chat_id, text=who))
     if not here:
         reply(outbox, message, t.preview_elsewhere())
 

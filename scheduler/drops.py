@@ -35,6 +35,7 @@ from games.campaign import Phase, local_day
 from games.parsing import ParseError
 from games.promo import grace, within_grace
 from games.red_packet import DropArgs, drop_fires_on, packet_limits, parse_packet, split
+from scheduler import segments as segment_jobs
 from scheduler.core import Scheduler, TaskRun, firing_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
@@ -69,6 +70,7 @@ class NewDrop:
     drop: DropArgs
     capped: bool  # a pond's own admin: each firing counts against their daily give cap
     source_key: str  # the command message
+    segment: str | None = None  # `to=<segment>`: its members are told by DM (F10)
 
 
 async def create_drop(
@@ -87,6 +89,7 @@ async def create_drop(
         text=new.drop.packet,
         state=PromoState.scheduled,
         source_key=new.source_key,
+        segment=new.segment,
         created_at=now,
         confirmed_at=now,
     )
@@ -187,6 +190,10 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
                     session=session,
                     chat_id=chat_id,
                 )
+                if post.segment is not None:  # its segment's members told by DM
+                    await segment_jobs.plan(
+                        scheduler, session, post, chat_id, occurrence, run.now, packet_id=card.id
+                    )
                 what = "sent"
             if what is not None and what != "off_phase":  # (outside its phase: no news)
                 extra = {"packet": card.id} if card is not None else {}

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from games.campaign import Campaign, local_day
 from games.promo import over_cap
+from scheduler import segments as segment_jobs
 from scheduler.core import RunInterrupted, Scheduler, TaskRun, firing_time, next_cron_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
@@ -97,6 +98,14 @@ async def fire_post(scheduler: Scheduler, deps: JobDeps, run: TaskRun) -> None:
         if post is None or post.state != PromoState.scheduled:
             return  # cancelled meanwhile
         occurrence = firing_time(post.run_at, post.cron, post.timezone, run)
+        if post.segment is not None and post.chat_id is not None:  # `to=<segment>`: DMs
+            chat_id = await store.current_chat(session, post.chat_id)
+            await segment_jobs.plan(scheduler, session, post, chat_id, occurrence, run.now)
+            if post.kind == "at":
+                await store.move_post(
+                    session, post_id, PromoState.sent, from_states=[PromoState.scheduled]
+                )
+            return
         if post.chat_id is None:
             targets = await store.active_ponds(session)
         else:
