@@ -322,3 +322,22 @@ async def test_a_cache_entry_dropped_in_one_instance_is_dropped_in_the_others(
 def test_no_peers_is_a_no_op() -> None:
     NO_PEERS.tell("admins", 1)
     NO_PEERS.on("admins", print)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+async def test_redis_url_connects_and_a_dead_one_stops_the_start_without_showing_it(
+    redis_url: str,
+) -> None:
+    from bot.app import _connect_shared
+    from bot.config import Settings
+
+    assert await _connect_shared(Settings(redis_url=None)) is None
+    shared = await _connect_shared(Settings(redis_url=redis_url))  # type: ignore[arg-type]
+    assert shared is not None
+    await shared.close()
+    dead = "redis://:s3cret-pass@127.0.0.1:1/0"
+    with pytest.raises(SystemExit) as stopped:
+        await _connect_shared(Settings(redis_url=dead))  # type: ignore[arg-type]
+    assert "s3cret" not in str(stopped.value) and "REDIS_URL" in str(stopped.value)

@@ -239,3 +239,24 @@ async def test_the_group_budget_is_shared_by_both_outboxes(pg_url: str, redis_ur
         for h in hs:
             await h.outbox.stop(drain_timeout=0.1)
     await db.dispose()
+
+
+async def test_a_setting_changed_through_one_instance_is_seen_by_the_other_at_once(
+    pair: Pair,
+) -> None:
+    op_one = pair.member(0, person(OPERATOR_ID, "Op"))
+    bob_two = pair.member(1, person(2, "Bob"))
+    await bob_two.send("/points")  # instance two now holds the pond's settings
+    await pair.settle()
+    tracking_two = pair.two.dp["tracking"]
+    assert tracking_two._cached_pond(GROUP_ID) is not None
+    await op_one.send("/settings language=en")
+    await pair.settle()
+    for _ in range(100):
+        if tracking_two._cached_pond(GROUP_ID) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert tracking_two._cached_pond(GROUP_ID) is None  # told, not waiting for its poll
+    await bob_two.send("/points")
+    await pair.settle()
+    assert "points" in pair.session.sent_texts(GROUP_ID)[-1].lower()
