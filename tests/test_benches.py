@@ -71,3 +71,10 @@ def test_soak() -> None:
     for name in SOAK_CHECKS:
         assert re.search(rf"^check {re.escape(name)}: .* (OK|FAIL)$", out, re.MULTILINE), name
     assert r.returncode == 0, out[out.find("checks:"):] + r.stderr[-2000:]
+
+
+def test_segments_bench() -> None:
+    out = bench("bench/segments.py", "--members", "500")
+    assert "shop: 500 members, 2500 orders" in out
+    assert "exact: 500 rows, every member's figures, segment and churn risk as expected" in out
+    assert "pondbot export segments:" in out
