@@ -22,6 +22,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bot-username", default="pondbot_demo_bot")
     parser.add_argument("--no-flood-limits", action="store_true")
     parser.add_argument("--privacy-mode", action="store_true")
+    parser.add_argument("--send-log", metavar="FILE",
+                        help="append every message the bot sends to FILE (JSON lines)")
     return parser.parse_args(argv)
 
 
@@ -33,6 +35,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         flood_limits=not args.no_flood_limits,
         privacy_mode=args.privacy_mode,
+        send_log=args.send_log,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

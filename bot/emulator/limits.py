@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["FakeClock", "FloodLimiter", "FloodRules"]
+__all__ = ["FakeClock", "FloodLimiter", "FloodRules", "max_in_window", "send_rates"]
 
 
 class FakeClock:
@@ -97,3 +98,55 @@ class FloodLimiter:
         self._groups.clear()
         self._buckets.clear()
         self._global.clear()
+
+
+def max_in_window(times: Iterable[float], window: float) -> int:
+    """The most of ``times`` inside any half-open window ``(t - window, t]``, the way
+    the limiter counts."""
+    ordered = sorted(times)
+    best = start = 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def send_rates(
+    sends: Iterable[Mapping[str, Any]], chat_ids: Iterable[int] | None = None
+) -> dict[str, Any]:
+    """The busiest windows of a send log (entries with ``at``, ``chat_id``, ``group``
+    and ``ok``), optionally only for ``chat_ids``: every attempt counts, also one the
+    limits refused (a bot that tried to outrun them shows here).
+
+    ``per_second``: overall in any second; ``per_chat_second``: one chat in any second;
+    ``per_group_minute``: one group in any 60 s; ``busiest_group``: that group's id;
+    ``sent``/``refused``: how many were let through/refused."""
+    wanted = None if chat_ids is None else set(chat_ids)
+    times: list[float] = []
+    by_chat: dict[int, list[float]] = defaultdict(list)
+    groups: set[int] = set()
+    sent = refused = 0
+    for entry in sends:
+        chat_id = int(entry["chat_id"])
+        if wanted is not None and chat_id not in wanted:
+            continue
+        at = float(entry["at"])
+        times.append(at)
+        by_chat[chat_id].append(at)
+        if entry.get("group"):
+            groups.add(chat_id)
+        if entry.get("ok", True):
+            sent += 1
+        else:
+            refused += 1
+    per_group = {chat_id: max_in_window(by_chat[chat_id], 60.0) for chat_id in groups}
+    busiest = max(per_group, key=per_group.__getitem__, default=None)
+    return {
+        "per_second": max_in_window(times, 1.0),
+        "per_chat_second": max((max_in_window(t, 1.0) for t in by_chat.values()), default=0),
+        "per_group_minute": per_group[busiest] if busiest is not None else 0,
+        "busiest_group": busiest,
+        "sent": sent,
+        "refused": refused,
+    }

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from bot.emulator.limits import FloodLimiter, FloodRules
+from bot.emulator.limits import FloodLimiter, FloodRules, send_rates
 from bot.emulator.markup import ParseError, parse_entities, utf16_len
 from bot.emulator.spec import ApiSpec, Upload, load_spec
 from bot.emulator.transcript import buttons_of, render_transcript
+from bot.emulator.webhook import DEFAULT_MAX_CONNECTIONS, Delivery, WebhookSender
 
 __all__ = [
     "ANONYMOUS_ADMIN_ID",
@@ -202,6 +203,7 @@ class CallbackRecord:
 class _Queued:
     update: JSON
     redeliver: bool = False
+    posting: bool = False  # a webhook request with it is under way
 
 
 @dataclass
@@ -267,6 +269,8 @@ class Emulator:
         privacy_mode: bool = False,
         callback_timeout: float = 15.0,
         spec: ApiSpec | None = None,
+        send_log: str | None = None,
+        webhook_retry_cap: float = 2.0,
     ) -> None:
         match = TOKEN_RE.fullmatch(token)
         if match is None:
@@ -300,6 +304,15 @@ class Emulator:
         self.violations: list[JSON] = []
         self.warnings: list[str] = []
         self.stats = Stats()
+        # Every message the bot tried to send (the methods the flood limits count), in
+        # order: clock time, chat, whether the limits let it through. Appended as JSON
+        # lines to ``send_log`` too when given. `send_rates()` measures it.
+        self.sends: list[JSON] = []
+        self.send_log = send_log
+        # Every webhook POST: which update, when, the answer's status (0: none).
+        self.webhook_deliveries: list[Delivery] = []
+        self.webhook_retry_cap = webhook_retry_cap
+        self._hook: WebhookSender | None = None
         self.updates: dict[int, JSON] = {}
         # Clock times: when an update was first handed to the bot in a getUpdates answer,
         # and when a later offset confirmed it (the bot is done with it).
@@ -384,6 +397,7 @@ class Emulator:
     async def stop(self) -> None:
         self._closing = True
         self._notify()
+        await self._stop_webhook()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -447,6 +461,19 @@ class Emulator:
     def messages_in(self, chat_id: int) -> list[JSON]:
         chat = self._chat(chat_id)
         return [copy.deepcopy(chat.messages[mid]) for mid in sorted(chat.messages)]
+
+    def send_rates(self, chat_ids: Iterable[int] | None = None) -> JSON:
+        """The busiest windows of what the bot sent (accepted or refused with a 429):
+        overall per second, per chat per second, per group per minute."""
+        return send_rates(self.sends, chat_ids)
+
+    def _log_send(self, chat: Chat, method: str, ok: bool) -> None:
+        entry = {"at": self.clock(), "time": self.wall_clock(), "chat_id": chat.id,
+                 "group": chat.type in GROUP_TYPES, "method": method, "ok": ok}
+        self.sends.append(entry)
+        if self.send_log:
+            with open(self.send_log, "a", encoding="utf-8") as out:
+                out.write(json.dumps(entry) + "\n")
 
     def assert_no_violations(self) -> None:
         if self.violations:
@@ -776,6 +803,7 @@ class Emulator:
                 is_group = flood_chat.type in GROUP_TYPES
                 wait = self.limiter.check(flood_chat.id, is_group)
                 if wait is not None:
+                    self._log_send(flood_chat, method, ok=False)
                     raise ApiError(
                         429, f"Too Many Requests: retry after {wait}", {"retry_after": wait},
                         origin="flood",
@@ -787,6 +815,7 @@ class Emulator:
             result = await result
         if flood_chat is not None:
             self.limiter.record(flood_chat.id, flood_chat.type in GROUP_TYPES)
+            self._log_send(flood_chat, method, ok=True)
         return result
 
     def _violation(
@@ -1019,17 +1048,97 @@ class Emulator:
             self._polling -= 1
         return result or []
 
-    def _api_delete_webhook(self, values: JSON) -> bool:
+    async def _api_delete_webhook(self, values: JSON) -> bool:
+        await self._stop_webhook()
         self.webhook = {}
         if values.get("drop_pending_updates"):
             self._queue.clear()
         return True
 
-    def _api_set_webhook(self, values: JSON) -> bool:
+    async def _api_set_webhook(self, values: JSON) -> bool:
+        await self._stop_webhook()
         self.webhook = {k: v for k, v in values.items() if not k.startswith("__")}
         if values.get("drop_pending_updates"):
             self._queue.clear()
+        allowed = values.get("allowed_updates")
+        if allowed is not None:
+            self.allowed_updates = frozenset(allowed) if allowed else DEFAULT_UPDATES
+        if self.webhook.get("url") and not self._closing:
+            self._start_webhook()
         return True
+
+    # -- webhook delivery -----------------------------------------------------------
+
+    def _start_webhook(self) -> None:
+        raw = self.webhook.get("max_connections")
+        connections = int(raw) if raw is not None else DEFAULT_MAX_CONNECTIONS
+        secret = self.webhook.get("secret_token")
+        self._hook = WebhookSender(
+            url=str(self.webhook["url"]),
+            secret=str(secret) if secret else None,
+            max_connections=max(1, min(100, connections)),
+            take=self._hook_take,
+            done=self._hook_done,
+            release=self._hook_release,
+            wait=self._hook_wait,
+            execute=self._hook_execute,
+            clock=self.clock,
+            retry_cap=self.webhook_retry_cap,
+            deliveries=self.webhook_deliveries,
+        )
+        self._hook.start()
+
+    async def _stop_webhook(self) -> None:
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            await hook.stop()
+
+    @property
+    def webhook_active(self) -> bool:
+        """True while updates go to a webhook (not to getUpdates)."""
+        return self._hook is not None
+
+    def _hook_take(self) -> _Queued | None:
+        if self._closing:
+            return None
+        for queued in self._queue:
+            if not queued.posting:
+                queued.posting = True
+                queued.redeliver = False
+                self.delivered_at.setdefault(int(queued.update["update_id"]), self.clock())
+                return queued
+        return None
+
+    def _hook_done(self, queued: _Queued) -> None:
+        queued.posting = False
+        with contextlib.suppress(ValueError):
+            self._queue.remove(queued)
+        self.confirmed_at.setdefault(int(queued.update["update_id"]), self.clock())
+        self._notify()
+
+    def _hook_release(self, queued: _Queued) -> None:
+        queued.posting = False
+        self._notify()
+
+    async def _hook_wait(self, timeout: float) -> None:  # noqa: ASYNC109
+        if self._signal is None:
+            self._signal = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._signal.wait(), timeout)
+
+    async def _hook_execute(self, raw_method: str, fields: dict[str, Any]) -> None:
+        """A Bot API call the bot answered the webhook with, run as if requested."""
+        method = self.spec.canonical_method(raw_method)
+        if method is None:
+            return
+        self.stats.requests[method] += 1
+        try:
+            await self._call(method, dict(fields), {})
+        except ApiError as error:
+            self._record_error(method, fields, error)
+            return
+        self.calls.append({"method": method, "params": self._printable(fields), "ok": True,
+                           "at": self.clock(), "in_webhook_answer": True})
 
     def _api_get_webhook_info(self, values: JSON) -> JSON:
         info: JSON = {
