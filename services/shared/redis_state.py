@@ -39,7 +39,7 @@ from typing import Any, Literal
 from aiogram import BaseMiddleware
 from aiogram.fsm.storage.base import DefaultKeyBuilder, StorageKey
 from aiogram.types import TelegramObject, Update
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from services.outbox import Limits
@@ -430,10 +430,14 @@ class SharedState:
         self.peers = RedisPeers(redis, prefix=prefix, instance=self.instance)
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> SharedState:
-        """A client for `url` (not connected yet; the URL is never logged)."""
-        return cls(Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0),
-                   **kwargs)
+    def from_url(cls, url: str, *, connections: int = 64, **kwargs: Any) -> SharedState:
+        """A client for `url` (not connected yet; the URL is never logged). At most
+        `connections` at once: a storm's updates wait for one rather than fail."""
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=connections, timeout=10,
+            socket_timeout=5.0, socket_connect_timeout=5.0,
+        )
+        return cls(Redis(connection_pool=pool), **kwargs)
 
     def order(self, lane: Lane) -> MemberOrder:
         return MemberOrder(self.redis, lane, prefix=self.prefix)
@@ -445,4 +449,4 @@ class SharedState:
 
     async def close(self) -> None:
         await self.peers.close()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
