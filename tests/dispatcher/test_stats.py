@@ -187,7 +187,8 @@ async def test_export_members_reaches_the_dm_as_pondbot_export_writes_it(
     ledger = tmp_path / "ledger.csv"
     export.export_to_path(pond.db.url, "ledger", ledger)
     assert pond.session.upload(pond.documents()[-1]) == ledger.read_bytes()
-    assert any(text.startswith("Usage: /export [members|ledger|votes|redemptions|orders|draws]")
+    assert any(text.startswith(
+        "Usage: /export [members|ledger|votes|redemptions|orders|draws|profiles|segments]")
                for text in pond.h.replies(GROUP_ID))
 
 
