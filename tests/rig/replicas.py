@@ -1,0 +1,244 @@
+"""Several real `pondbot run --webhook` processes behind the round-robin balancer, on
+one PostgreSQL database and one Redis, against the emulator in webhook mode.
+
+    async with Cluster(emu, workdir, database_url, redis_url, size=2) as cluster:
+        ...  # users act through `emu`; `cluster.query(...)` reads the database
+
+`start()` returns once every instance listens and one of them registered the webhook
+(the emulator then posts every update to the balancer). `leader()` asks each
+instance's health endpoint which one runs the scheduler. Used by
+tests/e2e/test_replicas_e2e.py and bench/replicas.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy.engine import make_url
+
+from bot.emulator import Emulator
+from tests.rig.balancer import Balancer
+
+SECRET = "replica-Secret_token"
+WEBHOOK_PATH = "/telegram/webhook"
+HEALTH_PATH = "/healthz"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def plain_dsn(database_url: str) -> str:
+    """An asyncpg DSN for a SQLAlchemy `postgresql+asyncpg://` URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+class Instance:
+    """One `python -m bot run --webhook` process on its own port."""
+
+    def __init__(self, name: str, workdir: Path, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        self.env = {**env, "WEBHOOK_HOST": "127.0.0.1", "WEBHOOK_PORT": str(self.port)}
+        self.workdir = workdir
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", "--webhook", cwd=self.workdir, env=self.env,
+            stdout=log, stderr=log,
+        )
+        log.close()
+        self.starts += 1
+
+    async def health(self, http: aiohttp.ClientSession) -> dict[str, Any] | None:
+        """The health endpoint's answer ({} when it has none); None: not listening."""
+        try:
+            async with http.get(self.url + HEALTH_PATH) as resp:
+                if resp.content_type == "application/json":
+                    body: dict[str, Any] = await resp.json()
+                    return body
+                return {}
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def wait_listening(self, http: aiohttp.ClientSession, within: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while await self.health(http) is None:
+            if self.proc is not None and self.proc.returncode is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.logs()[-3000:]}")
+            if loop.time() > deadline:
+                raise TimeoutError(f"{self.name} not listening after {within}s:\n"
+                                   f"{self.logs()[-3000:]}")
+            await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> int:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout=30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise
+
+    def logs(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+
+
+class Cluster:
+    """The balancer and `size` instances; see the module's docstring."""
+
+    def __init__(
+        self,
+        emu: Emulator,
+        workdir: Path,
+        database_url: str,
+        redis_url: str | None,
+        *,
+        size: int = 2,
+        operator_ids: str = "",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.emu = emu
+        self.workdir = workdir
+        self.database_url = database_url
+        base = {
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("BOT_", "DATABASE_", "REDIS_", "WEBHOOK_", "OPERATOR_"))},
+            "BOT_TOKEN": emu.token,
+            "TELEGRAM_API_BASE": emu.url,
+            "DATABASE_URL": database_url,
+            "OPERATOR_IDS": operator_ids,
+            "WEBHOOK_SECRET": SECRET,
+            "WEBHOOK_PATH": WEBHOOK_PATH,
+            "LOG_LEVEL": "INFO",
+            "AUTO_MIGRATE": "false",  # the database is migrated once, before
+            **(env or {}),
+        }
+        if redis_url:
+            base["REDIS_URL"] = redis_url
+        self.instances = [Instance(f"instance{i + 1}", workdir, base) for i in range(size)]
+        self.balancer = Balancer([i.url for i in self.instances])
+        for instance in self.instances:
+            instance.env["WEBHOOK_URL"] = "http://127.0.0.1:0"  # set in start()
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        return self._http
+
+    async def start(self, within: float = 60.0) -> None:
+        await self.balancer.start()
+        for instance in self.instances:
+            instance.env["WEBHOOK_URL"] = self.balancer.url
+        for instance in self.instances:
+            await instance.start()
+        for instance in self.instances:
+            await instance.wait_listening(self.http, within)
+        await self.wait_hooked(within)
+
+    async def wait_hooked(self, within: float) -> None:
+        """Until the emulator posts updates to the balancer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not self.emu.webhook_active:
+            if loop.time() > deadline:
+                raise TimeoutError("no instance registered the webhook:\n"
+                                   + self.instances[0].logs()[-3000:])
+            await asyncio.sleep(0.05)
+
+    async def leaders(self) -> list[Instance]:
+        """The live instances that say they run the scheduler."""
+        found = []
+        for instance in self.instances:
+            if not instance.alive:
+                continue
+            health = await instance.health(self.http)
+            if health and health.get("scheduler_leader"):
+                found.append(instance)
+        return found
+
+    async def idle(self, within: float = 60.0) -> None:
+        """Until every update was answered 200 (handled and committed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.emu.pending_updates:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{self.emu.pending_updates} updates still pending")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> list[int]:
+        codes = await asyncio.gather(*(i.stop() for i in self.instances),
+                                     return_exceptions=True)
+        await self.balancer.stop()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        return [c if isinstance(c, int) else -1 for c in codes]
+
+    async def __aenter__(self) -> Cluster:
+        try:
+            await self.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {i.name} ---\n{i.logs()[-4000:]}" for i in self.instances)
+
+    async def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(plain_dsn(self.database_url), timeout=10)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    async def invariant_ok(self) -> bool:
+        [(entries,)] = await self.query("SELECT COALESCE(SUM(delta), 0) FROM ledger_entry")
+        [(balances,)] = await self.query("SELECT COALESCE(SUM(balance), 0) FROM member")
+        [(negative,)] = await self.query("SELECT COUNT(*) FROM member WHERE balance < 0")
+        mismatched = await self.query(
+            "SELECT m.user_id FROM member m LEFT JOIN (SELECT user_id, SUM(delta) s "
+            "FROM ledger_entry GROUP BY user_id) l ON l.user_id = m.user_id "
+            "WHERE COALESCE(l.s, 0) <> m.balance"
+        )
+        return bool(entries == balances and negative == 0 and not mismatched)
