@@ -275,15 +275,57 @@ async def test_one_members_updates_take_turns_across_instances(
     assert log == ["start 1", "run 3", "end 1", "run 2"]
 
 
-async def test_a_chats_commands_take_turns(clients: tuple[Redis, Redis]) -> None:
+async def test_a_command_waits_for_the_chat_and_the_chat_waits_for_it(
+    clients: tuple[Redis, Redis],
+) -> None:
     one = MemberOrder(clients[0], lane, prefix="t")
     two = MemberOrder(clients[1], lane, prefix="t")
-    first, second = update(1, user=7), update(2, user=8)
-    for u in (first, second):
-        assert u.message is not None
-        object.__setattr__(u.message, "text", "/vote")
-    assert one.key(BOT.id, first) == two.key(BOT.id, second)
-    assert one.key(BOT.id, update(3, user=7)) != one.key(BOT.id, update(4, user=8))
+    log: list[str] = []
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    started = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    async def held(event: Any, data: dict[str, Any]) -> None:
+        log.append(f"start {event.update_id}")
+        started[event.update_id].set()
+        await gates[event.update_id].wait()
+        log.append(f"end {event.update_id}")
+
+    async def quick(event: Any, data: dict[str, Any]) -> None:
+        log.append(f"run {event.update_id}")
+
+    command = update(2, user=8)
+    assert command.message is not None
+    object.__setattr__(command.message, "text", "/vote")
+    member = asyncio.create_task(one(held, update(1, user=7), {"bot": BOT}))
+    await started[1].wait()
+    barrier = asyncio.create_task(two(held, command, {"bot": BOT}))
+    await asyncio.sleep(0.1)
+    assert log == ["start 1"]  # the command waits for the member's update in hand
+    later = asyncio.create_task(one(quick, update(3, user=9), {"bot": BOT}))
+    elsewhere = asyncio.create_task(one(quick, update(4, chat=-200, user=9), {"bot": BOT}))
+    await elsewhere  # another chat is not held up
+    gates[1].set()
+    await member
+    await started[2].wait()
+    await asyncio.sleep(0.1)
+    assert log == ["start 1", "run 4", "end 1", "start 2"]  # update 3 waits for the command
+    gates[2].set()
+    await asyncio.gather(barrier, later)
+    assert log == ["start 1", "run 4", "end 1", "start 2", "end 2", "run 3"]
+
+
+async def test_a_turn_left_by_a_dead_instance_runs_out(clients: tuple[Redis, Redis]) -> None:
+    dead = MemberOrder(clients[0], lane, prefix="t", hold=0.3)
+    alive = MemberOrder(clients[1], lane, prefix="t")
+    keys = dead.keys(BOT.id, update(1, user=7))
+    assert await dead._take(keys, "dead:1", 1)  # and never let go
+    ran: list[int] = []
+
+    async def quick(event: Any, data: dict[str, Any]) -> None:
+        ran.append(event.update_id)
+
+    await asyncio.wait_for(alive(quick, update(2, user=7), {"bot": BOT}), 5)
+    assert ran == [2]
 
 
 # -- caches ----------------------------------------------------------------------------------

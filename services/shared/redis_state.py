@@ -7,10 +7,11 @@
   it is in hand elsewhere. An update the database failed has its claim deleted, so its
   redelivery is handled in full, wherever it lands. A claim left by an instance that
   died runs out after `busy_ttl`.
-* **Order** (`MemberOrder`): one member's updates are handled one at a time across the
-  instances (a Redis lock per chat member, named by aiogram's `DefaultKeyBuilder`, as
-  `RedisEventIsolation` names its locks); a command or a chat-wide event takes the
-  chat's own lock, so those of one chat take turns too.
+* **Order** (`MemberOrder`): the turns long polling keeps in one process, across the
+  instances: one member's updates one at a time, and a command or a chat-wide event
+  alone in its chat (a readers-writer turn per chat in one Lua script; keys named by
+  aiogram's `DefaultKeyBuilder`, as `RedisEventIsolation` names its locks — whose plain
+  lock per member cannot let a command wait for the whole chat).
 * **Send budgets** (`RedisBudget`): one Lua script checks and counts a request against
   the rolling 1 s window over everything, the rolling 60 s window of its group and the
   token bucket of its chat, atomically: N instances together stay inside Telegram's
@@ -122,6 +123,38 @@ return '0'
 """
 
 
+# KEYS: [1] the chat's turn, [2] the chat's updates in hand (a sorted set: token ->
+# when its hold runs out), [3] the member's turn, or '' for the chat's own turn.
+# ARGV: [1] this update's token, [2] the hold in ms. Returns 1 when the turn is ours.
+_ENTER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hold = tonumber(ARGV[2])
+local chat = redis.call('GET', KEYS[1])
+if chat and chat ~= ARGV[1] then return 0 end
+if KEYS[3] ~= '' then
+  if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', hold) then return 0 end
+  redis.call('ZADD', KEYS[2], now + hold, ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], hold)
+  return 1
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', hold)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+return 1
+"""
+
+_LEAVE = """
+if KEYS[3] ~= '' then
+  if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+elseif redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+
 class _Warner:
     """One warning line per kind of Redis trouble every `_WARN_EVERY` seconds."""
 
@@ -193,10 +226,16 @@ class SharedSeen:
 
 
 class MemberOrder(BaseMiddleware):
-    """One member's updates one at a time across instances; a command or a chat-wide
-    event (`lane` says None for its person) one at a time per chat. An update waits at
-    most `wait` seconds for its turn and is then handled anyway (logged): a lock left by
-    an instance that died runs out after `hold` seconds."""
+    """The turns of `bot.polling.handle_batch`, across instances: one member's updates
+    one at a time, members of one chat side by side; a command or a chat-wide event
+    (`lane` says None for its person) alone in its chat — it waits for the members'
+    updates in hand, and the chat's new updates wait for it.
+
+    In Redis: a member's update holds the member's key and a token in the chat's set of
+    updates in hand; the chat's turn holds the chat's key (taken at once, so that no new
+    update of the chat starts) and begins when that set is empty. Every hold runs out
+    after `hold` seconds (an instance that died holds nothing for long). An update waits
+    at most `wait` seconds for its turn and is then handled anyway (logged)."""
 
     def __init__(
         self,
@@ -204,6 +243,7 @@ class MemberOrder(BaseMiddleware):
         lane: Lane,
         *,
         prefix: str,
+        instance: str = "",
         hold: float = 60.0,
         wait: float = 30.0,
         poll: float = 0.01,
@@ -211,19 +251,25 @@ class MemberOrder(BaseMiddleware):
         self._redis = redis
         self._lane = lane
         self._keys = DefaultKeyBuilder(prefix=prefix, with_destiny=True)
-        self._hold = hold
+        self._instance = instance or uuid.uuid4().hex[:8]
+        self._serial = itertools.count()
+        self._hold_ms = int(hold * 1000)
         self._wait = wait
         self._poll = poll
+        self._enter = redis.register_script(_ENTER)
+        self._leave = redis.register_script(_LEAVE)
         self._warn = _Warner()
 
-    def key(self, bot_id: int, update: Update) -> str:
+    def keys(self, bot_id: int, update: Update) -> list[str]:
+        """[the chat's turn, the chat's updates in hand, the member's turn or '']."""
         chat, person = self._lane(update)
-        # user 0: the chat's own turn (a command, a chat-wide event)
-        storage_key = StorageKey(
-            bot_id=bot_id, chat_id=chat, user_id=0 if person is None else person,
-            destiny="order",
-        )
-        return self._keys.build(storage_key, "lock")
+
+        def key(user: int, destiny: str) -> str:
+            at = StorageKey(bot_id=bot_id, chat_id=chat, user_id=user, destiny=destiny)
+            return self._keys.build(at, "lock")
+
+        member = "" if person is None else key(person, "order")
+        return [key(0, "order"), key(0, "order_in_hand"), member]
 
     async def __call__(
         self,
@@ -233,29 +279,37 @@ class MemberOrder(BaseMiddleware):
     ) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
-        lock = self._redis.lock(
-            self.key(data["bot"].id, event),
-            timeout=self._hold,
-            sleep=self._poll,
-            blocking_timeout=self._wait,
-        )
-        try:
-            held = await lock.acquire()
-        except (RedisError, OSError) as exc:
-            self._warn("taking a member's turn", exc)
-            held = False
-        else:
-            if not held:
-                log.warning("update %s waited %.0fs for its turn: handled anyway",
-                            event.update_id, self._wait)
+        keys = self.keys(data["bot"].id, event)
+        token = f"{self._instance}:{next(self._serial)}"
+        entered = await self._take(keys, token, event.update_id)
         try:
             return await handler(event, data)
         finally:
-            if held:
+            if entered is not None:
                 try:
-                    await lock.release()
-                except (RedisError, OSError) as exc:  # LockError: it ran out meanwhile
-                    self._warn("ending a member's turn", exc)
+                    await self._leave(keys=keys, args=[token])
+                except (RedisError, OSError) as exc:
+                    self._warn("ending a turn", exc)
+
+    async def _take(self, keys: list[str], token: str, update_id: int) -> bool | None:
+        """True once the turn is ours; False when it was not within `wait` (what was
+        taken is let go on the way out); None when Redis did not answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        pause = self._poll
+        while True:
+            try:
+                if await self._enter(keys=keys, args=[token, self._hold_ms]):
+                    return True
+            except (RedisError, OSError) as exc:
+                self._warn("taking a turn", exc)
+                return None
+            if loop.time() >= deadline:
+                log.warning("update %s waited %.0fs for its turn: handled anyway",
+                            update_id, self._wait)
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
 
 
 class RedisBudget:
@@ -440,7 +494,7 @@ class SharedState:
         return cls(Redis(connection_pool=pool), **kwargs)
 
     def order(self, lane: Lane) -> MemberOrder:
-        return MemberOrder(self.redis, lane, prefix=self.prefix)
+        return MemberOrder(self.redis, lane, prefix=self.prefix, instance=self.instance)
 
     async def start(self) -> None:
         """Check that Redis answers (a wrong REDIS_URL stops the start) and listen."""
