@@ -229,6 +229,8 @@ class LedgerEntry(SQLModel, table=True):
         CheckConstraint("delta <> 0", name="delta_not_zero"),
         CheckConstraint("balance_after >= 0", name="balance_after_not_negative"),
         Index("ix_ledger_entry_user_id_id", "user_id", "id"),
+        # a pond's entries in a span (/stats, /review, active members): migration 0015
+        Index("ix_ledger_entry_chat_id_created_at", "chat_id", "created_at"),
     )
 
     id: int | None = Field(
@@ -770,6 +772,8 @@ class Draw(SQLModel, table=True):
         UniqueConstraint("source_key", name="uq_lottery_draw_source_key"),
         UniqueConstraint("user_id", "day", "free_slot", name="uq_lottery_draw_user_id"),
         Index("ix_lottery_draw_user_id_id", "user_id", "id"),
+        # a pond's draws of a day (the day's tasks after every action, /stats): 0015
+        Index("ix_lottery_draw_chat_id_day", "chat_id", "day"),
     )
 
     id: int | None = Field(
