@@ -48,6 +48,15 @@ def test_export_bench() -> None:
     assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE) and "peak RSS" in out
 
 
+def test_scale_bench() -> None:
+    out = bench("bench/scale.py", "--small", "100", "--big", "2000", "--n", "100",
+                "--shares", "10", "--turns", "1", "--plans")
+    assert "N=100 members pressing, with 100 and 2000 members" in out
+    assert len(re.findall(r"^    ratio: \d+\.\d\d ", out, re.MULTILINE)) == 2
+    assert "statements that scan a whole table:" in out and "peak RSS" in out
+    assert "SCAN ledger_entry" not in out and "SCAN lottery_draw" not in out
+
+
 SOAK_CHECKS = (
     "ledger invariant", "ledger keys unique", "red packets exact",
     "one check-in per member and day", "votes paid once per ballot", "guess prizes paid once",
