@@ -77,6 +77,8 @@ async def points_scene(emu: Emulator, c: Cast) -> None:
     await c.say(emu, c.pond, c.owner, "/take @alice 10 兑换小样", "−10")
     await c.say(emu, c.pond, c.owner, "/give @alice 很多", "⚠️")
     await c.say(emu, c.pond, c.alice, "/points", "40")
+    await c.say(emu, c.pond, c.mei, "/birthday 03-08", "🎂")  # a birthday goes by DM
+    await c.say(emu, c.alice, c.alice, "/birthday 11-05", "🎂")
     await c.say(emu, c.pond, c.bob, "/top", "🏆")
 
 
