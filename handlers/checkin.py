@@ -27,6 +27,7 @@ from aiogram.types import CallbackQuery, Message
 from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
 from games.parsing import fold
 from services.checkin_board import BoardKeeper, CheckinButton
+from services.fast_lane import HOT
 from services.filters import IsOperator
 from services.messaging import refuse_non_operator, reply
 from services.middlewares import BATCHED, PondInfo
@@ -47,6 +48,8 @@ Clock = Callable[[], datetime]
 class IsCheckinText(Filter):
     """The plain text 签到 (surrounding whitespace ignored)."""
 
+    never_a_command = True  # NEVER_A_COMMAND: "/…" never folds to 签到 (services.fast_lane)
+
     async def __call__(self, message: Message) -> bool:
         text = message.text
         return text is not None and len(text) < 16 and fold(text) == KEYWORD
@@ -63,7 +66,9 @@ def setup() -> Router:
     batched = {BATCHED: True}
     router.message.register(checkin_message, Command("checkin"), flags=batched)
     router.message.register(checkin_message, IsCheckinText(), flags=batched)
-    router.callback_query.register(checkin_button, CheckinButton.filter(), flags=batched)
+    router.callback_query.register(  # HOT: a press stampede skips the routers' walk
+        checkin_button, CheckinButton.filter(), flags={**batched, HOT: True}
+    )
     router.message.register(makeup, Command("makeup"))
     router.message.register(post_board, Command("board"), IsOperator())
     router.message.register(refuse_non_operator, Command("board"))

@@ -29,6 +29,7 @@ from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
 from games.lottery import RandomSource, parse_prize
 from games.parsing import ParseError, fold, parse_points
 from services import shop_delivery
+from services.fast_lane import HOT
 from services.filters import IsOperator
 from services.guess import tell
 from services.lottery_board import SYSTEM_RANDOM, LotteryBoard, LotteryButton
@@ -52,7 +53,9 @@ def setup() -> Router:
     router = Router(name="lottery")
     # BATCHED: a first-seen member's record is written in the draw's own batch.
     batched = {BATCHED: True}
-    router.callback_query.register(draw_button, LotteryButton.filter(), flags=batched)
+    router.callback_query.register(  # HOT: a draw stampede skips the routers' walk
+        draw_button, LotteryButton.filter(), flags={**batched, HOT: True}
+    )
     router.message.register(draw_command, Command("draw"), flags=batched)
     router.message.register(prize, Command("prize"), IsOperator())
     router.message.register(refuse_non_operator, Command("prize"))

@@ -21,6 +21,7 @@ from games.checkin import DEFAULT_TIMEZONE, local_day
 from games.parsing import ParseError
 from games.shop import parse_item_id
 from services import texts as base_texts
+from services.fast_lane import HOT
 from services.messaging import reply
 from services.middlewares import NO_MEMBER_WAIT, PondInfo
 from services.outbox import Outbox
@@ -40,7 +41,7 @@ def setup() -> Router:
     router.message.register(show, Command("shop"))
     # A /redeem storm runs without waiting for first-seen members' records: only points
     # buy, and a member seen for the first time has none (refused either way).
-    router.message.register(redeem, Command("redeem"), flags={NO_MEMBER_WAIT: True})
+    router.message.register(redeem, Command("redeem"), flags={NO_MEMBER_WAIT: True, HOT: True})
     router.message.register(mine, Command("mine"))
     return router
 

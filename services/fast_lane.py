@@ -1,0 +1,193 @@
+"""The storm paths without the walk through every router: same entry, same middlewares.
+
+At opening time nearly every update is one of a few kinds — a check-in press, a grab, a
+draw on the 🎰 board, a `/redeem` for the last coupons — and each of them, routed the
+usual way, travels through every router tried before its own and every filter of their
+handlers: most of its cost, none of its work. `FastLane` sits behind the Dispatcher's
+own entry point (`feed_update`, as an inner middleware of the update observer, so after
+every outer update middleware: dedup, shared order) and hands such an update straight to
+the handler that routing would reach — inside the same outer middlewares of its event
+(tracking, language, "try again later", shortcuts), with the same filters deciding and
+the same inner middlewares around it. Everything else takes the usual route, and so does
+an update whose handler's filters refuse it (`/redeem@another_bot`).
+
+A handler is on the fast lane when it is registered with the flag `HOT`. Its key is its
+own filter: a command (`Command("redeem")`: a message whose text starts `/redeem`) or a
+callback-data class (`LotteryButton.filter()`: a press whose data starts `lot:`). The
+lane is only allowed where it changes nothing: every handler routing tries before it
+must provably refuse the key (a command filter for other commands, callback data with
+another prefix, a filter marked `NEVER_A_COMMAND`), no router on the way has filters of
+its own or outer middlewares below the Dispatcher's — checked when the lane is built, so
+a router added in front that could take the update fails at start, not in a storm. A
+hot handler must not raise `SkipHandler` (there is no next handler to skip to here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import BaseMiddleware, Dispatcher, Router
+from aiogram.dispatcher.event.handler import HandlerObject
+from aiogram.dispatcher.event.telegram import TelegramEventObserver
+from aiogram.filters import Command
+from aiogram.filters.callback_data import CallbackQueryFilter
+from aiogram.types import TelegramObject, Update
+
+from services.red_packets import DataPrefix
+
+HOT = "hot"  # handler flag: on the fast lane
+# Attribute of a filter that never passes a message whose text is a command.
+NEVER_A_COMMAND = "never_a_command"
+
+
+class NotDisjoint(RuntimeError):
+    """A handler routing tries earlier could take a hot handler's updates."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    observer: TelegramEventObserver  # the Dispatcher's observer of the event type
+    router: Router  # the handler's own
+    handler: HandlerObject
+    inner: tuple[Any, ...]  # the inner middlewares routing would put around it
+
+
+def _walk(router: Router) -> Iterator[Router]:
+    """Routers in the order propagation tries them."""
+    yield router
+    for sub in router.sub_routers:
+        yield from _walk(sub)
+
+
+def _commands(handler: HandlerObject) -> list[str] | None:
+    """The commands of the handler's `Command` filter (plain names only), else None."""
+    for f in handler.filters or ():
+        cmd = f.callback
+        if isinstance(cmd, Command) and cmd.prefix == "/":
+            names = [c for c in cmd.commands if isinstance(c, str)]
+            if len(names) == len(cmd.commands):
+                return [n.lower() for n in names]
+    return None
+
+
+def _prefixes(handler: HandlerObject) -> list[str] | None:
+    """The callback-data prefixes (with separator) the handler's filters insist on."""
+    for f in handler.filters or ():
+        flt = f.callback
+        if isinstance(flt, CallbackQueryFilter):
+            cls = flt.callback_data
+            return [cls.__prefix__ + cls.__separator__]
+        if isinstance(flt, DataPrefix) and flt.prefix:
+            return [flt.prefix]
+    return None
+
+
+def _refuses(handler: HandlerObject, event: str, key: str) -> bool:
+    """Whether `handler` provably refuses every update of the hot key."""
+    if event == "message":
+        names = _commands(handler)
+        if names is not None:
+            return key.lower() not in names
+        return any(getattr(f.callback, NEVER_A_COMMAND, False) for f in handler.filters or ())
+    prefixes = _prefixes(handler)
+    return prefixes is not None and all(
+        not (p.startswith(key) or key.startswith(p)) for p in prefixes
+    )
+
+
+class FastLane(BaseMiddleware):
+    def __init__(self, dp: Dispatcher) -> None:
+        self.dp = dp
+        self.commands: dict[str, Route] = {}  # "redeem" -> route
+        self.presses: dict[str, Route] = {}  # "lot" -> route
+        for event in ("message", "callback_query"):
+            self._collect(event)
+
+    def _collect(self, event: str) -> None:
+        top = self.dp.observers[event]
+        if top.handlers or top._handler.filters:
+            raise NotDisjoint(f"the Dispatcher's own {event} handlers or filters")
+        earlier: list[HandlerObject] = []
+        for router in _walk(self.dp):
+            observer = router.observers[event]
+            if router is not self.dp and (observer.outer_middleware or observer._handler.filters):
+                hot_below = any(h.flags.get(HOT) for r in _walk(router)
+                                for h in r.observers[event].handlers)
+                if hot_below or any(h.flags.get(HOT) for h in observer.handlers):
+                    raise NotDisjoint(f"router {router.name!r} filters or wraps {event}")
+            for handler in observer.handlers:
+                if handler.flags.get(HOT):
+                    self._add(event, router, observer, handler, earlier)
+                earlier.append(handler)
+
+    def _add(self, event: str, router: Router, observer: TelegramEventObserver,
+             handler: HandlerObject, earlier: list[HandlerObject]) -> None:
+        if event == "message":
+            keys = [k for k in _commands(handler) or ()]
+            table, seps = self.commands, ""
+        else:
+            keys = [p.rstrip(":") for p in _prefixes(handler) or ()]
+            table, seps = self.presses, ":"
+        if not keys:
+            raise NotDisjoint(f"hot handler {handler.callback!r} has no key")
+        for key in keys:
+            if key in table:
+                continue  # an earlier hot handler has it: routing reaches that one first
+            blocking = [h for h in earlier if not _refuses(h, event, key + seps)]
+            if blocking:
+                raise NotDisjoint(f"{blocking[0].callback!r} may take {event} {key!r} "
+                                  f"before {handler.callback!r}")
+            inner = tuple(observer._resolve_middlewares())
+            table[key] = Route(self.dp.observers[event], router, handler, inner)
+
+    def route(self, update: Update) -> tuple[str, TelegramObject, Route] | None:
+        message = update.message
+        if message is not None:
+            text = message.text
+            if not text or text[0] != "/":
+                return None
+            name = text[1:].split(maxsplit=1)[0].partition("@")[0].lower() if len(text) > 1 else ""
+            hit = self.commands.get(name)
+            return None if hit is None else ("message", message, hit)
+        query = update.callback_query
+        if query is not None and query.data:
+            prefix, sep, _ = query.data.partition(":")
+            hit = self.presses.get(prefix) if sep else None
+            return None if hit is None else ("callback_query", query, hit)
+        return None
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        found = self.route(event) if isinstance(event, Update) else None
+        if found is None:
+            return await handler(event, data)
+        update_type, inner_event, route = found
+        data["event_update"] = event
+        data["event_router"] = self.dp
+        dp = self.dp
+
+        async def reach(ev: TelegramObject, **kwargs: Any) -> Any:
+            kwargs["event_router"] = route.router
+            kwargs["handler"] = route.handler
+            passed, kwargs = await route.handler.check(ev, **kwargs)
+            if not passed:  # not the update its key promised: the usual route
+                kwargs.pop("handler", None)
+                kwargs["event_router"] = dp
+                return await dp._propagate_event(
+                    observer=route.observer, update_type=update_type, event=ev, **kwargs
+                )
+            call = route.observer.outer_middleware.wrap_middlewares(
+                list(route.inner), route.handler.call
+            )
+            return await call(ev, kwargs)
+
+        return await route.observer.wrap_outer_middleware(reach, inner_event, data)
+
+
+__all__ = ["HOT", "NEVER_A_COMMAND", "FastLane", "NotDisjoint"]
