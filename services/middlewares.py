@@ -301,6 +301,28 @@ class PondI18nMiddleware(I18nMiddleware):
     def __init__(self, i18n: I18n) -> None:
         super().__init__(i18n)
 
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        """As `I18nMiddleware`'s, with the two context variables set directly (every
+        update passes here: two generator-based context managers cost more)."""
+        locale = await self.get_locale(event, data)
+        i18n = self.i18n
+        if self.i18n_key:
+            data[self.i18n_key] = i18n
+        if self.middleware_key:
+            data[self.middleware_key] = self
+        current = I18n.set_current(i18n)
+        speaking = i18n.ctx_locale.set(locale)
+        try:
+            return await handler(event, data)
+        finally:
+            i18n.ctx_locale.reset(speaking)
+            I18n.reset_current(current)
+
     async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
         pond: PondInfo | None = data.get("pond")
         if pond is not None and pond.language in self.i18n.available_locales:

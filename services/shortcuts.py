@@ -28,12 +28,14 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, TelegramObject
 
+from services.lru import LRU
 from services.texts import games as texts
 
 # (the query, its prefix-less payload, the handler data) -> answered?
 Answer = Callable[[CallbackQuery, str, dict[str, Any]], Awaitable[bool]]
 
 INT64 = range(-(2**63), 2**63)
+GOOD_KEPT = 1024  # well-formed payloads remembered
 OUR_PACKAGES = frozenset({"bot", "handlers", "scheduler", "services"})
 
 
@@ -63,6 +65,9 @@ class Shortcuts(BaseMiddleware):
         self._answers: dict[str, Answer] = {}
         self._given = None if formats is None else list(formats)
         self._formats: dict[str, list[type[CallbackData]]] | None = None
+        # Payloads that parsed lately: a stampede presses one board's button, whose
+        # data is one string, thousands of times (parsing it is a pydantic model each).
+        self._good: LRU[str, None] = LRU(GOOD_KEPT)
 
     def register(self, prefix: str, answer: Answer) -> None:
         if prefix in self._answers:
@@ -79,9 +84,16 @@ class Shortcuts(BaseMiddleware):
 
     def malformed(self, data: str) -> bool:
         """Whether `data` has one of our prefixes but parses as none of its classes."""
+        if data in self._good:
+            return False
         prefix = data.partition(":")[0]
         formats = self._by_prefix().get(prefix)
-        return formats is not None and not any(_parses(cls, data) for cls in formats)
+        if formats is None:
+            return False
+        if any(_parses(cls, data) for cls in formats):
+            self._good.put(data, None)
+            return False
+        return True
 
     async def __call__(
         self,
