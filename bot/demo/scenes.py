@@ -233,7 +233,8 @@ async def shop_scene(emu: Emulator, c: Cast) -> None:
 async def tools_scene(emu: Emulator, c: Cast) -> None:
     """The operators' tools: a setting changed, a vote opened by mistake and cancelled, a
     red-packet drop scheduled a few seconds out, the day's tasks, the pond's figures with
-    a chart, and the members' list sent to the owner's private chat. The pond has been
+    a chart, the members' list sent to the owner's private chat, a survey into the
+    profiles and the pond's segments. The pond has been
     busy: the bot keeps within 20 messages a minute there, so the waits are generous."""
 
     async def told(chat_id: int, user_id: int, text: str, expect: str) -> None:
@@ -253,6 +254,16 @@ async def tools_scene(emu: Emulator, c: Cast) -> None:
     await emu.wait_for_message(c.pond, lambda m: "photo" in m, timeout=90)
     emu.send_message(c.pond, c.owner, "/export members")
     await emu.wait_for_message(c.owner, lambda m: "document" in m, timeout=90)
+    # A survey whose answers go to the members' profiles, and the pond's segments.
+    emu.send_message(c.pond, c.owner, "/survey 1d 肤质 你的肤质？ | 干性 | 油性 | 混合性")
+    survey = await emu.wait_for_message(c.pond, said("你的肤质"), timeout=90)
+    buttons = [b["callback_data"] for row in survey["reply_markup"]["inline_keyboard"] for b in row]
+    await emu.wait_callback_answer(
+        emu.click(c.pond, c.alice, survey["message_id"], buttons[2]), timeout=15
+    )
+    emu.send_message(c.pond, c.owner, "/segments")
+    await emu.wait_for_message(c.pond, lambda m: "photo" in m and "分层" in str(m), timeout=90)
+
 
 
 SCENES: list[Scene] = [
