@@ -103,8 +103,10 @@ class Instance:
         self.proc.send_signal(signal.SIGKILL)
 
     async def stop(self) -> int:
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else 0
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is not None:
+            return self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout=30)
