@@ -156,6 +156,7 @@ def _share(
     peers.on(ADMINS, admins.invalidate)
     peers.on(POND, lambda chat: tracking.forget_pond(chat) if chat else tracking.forget_ponds())
     peers.on(CLOSED_ITEM, closed_items.forget)
+    dp["boards"].pacing = dp["lottery_board"].pacing = shared.pacing
 
 
 async def set_commands(bot: Bot, default_language: str) -> None:

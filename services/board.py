@@ -35,6 +35,7 @@ from aiogram.utils.i18n import I18n
 from services.clock import Clock, SystemClock
 from services.middlewares import PondInfo
 from services.outbox import Outbox
+from services.shared import BoardPacing
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class PacedBoards:
         self.interval = interval
         self._ponds: dict[int, BoardState] = {}
         self.refreshes = 0  # boards rendered (for tests and benchmarks)
+        self.pacing: BoardPacing | None = None  # several instances: one refresh among them
 
     def _state(self, pond: PondInfo, today: date) -> BoardState:
         st = self._ponds.get(pond.chat_id)
@@ -176,6 +178,11 @@ class PacedBoards:
                 wait = st.last + self.interval - self.clock.monotonic()
                 if wait > 0:
                     await self.clock.sleep(wait)
+                if self.pacing is not None:
+                    wait = await self.pacing.turn(self.what, st.pond.chat_id, self.interval)
+                    if wait > 0:  # another instance refreshed it just now: after its turn
+                        await self.clock.sleep(wait)
+                        continue
                 st.dirty = False
                 st.last = self.clock.monotonic()
                 try:

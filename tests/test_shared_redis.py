@@ -20,7 +20,13 @@ from sqlalchemy.exc import OperationalError
 from services.dedup import SeenUpdates, Unconfirmed
 from services.outbox import Limits, Outbox
 from services.shared import NO_PEERS
-from services.shared.redis_state import MemberOrder, RedisBudget, RedisPeers, SharedState
+from services.shared.redis_state import (
+    MemberOrder,
+    RedisBudget,
+    RedisPacing,
+    RedisPeers,
+    SharedState,
+)
 from tests.rig.fake_session import FakeSession, make_bot
 
 BOT = SimpleNamespace(id=42)
@@ -326,6 +332,22 @@ async def test_a_turn_left_by_a_dead_instance_runs_out(clients: tuple[Redis, Red
 
     await asyncio.wait_for(alive(quick, update(2, user=7), {"bot": BOT}), 5)
     assert ran == [2]
+
+
+# -- boards ---------------------------------------------------------------------------------
+
+
+async def test_a_board_is_refreshed_once_per_interval_among_the_instances(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one = RedisPacing(clients[0], prefix="t", instance="one")
+    two = RedisPacing(clients[1], prefix="t", instance="two")
+    assert await one.turn("check-in board", -100, 0.3) == 0
+    assert 0 < await two.turn("check-in board", -100, 0.3) <= 0.3
+    assert await two.turn("check-in board", -200, 0.3) == 0  # another pond
+    assert await two.turn("lottery board", -100, 0.3) == 0  # another board
+    await asyncio.sleep(0.35)
+    assert await two.turn("check-in board", -100, 0.3) == 0
 
 
 # -- caches ----------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ balancer (`REDIS_URL`, see `services.shared.redis_state`) share through Redis:
   forget)` is how the composition root says what "dropped" means in this process.
 * `SendBudget` — Telegram's limits count the bot's messages, not one instance's: the
   outbox asks the shared budget before each request (see `services.outbox`).
+* `BoardPacing` — a pond's board is refreshed once per interval by whichever instance
+  gets there first, not once per interval by each (`services.board`).
 
 This module imports nothing of Redis: the caches that call `tell` cost one attribute
 look-up and a no-op call without it.
@@ -73,6 +75,16 @@ def building_with(peers: Peers) -> Iterator[None]:
 def peers_now() -> Peers:
     """The peers of the dispatcher being built (`NO_PEERS` outside `building_with`)."""
     return _building.get()
+
+
+class BoardPacing(Protocol):
+    """One refresh of a pond's board per interval across every instance (each keeps
+    its own pacing too)."""
+
+    async def turn(self, board: str, chat_id: int, interval: float) -> float:
+        """0: this instance refreshes the board now (the others wait `interval`);
+        else the seconds until another instance's refresh no longer counts."""
+        ...
 
 
 class SendBudget(Protocol):

@@ -16,6 +16,8 @@
   the rolling 1 s window over everything, the rolling 60 s window of its group and the
   token bucket of its chat, atomically: N instances together stay inside Telegram's
   limits. Time is Redis's own clock (`TIME`), the same for every instance.
+* **Boards** (`RedisPacing`): a pond's board is refreshed once per interval among all
+  the instances (the first to get there), not once per interval by each.
 * **Cache invalidation** (`RedisPeers`): `tell` publishes on one pub/sub channel; every
   other instance calls what the composition root registered for the topic.
 
@@ -152,6 +154,13 @@ elseif redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
 end
 return 1
+"""
+
+
+# KEYS[1]: the board's turn; ARGV: [1] this instance, [2] the interval in ms.
+_BOARD_TURN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+return math.max(1, redis.call('PTTL', KEYS[1]))
 """
 
 
@@ -367,6 +376,25 @@ class RedisBudget:
         return float(wait)
 
 
+class RedisPacing:
+    """`BoardPacing` in Redis: a key per board that lives one interval."""
+
+    def __init__(self, redis: Redis, *, prefix: str, instance: str) -> None:
+        self._prefix = prefix
+        self._instance = instance
+        self._turn = redis.register_script(_BOARD_TURN)
+        self._warn = _Warner()
+
+    async def turn(self, board: str, chat_id: int, interval: float) -> float:
+        key = f"{self._prefix}:board:{board.replace(' ', '_')}:{chat_id}"
+        try:
+            wait = await self._turn(keys=[key], args=[self._instance, int(interval * 1000)])
+        except (RedisError, OSError) as exc:
+            self._warn("pacing a board", exc)
+            return 0.0  # this instance's own pacing still holds
+        return int(wait) / 1000
+
+
 class RedisPeers:
     """`Peers` over one Redis pub/sub channel (see `services.shared.Peers`)."""
 
@@ -482,6 +510,7 @@ class SharedState:
             redis, prefix=prefix, instance=self.instance, limits=limits, clock=clock
         )
         self.peers = RedisPeers(redis, prefix=prefix, instance=self.instance)
+        self.pacing = RedisPacing(redis, prefix=prefix, instance=self.instance)
 
     @classmethod
     def from_url(cls, url: str, *, connections: int = 64, **kwargs: Any) -> SharedState:
