@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
+from typing import Any
 
 from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import CallbackQuery, Message, Update
 from sqlalchemy import func, select
 
+from bot.app import build_dispatcher
 from handlers.survey import SurveyButton
+from scheduler.core import Scheduler
+from services.outbox import Outbox
 from storage import surveys as store
 from storage.models import LedgerEntry, LedgerKind, MemberProfile, Survey, SurveyAnswer
-from tests.dispatcher.test_games import Pond, pond  # noqa: F401 (the fixture)
+from tests.dispatcher.conftest import FAST, GROUP_ID
+from tests.dispatcher.test_games import T0, Clock, Pond, pond  # noqa: F401 (the fixture)
 
 
 async def survey_post(p: Pond) -> tuple[int, Message]:
@@ -144,3 +150,28 @@ async def test_forged_survey_buttons_change_nothing(pond: Pond) -> None:  # noqa
     assert await profiles(pond) == {}
     assert await pond.balance(1) == 0
     assert len(pond.session.requests_of(AnswerCallbackQuery)) == 4
+
+
+async def test_a_survey_closes_late_once_after_a_restart(pond: Pond, bot_db: Any) -> None:  # noqa: F811
+    await pond.op.send("/survey 1m style Your style? | Classic | Street")
+    await pond.h.settle()
+    survey_id, msg = await survey_post(pond)
+    await pond.member(1, "Alice").click(msg, SurveyButton(survey_id=survey_id, option=1).pack())
+    await pond.h.settle()
+    # A new process (new scheduler, new dispatcher) comes up an hour after the deadline.
+    clock = Clock(T0 + timedelta(hours=1))
+    fresh = Scheduler(bot_db, clock=clock)
+    outbox = Outbox(pond.h.bot, limits=FAST)
+    build_dispatcher(db=bot_db, outbox=outbox, scheduler=fresh)
+    await outbox.start()
+    try:
+        assert await fresh.start()
+        await fresh.sweep()
+        await fresh.sweep()
+    finally:
+        await fresh.stop()
+    await outbox.stop()
+    assert await pond.scalar(select(Survey.state)) == "closed"
+    results = [t for t in pond.session.sent_texts(GROUP_ID) if "Survey result" in t]
+    assert len(results) == 1 and "Street — <b>1</b>" in results[0]
+    assert await pond.scalar(select(Survey.announced_at)) is not None
