@@ -8,6 +8,7 @@ that serve real ponds.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ from aiogram.types import (
     Update,
 )
 from aiohttp import web
+from sqlalchemy import text as sa_text
 
 from bot.config import Settings
 from bot.runtime import tune_gc
@@ -274,6 +276,7 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         await bot.session.close()
         await db.dispose()
 
+
 async def _connect_shared(settings: Settings) -> SharedState | None:
     """The state shared with the other instances, with `REDIS_URL` (never logged: it
     may hold a password); None without it."""
@@ -403,11 +406,42 @@ async def run_polling(settings: Settings) -> None:
     await serve_polling(settings, stop)
 
 
+HEALTH_TIMEOUT = 2.0  # seconds the health check gives the database to answer
+
+
+def secret_matches(given: str, secret: str) -> bool:
+    """The webhook's secret token compared in constant time, as bytes (any header value
+    is refused cleanly, not with an error)."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), secret.encode("utf-8", "surrogateescape")
+    )
+
+
+async def database_answers(db: Database) -> bool:
+    """Whether the database answers a trivial query within `HEALTH_TIMEOUT`."""
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT), db.transaction(readonly=True) as session:
+            await session.execute(sa_text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
 def build_webhook_app(app: App, secret: str) -> web.Application:
-    """The aiohttp application Telegram posts updates to."""
+    """The aiohttp application Telegram posts updates to, and the load balancer's
+    health check (`GET /healthz`).
+
+    A request without the right secret token gets a 401 and changes nothing. An update
+    is handled before the answer (never in the background), and what it queued in the
+    batch writer is committed first: a 200 means its effects are durable, so a crash
+    means redelivery, not loss. An update the database failed gets a 503, so Telegram
+    delivers it again (`services.dedup`)."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
     class SettlingRequestHandler(SimpleRequestHandler):
+        def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
+            return secret_matches(telegram_secret_token, secret)
+
         async def handle(self, request: web.Request) -> web.Response:
             response = await super().handle(request)
             await settle_writes(self.dispatcher)
@@ -428,54 +462,77 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
             method = result if isinstance(result, TelegramMethod) else None
             return web.Response(body=self._build_response_writer(bot=bot, result=method))
 
+    async def health(_request: web.Request) -> web.Response:
+        up = await database_answers(app.db)
+        body = {
+            "ok": up,
+            "database": "up" if up else "down",
+            "scheduler_leader": app.scheduler.leading,
+            "instance": app.scheduler.instance,
+        }
+        return web.json_response(body, status=200 if up else 503)
+
     web_app = web.Application()
-    # Requests without the secret token are refused (aiogram checks it only when given).
-    # handle_in_background=False: Telegram gets its 200 only after the update was
-    # handled and what it wrote is committed, so a crash means redelivery, not loss;
-    # an update the database failed gets a 503, so Telegram delivers it again.
     SettlingRequestHandler(
         dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
     ).register(web_app, path=app.settings.webhook_path)
+    web_app.router.add_get(app.settings.health_path, health)
     setup_application(web_app, app.dp, bot=app.bot)
     return web_app
 
 
+async def register_webhook(app: App, url: str, secret: str) -> None:
+    """`setWebhook` (the URL, the secret, `max_connections`, the update types the bot
+    handles), tried until Telegram takes it. Run by the scheduler's leader only, each
+    time an instance takes the lead: one call per takeover, not one per instance."""
+    stop = asyncio.Event()
+    done = await _started(
+        "setWebhook",
+        lambda: app.bot.set_webhook(
+            url,
+            secret_token=secret,
+            max_connections=app.settings.webhook_max_connections,
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,
+        ),
+        app.bot,
+        stop,
+    )
+    if done:
+        log.info("webhook registered (max_connections=%d)", app.settings.webhook_max_connections)
+
+
 async def run_webhook(settings: Settings) -> None:
     secret = settings.webhook_secret_value()
-    if not settings.webhook_url:
-        from bot.config import ConfigError
-
-        raise ConfigError("--webhook needs WEBHOOK_URL (the public https URL Telegram calls)")
+    url = settings.webhook_endpoint()
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     async with create_app(settings) as app:
-        web_app = build_webhook_app(app, secret)
-        url = settings.webhook_url.rstrip("/") + settings.webhook_path
-        hooked = await _started(
-            "setWebhook",
-            lambda: app.bot.set_webhook(
-                url, secret_token=secret, allowed_updates=ALLOWED_UPDATES
-            ),
-            app.bot,
-            stop,
-        )
-        if hooked is None:
+        me = await _started("getMe", app.bot.get_me, app.bot, stop)
+        if me is None:
             return
-        async with _background(
-            keep_setting_commands(app.bot, settings.locale), "set-commands"
-        ):
-            await app.scheduler.start()
-            tune_gc()
-            runner = web.AppRunner(web_app)
-            await runner.setup()
+        web_app = build_webhook_app(app, secret)
+
+        async def on_lead() -> None:
+            await register_webhook(app, url, secret)
+            await keep_setting_commands(app.bot, settings.locale)
+
+        app.scheduler.on_lead.append(on_lead)
+        runner = web.AppRunner(web_app)
+        await runner.setup()
+        try:
             site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
             await site.start()
             log.info(
-                "pondbot serving the webhook on %s:%s",
+                "pondbot @%s serving the webhook on %s:%s",
+                me.username,
                 settings.webhook_host,
                 settings.webhook_port,
             )
-            try:
-                await stop.wait()
-            finally:
-                await runner.cleanup()
+            # Listening first: the leader registers the webhook once it leads.
+            if not await app.scheduler.start():
+                log.info("another instance leads: it registers the webhook")
+            tune_gc()
+            await stop.wait()
+        finally:
+            await runner.cleanup()

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_host: str = "0.0.0.0"
     webhook_port: int = Field(default=8080, ge=1, le=65535)
+    # How many deliveries Telegram keeps in flight at once (setWebhook, 1-100).
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
+    health_path: str = "/healthz"  # for the load balancer: 200 when this instance serves
 
     @field_validator("operator_ids", mode="before")
     @classmethod
@@ -81,6 +84,26 @@ class Settings(BaseSettings):
                 "BOT_TOKEN is malformed: expected <bot id>:<secret> as @BotFather gives it"
             )
         return raw
+
+    def webhook_endpoint(self) -> str:
+        """The URL Telegram posts updates to: `WEBHOOK_URL` + `WEBHOOK_PATH`. It must be
+        https, except with `TELEGRAM_API_BASE` set (a local Bot API server), where http
+        is accepted. Raises `ConfigError` otherwise."""
+        from urllib.parse import urlsplit
+
+        raw = (self.webhook_url or "").strip()
+        if not raw:
+            raise ConfigError("--webhook needs WEBHOOK_URL (the public https URL Telegram calls)")
+        parts = urlsplit(raw)
+        allowed = ("https", "http") if self.telegram_api_base else ("https",)
+        if parts.scheme.lower() not in allowed or not parts.hostname:
+            raise ConfigError(
+                "WEBHOOK_URL must be an https URL (http only with TELEGRAM_API_BASE, "
+                "a local Bot API server)"
+            )
+        if not self.webhook_path.startswith("/"):
+            raise ConfigError("WEBHOOK_PATH must start with /")
+        return raw.rstrip("/") + self.webhook_path
 
     def webhook_secret_value(self) -> str:
         raw = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
