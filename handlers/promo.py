@@ -79,8 +79,11 @@ async def promo(
     if where is None:
         return
     args, segment, bad = split_target(command.args)  # `to=<segment>`: DMs (F10)
-    if bad is not None or (segment is not None and where.chat_id is None):
-        reply(outbox, message, segment_texts.bad_target(bad or segment or ""))
+    if bad is not None:
+        reply(outbox, message, segment_texts.bad_target(bad))
+        return
+    if segment is not None and where.chat_id is None:  # a broadcast has no pond's members
+        reply(outbox, message, segment_texts.segment_in_pond_only())
         return
     try:
         cmd = rules.parse_promo(args)

@@ -51,7 +51,10 @@ OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("guessprice", N_("Open a guess-the-price round · /guessprice cancel")),
     ("vote", N_("Open a vote: /vote 1h Question | A | B · /vote close · /vote cancel")),
     ("survey", N_("A survey into the profiles: /survey 1d skin Your skin? | Dry | Oily")),
-    ("segments", N_("Members per segment (RFM) and at churn risk, with a chart")),
+    ("segments", N_(
+        "Members per segment (RFM) and at churn risk, with a chart; posts and drops to one "
+        "segment by DM: /promo at +1h text to=gold"
+    )),
     ("promo", N_(
         "Schedule a promotion post: /promo at +2h text · red-packet drops: "
         "/redpacket every 0 20 * * * 100 10 [phase=预热] · /promo list"

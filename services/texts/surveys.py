@@ -160,6 +160,10 @@ def bad_target(value: str) -> str:
     )
 
 
+def segment_in_pond_only() -> str:
+    return html.quote(_("⚠️ to=<segment> works in a pond: send the command there."))
+
+
 def segment_scheduled(segment: str) -> str:
     """Added to a post's or drop's confirmation: who receives it."""
     return _("📬 By DM to this pond's members in segment {name} who opened a chat with me.").format(

@@ -16,9 +16,9 @@ from storage import repo
 from storage import segments as segment_store
 from storage.db import Database
 from storage.models import Member, Order, RedPacket, SegmentDelivery
-from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID
+from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID
 from tests.dispatcher.test_promo import T0, Rig, group, rig  # noqa: F401 (fixtures)
-from tests.rig.client import person
+from tests.rig.client import person, private_chat
 
 DAY = timedelta(days=1)
 # user id -> (orders as days ago, yuan each), DM linked, last seen days ago
@@ -75,6 +75,9 @@ async def test_segments_counts_and_a_promo_to_gold_reaches_its_linked_members_on
     assert said.startswith("⚠️") and "gold, key, ordinary, low, churn" in said
     said = await rig.say(boss, "/redpacket at +10m 100 5 to=vip")
     assert said.startswith("⚠️") and "gold, key, ordinary, low, churn" in said
+    op = person(OPERATOR_ID, "Op")  # a global operator's broadcast has no pond's members
+    said = await rig.say(rig.h.member(private_chat(op), op), "/promo at +10m Hi to=gold")
+    assert said.startswith("⚠️ to=&lt;")  # (in the shop's language: Chinese)
     assert await rig.posts() == []
 
     await rig.say(boss, "/promo at +10m Gold members: 20% off tonight to=gold")
