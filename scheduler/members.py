@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 BIRTHDAY_EVERY = "*/5 * * * *"
 EXPIRY_AT = "5 0 * * *"  # 00:05 local: the day's lots are settled
-BATCH = 200  # members per write transaction of the expiry
+BATCH = 100  # members per write transaction of the expiry: each holds the write lock briefly
 
 
 def _fallback(run: TaskRun) -> Fallback:
@@ -109,12 +109,15 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
                 batch = todo[i:i + BATCH]
                 async with deps.db.transaction() as session:
                     await expiry.lock_members(session, batch)
-                    for s in await expiry.sums(
-                        session, cutoffs, users=batch, lots_from=lots_from
-                    ):
-                        plan = rules.plan(s, through, lot_days)
+                    plans = [
+                        rules.plan(s, through, lot_days)
+                        for s in await expiry.sums(
+                            session, cutoffs, users=batch, lots_from=lots_from
+                        )
+                    ]
+                    for plan in plans:
                         expired += await expiry.expire(session, plan, now=run.now)
-                        await expiry.record_reminders(session, plan, days, now=run.now)
+                    await expiry.record_reminders(session, plans, days, now=run.now)
             if expired:
                 log.info("points expired for %d member(s), lots through %s", expired, through)
         async with deps.db.transaction(readonly=True) as session:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -117,36 +117,34 @@ class Reminder:
 
 
 async def record_reminders(
-    session: AsyncSession, plan: rules.Plan, days: int, *, now: datetime
-) -> bool:
-    """Record the plan's reminders not recorded before (one per member and lot);
-    True if any was new."""
-    if not plan.reminders:
-        return False
+    session: AsyncSession, plans: Sequence[rules.Plan], days: int, *, now: datetime
+) -> int:
+    """Record the plans' reminders not recorded before (one per member and lot), in two
+    statements; how many were new."""
+    wanted = [(p.user_id, day, points) for p in plans for day, points in p.reminders.items()]
+    if not wanted:
+        return 0
+    notice = ExpiryNotice.__table__  # type: ignore[attr-defined]
     known = set(
-        (
+        (int(u), d)
+        for u, d in (
             await session.execute(
-                select(col(ExpiryNotice.lot_day)).where(
-                    col(ExpiryNotice.user_id) == plan.user_id,
-                    col(ExpiryNotice.lot_day).in_(list(plan.reminders)),
+                select(notice.c.user_id, notice.c.lot_day).where(
+                    notice.c.user_id.in_(sorted({u for u, _, _ in wanted})),
+                    notice.c.lot_day.in_(sorted({d for _, d, _ in wanted})),
                 )
             )
-        ).scalars()
+        ).all()
     )
-    new = [
-        ExpiryNotice(
-            user_id=plan.user_id,
-            lot_day=day,
-            expires_on=rules.expires_on(day, days),
-            points=points,
-            created_at=now,
-        )
-        for day, points in plan.reminders.items()
-        if day not in known
+    rows = [
+        {"user_id": u, "lot_day": d, "expires_on": rules.expires_on(d, days), "points": points,
+         "created_at": now}
+        for u, d, points in wanted
+        if (u, d) not in known
     ]
-    session.add_all(new)
-    await session.flush()
-    return bool(new)
+    if rows:
+        await session.execute(insert(notice), rows)
+    return len(rows)
 
 
 async def unsent(session: AsyncSession, today: date, user_id: int | None = None) -> list[Reminder]:

@@ -72,10 +72,13 @@ async def test_sums_match_the_lot_model_and_expire_once(db: Database) -> None:
                 async with db.transaction() as s:
                     lots_from = await expiry.epoch(s)
                     await expiry.lock_members(s, users)
-                    for sums in await expiry.sums(s, cuts, users=users, lots_from=lots_from):
-                        plan = rules.plan(sums, through, lot_days)
+                    plans = [
+                        rules.plan(sums, through, lot_days)
+                        for sums in await expiry.sums(s, cuts, users=users, lots_from=lots_from)
+                    ]
+                    for plan in plans:
                         await expiry.expire(s, plan, now=at(day, 0))
-                        await expiry.record_reminders(s, plan, 12, now=at(day, 0))
+                    await expiry.record_reminders(s, plans, 12, now=at(day, 0))
             for u in users:
                 models[u].expire(through)
         # The sums over the ledger say what the model has left, for every lot day.
