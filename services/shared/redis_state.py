@@ -190,7 +190,7 @@ class SharedSeen:
         *,
         prefix: str,
         instance: str,
-        busy_ttl: int = 60,
+        busy_ttl: int = 30,
         done_ttl: int = 86_400,
     ) -> None:
         self._redis = redis
@@ -253,8 +253,8 @@ class MemberOrder(BaseMiddleware):
         *,
         prefix: str,
         instance: str = "",
-        hold: float = 60.0,
-        wait: float = 30.0,
+        hold: float = 20.0,
+        wait: float = 25.0,
         poll: float = 0.01,
     ) -> None:
         self._redis = redis
