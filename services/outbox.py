@@ -869,6 +869,8 @@ class Outbox:
                 "429 on %s in chat %s: retry in %ss", method.__api_method__, key, exc.retry_after
             )
             self._requeue(lane, item)
+            if self._budget is not None:  # the other instances wait as well
+                await self._budget.pause(key, exc.retry_after)
         except TelegramForbiddenError as exc:
             await self._forbidden_chat(key, item, exc.message)
         except TelegramMigrateToChat as exc:

@@ -216,6 +216,26 @@ async def test_the_per_chat_bucket_is_shared(clients: tuple[Redis, Redis]) -> No
     assert most_within(times, 2.0) <= 3 + 2
 
 
+async def test_a_429_in_one_instance_pauses_the_chat_in_every_instance(
+    clients: tuple[Redis, Redis],
+) -> None:
+    now = [100.0]
+    one, two = (
+        RedisBudget(c, prefix="t", instance=name, clock=lambda: now[0])
+        for c, name in zip(clients, ("one", "two"), strict=True)
+    )
+    await one.pause(-100, 5)
+    assert await two.take(-100) == pytest.approx(5)
+    assert await two.take(-200) == 0  # another chat
+    await two.pause(-100, 2)  # a shorter pause does not shorten it
+    now[0] = 104.0
+    assert await one.take(-100) == pytest.approx(1)
+    now[0] = 105.0
+    assert await one.take(-100) == 0
+    await one.pause(None, 3)  # the bot as a whole
+    assert await two.take(-300) == pytest.approx(3)
+
+
 async def test_redis_time_is_the_clock_by_default(clients: tuple[Redis, Redis]) -> None:
     one = RedisBudget(clients[0], prefix="t", instance="one")
     two = RedisBudget(clients[1], prefix="t", instance="two")
@@ -237,6 +257,35 @@ async def test_two_outboxes_share_one_chat_budget(redis_url: str) -> None:
     assert len(session.sent_texts(321)) == 6
     assert sum(o.budget_waits for o in outboxes) >= 1  # 6 > the shared burst of 2
     for o in outboxes:
+        await o.stop()
+    await bot.session.close()
+    for s in states:
+        await s.close()
+
+
+async def test_a_429_met_by_one_outbox_holds_the_other_back(redis_url: str) -> None:
+    fast = Limits(per_chat_rate=1e6, per_chat_burst=10**6, group_per_minute=10**6,
+                  global_per_second=10**6)
+    states = [SharedState(Redis.from_url(redis_url), limits=fast) for _ in range(2)]
+    session = FakeSession()
+    bot = make_bot(session)
+    one, two = (Outbox(bot, limits=fast, budget=s.budget) for s in states)
+    await one.start()
+    await two.start()
+    session.fail_next("sendMessage", chat_id=-100, retry_after=1)
+    first = one.send(SendMessage(chat_id=-100, text="first"))
+    for _ in range(200):
+        if session.requests_of(SendMessage):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the pause is shared
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(two.send(SendMessage(chat_id=-100, text="second")), 5)
+    assert loop.time() - started > 0.5  # it waited for the pause the other one met
+    await asyncio.wait_for(first, 5)
+    assert sorted(session.sent_texts(-100)) == ["first", "second"]
+    for o in (one, two):
         await o.stop()
     await bot.session.close()
     for s in states:

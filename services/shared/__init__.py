@@ -95,3 +95,8 @@ class SendBudget(Protocol):
         """Count one request to `chat` (None: a chat-less method) if every budget allows
         it now and return 0; else count nothing and return the seconds to wait first."""
         ...
+
+    async def pause(self, chat: ChatId | None, seconds: float) -> None:
+        """Telegram answered 429 for `chat` (None: for the bot as a whole): no instance
+        sends there for `seconds`."""
+        ...

@@ -70,7 +70,8 @@ return 0
 """
 
 # KEYS: [1] the global window (a sorted set of issue times), [2] the group's window or
-# '' (not a group), [3] the chat's bucket (a hash) or '' (a chat-less method).
+# '' (not a group), [3] the chat's bucket (a hash) or '' (a chat-less method), [4] the
+# chat's 429 pause or '', [5] the whole bot's 429 pause (each: the time it ends).
 # ARGV: [1] now in seconds ('' : Redis TIME), [2] a unique member name,
 # [3] global limit, [4] global span, [5] group limit, [6] group span,
 # [7] chat rate (tokens/s), [8] chat burst.
@@ -92,6 +93,12 @@ local function window(key, limit, span)
     local first = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
     local at = tonumber(first[2]) + span - now
     if at > wait then wait = at end
+  end
+end
+for _, key in ipairs({KEYS[4], KEYS[5]}) do
+  if key ~= '' then
+    local pause = tonumber(redis.call('GET', key) or '0') - now
+    if pause > wait then wait = pause end
   end
 end
 local glimit, gspan = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -156,6 +163,21 @@ end
 return 1
 """
 
+
+# KEYS[1]: a 429 pause (the time it ends); ARGV: [1] now ('' : Redis TIME), [2] seconds.
+_PARK = """
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local seconds = tonumber(ARGV[2])
+local ends = math.max(now + seconds, tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], tostring(ends), 'PX', math.ceil((ends - now) * 1000) + 1000)
+return 1
+"""
 
 # KEYS[1]: the board's turn; ARGV: [1] this instance, [2] the interval in ms.
 _BOARD_TURN = """
@@ -348,6 +370,7 @@ class RedisBudget:
         self._global_slack = global_slack
         self._clock = clock
         self._take = redis.register_script(_TAKE)
+        self._park = redis.register_script(_PARK)
         self._serial = itertools.count()
         self._warn = _Warner()
 
@@ -357,6 +380,8 @@ class RedisBudget:
             f"{self._prefix}:send:all",
             f"{self._prefix}:send:group:{chat}" if chat is not None and _is_group(chat) else "",
             f"{self._prefix}:send:chat:{chat}" if chat is not None else "",
+            self._pause_key(chat) if chat is not None else "",
+            self._pause_key(None),
         ]
         args: list[str | int | float] = [
             "" if self._clock is None else repr(self._clock()),
@@ -374,6 +399,18 @@ class RedisBudget:
             self._warn("counting a send", exc)
             return 0.0  # this instance's own budgets still hold; a 429 parks the lane
         return float(wait)
+
+    def _pause_key(self, chat: ChatId | None) -> str:
+        return f"{self._prefix}:send:pause:{'all' if chat is None else chat}"
+
+    async def pause(self, chat: ChatId | None, seconds: float) -> None:
+        try:
+            await self._park(
+                keys=[self._pause_key(chat)],
+                args=["" if self._clock is None else repr(self._clock()), seconds],
+            )
+        except (RedisError, OSError) as exc:
+            self._warn("sharing a 429", exc)
 
 
 class RedisPacing:
