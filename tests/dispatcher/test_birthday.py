@@ -15,7 +15,6 @@ from aiogram.methods import SendMessage
 from sqlalchemy import select
 
 from scheduler.core import Scheduler
-from scheduler.members import ensure_tasks
 from storage import ledger
 from storage.db import Database
 from storage.models import Job, LedgerEntry, LedgerKind, Member
@@ -23,7 +22,6 @@ from tests.dispatcher.conftest import GROUP_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
 
 ALICE = 501
-TZ = "Asia/Shanghai"  # the shop's timezone (the bot's configured default): UTC+8
 
 
 class Clock:
@@ -41,11 +39,12 @@ def local(year: int, month: int, day: int, hour: int, minute: int = 0) -> dateti
 
 @asynccontextmanager
 async def bot(db: Database, clock: Clock) -> AsyncIterator[tuple[Harness, Scheduler]]:
-    """One run of the bot: a dispatcher and scheduler on `db`, the start-up step done."""
+    """One run of the bot: a dispatcher and scheduler on `db`, the start-up steps done
+    (the bot's configured timezone is the default, Asia/Shanghai)."""
     scheduler = Scheduler(db, clock=clock)
     async with running(db, scheduler) as h:
         h.dp["clock"] = clock
-        await ensure_tasks(scheduler, timezone=TZ, language="zh")
+        await h.dp.emit_startup(bot=h.bot)  # the birthday router's step: the tasks are due
         yield h, scheduler
 
 
