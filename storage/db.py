@@ -10,17 +10,27 @@ writes fails at once with "database is locked" when another writer got in first,
 whatever the busy timeout. Write transactions of this process take turns on an asyncio
 lock before they begin, so they never meet in SQLite's busy handler (which sleeps up to
 100 ms a try); the busy timeout is left for other processes.
+
+On PostgreSQL two transactions can lock rows in opposite orders (a deadlock, SQLSTATE
+40P01: the server aborts one of them) or meet a serialization failure (40001). Both
+mean "do it all again": `run_in_transaction(fn)` runs `fn(session)` in a unit of work
+and, on either, runs it again from the start in a fresh one — a few times, after a short
+jittered pause — so the two no longer meet. Only for bodies that are safe to run again:
+everything they do goes through the session (rolled back with it) or `after_commit`
+(dropped with it); a body that sends messages or changes memory first must not use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
@@ -28,8 +38,35 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 
 from storage import sqlite_driver
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 READONLY = "pondbot_readonly"
 BUSY_TIMEOUT_MS = 15_000
+RERUN_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+RERUN_ATTEMPTS = 4  # runs in all
+RERUN_PAUSE = 0.02  # seconds before the second run, doubling, each ±50 %
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of an error, through SQLAlchemy's and the driver's wrappers."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        candidate = todo.pop()
+        if candidate is None or id(candidate) in seen:
+            continue
+        seen.add(id(candidate))
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+        todo += [getattr(candidate, "orig", None), candidate.__cause__]
+    return None
+
+
+def must_rerun(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the transaction is to be run again."""
+    return sqlstate(exc) in RERUN_SQLSTATES
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -156,6 +193,32 @@ class Database:
             result = hook()
             if inspect.isawaitable(result):
                 await result
+
+    async def run_in_transaction(
+        self,
+        fn: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        attempts: int = RERUN_ATTEMPTS,
+        pause: float = RERUN_PAUSE,
+    ) -> T:
+        """`fn(session)` in one unit of work, run again from the start in a fresh one
+        when PostgreSQL aborted it as a deadlock or a serialization failure (see the
+        module docstring), up to `attempts` runs; any other error, or the last one,
+        is raised."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction() as session:
+                    return await fn(session)
+            except Exception as exc:
+                if attempt >= attempts or self.is_sqlite or not must_rerun(exc):
+                    raise
+                wait = pause * (1 << (attempt - 1)) * random.uniform(0.5, 1.5)
+                log.info(
+                    "transaction aborted by the database (%s); running it again in %.0f ms "
+                    "(attempt %d of %d)", sqlstate(exc), wait * 1000, attempt + 1, attempts,
+                )
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def dispose(self) -> None:
         await self.engine.dispose()
