@@ -11,7 +11,9 @@ A draw is one transaction, in the caller's unit of work:
    (user_id, day, free_slot) makes two concurrent free draws unable to both take the last
    one: the loser inserts nothing — on PostgreSQL after waiting for the winner's commit,
    without aborting its transaction —, counts again and takes the next slot or pays.
-   A paid draw spends `cost` through the ledger (kind `lottery`, key `draw:{source_key}`);
+   A paid draw spends `cost` through the ledger (kind `lottery`, key `draw:{source_key}`)
+   once its prize is taken (step 4): the member's row after the prize's and the item's, the
+   order every unit of work takes them in, so none waits for another in a circle;
    `InsufficientPoints` becomes `DrawRefused("no_points")`, and the caller's transaction
    rolls back: nothing is recorded, the balance is unchanged. A cost of 0 makes paid
    draws free of charge, still recorded.
@@ -229,6 +231,13 @@ async def draw(
         assert done is not None
         return done
     draw_id, slot = claimed
+    # The prize (and an item prize's item) before the member's row: rows are taken in
+    # the order a redemption takes them (the item's, then the member's), so a draw and
+    # a /redeem never wait for each other in a circle.
+    won = await _take_prize(session, playable, rng, user_id, chat_id, source_key, now,
+                            timezone)
+    if won is None:
+        raise DrawRefused("sold_out")
     paid = 0
     balance: int | None = None
     if slot is None and cost > 0:
@@ -240,10 +249,6 @@ async def draw(
         except ledger.InsufficientPoints as exc:
             raise DrawRefused("no_points", balance=exc.balance, cost=cost) from exc
         paid = cost
-    won = await _take_prize(session, playable, rng, user_id, chat_id, source_key, now,
-                            timezone)
-    if won is None:
-        raise DrawRefused("sold_out")
     prize, redemption = won
     redemption_id = redemption.id if redemption is not None else None
     won_points = 0
@@ -581,6 +586,7 @@ class DrawOp:
             select(PRIZE.c.id, PRIZE.c.name, PRIZE.c.weight, PRIZE.c.stock, PRIZE.c.kind,
                    PRIZE.c.points, PRIZE.c.item_id)
             .where(PRIZE.c.active.is_(True)).order_by(PRIZE.c.id)
+            .with_for_update()  # prizes, then items, then members: as `draw` takes them
         )).all()
         prizes = {int(p.id): p for p in table}
         stock: dict[int, int | None] = {int(p.id): p.stock for p in table}
