@@ -120,12 +120,18 @@ class BatchWriter:
 
     async def _write(self, batch: list[_Pending[Any, Any]]) -> None:
         groups = self._groups(batch)
-        results: list[tuple[_Pending[Any, Any], Any]] = []
+
+        async def write(session: AsyncSession) -> list[tuple[_Pending[Any, Any], Any]]:
+            results: list[tuple[_Pending[Any, Any], Any]] = []
+            for group in groups:
+                out = await group[0].op.run(session, [p.request for p in group])
+                results.extend(zip(group, out, strict=True))
+            return results
+
         try:
-            async with self.db.transaction() as session:
-                for group in groups:
-                    out = await group[0].op.run(session, [p.request for p in group])
-                    results.extend(zip(group, out, strict=True))
+            # An op only writes through the session: a batch PostgreSQL aborted as a
+            # deadlock is run again whole (`run_in_transaction`).
+            results = await self.db.run_in_transaction(write)
         except Exception as exc:
             if len(batch) == 1:
                 self._settle(batch[0], exc=exc)
