@@ -27,7 +27,7 @@ from aiogram.types import CallbackQuery, Message
 from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
 from games.parsing import fold
 from services.checkin_board import BoardKeeper, CheckinButton
-from services.fast_lane import HOT
+from services.fast_lane import HOT, ParsedOnce
 from services.filters import IsOperator
 from services.messaging import refuse_non_operator, reply
 from services.middlewares import BATCHED, PondInfo
@@ -67,7 +67,7 @@ def setup() -> Router:
     router.message.register(checkin_message, Command("checkin"), flags=batched)
     router.message.register(checkin_message, IsCheckinText(), flags=batched)
     router.callback_query.register(  # HOT: a press stampede skips the routers' walk
-        checkin_button, CheckinButton.filter(), flags={**batched, HOT: True}
+        checkin_button, ParsedOnce(CheckinButton), flags={**batched, HOT: True}
     )
     router.message.register(makeup, Command("makeup"))
     router.message.register(post_board, Command("board"), IsOperator())

@@ -29,7 +29,7 @@ from games.checkin import DEFAULT_TIMEZONE, checkin_moment, local_day
 from games.lottery import RandomSource, parse_prize
 from games.parsing import ParseError, fold, parse_points
 from services import shop_delivery
-from services.fast_lane import HOT
+from services.fast_lane import HOT, ParsedOnce
 from services.filters import IsOperator
 from services.guess import tell
 from services.lottery_board import SYSTEM_RANDOM, LotteryBoard, LotteryButton
@@ -54,7 +54,7 @@ def setup() -> Router:
     # BATCHED: a first-seen member's record is written in the draw's own batch.
     batched = {BATCHED: True}
     router.callback_query.register(  # HOT: a draw stampede skips the routers' walk
-        draw_button, LotteryButton.filter(), flags={**batched, HOT: True}
+        draw_button, ParsedOnce(LotteryButton), flags={**batched, HOT: True}
     )
     router.message.register(draw_command, Command("draw"), flags=batched)
     router.message.register(prize, Command("prize"), IsOperator())

@@ -29,7 +29,7 @@ from games.red_packet import Refusal
 from handlers.startup import active_ponds, log_restored, startup_deps
 from handlers.undo import RECALL, Recall
 from scheduler.core import Scheduler
-from services.fast_lane import HOT
+from services.fast_lane import HOT, ParsedOnce
 from services.messaging import carries_button, reply
 from services.middlewares import PondInfo
 from services.operators import OperatorPolicy
@@ -76,7 +76,7 @@ class RedPacketHandlers:
         tried early: a stampede of clicks then skips the other features' routers."""
         router = Router(name="red_packet_buttons")
         router.callback_query.register(
-            self.grab_by_button, RedPacketCB.filter(), flags={HOT: True}
+            self.grab_by_button, ParsedOnce(RedPacketCB), flags={HOT: True}
         )
         router.callback_query.register(self.forged, DataPrefix(f"{RedPacketCB.__prefix__}:"))
         return router

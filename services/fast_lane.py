@@ -26,15 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from aiogram import BaseMiddleware, Dispatcher, Router
 from aiogram.dispatcher.event.handler import HandlerObject
 from aiogram.dispatcher.event.telegram import TelegramEventObserver
 from aiogram.filters import Command
-from aiogram.filters.callback_data import CallbackQueryFilter
-from aiogram.types import TelegramObject, Update
+from aiogram.filters.callback_data import CallbackData, CallbackQueryFilter
+from aiogram.types import CallbackQuery, TelegramObject, Update
 
+from services.lru import LRU
 from services.red_packets import DataPrefix
 
 HOT = "hot"  # handler flag: on the fast lane
@@ -46,12 +48,52 @@ class NotDisjoint(RuntimeError):
     """A handler routing tries earlier could take a hot handler's updates."""
 
 
-@dataclass(frozen=True, slots=True)
+Next = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(slots=True)
 class Route:
     observer: TelegramEventObserver  # the Dispatcher's observer of the event type
     router: Router  # the handler's own
     handler: HandlerObject
-    inner: tuple[Any, ...]  # the inner middlewares routing would put around it
+    update_type: str
+    # The middlewares routing would put around the handler, composed once, at the first
+    # update (every middleware is registered by then): outer ones, then inner ones.
+    chain: Next | None = None
+    inner: Next | None = None
+
+
+def _compose(middlewares: list[Any], last: Next) -> Next:
+    """`MiddlewareManager.wrap_middlewares` without a new wrapper per update."""
+    for m in reversed(middlewares):
+        last = partial(m, last)
+    return last
+
+
+class ParsedOnce(CallbackQueryFilter):
+    """`CallbackData.filter()` that parses each payload once: a stampede presses one
+    board's button, one string, thousands of times. The parsed object is shared by the
+    presses of that payload; handlers only read it."""
+
+    __slots__ = ("_parsed",)
+
+    def __init__(self, callback_data: type[CallbackData], size: int = 1024) -> None:
+        super().__init__(callback_data=callback_data)
+        self._parsed: LRU[str, CallbackData | None] = LRU(size)
+
+    async def __call__(self, query: TelegramObject) -> Literal[False] | dict[str, Any]:
+        if not isinstance(query, CallbackQuery) or not query.data:
+            return False
+        data = query.data
+        if data in self._parsed:
+            parsed = self._parsed[data]
+        else:
+            try:
+                parsed = self.callback_data.unpack(data)
+            except (TypeError, ValueError):
+                parsed = None
+            self._parsed.put(data, parsed)
+        return False if parsed is None else {"callback_data": parsed}
 
 
 def _walk(router: Router) -> Iterator[Router]:
@@ -109,14 +151,15 @@ class FastLane(BaseMiddleware):
         top = self.dp.observers[event]
         if top.handlers or top._handler.filters:
             raise NotDisjoint(f"the Dispatcher's own {event} handlers or filters")
+        routers = list(_walk(self.dp))
+        if not any(h.flags.get(HOT) for r in routers for h in r.observers[event].handlers):
+            return
         earlier: list[HandlerObject] = []
-        for router in _walk(self.dp):
+        for router in routers:
             observer = router.observers[event]
             if router is not self.dp and (observer.outer_middleware or observer._handler.filters):
-                hot_below = any(h.flags.get(HOT) for r in _walk(router)
-                                for h in r.observers[event].handlers)
-                if hot_below or any(h.flags.get(HOT) for h in observer.handlers):
-                    raise NotDisjoint(f"router {router.name!r} filters or wraps {event}")
+                # Propagation would run it for the hot updates too: kept simple, not allowed.
+                raise NotDisjoint(f"router {router.name!r} filters or wraps {event}")
             for handler in observer.handlers:
                 if handler.flags.get(HOT):
                     self._add(event, router, observer, handler, earlier)
@@ -139,8 +182,7 @@ class FastLane(BaseMiddleware):
             if blocking:
                 raise NotDisjoint(f"{blocking[0].callback!r} may take {event} {key!r} "
                                   f"before {handler.callback!r}")
-            inner = tuple(observer._resolve_middlewares())
-            table[key] = Route(self.dp.observers[event], router, handler, inner)
+            table[key] = Route(self.dp.observers[event], router, handler, event)
 
     def route(self, update: Update) -> tuple[str, TelegramObject, Route] | None:
         message = update.message
@@ -158,6 +200,41 @@ class FastLane(BaseMiddleware):
             return None if hit is None else ("callback_query", query, hit)
         return None
 
+    def _chain(self, route: Route) -> Next:
+        """The route's middlewares, composed at its first update."""
+        if route.chain is None:
+            observer = route.router.observers[route.update_type]
+            route.inner = _compose(observer._resolve_middlewares(), self._call(route))
+            outer = list(route.observer.outer_middleware)
+            route.chain = _compose(outer, self._reach(route))
+        return route.chain
+
+    @staticmethod
+    def _call(route: Route) -> Next:
+        async def call(event: TelegramObject, data: dict[str, Any]) -> Any:
+            return await route.handler.call(event, **data)
+
+        return call
+
+    def _reach(self, route: Route) -> Next:
+        dp = self.dp
+
+        async def reach(event: TelegramObject, data: dict[str, Any]) -> Any:
+            data["event_router"] = route.router
+            data["handler"] = route.handler
+            passed, kwargs = await route.handler.check(event, **data)
+            if not passed:  # not the update its key promised: the usual route
+                kwargs.pop("handler", None)
+                kwargs["event_router"] = dp
+                return await dp._propagate_event(
+                    observer=route.observer, update_type=route.update_type, event=event,
+                    **kwargs,
+                )
+            assert route.inner is not None
+            return await route.inner(event, kwargs)
+
+        return reach
+
     async def __call__(
         self,
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
@@ -167,27 +244,10 @@ class FastLane(BaseMiddleware):
         found = self.route(event) if isinstance(event, Update) else None
         if found is None:
             return await handler(event, data)
-        update_type, inner_event, route = found
+        _, inner_event, route = found
         data["event_update"] = event
         data["event_router"] = self.dp
-        dp = self.dp
-
-        async def reach(ev: TelegramObject, **kwargs: Any) -> Any:
-            kwargs["event_router"] = route.router
-            kwargs["handler"] = route.handler
-            passed, kwargs = await route.handler.check(ev, **kwargs)
-            if not passed:  # not the update its key promised: the usual route
-                kwargs.pop("handler", None)
-                kwargs["event_router"] = dp
-                return await dp._propagate_event(
-                    observer=route.observer, update_type=update_type, event=ev, **kwargs
-                )
-            call = route.observer.outer_middleware.wrap_middlewares(
-                list(route.inner), route.handler.call
-            )
-            return await call(ev, kwargs)
-
-        return await route.observer.wrap_outer_middleware(reach, inner_event, data)
+        return await self._chain(route)(inner_event, data)
 
 
-__all__ = ["HOT", "NEVER_A_COMMAND", "FastLane", "NotDisjoint"]
+__all__ = ["HOT", "NEVER_A_COMMAND", "FastLane", "NotDisjoint", "ParsedOnce"]
