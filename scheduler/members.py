@@ -4,7 +4,9 @@
 start (`ensure_tasks` makes it due at once): when the shop's local time is at or after
 `birthday_hour` on a member's day (02-29 on 02-28 in other years), it pays the gift
 (`birthday` ledger entry keyed per member and year) and leaves the greeting waiting on
-the member, then sends every waiting greeting to a linked DM. So a bot that was down at
+the member, then sends every waiting greeting to a linked DM — and every expiry
+reminder recorded and not yet answered (one whose DM was lost in a crash goes out at
+the next start, not the next day). So a bot that was down at
 the hour pays and greets when it is back the same day, a setting changed meanwhile
 applies at once, and a run repeated (a retry, a restart) pays nobody twice: the key is
 taken, the greeting is sent until its DM answers.
@@ -77,12 +79,21 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
                 log.info("birthday gifts paid to %d member(s)", len(paid))
         async with deps.db.transaction(readonly=True) as session:
             waiting = await birthdays.waiting(session)
+            unsent = await expiry.unsent(session, local.date())
 
         def text(g: birthdays.Greeting) -> str:
             with deps.language(_lang(g.language_code, shop)):
                 return texts.birthday_greeting(g.first_name, g.points)
 
         sender.greet(deps.outbox, deps.db, waiting, text=text)
+        remind(shop, unsent)
+
+    def remind(shop: Effective, unsent: list[expiry.Reminder]) -> None:
+        def text(r: expiry.Reminder) -> str:
+            with deps.language(_lang(r.language_code, shop)):
+                return texts.expiry_reminder(r.lots)
+
+        sender.remind(deps.outbox, deps.db, unsent, text=text, clock=scheduler.clock)
 
     async def expire_points(run: TaskRun) -> None:
         async with deps.db.transaction(readonly=True) as session:
@@ -122,12 +133,7 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
                 log.info("points expired for %d member(s), lots through %s", expired, through)
         async with deps.db.transaction(readonly=True) as session:
             unsent = await expiry.unsent(session, today)
-
-        def text(r: expiry.Reminder) -> str:
-            with deps.language(_lang(r.language_code, shop)):
-                return texts.expiry_reminder(r.lots)
-
-        sender.remind(deps.outbox, deps.db, unsent, text=text, clock=scheduler.clock)
+        remind(shop, unsent)
 
     scheduler.register(Job.birthdays, birthdays_due)
     scheduler.register(Job.points_expiry, expire_points)
