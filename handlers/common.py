@@ -8,10 +8,10 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
 from services import texts
+from services.members import deliver_waiting
 from services.messaging import reply
 from services.operators import OperatorPolicy
 from services.outbox import Outbox
-from services.members import deliver_waiting
 from services.shop_delivery import deliver_pending
 from storage import repo
 from storage.db import Database
