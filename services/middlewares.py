@@ -188,7 +188,8 @@ class TrackingMiddleware(BaseMiddleware):
                 # (and its trust) to the new id; neither id is judged on its own.
                 data["pond"], data["person"] = None, None
                 return await handler(event, data)
-            await self._watch_settings()
+            if self._clock() >= self._next_settings_poll:  # no coroutine per update
+                await self._watch_settings()
             pond = self._cached_pond(chat.id) or await self._register(chat, data["bot"])
             if not pond.served:
                 return None  # not a pond of this shop: nothing is recorded, nothing runs
