@@ -87,3 +87,14 @@ def test_segments_bench() -> None:
     assert "shop: 500 members, 2500 orders" in out
     assert "exact: 500 rows, every member's figures, segment and churn risk as expected" in out
     assert "pondbot export segments:" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_replicas_bench() -> None:
+    """One and two real webhook instances on PostgreSQL + Redis (the leader's failover
+    is tests/e2e/test_replicas_e2e.py's)."""
+    out = bench("bench/replicas.py", "--n", "200", "--shares", "20", "--warmup", "30",
+                "--kills", "0")
+    assert out.count("exact: 20 winners, sum = total, 200 callbacks answered once each") == 2
+    assert "ratio:" in out and "third instance (on paper):" in out
