@@ -38,8 +38,9 @@ every `LOCK_RETRY_SECONDS`; PostgreSQL frees it the moment the leader's session 
 (a SIGKILLed process's socket is closed by the kernel), so a new leader takes over within
 seconds. Holding the lock, it knows no other instance leads, and an instance that stops
 leading cancels its runs within `LOCK_CHECK_SECONDS + LOCK_CHECK_TIMEOUT`: another
-instance's claim silent for `DEAD_AFTER` (longer than that) is taken over then, rather
-than after `STALE_AFTER`.
+instance's claim silent for `DEAD_AFTER` (longer than that, with the heartbeat's period)
+is taken over then — the new leader watches for that moment — rather than after
+`STALE_AFTER`: a dead leader's broadcast resumes within 10 s.
 
 A job that raises is retried with exponential backoff (`retry_delay`: 10 s doubling to
 30 min) for about a day (`MAX_ATTEMPTS`), each failure logged in one line with its
@@ -69,7 +70,7 @@ from typing import IO, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -94,8 +95,9 @@ LOCK_RETRY_SECONDS = 2.0  # a waiting instance tries for the scheduler lock this
 LOCK_CHECK_SECONDS = 2.0  # the leader checks its lock is still its own this often
 LOCK_CHECK_TIMEOUT = 3.0  # a check not answered within this means the lock is lost
 # While this instance holds the PostgreSQL lock, another's claim silent this long is
-# orphaned (> LOCK_CHECK_SECONDS + LOCK_CHECK_TIMEOUT: a former leader has stopped it).
-DEAD_AFTER = timedelta(seconds=6)
+# orphaned (> HEARTBEAT_SECONDS + LOCK_CHECK_SECONDS + LOCK_CHECK_TIMEOUT: a former
+# leader has stopped it by then, even one cut off from the database since its last beat).
+DEAD_AFTER = timedelta(seconds=8)
 RETRY_FIRST = timedelta(seconds=10)
 RETRY_CAP = timedelta(minutes=30)
 MAX_ATTEMPTS = 56  # 10 s, 20 s … 21 min, then every 30 min: about 24 h of retries
@@ -350,6 +352,8 @@ class Scheduler:
             self._spawn(self._guard(), leading=True)
         await self._recover()
         self._spawn(self._ticks(), leading=True)
+        if self._lock_conn is not None:
+            self._spawn(self._watch_silent(), leading=True)
         for hook in self.on_lead:
             self._spawn(hook())
         log.info("scheduler running as instance %s", self.instance)
@@ -538,6 +542,30 @@ class Scheduler:
         if self.active and self._lock_conn is not None:
             return min(self.dead_after, self.stale_after)
         return self.stale_after
+
+    async def _watch_silent(self) -> None:
+        """Just after taking the lead: take over each run of a former leader the moment
+        it has been silent for `dead_after`, rather than at the sweep after."""
+        while self.active:
+            due = self.sweep_seconds
+            try:
+                mine = [run.claim for run in self._runs.values()]
+                async with self.db.transaction(readonly=True) as session:
+                    oldest = await session.scalar(
+                        select(func.min(col(ScheduledTask.heartbeat_at))).where(
+                            col(ScheduledTask.state) == TaskState.running,
+                            col(ScheduledTask.heartbeat_at).is_not(None),
+                            col(ScheduledTask.claim).not_in(mine),
+                        )
+                    )
+                if oldest is None:
+                    return
+                due = (oldest + self._silent_for - self.clock()).total_seconds()
+            except Exception as exc:  # the database is away: the sweeps carry on
+                log.warning("scheduler watch: %s", failure_reason(exc))
+            await asyncio.sleep(min(max(due, 0.0) + 0.05, self.sweep_seconds))
+            with contextlib.suppress(Exception):  # as above
+                await self.take_over()
 
     async def _recover(self) -> None:
         """Take over orphaned runs, then arm every pending task."""
