@@ -35,6 +35,7 @@ from sqlalchemy import text as sa_text
 
 from bot.config import Settings
 from bot.runtime import tune_gc
+from bot.webapp import add_member_page, member_page_server
 from handlers import setup_routers
 from scheduler.core import Scheduler
 from scheduler.deps import JobDeps
@@ -226,6 +227,7 @@ def outbox_journal(db: Database) -> Path | None:
 async def create_app(settings: Settings) -> AsyncIterator[App]:
     """Create every resource, and release them all on the way out."""
     token = settings.token()
+    webapp_url = settings.webapp_address()  # checked before anything starts
     db = Database(settings.database_url)
     if settings.auto_migrate:
         from storage.migrate import aupgrade
@@ -260,6 +262,7 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         scheduler=scheduler,
         shared=shared,
     )
+    dp["webapp_url"] = webapp_url  # what /me's button opens (F15)
     await outbox.start()
     try:
         yield App(settings, db, bot, outbox, dp, scheduler)
@@ -389,7 +392,7 @@ async def serve_polling(settings: Settings, stop: asyncio.Event) -> None:
             return
         async with _background(
             keep_setting_commands(app.bot, settings.locale), "set-commands"
-        ):
+        ), member_page_server(settings, db=app.db, outbox=app.outbox, token=app.bot.token):
             await app.dp.emit_startup(bot=app.bot)
             await app.scheduler.start()
             tune_gc()
@@ -477,6 +480,9 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
         dispatcher=app.dp, bot=app.bot, secret_token=secret, handle_in_background=False
     ).register(web_app, path=app.settings.webhook_path)
     web_app.router.add_get(app.settings.health_path, health)
+    if app.settings.webapp_address() is not None:  # the members' page (F15)
+        add_member_page(web_app, db=app.db, outbox=app.outbox, token=app.bot.token,
+                        default_language=app.settings.locale)
     setup_application(web_app, app.dp, bot=app.bot)
     return web_app
 

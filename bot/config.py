@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     webhook_max_connections: int = Field(default=40, ge=1, le=100)
     health_path: str = "/healthz"  # for the load balancer: 200 when this instance serves
 
+    # The members' page (F15): its public address, and where polling mode serves it.
+    webapp_url: str | None = None
+    webapp_host: str = "127.0.0.1"
+    webapp_port: int = Field(default=8089, ge=1, le=65535)
+
     @field_validator("operator_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -104,6 +109,24 @@ class Settings(BaseSettings):
         if not self.webhook_path.startswith("/"):
             raise ConfigError("WEBHOOK_PATH must start with /")
         return raw.rstrip("/") + self.webhook_path
+
+    def webapp_address(self) -> str | None:
+        """`WEBAPP_URL`, the page's public address (the `/me` button opens it), or None
+        when unset. Like `WEBHOOK_URL` it must be https, except with `TELEGRAM_API_BASE`
+        set. Raises `ConfigError` otherwise."""
+        from urllib.parse import urlsplit
+
+        raw = (self.webapp_url or "").strip()
+        if not raw:
+            return None
+        parts = urlsplit(raw)
+        allowed = ("https", "http") if self.telegram_api_base else ("https",)
+        if parts.scheme.lower() not in allowed or not parts.hostname:
+            raise ConfigError(
+                "WEBAPP_URL must be an https URL (http only with TELEGRAM_API_BASE, "
+                "a local Bot API server)"
+            )
+        return raw
 
     def webhook_secret_value(self) -> str:
         raw = self.webhook_secret.get_secret_value() if self.webhook_secret else ""

@@ -29,6 +29,7 @@ from handlers import (
     survey,
     tasks,
     votes,
+    webapp,
 )
 from services.shortcuts import Shortcuts
 
@@ -65,4 +66,5 @@ def setup_routers(shortcuts: Shortcuts | None = None) -> list[Router]:
         settings.setup(),  # /settings: operators
         tasks.setup(),  # /tasks: the day's task list and its bonus
         birthday.setup(),  # /birthday in the DM; the birthday and expiry tasks at start
+        webapp.setup(),  # /me: the members' page (Mini App)
     ]

@@ -32,6 +32,7 @@ MEMBER_COMMANDS: tuple[tuple[str, str], ...] = (
     ("shop", N_("The points shop: what my points buy")),
     ("redeem", N_("Redeem an item: /redeem 3 (the code comes by private chat)")),
     ("mine", N_("My redemptions and draws")),
+    ("me", N_("My members' page: balance, history, check-ins and the shop")),
     ("draw", N_("Lucky draw: free ones every day, then paid in points")),
     ("tasks", N_("Today's tasks in the pond and the bonus for doing them all")),
     ("birthday", N_("My birthday for a greeting and a gift: /birthday 11-05 (private chat)")),
