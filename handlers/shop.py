@@ -93,10 +93,14 @@ async def redeem(
     now, zone = clock(), shop_timezone(pond)
     refused = closed_items.refusal(item_id)  # a sold-out storm stops here …
     if refused is None:
-        async with db.transaction(readonly=True) as session:  # … or here
-            refused = await shop.refusal(
-                session, item_id=item_id, source_key=source_key, now=now, timezone=zone
-            )
+
+        async def look() -> str | None:  # … or here (one look for a crowd arriving at once)
+            async with db.transaction(readonly=True) as session:
+                return await shop.refusal(
+                    session, item_id=item_id, source_key=source_key, now=now, timezone=zone
+                )
+
+        refused = await closed_items.look(item_id, look)
         if refused == "replayed":
             return
         if refused is not None:

@@ -9,12 +9,18 @@ back) forgets the item at once; in another process the memory runs out within `t
 a member is told "sold out" at most that long after a restock (with Redis, the other
 instances are told at once: `peers`). A redemption is never
 decided here: `storage.shop.redeem` decides under the item's lock.
+
+Before the first refusal is known, a crowd's `/redeem`s arrive together and would each
+read the database: `look` lets them share one read — one look runs, and those asking
+meanwhile take its refusal when it is one to remember, else look on their own (a
+replay, or an item still on sale, is each command's own business).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from services.lru import LRU
 from services.shared import CLOSED_ITEM, NO_PEERS, Peers
@@ -30,6 +36,7 @@ class ClosedItems:
         self.ttl = ttl
         self._clock = clock
         self._items: LRU[int, tuple[str, float]] = LRU(size)
+        self._looking: dict[int, asyncio.Future[str | None]] = {}  # item -> the look running
         self.peers: Peers = NO_PEERS  # other instances: they forget the item too
 
     def refusal(self, item_id: int) -> str | None:
@@ -49,3 +56,20 @@ class ClosedItems:
     def forget(self, item_id: int) -> None:
         self._items.pop(item_id, None)
         self.peers.tell(CLOSED_ITEM, item_id)
+
+    async def look(self, item_id: int, read: Callable[[], Awaitable[str | None]]) -> str | None:
+        """`read()`: the database's refusal for one command (see above)."""
+        running = self._looking.get(item_id)
+        if running is not None:
+            shared = await asyncio.shield(running)
+            return shared if shared in REMEMBERED else await read()
+        mine: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._looking[item_id] = mine
+        refused: str | None = None
+        try:
+            refused = await read()
+        finally:
+            if self._looking.get(item_id) is mine:
+                del self._looking[item_id]
+            mine.set_result(refused)  # a look that failed shares nothing: the others read
+        return refused

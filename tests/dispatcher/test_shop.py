@@ -383,3 +383,23 @@ def test_remembered_refusals_run_out() -> None:
     assert memo.refusal(7) == "sold_out" and memo.refusal(8) is None
     now[0] = 2.5
     assert memo.refusal(7) is None
+
+
+async def test_a_crowd_arriving_together_shares_one_look_at_a_sold_out_item() -> None:
+    """Those who ask while a look runs take its "sold out"; a look that finds the item on
+    sale (or a replay) is each command's own, so the others look for themselves."""
+    memo = ClosedItems()
+    reads: list[int] = []
+
+    def reader(n: int, answer: str | None) -> Any:
+        async def read() -> str | None:
+            reads.append(n)
+            await asyncio.sleep(0.01)
+            return answer
+        return read
+
+    sold = await asyncio.gather(*(memo.look(7, reader(n, "sold_out")) for n in range(5)))
+    assert sold == ["sold_out"] * 5 and reads == [0]
+    reads.clear()
+    open_ = await asyncio.gather(*(memo.look(8, reader(n, None)) for n in range(3)))
+    assert open_ == [None] * 3 and sorted(reads) == [0, 1, 2]
