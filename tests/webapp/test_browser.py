@@ -1,0 +1,179 @@
+"""The members' page in a real browser: Debian's Chromium, headless, driven by Playwright
+(its own browser download is never used). The page gets its initData the way a Telegram
+client hands it over — in the launch URL's `#tgWebAppData=` — so it needs nothing from
+the network.
+
+Each test prints its steps' timings. Screenshots go to `$SCREENSHOTS_DIR` (the test's
+temporary folder by default; `SCREENSHOTS_DIR=docs` refreshes the ones in the repo).
+
+Chromium missing: skipped on a developer's machine, a failure in CI (`CI` set), where
+`scripts/test` installs it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import select
+
+from storage.export import export_members
+from storage.models import Redemption
+from tests.rig.client import person
+from tests.webapp.conftest import MEMBER_ID, OPERATOR_ID, Page, init_data, link_dm
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+STEP_LIMIT = 30.0  # seconds: generous, only against a hang; the timings are printed
+
+
+def _chromium() -> str:
+    found = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"Chromium is missing ({CHROMIUM}): scripts/test installs Debian's chromium")
+    pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+def _fonts(tmp: Path) -> dict[str, str]:
+    """A fontconfig setup that adds the CJK font pondbot already ships (for its charts),
+    so Chinese shows in screenshots without system CJK fonts."""
+    import pylopdf_fonts_zh_cn
+
+    conf = tmp / "fonts.conf"
+    conf.write_text(
+        '<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig>'
+        '<include ignore_missing="yes">/etc/fonts/fonts.conf</include>'
+        f"<dir>{Path(pylopdf_fonts_zh_cn.__file__).parent}</dir>"
+        f"<cachedir>{tmp / 'fontcache'}</cachedir></fontconfig>"
+    )
+    return {**os.environ, "FONTCONFIG_FILE": str(conf)}
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+    executable = _chromium()
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:  # pragma: no cover - the dev extras install it
+        if os.environ.get("CI"):
+            pytest.fail("playwright is missing: pip install -e .[dev]")
+        pytest.skip("playwright is not installed")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path=executable, headless=True, env=_fonts(tmp_path),
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+def shots(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+class Steps:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.times: list[tuple[str, float]] = []
+        self._t = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        self.times.append((step, now - self._t))
+        assert now - self._t < STEP_LIMIT, (step, now - self._t)
+        self._t = now
+
+    def report(self) -> None:
+        print(f"\n{self.name}: " + ", ".join(f"{s} {t:.2f}s" for s, t in self.times))
+
+
+async def exported_balance(p: Page) -> int:
+    out = io.StringIO()
+    await export_members(p.db, out)
+    rows = {int(r["user_id"]): r for r in csv.DictReader(io.StringIO(out.getvalue()))}
+    return int(rows[MEMBER_ID]["balance"])
+
+
+def page_url(p: Page, data: str) -> str:
+    return str(p.client.make_url("/app/")) + "#tgWebAppData=" + quote(data, safe="") + (
+        "&tgWebAppVersion=7.0&tgWebAppPlatform=tdesktop"
+    )
+
+
+async def open_tab(browser: Any) -> Any:
+    context = await browser.new_context(viewport={"width": 400, "height": 760}, locale="zh-CN")
+    tab = await context.new_page()
+    tab.on("dialog", lambda dialog: dialog.accept())  # the redeem confirmation
+    return tab
+
+
+async def test_the_page_shows_the_balance_and_redeems(page: Page, browser: Any,
+                                                      tmp_path: Path) -> None:
+    steps = Steps("members' page")
+    await page.h.member(page.group, page.member).send("/checkin")
+    await page.h.member(page.group, person(OPERATOR_ID, "Op")).send("/give @fish 120 欢迎")
+    await link_dm(page)
+    item = await page.add_item("30 3 limit=0 满100减10券")
+    await page.add_item("50 1 limit=0 kind=goods 鱼塘帆布袋")
+    balance = await exported_balance(page)
+    steps.done("seeded")
+
+    tab = await open_tab(browser)
+    await tab.goto(page_url(page, init_data()))
+    await tab.wait_for_selector("body[data-ready='1']", timeout=STEP_LIMIT * 1000)
+    steps.done("page loaded")
+    assert await tab.inner_text("#balance") == str(balance)
+    assert await tab.inner_text("#rank") == "#1"
+    assert await tab.locator("#calendar .done").count() == 1
+    assert await tab.locator("#history li").count() >= 2
+    await tab.screenshot(path=str(shots(tmp_path) / "members-page.png"), full_page=True)
+    steps.done("balance checked, screenshot")
+
+    await tab.click(f"li[data-item='{item}'] button")
+    await tab.wait_for_selector("#result code", timeout=STEP_LIMIT * 1000)
+    steps.done("redeemed")
+    shown = await tab.inner_text("#result code")
+    async with page.db.transaction(readonly=True) as s:
+        codes = list((await s.execute(select(Redemption.code))).scalars())
+    assert codes == [shown]
+    assert await tab.inner_text("#balance") == str(balance - 30) == str(
+        await exported_balance(page))
+    await tab.wait_for_function(
+        f"document.querySelector(`li[data-item='{item}'] small`).textContent.includes('剩余 2')",
+        timeout=STEP_LIMIT * 1000)
+    await tab.screenshot(path=str(shots(tmp_path) / "members-page-redeemed.png"))
+    steps.done("code and new balance shown")
+    steps.report()
+
+
+async def test_a_forged_init_data_shows_the_401_error(page: Page, browser: Any,
+                                                      tmp_path: Path) -> None:
+    steps = Steps("forged initData")
+    await page.h.member(page.group, page.member).send("/checkin")
+    await page.h.settle()
+    before = await exported_balance(page)
+    genuine = init_data()
+    forged = genuine.replace(str(MEMBER_ID), str(MEMBER_ID + 1))
+    tab = await open_tab(browser)
+    await tab.goto(page_url(page, forged))
+    await tab.wait_for_selector("#error:not([hidden])", timeout=STEP_LIMIT * 1000)
+    steps.done("error shown")
+    assert "身份验证失败" in await tab.inner_text("#error")
+    assert await tab.is_hidden("#page")
+    await tab.screenshot(path=str(shots(tmp_path) / "members-page-401.png"))
+    assert await exported_balance(page) == before
+    steps.done("screenshot")
+    steps.report()
