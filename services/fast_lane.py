@@ -13,7 +13,8 @@ an update whose handler's filters refuse it (`/redeem@another_bot`).
 
 A handler is on the fast lane when it is registered with the flag `HOT`. Its key is its
 own filter: a command (`Command("redeem")`: a message whose text starts `/redeem`) or a
-callback-data class (`LotteryButton.filter()`: a press whose data starts `lot:`). The
+callback-data class (`ParsedOnce(LotteryButton)`, `LotteryButton.filter()`: a press whose
+data starts `lot:`). The
 lane is only allowed where it changes nothing: every handler routing tries before it
 must provably refuse the key (a command filter for other commands, callback data with
 another prefix, a filter marked `NEVER_A_COMMAND`), no router on the way has filters of
