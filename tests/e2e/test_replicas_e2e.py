@@ -2,7 +2,8 @@
 PostgreSQL database and one Redis, with the emulator posting updates as Telegram does:
 a grab storm split across both is exact; a broadcast from the leader while both answer
 a crowd stays inside Telegram's limits; the leader killed during a scheduled broadcast
-is replaced within 10 s and every pond gets one copy. The heavy versions (10,000 grabs,
+is replaced within 10 s and no pond gets two copies (one whose send was under way at
+the kill is recorded in doubt and reported, never sent twice). The heavy versions (10,000 grabs,
 five kills) are in bench/replicas.py."""
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import pytest
 
 from bot.emulator import Emulator
 from bot.emulator.limits import send_rates
-from bot.emulator.server import Member
 from tests.e2e.conftest import OPERATOR, OWNER, POND
-from tests.rig.replicas import Cluster
+from tests.rig.replicas import Cluster, confirm_promo, member_of, posts_in, seed_ponds, wait_leader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -78,51 +78,6 @@ async def test_a_grab_storm_split_across_two_instances_is_exact(
     emu.assert_no_violations()
 
 
-def posts_in(emu: Emulator, chat_id: int, text: str) -> list[dict[str, Any]]:
-    """The bot's messages with `text` that are posts (previews are replies)."""
-    return [
-        m for m in emu.messages_in(chat_id)
-        if m.get("from", {}).get("id") == emu.bot_id and m.get("text") == text
-        and "reply_to_message" not in m
-    ]
-
-
-async def seed_ponds(cluster: Cluster, emu: Emulator, ids: list[int], members: int = 0) -> None:
-    """Ponds the bot already serves (rows in its database, the bot a member there),
-    each with `members` members of its own (user ids `chat_id * -1 % 10**6 * 10 + k`)."""
-    emu.add_user(OPERATOR, "Operator", username="operator")
-    for i, chat_id in enumerate(ids):
-        people = [member_of(chat_id, k) for k in range(members)]
-        for uid in people:
-            emu.add_user(uid, f"会员{uid}")
-        emu.create_group(chat_id, f"鱼塘 {i}", members=people)
-        emu.chats[chat_id].members[emu.bot_id] = Member("member")
-    for cid, title in [(cid, f"鱼塘 {i}") for i, cid in enumerate(ids)]:
-        await cluster.query(
-            "INSERT INTO pond (chat_id, title, chat_type, status, timezone, language, settings, "
-            "trust, created_at, updated_at) VALUES ($1, $2, 'supergroup', 'active', "
-            "'Asia/Shanghai', 'zh', '{}', 'approved', now(), now())", cid, title,
-        )
-
-
-def member_of(chat_id: int, k: int) -> int:
-    return (-chat_id) % 10**6 * 10 + k
-
-
-async def confirm_promo(emu: Emulator, text: str) -> int:
-    """The operator schedules `text` in a few seconds in the private chat and confirms."""
-    emu.send_message(OPERATOR, OPERATOR, text)
-    control = await emu.wait_for_message(
-        OPERATOR, lambda m: "pp:ok:" in str(m.get("reply_markup") or ""), timeout=30
-    )
-    data = control["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    answer = await emu.wait_callback_answer(
-        emu.click(OPERATOR, OPERATOR, control["message_id"], data), timeout=30
-    )
-    assert answer is not None and "✅" in str(answer.get("text")), answer
-    return int(data.rsplit(":", 1)[1])
-
-
 BROADCAST_PONDS = 80
 TALKERS = 40
 
@@ -131,9 +86,9 @@ async def test_a_broadcast_while_both_answer_a_crowd_stays_inside_the_limits(
     emu: Emulator, cluster: Cluster
 ) -> None:
     ids = [-1004000000000 - i for i in range(BROADCAST_PONDS)]
-    await seed_ponds(cluster, emu, ids, members=1)
+    await seed_ponds(cluster, emu, ids, OPERATOR, members=1)
     text = "双十二 全场5折 🎉"
-    await confirm_promo(emu, f"/promo at +5s {text}")
+    await confirm_promo(emu, OPERATOR, f"/promo at +5s {text}")
     before = Counter(cluster.balancer.hits)
     start = emu.clock()
     # While the leader broadcasts, members of half the ponds ask for their points: both
@@ -168,23 +123,13 @@ async def test_a_broadcast_while_both_answer_a_crowd_stays_inside_the_limits(
 FAILOVER_PONDS = 150
 
 
-async def wait_leader(cluster: Cluster, within: float) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not (leaders := await cluster.leaders()):
-        assert loop.time() < deadline, "no leader:\n" + cluster.logs()
-        await asyncio.sleep(0.05)
-    assert len(leaders) == 1, [i.name for i in leaders]
-    return leaders[0]
-
-
 async def test_the_leader_killed_during_a_broadcast_is_replaced_and_no_pond_gets_two(
     emu: Emulator, cluster: Cluster
 ) -> None:
     ids = [-1005000000000 - i for i in range(FAILOVER_PONDS)]
-    await seed_ponds(cluster, emu, ids)
+    await seed_ponds(cluster, emu, ids, OPERATOR)
     text = "年货节 满100减20 🧧"
-    await confirm_promo(emu, f"/promo at +4s {text}")
+    await confirm_promo(emu, OPERATOR, f"/promo at +4s {text}")
     leader = await wait_leader(cluster, 10)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 40
@@ -205,9 +150,15 @@ async def test_the_leader_killed_during_a_broadcast_is_replaced_and_no_pond_gets
     print(f"\nleader {leader.name} killed mid-broadcast: {successor.name} leads after "
           f"{takeover:.1f} s, the broadcast finished {done:.1f} s after the kill; "
           f"copies per pond {Counter(copies.values())}")
-    assert Counter(copies.values()) == {1: FAILOVER_PONDS}, Counter(copies.values())
-    assert str(FAILOVER_PONDS) in report["text"]
+    assert max(copies.values()) == 1, Counter(copies.values())  # never a second copy
     states = dict(await cluster.query(
         "SELECT state, COUNT(*) FROM broadcast_delivery GROUP BY state"))
-    assert states == {"sent": FAILOVER_PONDS}, states
+    # A send under way when the leader died is `unknown` (never sent again: at most
+    # once); only such a pond may lack its copy, and the report names how many.
+    assert set(states) <= {"sent", "unknown"} and sum(states.values()) == FAILOVER_PONDS
+    assert states.get("unknown", 0) <= 5, states
+    unknown = {c for (c,) in await cluster.query(
+        "SELECT chat_id FROM broadcast_delivery WHERE state = 'unknown'")}
+    assert {c for c, n in copies.items() if n == 0} <= unknown
+    assert str(states["sent"]) in report["text"]
     assert emu.stats.flood_429 == 0

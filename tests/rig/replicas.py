@@ -27,6 +27,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 from bot.emulator import Emulator
+from bot.emulator.server import Member
 from tests.rig.balancer import Balancer
 
 SECRET = "replica-Secret_token"
@@ -234,6 +235,13 @@ class Cluster:
         finally:
             await conn.close()
 
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        conn = await asyncpg.connect(plain_dsn(self.database_url), timeout=10)
+        try:
+            await conn.executemany(sql, rows)
+        finally:
+            await conn.close()
+
     async def invariant_ok(self) -> bool:
         [(entries,)] = await self.query("SELECT COALESCE(SUM(delta), 0) FROM ledger_entry")
         [(balances,)] = await self.query("SELECT COALESCE(SUM(balance), 0) FROM member")
@@ -244,3 +252,61 @@ class Cluster:
             "WHERE COALESCE(l.s, 0) <> m.balance"
         )
         return bool(entries == balances and negative == 0 and not mismatched)
+
+
+def posts_in(emu: Emulator, chat_id: int, text: str) -> list[dict[str, Any]]:
+    """The bot's messages with `text` that are posts (previews are replies)."""
+    return [
+        m for m in emu.messages_in(chat_id)
+        if m.get("from", {}).get("id") == emu.bot_id and m.get("text") == text
+        and "reply_to_message" not in m
+    ]
+
+
+async def seed_ponds(
+    cluster: Cluster, emu: Emulator, ids: list[int], operator: int, members: int = 0
+) -> None:
+    """Ponds the bot already serves (rows in its database, the bot a member there),
+    each with `members` members of its own (user ids `chat_id * -1 % 10**6 * 10 + k`)."""
+    emu.add_user(operator, "Operator", username="operator")
+    for i, chat_id in enumerate(ids):
+        people = [member_of(chat_id, k) for k in range(members)]
+        for uid in people:
+            emu.add_user(uid, f"会员{uid}")
+        emu.create_group(chat_id, f"鱼塘 {i}", members=people)
+        emu.chats[chat_id].members[emu.bot_id] = Member("member")
+    await cluster.execute_many(
+        "INSERT INTO pond (chat_id, title, chat_type, status, timezone, language, settings, "
+        "trust, created_at, updated_at) VALUES ($1, $2, 'supergroup', 'active', "
+        "'Asia/Shanghai', 'zh', '{}', 'approved', now(), now())",
+        [(cid, f"鱼塘 {i}") for i, cid in enumerate(ids)],
+    )
+
+
+def member_of(chat_id: int, k: int) -> int:
+    return (-chat_id) % 10**6 * 10 + k
+
+
+async def confirm_promo(emu: Emulator, operator: int, text: str) -> int:
+    """The operator schedules `text` in a few seconds in the private chat and confirms."""
+    emu.send_message(operator, operator, text)
+    control = await emu.wait_for_message(
+        operator, lambda m: "pp:ok:" in str(m.get("reply_markup") or ""), timeout=30
+    )
+    data = control["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    answer = await emu.wait_callback_answer(
+        emu.click(operator, operator, control["message_id"], data), timeout=30
+    )
+    assert answer is not None and "✅" in str(answer.get("text")), answer
+    return int(data.rsplit(":", 1)[1])
+
+
+async def wait_leader(cluster: Cluster, within: float) -> Instance:
+    """The one instance that runs the scheduler, once there is one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not (leaders := await cluster.leaders()):
+        assert loop.time() < deadline, "no leader:\n" + cluster.logs()
+        await asyncio.sleep(0.05)
+    assert len(leaders) == 1, [i.name for i in leaders]
+    return leaders[0]
