@@ -20,6 +20,7 @@ from games.webapp_auth import sign
 from storage.db import Database
 from storage.models import utcnow
 from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, bot_db, running  # noqa: F401
+from tests.e2e.conftest import emu, pond  # noqa: F401  (fixtures of the e2e test here)
 from tests.rig.client import Harness, group_chat, person, private_chat
 from tests.rig.fake_session import TEST_TOKEN
 

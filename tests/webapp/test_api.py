@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from storage import ledger
 from storage.export import export_members
 from storage.models import LedgerEntry, LedgerKind, Redemption, ShopItem
-from tests.rig.client import person
+from tests.rig.client import group_chat, person
 from tests.webapp.conftest import (
+    GROUP_ID,
     MEMBER_ID,
     OPERATOR_ID,
     TOKEN,
@@ -198,3 +199,15 @@ async def test_the_page_and_its_files_are_served(page: Page) -> None:
         assert r.status == 200 and kind in r.headers["Content-Type"]
     assert (await page.client.get("/app/missing.js")).status == 404
     assert (await page.client.get("/app/..%2fwebapp.py")).status == 404
+
+
+async def test_several_ponds_the_latest_by_default_and_chat_picks_one(page: Page) -> None:
+    other = group_chat(GROUP_ID - 1, "第二个鱼塘")
+    await checked_in_member(page)
+    await page.h.member(other, page.member).send("大家好")  # seen here last
+    await page.h.settle()
+    _, me = await page.get("me")
+    assert me["chat_id"] == other.id
+    assert [p["chat_id"] for p in me["ponds"]] == [other.id, page.group.id]
+    _, first = await page.get("me", chat=str(page.group.id))
+    assert first["chat_id"] == page.group.id and first["balance"] == me["balance"]
