@@ -1,8 +1,9 @@
 """A small round-robin HTTP load balancer in front of several webhook instances.
 
 Each request goes to the next instance in turn; an instance that refuses the
-connection (not started yet, or dead) is skipped for the next one, so a request is
-only refused (502) when no instance answers. A request an instance dropped half-way
+connection (not started yet, or dead) is skipped for the next one and left out of the
+turns for `DOWN_FOR` seconds (then tried again), so a request is only refused (502)
+when no instance answers. A request an instance dropped half-way
 (killed while handling it) is answered 502 and not sent elsewhere: like Telegram's
 own, the sender resends it. ``hits`` counts what each instance answered.
 
@@ -13,6 +14,7 @@ of real instances HAProxy or nginx does the same job (``option redispatch``).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ __all__ = ["Balancer"]
 
 # Hop-by-hop headers and those aiohttp sets itself are not forwarded.
 _SKIPPED = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+DOWN_FOR = 1.0
 
 
 class Balancer:
@@ -38,6 +41,7 @@ class Balancer:
         self.dropped: Counter[str] = Counter()  # connections lost mid-request
         self.unavailable = 0  # requests no instance took
         self._turn = itertools.count()
+        self._down: dict[str, float] = {}  # instance -> loop time it is tried again
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -74,13 +78,22 @@ class Balancer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def _order(self) -> list[str]:
+        """This request's instances to try: the live ones from the next in turn on,
+        then those marked down."""
+        now = asyncio.get_running_loop().time()
+        live = [b for b in self.backends if self._down.get(b, 0.0) <= now]
+        down = [b for b in self.backends if b not in live]
+        if live:
+            k = next(self._turn) % len(live)
+            live = live[k:] + live[:k]
+        return live + down
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIPPED}
-        first = next(self._turn)
-        for i in range(len(self.backends)):
-            backend = self.backends[(first + i) % len(self.backends)]
+        for backend in self._order():
             try:
                 async with self._session.request(
                     request.method, backend + request.path_qs, data=body, headers=headers,
@@ -96,6 +109,7 @@ class Balancer:
                     return answer
             except aiohttp.ClientConnectorError:
                 self.skipped[backend] += 1  # not listening: the next one
+                self._down[backend] = asyncio.get_running_loop().time() + DOWN_FOR
                 continue
             except (TimeoutError, aiohttp.ClientError):
                 self.dropped[backend] += 1
