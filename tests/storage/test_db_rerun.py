@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from games import lottery as rules
 from games.shop import ItemArgs
 from storage import ledger, lottery, repo, shop
+from storage.batch import SEEN, BatchWriter, SeenRequest
 from storage.db import Database, must_rerun
 from storage.models import LedgerKind
 
@@ -128,3 +129,22 @@ async def test_paid_draws_and_redemptions_of_one_member_never_deadlock(pg: Datab
             text("SELECT DISTINCT balance FROM member WHERE user_id BETWEEN 7001 AND 7030")
         )).scalars().all()
     assert list(balances) == [80]  # 100 - a draw's 10 - the item's 10, for every one
+
+
+async def test_a_batch_aborted_as_a_deadlock_is_written_again_whole(pg: Database) -> None:
+    """Two instances' writers record the same crowd in opposite orders at once: their
+    upserts lock the same rows in opposite orders, PostgreSQL aborts one batch, and it
+    is written again whole (not one by one), so every record is written."""
+    crowd = [repo.UserInfo(uid, f"M{uid}") for uid in range(8001, 8401)]
+    writers = [BatchWriter(pg), BatchWriter(pg)]
+    for _ in range(3):
+        futures = [
+            w.enqueue(SEEN, SeenRequest(p.id, p, POND))
+            for w, order in zip(writers, (crowd, crowd[::-1]), strict=True)
+            for p in order
+        ]
+        await asyncio.gather(*futures)
+    async with pg.transaction(readonly=True) as s:
+        n = await s.scalar(text("SELECT count(*) FROM member WHERE user_id BETWEEN 8001 AND 8400"))
+    assert n == len(crowd)
+    assert [w.batches for w in writers] == [3, 3]  # each round one transaction per writer
