@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     imp_codes.add_argument("file", metavar="FILE")
     demo = sub.add_parser("demo", help="play a scripted pond offline and print the chat")
     demo.add_argument("--quiet", action="store_true", help="print only the transcript")
+    demo.add_argument("--web", action="store_true",
+                      help="play the pond in a browser instead: http://127.0.0.1:8088")
+    demo.add_argument("--port", type=int, default=8088, help="the sandbox page's port (--web)")
     return p
 
 
@@ -66,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import_orders(args.file)
         if args.command == "import" and args.what == "codes":
             return _import_codes(args.item_id, args.file)
+        if args.command == "demo" and args.web:
+            from bot.demo.web import run_sandbox
+
+            return run_sandbox(port=args.port)
         if args.command == "demo":
             from bot.demo import run_demo
 
