@@ -221,7 +221,11 @@ class SeenOp:
                 people[r.user_id] = r.person  # the latest names win
             if r.chat_id is not None:
                 seats[(r.chat_id, r.user_id)] = None
-        await self.members.execute(session, [repo.member_row(p, now) for p in people.values()])
+        # Rows in key order: two instances' batches lock them in one order, never in a
+        # circle (PostgreSQL would abort one as a deadlock).
+        await self.members.execute(
+            session, [repo.member_row(people[uid], now) for uid in sorted(people)]
+        )
         await self.seats.execute(
             session,
             [
@@ -230,7 +234,7 @@ class SeenOp:
                     "first_seen_at": now, "last_seen_at": now, "joined_at": now,
                     "left_at": None,
                 }
-                for chat_id, user_id in seats
+                for chat_id, user_id in sorted(seats)
             ],
         )
         return [None] * len(requests)

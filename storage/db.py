@@ -44,8 +44,8 @@ T = TypeVar("T")
 READONLY = "pondbot_readonly"
 BUSY_TIMEOUT_MS = 15_000
 RERUN_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
-RERUN_ATTEMPTS = 4  # runs in all
-RERUN_PAUSE = 0.02  # seconds before the second run, doubling, each ±50 %
+RERUN_ATTEMPTS = 5  # runs in all
+RERUN_PAUSE = 0.05  # seconds before the second run, doubling, each ±50 %
 
 
 def sqlstate(exc: BaseException) -> str | None:
