@@ -7,6 +7,9 @@ as any of them (type, press inline buttons), shows the bot's toasts and its edit
 place as they happen (server-sent events), a row of quick actions (a member joins, 300
 members check in at once, the group becomes a supergroup, Telegram answers 429), and a
 meter of what the bot sent to the pond in the last minute against the 20 a minute limit.
+The bot also serves the members' page (F15) on a free local port: a `web_app` button
+(`/me`) opens it in a new tab with initData signed for the chat's owner, as Telegram's
+client would.
 
 The page's API only drives the emulator's users; the bot sees nothing but Bot API
 updates, exactly as in production.
@@ -19,18 +22,22 @@ import itertools
 import json
 import logging
 import signal
+import socket
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from bot.config import Settings
 from bot.demo.scenes import SHOP_OWNER, Cast, setup_pond
 from bot.emulator import Emulator
+from games.webapp_auth import sign
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("web_static")
@@ -58,7 +65,7 @@ class Sandbox:
 SANDBOX = web.AppKey("sandbox", Sandbox)
 
 
-def _message(m: dict[str, Any]) -> dict[str, Any]:
+def _message(m: dict[str, Any], open_page: Callable[[str], str]) -> dict[str, Any]:
     sender = m.get("from") or {}
     markup = (m.get("reply_markup") or {}).get("inline_keyboard") or []
     return {
@@ -72,7 +79,11 @@ def _message(m: dict[str, Any]) -> dict[str, Any]:
         "edited": "edit_date" in m,
         "buttons": [
             [
-                {"text": b.get("text", ""), "data": b.get("callback_data"), "url": b.get("url")}
+                {
+                    "text": b.get("text", ""),
+                    "data": b.get("callback_data"),
+                    "url": open_page(b["web_app"]["url"]) if b.get("web_app") else b.get("url"),
+                }
                 for b in row
             ]
             for row in markup
@@ -137,8 +148,29 @@ async def _chat(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest() from None
     if chat_id not in sb.emu.chats:
         return web.json_response({"messages": []})
-    messages = [_message(m) for m in sb.emu.messages_in(chat_id)][-80:]
+    messages = [
+        _message(m, lambda url: _signed(sb, url, chat_id))
+        for m in sb.emu.messages_in(chat_id)
+    ][-80:]
     return web.json_response({"messages": messages})
+
+
+def _signed(sb: Sandbox, url: str, chat_id: int) -> str:
+    """A `web_app` button's page as a Telegram client opens it: the URL with the
+    initData of the private chat's owner, signed with the bot's token (the sandbox plays
+    Telegram's part)."""
+    user = sb.emu.users.get(chat_id)
+    if user is None:  # a web_app button outside a private chat: Telegram refuses those
+        return url
+    data = sign(
+        {
+            "query_id": f"sandbox{chat_id}",
+            "user": json.dumps(user.to_dict(), ensure_ascii=False, separators=(",", ":")),
+            "auth_date": str(int(time.time())),
+        },
+        sb.emu.token,
+    )
+    return f"{url}#tgWebAppData={quote(data, safe='')}&tgWebAppVersion=7.0"
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -270,6 +302,12 @@ def _people(cast: Cast) -> list[dict[str, Any]]:
     ]
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 @asynccontextmanager
 async def sandbox(host: str = "127.0.0.1", port: int = 8088
                   ) -> AsyncIterator[tuple[Sandbox, str]]:
@@ -279,12 +317,16 @@ async def sandbox(host: str = "127.0.0.1", port: int = 8088
 
     with tempfile.TemporaryDirectory(prefix="pondbot-sandbox-") as tmp:
         async with Emulator() as emu:
+            page_port = _free_port(host)  # the members' page (/me), served by the bot
             settings = Settings(
                 bot_token=emu.token,
                 database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'sandbox.db'}",
                 telegram_api_base=emu.url,
                 operator_ids=frozenset({SHOP_OWNER}),
                 log_level="WARNING",
+                webapp_url=f"http://{host}:{page_port}/app/",
+                webapp_host=host,
+                webapp_port=page_port,
             )
             stop = asyncio.Event()
             bot = asyncio.create_task(serve_polling(settings, stop))

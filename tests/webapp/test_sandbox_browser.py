@@ -1,6 +1,8 @@
 """`pondbot demo --web` in headless Chromium: the emulator, the real bot and the sandbox
 page; a member checks in by typing, the board appears with its button, another member
-presses it, the toast shows and the board is edited in place; the quick actions work."""
+presses it, the toast shows and the board is edited in place; `/me` in a private chat
+gives the members' page's button, which opens the page signed for that member; the quick
+actions work."""
 
 from __future__ import annotations
 
@@ -46,6 +48,21 @@ async def test_the_sandbox_plays_a_check_in_in_the_browser(browser: Any,  # noqa
             arg=before, timeout=WAIT)
         steps.done("board edited in place")
         await tab.screenshot(path=str(shots(tmp_path) / "sandbox.png"))
+
+        await tab.select_option("#who", str(sb.cast.alice))
+        await tab.wait_for_function(
+            f"document.getElementById('who').value === '{sb.cast.alice}'", timeout=WAIT)
+        await tab.fill("form[data-target='dm'] input", "/me")
+        await tab.press("form[data-target='dm'] input", "Enter")
+        link = tab.locator("#dm .buttons a").last
+        await link.wait_for(timeout=WAIT)
+        async with context.expect_page(timeout=WAIT) as opened:
+            await link.click()
+        member_page = await opened.value
+        await member_page.wait_for_selector("body[data-ready='1']", timeout=WAIT)
+        assert int(await member_page.inner_text("#balance")) > 0
+        assert await member_page.locator("#calendar .done").count() == 1
+        steps.done("/me in the DM: the members' page opens signed for Alice")
 
         await tab.click("[data-action='join']")
         await tab.wait_for_function(
