@@ -23,6 +23,7 @@ from tests.dispatcher.conftest import GROUP_ID, OPERATOR_ID, bot_db, running  # 
 from tests.e2e.conftest import emu, pond  # noqa: F401  (fixtures of the e2e test here)
 from tests.rig.client import Harness, group_chat, person, private_chat
 from tests.rig.fake_session import TEST_TOKEN
+from tests.webapp.chromium import browser  # noqa: F401  (headless Chromium)
 
 TOKEN = TEST_TOKEN  # the fake session's bot
 MEMBER_ID = 700_001

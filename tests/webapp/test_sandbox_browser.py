@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from bot.demo.web import sandbox
-from tests.webapp.test_browser import STEP_LIMIT, Steps, browser, shots  # noqa: F401
+from tests.webapp.chromium import STEP_LIMIT, Steps, shots
 
 WAIT = STEP_LIMIT * 1000
 
 
-async def test_the_sandbox_plays_a_check_in_in_the_browser(browser: Any,  # noqa: F811
+async def test_the_sandbox_plays_a_check_in_in_the_browser(browser: Any,
                                                            tmp_path: Path) -> None:
     steps = Steps("sandbox")
     async with sandbox(port=0) as (sb, url):
