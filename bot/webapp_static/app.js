@@ -59,8 +59,28 @@ const WORDS = {
 };
 
 const tg = window.Telegram && window.Telegram.WebApp;
-const initData = (tg && tg.initData) ||
-  new URLSearchParams(location.hash.slice(1)).get("tgWebAppData") || "";
+const launch = new URLSearchParams(location.hash.slice(1));
+const initData = (tg && tg.initData) || launch.get("tgWebAppData") || "";
+
+// Without telegram-web-app.js: the client's colours from the launch parameters, and the
+// two events the page sends (ready, expand) the way that script posts them.
+function applyTheme() {
+  try {
+    const theme = JSON.parse(launch.get("tgWebAppThemeParams") || "{}");
+    for (const [key, value] of Object.entries(theme)) {
+      if (/^#[0-9a-f]{3,8}$/i.test(String(value))) {
+        document.documentElement.style.setProperty("--tg-theme-" + key.replace(/_/g, "-"), value);
+      }
+    }
+  } catch (e) { /* no theme: the page's own colours */ }
+}
+
+function postEvent(type) {
+  if (tg) return type === "web_app_ready" ? tg.ready() : tg.expand();
+  const data = JSON.stringify({ eventType: type, eventData: {} });
+  if (window.TelegramWebviewProxy) window.TelegramWebviewProxy.postEvent(type, "{}");
+  else if (window.parent !== window) window.parent.postMessage(data, "https://web.telegram.org");
+}
 const query = new URLSearchParams(location.search);
 let chat = query.get("chat") || "";
 let lang = guessLanguage();
@@ -275,10 +295,9 @@ async function load() {
 }
 
 function start() {
-  if (tg) {
-    tg.ready();
-    tg.expand();
-  }
+  applyTheme();
+  postEvent("web_app_ready");
+  postEvent("web_app_expand");
   translate();
   $("more").addEventListener("click", () => loadHistory(false).catch(showFatal));
   $("pond").addEventListener("change", (event) => {

@@ -34,9 +34,12 @@ async def exported_balance(p: Page) -> int:
     return int(rows[MEMBER_ID]["balance"])
 
 
+THEME = '{"bg_color":"#f0f4f8","button_color":"#2a9d8f"}'  # as a Telegram client passes it
+
+
 def page_url(p: Page, data: str) -> str:
     return str(p.client.make_url("/app/")) + "#tgWebAppData=" + quote(data, safe="") + (
-        "&tgWebAppVersion=7.0&tgWebAppPlatform=tdesktop"
+        "&tgWebAppVersion=7.0&tgWebAppPlatform=tdesktop&tgWebAppThemeParams=" + quote(THEME)
     )
 
 
@@ -64,6 +67,8 @@ async def test_the_page_shows_the_balance_and_redeems(page: Page, browser: Any,
     steps.done("page loaded")
     assert await tab.inner_text("#balance") == str(balance)
     assert await tab.inner_text("#rank") == "#1"
+    assert await tab.evaluate("getComputedStyle(document.body).backgroundColor") == (
+        "rgb(240, 244, 248)")  # the client's theme
     assert await tab.locator("#calendar .done").count() == 1
     assert await tab.locator("#history li").count() >= 2
     await tab.screenshot(path=str(shots(tmp_path) / "members-page.png"), full_page=True)
