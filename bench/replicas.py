@@ -328,11 +328,14 @@ async def with_cluster(machine: Machine, args: argparse.Namespace, workdir: Path
 async def failover(emu: Emulator, cluster: Cluster, kills: int, ponds: int
                    ) -> list[dict[str, Any]]:
     """`kills` rounds: a broadcast to `ponds` ponds, its leader killed mid-way."""
-    ids = [-1006000000000 - i for i in range(ponds)]
-    await seed_ponds(cluster, emu, ids, OPERATOR)
     loop = asyncio.get_running_loop()
     rounds = []
     for k in range(kills):
+        # Ponds of their own each round: a pond takes one promotion post a week, so the
+        # ponds before (the storm's too) leave the shop.
+        await cluster.query("UPDATE pond SET status = 'inactive'")
+        ids = [-1006000000000 - k * 10_000 - i for i in range(ponds)]
+        await seed_ponds(cluster, emu, ids, OPERATOR)
         text = f"第{k + 1}轮 限时秒杀 🎉"
         post_id = await confirm_promo(emu, OPERATOR, f"/promo at +3s {text}")
         since = len(emu.events)
