@@ -64,6 +64,7 @@ from services.weather import describe, is_transient
 from storage.batch import BatchWriter
 from storage.db import Database
 from storage.models import PondStatus, utcnow
+from storage.schema import at_head
 
 if TYPE_CHECKING:
     from services.shared.redis_state import SharedState
@@ -229,7 +230,10 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
     token = settings.token()
     webapp_url = settings.webapp_address()  # checked before anything starts
     db = Database(settings.database_url)
-    if settings.auto_migrate:
+    # alembic only when the schema is not plainly at head (storage/schema.py: memory)
+    if await at_head(db):
+        pass
+    elif settings.auto_migrate:
         from storage.migrate import aupgrade
 
         await aupgrade(settings.database_url)

@@ -57,7 +57,6 @@ from sqlmodel import col
 from games.orders import yuan
 from games.tiers import MEMBER
 from storage.db import Database
-from storage.migrate import ais_up_to_date, run_blocking
 from storage.models import Draw, LedgerEntry, Member, Order, Vote, VoteBallot
 from storage.segments import export_segments
 from storage.surveys import export_profiles
@@ -386,6 +385,8 @@ def export_to_path(url: str | URL, what: str, path: str | os.PathLike[str] | Non
     Returns the number of data rows. Callable with or without a running event loop.
     Raises `SchemaNotReady` (nothing written, nothing created) on an unmigrated database.
     """
+    from storage.migrate import ais_up_to_date, run_blocking  # alembic: only when called
+
     try:
         export = EXPORTS[what]
     except KeyError:

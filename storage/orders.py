@@ -56,7 +56,6 @@ from storage.db import Database
 from storage.dialect import insert_for
 from storage.export import SchemaNotReady
 from storage.ledger import Award
-from storage.migrate import ais_up_to_date, run_blocking
 from storage.models import Job, LedgerKind, Member, Order, ScheduledTask, TaskState, utcnow
 
 SOURCE_COMMAND = "command"
@@ -420,6 +419,8 @@ def import_file(
         line = data[: exc.start].count(b"\n") + 1
         raise FileProblem(f"line {line}: not UTF-8 (save the file as UTF-8)") from None
     rows, bad = rules.parse_orders_csv(io.StringIO(decoded, newline=""), now=now)
+    from storage.migrate import ais_up_to_date, run_blocking  # alembic: only when called
+
     if not run_blocking(lambda: ais_up_to_date(url)):
         raise SchemaNotReady
     tiers = parse_tiers(settings.tiers)

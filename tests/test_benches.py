@@ -57,6 +57,13 @@ def test_scale_bench() -> None:
     assert "SCAN ledger_entry" not in out and "SCAN lottery_draw" not in out
 
 
+@pytest.mark.e2e
+def test_memory_bench() -> None:
+    out = bench("bench/memory.py", "--idle", "0.5", "--rounds", "1")
+    assert re.search(r"^  pondbot run \(one pond, greeted\): +\d+\.\d MB$", out, re.MULTILINE)
+    assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE)
+
+
 SOAK_CHECKS = (
     "ledger invariant", "ledger keys unique", "red packets exact",
     "one check-in per member and day", "votes paid once per ballot", "guess prizes paid once",
