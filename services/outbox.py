@@ -116,6 +116,7 @@ _RECORD_ATTEMPTS = 5  # a post's answer is recorded within 1 + 2 + 4 + 8 s of re
 _ANSWER_ATTEMPTS = 3
 _ANSWER_BACKOFF = 0.5
 _ANSWERED_KEPT = 50_000
+_BOARD_POLL = 0.02  # seconds between two looks at a board another instance is editing
 
 
 class OutboxClosedError(RuntimeError):
@@ -164,6 +165,7 @@ class _Item:
     attempts: int = 0  # failed attempts with 5xx / network errors
     droppable: bool = False  # an ordinary reply: dropped when stale or to make room
     queued_at: float = 0.0
+    version: int | None = None  # a board edit's version: an older one never follows it
 
     def wanted(self) -> bool:
         return any(not f.done() for f in self.futures)
@@ -510,21 +512,26 @@ class Outbox:
         """`send` and wait for the result."""
         return await self.send(method)
 
-    def board(self, key: str, method: BoardEdit) -> asyncio.Future[Message | bool | None]:
+    def board(
+        self, key: str, method: BoardEdit, *, version: int | None = None
+    ) -> asyncio.Future[Message | bool | None]:
         """Queue an in-place edit of a board, coalesced by `key`.
 
         If an edit for `key` is still waiting (not issued yet) in the same chat, it is
         replaced by this newer content and both futures resolve with the one result.
+        `version` (with a shared budget): an edit older than one another instance has
+        issued for `key` is dropped when its turn comes (its futures get None).
         """
         fut: asyncio.Future[Message | bool | None] = asyncio.get_running_loop().create_future()
         edit = self._retarget(method)
         queued = self._boards.get(key)
         if queued is not None and _chat_of(queued.method) == _chat_of(edit):
             queued.method = edit
+            queued.version = version
             queued.futures.append(fut)
             self._stats.coalesced += 1
             return fut
-        item = _Item(edit, [fut], board_key=key)
+        item = _Item(edit, [fut], board_key=key, version=version)
         self._enqueue(item)
         if not fut.done():
             self._boards[key] = item
@@ -854,9 +861,14 @@ class Outbox:
     async def _issue(self, lane: _Lane, item: _Item) -> None:
         method = item.method
         key = lane.key
+        board_turn: str | None = None  # this edit's turn at its board among the instances
         try:
             if self._budget is not None:
                 await self._shared_turn(self._budget, key)
+                board_turn = await self._board_turn(self._budget, item)
+                if board_turn == "":  # another instance issued a newer version
+                    self._resolve(key, item, None, count=False)
+                    return
             result = await self._bot(method)
         except TelegramRetryAfter as exc:
             self._stats.retried_429 += 1
@@ -893,6 +905,8 @@ class Outbox:
         else:
             self._resolve(key, item, result)
         finally:
+            if board_turn and self._budget is not None and item.board_key is not None:
+                await self._budget.board_done(item.board_key, board_turn)
             self._settle(lane)
             lane.busy = False
             # Free the concurrency slot now, not in a done-callback one loop turn later,
@@ -903,6 +917,18 @@ class Outbox:
             if not self._in_flight and self._queued == 0:
                 self._idle.set()
             self._wake.set()
+
+    async def _board_turn(self, budget: SendBudget, item: _Item) -> str | None:
+        """A versioned board edit waits while another instance's edit of the board is
+        in flight, so the two cannot arrive out of order: its turn (a token to give
+        back), or "" when a newer version was issued meanwhile. None: not versioned."""
+        if item.board_key is None or item.version is None:
+            return None
+        while True:
+            turn = await budget.board_turn(item.board_key, item.version)
+            if turn is not None:
+                return turn
+            await self._clock.sleep(_BOARD_POLL)
 
     async def _shared_turn(self, budget: SendBudget, key: LaneKey) -> None:
         """Wait until the budget shared by every instance counts this request."""

@@ -219,6 +219,11 @@ class Sender:
     actor_id: int | None  # whose daily cap a shop-funded packet counts against
 
 
+def board_key(packet_id: int) -> str:
+    """The outbox's key for edits of a packet's post (queued ones are coalesced)."""
+    return f"rp:{packet_id}"
+
+
 class RedPackets:
     """The feature's per-process machinery (see the module docstring)."""
 
@@ -499,11 +504,11 @@ class RedPackets:
                 self.peers.tell(PASSWORDS, card.chat_id)
 
     def _closed_elsewhere(self, told: list[Any]) -> None:
-        """Another instance closed a packet: late presses here are answered from memory,
-        and no older progress of ours overwrites its result."""
+        """Another instance closed a packet: late presses here are answered from memory.
+        (An older progress of ours never follows its result: the post's edits carry
+        their version, see `Outbox.board`.)"""
         packet_id, chat_id, state, grabbers = told
         self.closed.put(packet_id, (chat_id, PacketState(state), frozenset(grabbers)))
-        self._shown.put(packet_id, 2**31)
 
     def show(self, outbox: Outbox, card: PacketCard, timezone: str) -> None:
         """Edit the post to show `card` (coalesced by the outbox), unless a newer
@@ -516,11 +521,12 @@ class RedPackets:
         self._shown.put(card.id, version)
         text = texts.result(card) if card.closed else texts.post(card, timezone)
         outbox.board(
-            f"rp:{card.id}",
+            board_key(card.id),
             EditMessageText(
                 chat_id=card.chat_id,
                 message_id=card.message_id,
                 text=text,
                 reply_markup=None if card.closed else keyboard(card.id),
             ),
+            version=version,
         )

@@ -61,7 +61,7 @@ class Boards:
     def __init__(self) -> None:
         self.edits: list[tuple[str, str]] = []
 
-    def board(self, key: str, method: Any) -> None:
+    def board(self, key: str, method: Any, *, version: int | None = None) -> None:
         self.edits.append((key, method.text))
 
 

@@ -236,6 +236,22 @@ async def test_a_429_in_one_instance_pauses_the_chat_in_every_instance(
     assert await two.take(-300) == pytest.approx(3)
 
 
+async def test_edits_of_one_board_take_turns_and_an_older_one_is_not_sent(
+    clients: tuple[Redis, Redis],
+) -> None:
+    one = RedisBudget(clients[0], prefix="t", instance="one")
+    two = RedisBudget(clients[1], prefix="t", instance="two")
+    progress = await one.board_turn("rp:1", 4)
+    assert progress
+    assert await two.board_turn("rp:1", 6) is None  # the other edit is in flight: wait
+    assert await two.board_turn("rp:2", 1)  # another board
+    await one.board_done("rp:1", progress)
+    result = await two.board_turn("rp:1", 6)
+    assert result
+    await two.board_done("rp:1", result)
+    assert await one.board_turn("rp:1", 5) == ""  # older than the result: not sent
+
+
 async def test_redis_time_is_the_clock_by_default(clients: tuple[Redis, Redis]) -> None:
     one = RedisBudget(clients[0], prefix="t", instance="one")
     two = RedisBudget(clients[1], prefix="t", instance="two")
@@ -454,3 +470,4 @@ async def test_redis_url_connects_and_a_dead_one_stops_the_start_without_showing
     with pytest.raises(SystemExit) as stopped:
         await _connect_shared(Settings(redis_url=dead))  # type: ignore[arg-type]
     assert "s3cret" not in str(stopped.value) and "REDIS_URL" in str(stopped.value)
+

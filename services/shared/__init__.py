@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from typing import Any, Protocol
 
 ChatId = int | str
-Forget = Callable[[Any], None]
+Forget = Callable[[Any], object]
 
 # Topics of `Peers.tell`: what each key means.
 ADMINS = "admins"  # a chat id: its admin list is to be fetched again
@@ -94,6 +94,17 @@ class SendBudget(Protocol):
     async def take(self, chat: ChatId | None) -> float:
         """Count one request to `chat` (None: a chat-less method) if every budget allows
         it now and return 0; else count nothing and return the seconds to wait first."""
+        ...
+
+    async def board_turn(self, board: str, version: int) -> str | None:
+        """An edit of `board` at `version` is about to be issued: a token (its turn,
+        held until `board_done`) when it may go; "" when an edit of a newer version was
+        issued (it is not to be sent); None while another instance's edit of the board
+        is in flight (ask again shortly)."""
+        ...
+
+    async def board_done(self, board: str, token: str) -> None:
+        """The edit whose turn `token` is was answered."""
         ...
 
     async def pause(self, chat: ChatId | None, seconds: float) -> None:

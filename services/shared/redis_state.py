@@ -18,6 +18,9 @@
   limits. Time is Redis's own clock (`TIME`), the same for every instance.
 * **Boards** (`RedisPacing`): a pond's board is refreshed once per interval among all
   the instances (the first to get there), not once per interval by each.
+* **Board versions** (`RedisBudget.board_turn`): the edits of a red packet's post take
+  turns among the instances (one in flight at a time), and one older than an edit
+  another instance issued (a progress after the result) is not sent.
 * **Cache invalidation** (`RedisPeers`): `tell` publishes on one pub/sub channel; every
   other instance calls what the composition root registered for the topic.
 
@@ -163,6 +166,18 @@ end
 return 1
 """
 
+
+# KEYS: [1] the newest version issued of a board, [2] the board's edit in flight.
+# ARGV: [1] this version, [2] this edit's token, [3] the longest an edit is in flight (ms).
+# Returns 1 (the turn is ours), 0 (a newer version was issued), -1 (wait).
+_BOARD_EDIT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local newest = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) < newest then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 
 # KEYS[1]: a 429 pause (the time it ends); ARGV: [1] now ('' : Redis TIME), [2] seconds.
 _PARK = """
@@ -371,6 +386,8 @@ class RedisBudget:
         self._clock = clock
         self._take = redis.register_script(_TAKE)
         self._park = redis.register_script(_PARK)
+        self._board_edit = redis.register_script(_BOARD_EDIT)
+        self._board_done = redis.register_script(_RELEASE)
         self._serial = itertools.count()
         self._warn = _Warner()
 
@@ -399,6 +416,26 @@ class RedisBudget:
             self._warn("counting a send", exc)
             return 0.0  # this instance's own budgets still hold; a 429 parks the lane
         return float(wait)
+
+    def _board_keys(self, board: str) -> list[str]:
+        return [f"{self._prefix}:board_version:{board}", f"{self._prefix}:board_edit:{board}"]
+
+    async def board_turn(self, board: str, version: int) -> str | None:
+        token = f"{self._instance}:{next(self._serial)}"
+        try:
+            turn = await self._board_edit(
+                keys=self._board_keys(board), args=[version, token, 30_000]
+            )
+        except (RedisError, OSError) as exc:
+            self._warn("taking a board's turn", exc)
+            return token  # not held by anyone: giving it back does nothing
+        return token if turn == 1 else ("" if turn == 0 else None)
+
+    async def board_done(self, board: str, token: str) -> None:
+        try:
+            await self._board_done(keys=self._board_keys(board)[1:], args=[token])
+        except (RedisError, OSError) as exc:
+            self._warn("ending a board's turn", exc)
 
     def _pause_key(self, chat: ChatId | None) -> str:
         return f"{self._prefix}:send:pause:{'all' if chat is None else chat}"

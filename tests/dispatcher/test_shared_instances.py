@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiogram.methods import AnswerCallbackQuery, SendMessage
+from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
 from aiogram.types import Message, Update, User
 from redis.asyncio import Redis
 from sqlalchemy import func, select
@@ -146,6 +146,10 @@ async def test_a_red_packet_grabbed_through_both_instances_is_exact(pair: Pair) 
     await pair.settle()
     gains = [await pair.balance(10 + i) for i in range(12)]
     assert sum(gains) == 100 and sum(1 for g in gains if g > 0) == 5
+    # The post ends showing the result, whichever instance's progress came last.
+    edits = [e for e in pair.session.delivered_of(EditMessageText)
+             if e.message_id == packet.message_id]
+    assert edits and edits[-1].reply_markup is None
     # The instance that did not close it learnt it closed: a late press there is refused.
     late = pair.member(1, person(99, "Late"))
     query = await late.click(post, f"rp:{packet.id}")
