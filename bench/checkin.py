@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check-ins ({args.kind}), N={args.n}, batches of {args.batch}, SQLite file")
     print(f"  pondbot (build_dispatcher):  {r['checkins_per_s']:8.0f} check-ins/s")
     print(f"  bare aiogram, answers once:  {r['floor_per_s']:8.0f} updates/s")
-    print(f"  ratio:                       {r['ratio']:8.2f}   (target >= 0.5)")
+    print(f"  ratio: {r['ratio']:.2f}   (target >= 0.5)")
     print(f"  writer transactions: {r['batches']:.0f} (largest batch {r['largest_batch']:.0f});"
           f" callback answers {r['answers']:.0f}; group messages {r['group_messages']:.0f}")
     print(f"  peak RSS: {rss_mb:.0f} MB")
