@@ -156,7 +156,7 @@ async def test_the_leader_killed_during_a_broadcast_is_replaced_and_no_pond_gets
     # A send under way when the leader died is `unknown` (never sent again: at most
     # once); only such a pond may lack its copy, and the report names how many.
     assert set(states) <= {"sent", "unknown"} and sum(states.values()) == FAILOVER_PONDS
-    assert states.get("unknown", 0) <= 5, states
+    assert states.get("unknown", 0) <= 30, states  # at most a second's sends on the wire
     unknown = {c for (c,) in await cluster.query(
         "SELECT chat_id FROM broadcast_delivery WHERE state = 'unknown'")}
     assert {c for c, n in copies.items() if n == 0} <= unknown
