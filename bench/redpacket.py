@@ -197,6 +197,10 @@ async def run(n: int, shares: int, batch: int) -> list[dict[str, float]]:
                 "floor_p50_ms": pct(floor_lat, 50),
                 "floor_p99_ms": pct(floor_lat, 99),
             })
+            del updates, ids, answered  # the next round's are built without them (peak RSS)
+            for kept in (r.floor_session.requests, r.floor_session.request_times,
+                         r.floor_session.delivered):
+                kept.clear()  # the floor's answers are not checked: not kept (peak RSS)
     return results
 
 
