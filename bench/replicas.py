@@ -24,6 +24,12 @@ commands per grab. `ratio:` is the 2-instance throughput over twice the 1-instan
 `--without-redis` also measures one instance without `REDIS_URL` (what Redis costs).
 Progress lines with the elapsed seconds go to stderr.
 
+Broadcast (on the 2-instance cluster): a promotion post to `broadcast` ponds fires on
+the leader while a member in every other one of them asks for their points (answered by
+both instances): one copy in every pond, and the busiest second overall, busiest minute
+of a group and busiest second of a chat of what both sent, from the emulator's log of
+sends, inside Telegram's limits (30/s, 20/min per group).
+
 Failover (on the 2-instance cluster): `kills` times, a promotion post is scheduled to
 `ponds` ponds, the leader is killed with SIGKILL once the broadcast is under way, the
 other instance's health check must say it leads within 10 s, the broadcast must end
@@ -55,12 +61,14 @@ if str(ROOT) not in sys.path:
 from redis.asyncio import Redis  # noqa: E402
 
 from bot.emulator import Emulator  # noqa: E402
+from bot.emulator.limits import send_rates  # noqa: E402
 from storage.migrate import aupgrade  # noqa: E402
 from tests.rig.postgres import ExternalPostgres, PostgresServer  # noqa: E402
 from tests.rig.redis import RedisServer  # noqa: E402
 from tests.rig.replicas import (  # noqa: E402
     Cluster,
     confirm_promo,
+    member_of,
     posts_in,
     seed_ponds,
     wait_leader,
@@ -171,6 +179,7 @@ class StormResult:
     commits_per_grab: float = 0.0
     redis_per_grab: float = 0.0
     served: dict[str, int] = field(default_factory=dict)
+    broadcast: dict[str, Any] | None = None
 
 
 _T0 = time.perf_counter()
@@ -314,6 +323,8 @@ async def with_cluster(machine: Machine, args: argparse.Namespace, workdir: Path
                                              FIRST + args.n + 1000, 2, redis))
             cluster.balancer.backends = [i.url for i in cluster.instances]
             kills = None
+            if size == 2 and args.broadcast:
+                results[-1].broadcast = await broadcast(emu, cluster, args.broadcast)
             if size == 2 and args.kills:
                 kills = await failover(emu, cluster, args.kills, args.ponds)
             errors = sum(i.logs().count("Traceback") for i in cluster.instances)
@@ -323,6 +334,40 @@ async def with_cluster(machine: Machine, args: argparse.Namespace, workdir: Path
     progress("instances stopped")
     await machine.pg.drop_database(dbname)
     return results, kills
+
+
+async def broadcast(emu: Emulator, cluster: Cluster, ponds: int) -> dict[str, Any]:
+    """A promotion post to `ponds` ponds from the leader while a member in every other
+    one asks for their points (both instances answer): the busiest windows of what the
+    two sent together, from the emulator's log of sends."""
+    await cluster.query("UPDATE pond SET status = 'inactive'")
+    ids = [-1007000000000 - i for i in range(ponds)]
+    await seed_ponds(cluster, emu, ids, OPERATOR, members=1)
+    text = "双十二 全场5折 🎉"
+    await confirm_promo(emu, OPERATOR, f"/promo at +4s {text}")
+    since, sent_before = len(emu.events), len(emu.sends)
+    await asyncio.sleep(3.5)
+    hits = Counter(cluster.balancer.hits)
+    for chat_id in ids[::2]:
+        emu.send_message(chat_id, member_of(chat_id, 0), "/points")
+    await emu.wait_for_message(OPERATOR, lambda m: "📣" in str(m.get("text")), 180,
+                               since=since)
+    await cluster.idle()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    talkers = ids[::2]
+    while sum(1 for c in talkers for m in emu.messages_in(c) if "reply_to_message" in m
+              ) < len(talkers):
+        if loop.time() > deadline:
+            raise SystemExit("the crowd's replies did not all come")
+        await asyncio.sleep(0.2)
+    copies = Counter(len(posts_in(emu, c, text)) for c in ids)
+    if copies != {1: ponds}:
+        raise SystemExit(f"broadcast copies per pond: {dict(copies)}")
+    rates = send_rates(emu.sends[sent_before:])
+    rates["replies"] = len(talkers)
+    rates["served"] = sorted((cluster.balancer.hits - hits).values())
+    return rates
 
 
 async def failover(emu: Emulator, cluster: Cluster, kills: int, ponds: int
@@ -447,7 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shares", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=300, help="presses before (300)")
     parser.add_argument("--kills", type=int, default=5, help="leader kills (5; 0: none)")
-    parser.add_argument("--ponds", type=int, default=60, help="ponds per broadcast (60)")
+    parser.add_argument("--ponds", type=int, default=60,
+                        help="ponds per broadcast in a failover round (60)")
+    parser.add_argument("--broadcast", type=int, default=200, metavar="PONDS",
+                        help="a broadcast to this many ponds during a crowd (200; 0: none)")
     parser.add_argument("--without-redis", action="store_true",
                         help="also one instance without REDIS_URL (what Redis costs)")
     args = parser.parse_args(argv)
@@ -474,6 +522,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    per grab: {r.commits_per_grab:.1f} PostgreSQL commits, "
               f"{r.redis_per_grab:.1f} Redis commands; served per instance port: {r.served}")
     one, two = [r for r in results if r.redis]
+    limits_ok = True
+    if two.broadcast:
+        b = two.broadcast
+        print(f"  broadcast: {args.broadcast} ponds from the leader while both instances "
+              f"answer {b['replies']} members (requests per instance {b['served']}): "
+              f"busiest second {b['per_second']} (limit 30), busiest group minute "
+              f"{b['per_group_minute']} (limit 20), busiest chat second "
+              f"{b['per_chat_second']}; refused by the limits: {b['refused']}; "
+              f"one copy in every pond")
+        limits_ok = b["per_second"] <= 30 and b["per_group_minute"] <= 20 and not b["refused"]
     print(f"  ratio: {two.grabs_per_s / (2 * one.grabs_per_s):.2f}   "
           f"(2-instance throughput / (2 x 1-instance); SPEC: >= 0.8 while the database "
           f"is not the bottleneck)")
@@ -493,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         if max(times) >= 10 or doubled or unexplained:
             print("  FAILED: failover")
             return 1
+    if not limits_ok:
+        print("  FAILED: limits")
+        return 1
     print(f"  third instance (on paper): {third_instance(two)}")
     print(f"  peak RSS: {rss_mb:.0f} MB (this process: the emulator and the balancer)")
     return 0

@@ -118,6 +118,6 @@ def test_replicas_bench() -> None:
     """One and two real webhook instances on PostgreSQL + Redis (the leader's failover
     is tests/e2e/test_replicas_e2e.py's)."""
     out = bench("bench/replicas.py", "--n", "200", "--shares", "20", "--warmup", "30",
-                "--kills", "0")
+                "--kills", "0", "--broadcast", "0")
     assert out.count("exact: 20 winners, sum = total, 200 callbacks answered once each") == 2
     assert "ratio:" in out and "third instance (on paper):" in out
