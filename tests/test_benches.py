@@ -120,4 +120,5 @@ def test_replicas_bench() -> None:
     out = bench("bench/replicas.py", "--n", "200", "--shares", "20", "--warmup", "30",
                 "--kills", "0", "--broadcast", "0")
     assert out.count("exact: 20 winners, sum = total, 200 callbacks answered once each") == 2
-    assert "ratio:" in out and "third instance (on paper):" in out
+    assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE)
+    assert "third instance (on paper):" in out and "peak RSS:" in out
