@@ -265,7 +265,6 @@ async def tools_scene(emu: Emulator, c: Cast) -> None:
     await emu.wait_for_message(c.pond, lambda m: "photo" in m and "分层" in str(m), timeout=90)
 
 
-
 SCENES: list[Scene] = [
     points_scene,
     checkin_scene,
