@@ -16,18 +16,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.surveys import SurveyArgs
-from storage import ledger
+from storage import polls
 from storage.db import Database
 from storage.dialect import insert_for
 from storage.models import LedgerKind, MemberProfile, Survey, SurveyAnswer
 from storage.posts import closed_unannounced
 
 SURVEY = Survey.__table__  # type: ignore[attr-defined]
+ANSWER = SurveyAnswer.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +68,7 @@ async def open_survey(
     opened_by: int | None,
     now: datetime,
 ) -> Opened:
-    seen = (
-        await session.execute(select(Survey).where(col(Survey.source_key) == source_key))
-    ).scalar_one_or_none()
+    seen = await polls.by_source(session, Survey, source_key)
     if seen is not None:
         return Opened("replay", _view(seen))
     row = Survey(
@@ -90,38 +89,16 @@ async def open_survey(
 
 async def set_message(session: AsyncSession, survey_id: int, message_id: int) -> None:
     """Store the post's message id, from Telegram's answer to the post (only then)."""
-    await session.execute(
-        update(Survey)
-        .where(col(Survey.id) == survey_id, col(Survey.message_id).is_(None))
-        .values(message_id=message_id)
-    )
+    await polls.set_message(session, SURVEY, survey_id, message_id)
 
 
 async def unposted(session: AsyncSession, now: datetime) -> list[SurveyView]:
     """Open surveys whose post never went out (or whose answer was never recorded)."""
-    rows = await session.execute(
-        select(Survey)
-        .where(
-            col(Survey.state) == "open",
-            col(Survey.message_id).is_(None),
-            col(Survey.closes_at) > now,
-        )
-        .order_by(col(Survey.id))
-    )
-    return [_view(s) for s in rows.scalars().all()]
+    return [_view(s) for s in await polls.unposted(session, Survey, now)]
 
 
 async def tally(session: AsyncSession, survey_id: int, options: int) -> list[int]:
-    counts = [0] * options
-    rows = await session.execute(
-        select(col(SurveyAnswer.option), func.count())
-        .where(col(SurveyAnswer.survey_id) == survey_id)
-        .group_by(col(SurveyAnswer.option))
-    )
-    for option, n in rows.all():
-        if 0 <= option < options:
-            counts[option] = int(n)
-    return counts
+    return await polls.tally(session, ANSWER, "survey_id", survey_id, options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,24 +122,16 @@ async def answer(
     genuine: bool = False,
 ) -> Answer:
     """A member's press on option `option` of the survey whose post is `message_id` in
-    `chat_id` (checked like a vote's: `storage.votes.cast`)."""
+    `chat_id` (checked like a vote's: `storage.polls.refusal`)."""
     row = await session.get(Survey, survey_id)
-    if row is None or row.chat_id != chat_id:
-        return Answer("not_found")
-    view = _view(row)
-    if row.message_id is None:
-        return Answer("not_ready", view)
-    if message_id != row.message_id and not genuine:
-        return Answer("not_found")
-    if row.state != "open" or now >= row.closes_at:
-        return Answer("closed", view)
-    if not 0 <= option < len(row.options):
-        return Answer("bad_option", view)
-    before = await session.scalar(
-        select(col(SurveyAnswer.option)).where(
-            col(SurveyAnswer.survey_id) == survey_id, col(SurveyAnswer.user_id) == user_id
-        )
+    refused = polls.refusal(
+        row, chat_id=chat_id, message_id=message_id, option=option, now=now, genuine=genuine
     )
+    if refused is not None:
+        return Answer(refused, None if row is None or refused == "not_found" else _view(row))
+    assert row is not None
+    view = _view(row)
+    before = await polls.answered(session, ANSWER, "survey_id", survey_id, user_id)
     if before == option:
         return Answer("same", view, option=option)
     stmt = insert_for(session, SurveyAnswer).values(
@@ -175,19 +144,10 @@ async def answer(
         )
     )
     await set_profile(session, user_id, row.key, row.options[option], survey_id, now)
-    paid = 0
-    if row.points > 0:
-        move = await ledger.award(
-            session,
-            user_id=user_id,
-            amount=row.points,
-            kind=LedgerKind.survey,
-            key=f"survey:{survey_id}:{user_id}",
-            chat_id=chat_id,
-            ref=row.question,
-            now=now,
-        )
-        paid = row.points if move.applied else 0
+    paid = await polls.pay_once(
+        session, row, user_id=user_id, kind=LedgerKind.survey,
+        key=f"survey:{survey_id}:{user_id}", now=now,
+    )
     counts = await tally(session, survey_id, len(row.options))
     kind = "changed" if before is not None else "answered"
     return Answer(kind, view, tuple(counts), option, paid)
@@ -232,16 +192,10 @@ class Result:
 
 async def close_survey(session: AsyncSession, survey_id: int, now: datetime) -> Result | None:
     """Close the survey (if open) and count it; None for an unknown survey. Safe to repeat."""
-    closed = await session.execute(
-        update(Survey)
-        .where(col(Survey.id) == survey_id, col(Survey.state) == "open")
-        .values(state="closed", closed_at=now)
-    )
-    row = await session.get(Survey, survey_id, populate_existing=True)
+    row, closed_now = await polls.close(session, Survey, survey_id, now)
     if row is None:
         return None
     counts = await tally(session, survey_id, len(row.options))
-    closed_now = closed.rowcount == 1  # type: ignore[attr-defined]
     return Result(_view(row), tuple(counts), closed_now, row.announced_at is not None)
 
 
@@ -251,9 +205,7 @@ async def unannounced(session: AsyncSession, since: datetime) -> list[int]:
 
 
 async def mark_announced(session: AsyncSession, survey_id: int, now: datetime) -> None:
-    await session.execute(
-        update(Survey).where(col(Survey.id) == survey_id).values(announced_at=now)
-    )
+    await polls.mark_announced(session, SURVEY, survey_id, now)
 
 
 # -- pondbot export profiles ---------------------------------------------------------------

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.votes import VoteArgs
-from storage import ledger
+from storage import polls
 from storage.dialect import insert_for
 from storage.models import LedgerKind, Vote, VoteBallot
 from storage.posts import closed_unannounced
 
 VOTE = Vote.__table__  # type: ignore[attr-defined]
+BALLOT = VoteBallot.__table__  # type: ignore[attr-defined]
 CANCELLED = "canceled"  # a vote's state after `/vote cancel` (the column holds 8 characters)
 
 
@@ -69,9 +70,7 @@ async def open_vote(
     opened_by: int | None,
     now: datetime,
 ) -> Opened:
-    seen = (
-        await session.execute(select(Vote).where(col(Vote.source_key) == source_key))
-    ).scalar_one_or_none()
+    seen = await polls.by_source(session, Vote, source_key)
     if seen is not None:
         return Opened("replay", _view(seen))
     row = Vote(
@@ -91,11 +90,7 @@ async def open_vote(
 
 async def set_vote_message(session: AsyncSession, vote_id: int, message_id: int) -> None:
     """Store the post's message id, from Telegram's answer to the post (only then)."""
-    await session.execute(
-        update(Vote)
-        .where(col(Vote.id) == vote_id, col(Vote.message_id).is_(None))
-        .values(message_id=message_id)
-    )
+    await polls.set_message(session, VOTE, vote_id, message_id)
 
 
 async def get_vote(session: AsyncSession, vote_id: int) -> VoteView | None:
@@ -105,29 +100,11 @@ async def get_vote(session: AsyncSession, vote_id: int) -> VoteView | None:
 
 async def unposted(session: AsyncSession, now: datetime) -> list[VoteView]:
     """Open votes whose post never went out (or whose answer was never recorded)."""
-    rows = await session.execute(
-        select(Vote)
-        .where(
-            col(Vote.state) == "open",
-            col(Vote.message_id).is_(None),
-            col(Vote.closes_at) > now,
-        )
-        .order_by(col(Vote.id))
-    )
-    return [_view(v) for v in rows.scalars().all()]
+    return [_view(v) for v in await polls.unposted(session, Vote, now)]
 
 
 async def tally(session: AsyncSession, vote_id: int, options: int) -> list[int]:
-    counts = [0] * options
-    rows = await session.execute(
-        select(col(VoteBallot.option), func.count())
-        .where(col(VoteBallot.vote_id) == vote_id)
-        .group_by(col(VoteBallot.option))
-    )
-    for option, n in rows.all():
-        if 0 <= option < options:
-            counts[option] = int(n)
-    return counts
+    return await polls.tally(session, BALLOT, "vote_id", vote_id, options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,28 +136,16 @@ async def cast(
     genuine: bool = False,
 ) -> Cast:
     """A member's click on option `option` of the vote whose post is `message_id` in
-    `chat_id` (the button's message must be that vote's post, in that chat: the stored
-    one, or — `genuine` — a message that carries this very button, see
-    `storage.red_packets._off_post`)."""
+    `chat_id` (checked by `storage.polls.refusal`)."""
     row = await session.get(Vote, vote_id)
-    if row is None or row.chat_id != chat_id:
-        return Cast("not_found")
-    view = _view(row)
-    # The post's id comes only from Telegram's answer to the post: a click before it
-    # is stored cannot be checked, and a click on any other message is forged.
-    if row.message_id is None:
-        return Cast("not_ready", view)
-    if message_id != row.message_id and not genuine:
-        return Cast("not_found")
-    if row.state != "open" or now >= row.closes_at:
-        return Cast("closed", view)
-    if not 0 <= option < len(row.options):
-        return Cast("bad_option", view)
-    before = await session.scalar(
-        select(col(VoteBallot.option)).where(
-            col(VoteBallot.vote_id) == vote_id, col(VoteBallot.user_id) == user_id
-        )
+    refused = polls.refusal(
+        row, chat_id=chat_id, message_id=message_id, option=option, now=now, genuine=genuine
     )
+    if refused is not None:
+        return Cast(refused, None if row is None or refused == "not_found" else _view(row))
+    assert row is not None
+    view = _view(row)
+    before = await polls.answered(session, BALLOT, "vote_id", vote_id, user_id)
     if before == option:
         return Cast("same", view, option=option)
     await session.execute(
@@ -195,19 +160,10 @@ async def cast(
             },
         )
     )
-    paid = 0
-    if row.points > 0:
-        move = await ledger.award(
-            session,
-            user_id=user_id,
-            amount=row.points,
-            kind=LedgerKind.vote,
-            key=f"vote:{vote_id}:{user_id}",
-            chat_id=chat_id,
-            ref=row.question,
-            now=now,
-        )
-        paid = row.points if move.applied else 0
+    paid = await polls.pay_once(
+        session, row, user_id=user_id, kind=LedgerKind.vote, key=f"vote:{vote_id}:{user_id}",
+        now=now,
+    )
     counts = await tally(session, vote_id, len(row.options))
     return Cast("changed" if before is not None else "cast", view, tuple(counts), option, paid)
 
@@ -223,16 +179,10 @@ class Result:
 async def close_vote(session: AsyncSession, vote_id: int, now: datetime) -> Result | None:
     """Close the vote (if open) and count it; None for an unknown or cancelled vote (it
     has no result). Safe to repeat."""
-    closed = await session.execute(
-        update(Vote)
-        .where(col(Vote.id) == vote_id, col(Vote.state) == "open")
-        .values(state="closed", closed_at=now)
-    )
-    row = await session.get(Vote, vote_id, populate_existing=True)
+    row, closed_now = await polls.close(session, Vote, vote_id, now)
     if row is None or row.state == CANCELLED:
         return None
     counts = await tally(session, vote_id, len(row.options))
-    closed_now = closed.rowcount == 1  # type: ignore[attr-defined]
     return Result(_view(row), tuple(counts), closed_now, row.announced_at is not None)
 
 
@@ -270,4 +220,4 @@ async def unannounced(session: AsyncSession, since: datetime) -> list[int]:
 
 
 async def mark_announced(session: AsyncSession, vote_id: int, now: datetime) -> None:
-    await session.execute(update(Vote).where(col(Vote.id) == vote_id).values(announced_at=now))
+    await polls.mark_announced(session, VOTE, vote_id, now)
