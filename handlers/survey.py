@@ -15,8 +15,8 @@ from __future__ import annotations
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
-from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.methods import AnswerCallbackQuery
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from pydantic import Field
 
 from games.parsing import ParseError
@@ -26,6 +26,7 @@ from handlers.startup import active_ponds, repost, startup_deps
 from scheduler.core import Scheduler
 from scheduler.games import ANNOUNCE_WITHIN
 from scheduler.surveys import announce_survey, close_key
+from services import polls
 from services.filters import IsOperator
 from services.messaging import actor_of, carries_button, refuse_non_operator, reply
 from services.middlewares import PondInfo
@@ -48,16 +49,7 @@ class SurveyButton(CallbackData, prefix="sv"):
 
 
 def markup(view: store.SurveyView) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=o, callback_data=SurveyButton(survey_id=view.id, option=i).pack()
-                )
-            ]
-            for i, o in enumerate(view.options)
-        ]
-    )
+    return polls.markup(view.options, lambda i: SurveyButton(survey_id=view.id, option=i).pack())
 
 
 def setup() -> Router:
@@ -77,16 +69,8 @@ def post_survey(db: Database, outbox: Outbox, view: store.SurveyView, timezone: 
         async with db.transaction() as session:
             await store.set_message(session, view.id, sent.message_id)
 
-    queued = outbox.post(
-        SendMessage(
-            chat_id=view.chat_id,
-            text=texts.survey_post(view, [0] * len(view.options), timezone),
-            reply_markup=markup(view),
-        ),
-        key=f"survey:{view.id}",
-        record=record,
-    )
-    return queued is not None
+    text = texts.survey_post(view, [0] * len(view.options), timezone)
+    return polls.post(outbox, f"survey:{view.id}", view.chat_id, text, markup(view), record)
 
 
 async def restore_posts(router: Router) -> None:
@@ -197,12 +181,7 @@ async def press(
     if answer.kind in ("answered", "changed") and answer.survey is not None:
         view = answer.survey
         assert view.message_id is not None
-        outbox.board(
-            f"survey:{view.id}",
-            EditMessageText(
-                chat_id=view.chat_id,
-                message_id=view.message_id,
-                text=texts.survey_post(view, answer.counts, pond.timezone),
-                reply_markup=markup(view),
-            ),
+        text = texts.survey_post(view, answer.counts, pond.timezone)
+        polls.refresh(
+            outbox, f"survey:{view.id}", view.chat_id, view.message_id, text, markup(view)
         )

@@ -19,8 +19,8 @@ import logging
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
-from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage
-from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.methods import AnswerCallbackQuery, EditMessageText
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from pydantic import Field
 
 from games.checkin import local_day
@@ -30,6 +30,7 @@ from handlers.startup import active_ponds, repost, startup_deps
 from handlers.undo import VOTE_UNDO, vote_undo
 from scheduler.core import Scheduler
 from scheduler.games import ANNOUNCE_WITHIN, announce_vote
+from services import polls
 from services.filters import IsOperator
 from services.messaging import actor_of, carries_button, refuse_non_operator, reply
 from services.middlewares import PondInfo
@@ -59,16 +60,7 @@ def close_key(vote_id: int) -> str:
 
 
 def markup(view: store.VoteView) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=o, callback_data=VoteButton(vote_id=view.id, option=i).pack()
-                )
-            ]
-            for i, o in enumerate(view.options)
-        ]
-    )
+    return polls.markup(view.options, lambda i: VoteButton(vote_id=view.id, option=i).pack())
 
 
 def setup() -> Router:
@@ -102,16 +94,8 @@ def post_vote(db: Database, outbox: Outbox, view: store.VoteView, timezone: str)
                     ),
                 )
 
-    queued = outbox.post(
-        SendMessage(
-            chat_id=view.chat_id,
-            text=texts.vote_post(view, [0] * len(view.options), timezone),
-            reply_markup=markup(view),
-        ),
-        key=f"vote:{view.id}",
-        record=record,
-    )
-    return queued is not None
+    text = texts.vote_post(view, [0] * len(view.options), timezone)
+    return polls.post(outbox, f"vote:{view.id}", view.chat_id, text, markup(view), record)
 
 
 async def restore_posts(router: Router) -> None:
@@ -224,14 +208,7 @@ async def click(
     if cast.kind in ("cast", "changed") and cast.vote is not None:
         view = cast.vote
         assert view.message_id is not None
-        outbox.board(
-            f"vote:{view.id}",
-            EditMessageText(
-                chat_id=view.chat_id,
-                message_id=view.message_id,
-                text=texts.vote_post(view, cast.counts, pond.timezone),
-                reply_markup=markup(view),
-            ),
-        )
+        text = texts.vote_post(view, cast.counts, pond.timezone)
+        polls.refresh(outbox, f"vote:{view.id}", view.chat_id, view.message_id, text, markup(view))
     if cast.kind in ("cast", "changed", "same"):  # the member has a ballot: a task done
         await daily_tasks.after(pond, person.id, local_day(now, pond.timezone), now)

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from aiogram.methods import EditMessageText, SendMessage
-from aiogram.types import Message, ReplyParameters
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.core import Scheduler, TaskRun
 from scheduler.deps import JobDeps
+from services import polls
 from services.guess import reveal_round
 from services.outbox import Outbox
 from services.texts import games as texts
@@ -49,12 +48,6 @@ def command_key(job: Job, chat_id: int, message_id: int) -> str:
     game closed and does nothing — but a vote closed early whose result post was lost
     (the bot stopped first) is announced by it."""
     return f"{job}:cmd:{chat_id}:{message_id}"
-
-
-def _replying(message_id: int | None) -> ReplyParameters | None:
-    if message_id is None:
-        return None
-    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
 async def schedule_close(
@@ -93,26 +86,20 @@ def announce_vote(
     (texts in the caller's language), recorded as announced once Telegram answered it.
     False: already on its way."""
     view = result.vote
-    if outbox.posting(f"{Job.vote_close}:{view.id}"):
-        return False
-    if view.message_id is not None:
-        final = texts.vote_post(view, result.counts, timezone, closed=True)
-        outbox.send(EditMessageText(chat_id=view.chat_id, message_id=view.message_id, text=final))
 
-    async def record(_: Message) -> None:
-        async with db.transaction() as session:
-            await votes.mark_announced(session, view.id, now)
+    async def mark(session: AsyncSession) -> None:
+        await votes.mark_announced(session, view.id, now)
 
-    queued = outbox.post(
-        SendMessage(
-            chat_id=view.chat_id,
-            text=texts.vote_result(view, result.counts),
-            reply_parameters=_replying(view.message_id),
-        ),
+    return polls.announce(
+        db,
+        outbox,
         key=f"{Job.vote_close}:{view.id}",
-        record=record,
+        chat_id=view.chat_id,
+        message_id=view.message_id,
+        final=texts.vote_post(view, result.counts, timezone, closed=True),
+        result=texts.vote_result(view, result.counts),
+        mark=mark,
     )
-    return queued is not None
 
 
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from aiogram.methods import EditMessageText, SendMessage
-from aiogram.types import Message, ReplyParameters
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.core import Scheduler, TaskRun
 from scheduler.deps import JobDeps
+from services import polls
 from services.outbox import Outbox
 from services.texts import surveys as texts
 from storage import repo, surveys
@@ -31,32 +31,20 @@ def announce_survey(
     """Freeze a closed survey's post (final counts, no buttons) and queue its result post,
     recorded as announced once Telegram answered it. False: already on its way."""
     view = result.survey
-    key = close_key(view.id)
-    if outbox.posting(key):
-        return False
-    if view.message_id is not None:
-        final = texts.survey_post(view, result.counts, timezone, closed=True)
-        outbox.send(EditMessageText(chat_id=view.chat_id, message_id=view.message_id, text=final))
 
-    async def record(_: Message) -> None:
-        async with db.transaction() as session:
-            await surveys.mark_announced(session, view.id, now)
+    async def mark(session: AsyncSession) -> None:
+        await surveys.mark_announced(session, view.id, now)
 
-    replying = (
-        None
-        if view.message_id is None
-        else ReplyParameters(message_id=view.message_id, allow_sending_without_reply=True)
+    return polls.announce(
+        db,
+        outbox,
+        key=close_key(view.id),
+        chat_id=view.chat_id,
+        message_id=view.message_id,
+        final=texts.survey_post(view, result.counts, timezone, closed=True),
+        result=texts.survey_result(view, result.counts),
+        mark=mark,
     )
-    queued = outbox.post(
-        SendMessage(
-            chat_id=view.chat_id,
-            text=texts.survey_result(view, result.counts),
-            reply_parameters=replying,
-        ),
-        key=key,
-        record=record,
-    )
-    return queued is not None
 
 
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:

@@ -13,13 +13,9 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.guess import Mode, Verdict, format_price
-from services.texts import clip, local_time, refusal, short_name
+from services.texts import clip, local_time, polls, refusal, short_name
 from storage.guess import Reveal, RoundView
 from storage.votes import VoteView
-
-TOAST_MAX = 200  # answerCallbackQuery.text
-
-
 
 
 def groups_only() -> str:
@@ -216,37 +212,25 @@ def vote_error(code: str) -> str:
 
 
 def vote_post(view: VoteView, counts: Sequence[int], timezone: str, *, closed: bool = False) -> str:
-    total = sum(counts)
-    lines = [_("🗳 <b>Vote</b>: {question}").format(question=html.quote(view.question)), ""]
-    for option, n in zip(view.options, counts, strict=True):
-        lines.append(f"{html.quote(option)} — <b>{n}</b>")
-    lines.append("")
-    if closed:
-        lines.append(_("Closed · {total} voted").format(total=total))
-    else:
-        lines.append(
-            _("{total} voted · closes {time}").format(
-                total=total, time=local_time(view.closes_at, timezone)
-            )
-        )
-        if view.points:
-            lines.append(
-                _("Vote with the buttons: +{points} points for taking part.").format(
-                    points=view.points
-                )
-            )
-    return "\n".join(lines)
+    return polls.post(
+        view,
+        counts,
+        timezone,
+        closed=closed,
+        title=_("🗳 <b>Vote</b>: {question}"),
+        closed_line=_("Closed · {total} voted"),
+        open_line=_("{total} voted · closes {time}"),
+        points_line=_("Vote with the buttons: +{points} points for taking part."),
+    )
 
 
 def vote_result(view: VoteView, counts: Sequence[int]) -> str:
-    total = sum(counts)
-    lines = [_("📊 <b>Vote result</b>: {question}").format(question=html.quote(view.question))]
-    ranked = sorted(range(len(counts)), key=lambda i: (-counts[i], i))
-    for i in ranked:
-        share = f"{100 * counts[i] / total:.0f}%" if total else "0%"
-        lines.append(f"{html.quote(view.options[i])} — <b>{counts[i]}</b> ({share})")
-    lines.append(_("{total} voted. Thank you!").format(total=total))
-    return "\n".join(lines)
+    return polls.result(
+        view,
+        counts,
+        title=_("📊 <b>Vote result</b>: {question}"),
+        total_line=_("{total} voted. Thank you!"),
+    )
 
 
 def usage_vote_undo() -> str:
@@ -294,21 +278,16 @@ def vote_cancelled_post(view: VoteView) -> str:
     return "\n".join(lines)
 
 
-def _toast(text: str) -> str:
-    return clip(text, TOAST_MAX)
-
-
 def vote_toast(kind: str, option: str, paid: int) -> str:
-    # Toasts are plain text (no HTML): nothing to escape.
-    if kind == "changed":
-        text = _("🔁 Vote changed to: {option}").format(option=option)
-    elif kind == "same":
-        text = _("You already voted for: {option}").format(option=option)
-    else:
-        text = _("✅ Voted: {option}").format(option=option)
-    if paid:
-        text = _("+{points} points · ").format(points=paid) + text
-    return _toast(text)
+    return polls.toast(
+        kind,
+        option,
+        paid,
+        changed=_("🔁 Vote changed to: {option}"),
+        same=_("You already voted for: {option}"),
+        done=_("✅ Voted: {option}"),
+        points=_("+{points} points · "),
+    )
 
 
 def vote_closed_toast() -> str:

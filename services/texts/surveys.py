@@ -10,10 +10,8 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from games.segments import CHURN, TARGETS, Segment
-from services.texts import clip, local_time, refusal
+from services.texts import clip, polls, refusal
 from storage.surveys import SurveyView
-
-TOAST_MAX = 200  # answerCallbackQuery.text
 
 
 def usage_survey() -> str:
@@ -47,54 +45,37 @@ def survey_error(code: str) -> str:
 def survey_post(
     view: SurveyView, counts: Sequence[int], timezone: str, *, closed: bool = False
 ) -> str:
-    total = sum(counts)
-    lines = [_("📋 <b>Survey</b>: {question}").format(question=html.quote(view.question)), ""]
-    for option, n in zip(view.options, counts, strict=True):
-        lines.append(f"{html.quote(option)} — <b>{n}</b>")
-    lines.append("")
-    if closed:
-        lines.append(_("Closed · {total} answered").format(total=total))
-    else:
-        lines.append(
-            _("{total} answered · closes {time}").format(
-                total=total, time=local_time(view.closes_at, timezone)
-            )
-        )
-        if view.points:
-            lines.append(
-                _("Answer with the buttons: +{points} points, once.").format(points=view.points)
-            )
-    return "\n".join(lines)
+    return polls.post(
+        view,
+        counts,
+        timezone,
+        closed=closed,
+        title=_("📋 <b>Survey</b>: {question}"),
+        closed_line=_("Closed · {total} answered"),
+        open_line=_("{total} answered · closes {time}"),
+        points_line=_("Answer with the buttons: +{points} points, once."),
+    )
 
 
 def survey_result(view: SurveyView, counts: Sequence[int]) -> str:
-    total = sum(counts)
-    lines = [
-        _("📊 <b>Survey result</b>: {question}").format(question=html.quote(view.question))
-    ]
-    ranked = sorted(range(len(counts)), key=lambda i: (-counts[i], i))
-    for i in ranked:
-        share = f"{100 * counts[i] / total:.0f}%" if total else "0%"
-        lines.append(f"{html.quote(view.options[i])} — <b>{counts[i]}</b> ({share})")
-    lines.append(_("{total} answered. Thank you!").format(total=total))
-    return "\n".join(lines)
-
-
-def _toast(text: str) -> str:
-    return clip(text, TOAST_MAX)
+    return polls.result(
+        view,
+        counts,
+        title=_("📊 <b>Survey result</b>: {question}"),
+        total_line=_("{total} answered. Thank you!"),
+    )
 
 
 def survey_toast(kind: str, option: str, paid: int) -> str:
-    # Toasts are plain text (no HTML): nothing to escape.
-    if kind == "changed":
-        text = _("🔁 Answer changed to: {option}").format(option=option)
-    elif kind == "same":
-        text = _("You already answered: {option}").format(option=option)
-    else:
-        text = _("✅ Answered: {option}").format(option=option)
-    if paid:
-        text = _("+{points} points · ").format(points=paid) + text
-    return _toast(text)
+    return polls.toast(
+        kind,
+        option,
+        paid,
+        changed=_("🔁 Answer changed to: {option}"),
+        same=_("You already answered: {option}"),
+        done=_("✅ Answered: {option}"),
+        points=_("+{points} points · "),
+    )
 
 
 def survey_closed_toast() -> str:
