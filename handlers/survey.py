@@ -22,9 +22,8 @@ from pydantic import Field
 from games.parsing import ParseError
 from games.surveys import parse_survey
 from games.votes import MAX_OPTIONS
-from handlers.startup import active_ponds, repost, startup_deps
+from handlers.polls import restore, should_post
 from scheduler.core import Scheduler
-from scheduler.games import ANNOUNCE_WITHIN
 from scheduler.surveys import announce_survey, close_key
 from services import polls
 from services.filters import IsOperator
@@ -76,21 +75,15 @@ def post_survey(db: Database, outbox: Outbox, view: store.SurveyView, timezone: 
 async def restore_posts(router: Router) -> None:
     """At start: post the open surveys whose post never went out, and the results of
     surveys closed lately that were never recorded as sent."""
-    deps = startup_deps(router)
-    now = deps.scheduler.clock()
-    async with deps.db.transaction() as session:
-        lost = await store.unposted(session, now)
-        results = [
-            result
-            for survey_id in await store.unannounced(session, now - ANNOUNCE_WITHIN)
-            if (result := await store.close_survey(session, survey_id, now)) is not None
-        ]
-        chats = [s.chat_id for s in lost] + [r.survey.chat_id for r in results]
-        ponds = await active_ponds(session, chats)
-    repost(deps, "survey", lost, ponds, lambda s: s.chat_id,
-           lambda s, pond: post_survey(deps.db, deps.outbox, s, pond.timezone))
-    repost(deps, "survey result", results, ponds, lambda r: r.survey.chat_id,
-           lambda r, pond: announce_survey(deps.db, deps.outbox, r, pond.timezone, now))
+    await restore(
+        router,
+        "survey",
+        unposted=store.unposted,
+        unannounced=store.unannounced,
+        close=store.close_survey,
+        post=lambda deps, s, tz: post_survey(deps.db, deps.outbox, s, tz),
+        announce=lambda deps, r, tz, now: announce_survey(deps.db, deps.outbox, r, tz, now),
+    )
 
 
 async def open_survey(
@@ -130,11 +123,8 @@ async def open_survey(
                 session=session,
                 chat_id=pond.chat_id,
             )
-    view = opened.survey
-    lost = view.message_id is None and view.state == "open" and now < view.closes_at
-    if opened.kind != "opened" and not lost:
-        return  # a replay of a command already carried out
-    post_survey(db, outbox, view, pond.timezone)
+    if should_post(opened.kind, opened.survey, now):
+        post_survey(db, outbox, opened.survey, pond.timezone)
 
 
 async def press(

@@ -26,10 +26,10 @@ from pydantic import Field
 from games.checkin import local_day
 from games.parsing import ParseError
 from games.votes import MAX_OPTIONS, parse_vote
-from handlers.startup import active_ponds, repost, startup_deps
+from handlers.polls import restore, should_post
 from handlers.undo import VOTE_UNDO, vote_undo
 from scheduler.core import Scheduler
-from scheduler.games import ANNOUNCE_WITHIN, announce_vote
+from scheduler.games import announce_vote
 from services import polls
 from services.filters import IsOperator
 from services.messaging import actor_of, carries_button, refuse_non_operator, reply
@@ -101,21 +101,15 @@ def post_vote(db: Database, outbox: Outbox, view: store.VoteView, timezone: str)
 async def restore_posts(router: Router) -> None:
     """At start: post the open votes whose post never went out (handlers/startup.py, "lost
     posts"), and the results of votes closed lately that were never recorded as sent."""
-    deps = startup_deps(router)
-    now = deps.scheduler.clock()
-    async with deps.db.transaction() as session:
-        lost = await store.unposted(session, now)
-        results = [
-            result
-            for vote_id in await store.unannounced(session, now - ANNOUNCE_WITHIN)
-            if (result := await store.close_vote(session, vote_id, now)) is not None
-        ]
-        chats = [v.chat_id for v in lost] + [r.vote.chat_id for r in results]
-        ponds = await active_ponds(session, chats)
-    repost(deps, "vote", lost, ponds, lambda v: v.chat_id,
-           lambda v, pond: post_vote(deps.db, deps.outbox, v, pond.timezone))
-    repost(deps, "vote result", results, ponds, lambda r: r.vote.chat_id,
-           lambda r, pond: announce_vote(deps.db, deps.outbox, r, pond.timezone, now))
+    await restore(
+        router,
+        "vote",
+        unposted=store.unposted,
+        unannounced=store.unannounced,
+        close=store.close_vote,
+        post=lambda deps, v, tz: post_vote(deps.db, deps.outbox, v, tz),
+        announce=lambda deps, r, tz, now: announce_vote(deps.db, deps.outbox, r, tz, now),
+    )
 
 
 async def open_vote(
@@ -156,12 +150,8 @@ async def open_vote(
                 session=session,
                 chat_id=pond.chat_id,
             )
-    view = opened.vote
-    lost = view.message_id is None and view.state == "open" and now < view.closes_at
-    if opened.kind != "opened" and not lost:
-        return  # a replay of a command already carried out
-    # New, or a replay of one whose post was lost (a crash before it went out): post.
-    post_vote(db, outbox, view, pond.timezone)
+    if should_post(opened.kind, opened.vote, now):
+        post_vote(db, outbox, opened.vote, pond.timezone)
 
 
 async def click(

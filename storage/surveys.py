@@ -189,6 +189,10 @@ class Result:
     closed_now: bool
     announced: bool
 
+    @property
+    def chat_id(self) -> int:
+        return self.survey.chat_id
+
 
 async def close_survey(session: AsyncSession, survey_id: int, now: datetime) -> Result | None:
     """Close the survey (if open) and count it; None for an unknown survey. Safe to repeat."""

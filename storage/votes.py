@@ -175,6 +175,10 @@ class Result:
     closed_now: bool
     announced: bool
 
+    @property
+    def chat_id(self) -> int:
+        return self.vote.chat_id
+
 
 async def close_vote(session: AsyncSession, vote_id: int, now: datetime) -> Result | None:
     """Close the vote (if open) and count it; None for an unknown or cancelled vote (it
