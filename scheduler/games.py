@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scheduler.core import Scheduler, TaskRun
 from scheduler.deps import JobDeps
+from scheduler.polls import close_job
 from services import polls
 from services.guess import reveal_round
 from services.outbox import Outbox
@@ -113,20 +114,10 @@ def setup(scheduler: Scheduler, deps: JobDeps) -> None:
         with deps.language(pond.language if pond else ""):
             reveal_round(deps.db, deps.outbox, reveal, run.now)
 
-    async def close_vote(run: TaskRun) -> None:
-        vote_id = int(run.payload["vote_id"])
-        async with deps.db.transaction() as session:
-            result = await votes.close_vote(session, vote_id, run.now)
-            pond = None if result is None else await repo.get_pond(session, result.vote.chat_id)
-        if result is None or result.announced:
-            return
-        with deps.language(pond.language if pond else ""):
-            announce_vote(deps.db, deps.outbox, result, pond.timezone if pond else "", run.now)
-
     async def credit_referrals(run: TaskRun) -> None:
         async with deps.db.transaction() as session:
             await invites.credit_due(session, run.now)
 
     scheduler.register(Job.guess_close, close_guess)
-    scheduler.register(Job.vote_close, close_vote)
+    scheduler.register(Job.vote_close, close_job(deps, "vote_id", votes.close_vote, announce_vote))
     scheduler.register(Job.invite_credit, credit_referrals)

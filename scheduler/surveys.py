@@ -11,12 +11,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scheduler.core import Scheduler, TaskRun
+from scheduler.core import Scheduler
 from scheduler.deps import JobDeps
+from scheduler.polls import close_job
 from services import polls
 from services.outbox import Outbox
 from services.texts import surveys as texts
-from storage import repo, surveys
+from storage import surveys
 from storage.db import Database
 from storage.models import Job
 
@@ -48,14 +49,6 @@ def announce_survey(
 
 
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:
-    async def close_survey(run: TaskRun) -> None:
-        survey_id = int(run.payload["survey_id"])
-        async with deps.db.transaction() as session:
-            result = await surveys.close_survey(session, survey_id, run.now)
-            pond = None if result is None else await repo.get_pond(session, result.survey.chat_id)
-        if result is None or result.announced:
-            return
-        with deps.language(pond.language if pond else ""):
-            announce_survey(deps.db, deps.outbox, result, pond.timezone if pond else "", run.now)
-
-    scheduler.register(Job.survey_close, close_survey)
+    scheduler.register(
+        Job.survey_close, close_job(deps, "survey_id", surveys.close_survey, announce_survey)
+    )
