@@ -39,6 +39,13 @@ an in-place board edit) and the outbox issues it when every budget allows.
   SendBudget`, kept in Redis) every request also asks it right before it is issued and
   waits, in its lane, until every instance together may send it. Without one nothing
   is asked (no await is added).
+* A request may carry a `before_issue` hook, awaited right before it is issued (after
+  every budget and turn): a broadcast records there, durably, that its message is now on
+  the wire, so a crash leaves in doubt only the requests actually issued, never the ones
+  still waiting in a queue. The hook returns False to withdraw the request (its future
+  gets None); if it fails (the database is down) the request is put back and tried
+  again later, like a 5xx, and is never issued without it. Without a hook nothing is
+  awaited.
 * Nothing that handles an update waits for its chat's queue: a post whose message id
   must be stored (a game's post) goes through `post`, which records the answer in a
   tracked background task; `stop` waits for those briefly.
@@ -166,6 +173,8 @@ class _Item:
     droppable: bool = False  # an ordinary reply: dropped when stale or to make room
     queued_at: float = 0.0
     version: int | None = None  # a board edit's version: an older one never follows it
+    # Awaited once, right before the request is first issued (see `send`).
+    before_issue: Callable[[], Awaitable[bool]] | None = None
 
     def wanted(self) -> bool:
         return any(not f.done() for f in self.futures)
@@ -425,16 +434,28 @@ class Outbox:
     # -- enqueueing ------------------------------------------------------------------
 
     def send(
-        self, method: TelegramMethod[T], *, droppable: bool = False
+        self,
+        method: TelegramMethod[T],
+        *,
+        droppable: bool = False,
+        before_issue: Callable[[], Awaitable[bool]] | None = None,
     ) -> asyncio.Future[T | None]:
         """Queue a chat-targeted method; the future gets its result.
 
         The result is None when the request was dropped (the chat is forbidden, or a
         `droppable` request went stale or made room in a full queue) or an edit was
         answered "message is not modified". Other failures set the exception.
+
+        `before_issue` is awaited right before the request is first issued, once every
+        budget allows it: True lets it go, False withdraws it (the result is None); an
+        exception puts it back in its lane, tried again later (and after
+        `Limits.max_attempts` failures the request fails with that exception). A
+        retried request (5xx, 429) does not await it again.
         """
         fut: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Item(self._retarget(method), [fut], droppable=droppable))
+        item = _Item(self._retarget(method), [fut], droppable=droppable)
+        item.before_issue = before_issue
+        self._enqueue(item)
         return fut
 
     def post(
@@ -869,6 +890,8 @@ class Outbox:
                 if board_turn == "":  # another instance issued a newer version
                     self._resolve(key, item, None, count=False)
                     return
+            if item.before_issue is not None and not await self._cleared(lane, item):
+                return
             result = await self._bot(method)
         except TelegramRetryAfter as exc:
             self._stats.retried_429 += 1
@@ -917,6 +940,23 @@ class Outbox:
             if not self._in_flight and self._queued == 0:
                 self._idle.set()
             self._wake.set()
+
+    async def _cleared(self, lane: _Lane, item: _Item) -> bool:
+        """Await the item's `before_issue` hook: whether the request may be issued now.
+        A withdrawn request is resolved with None; one whose hook failed is put back."""
+        assert item.before_issue is not None
+        try:
+            go = await item.before_issue()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._retry_later(lane, item, exc)
+            return False
+        if not go:
+            self._resolve(lane.key, item, None, count=False)
+            return False
+        item.before_issue = None  # done: a retry of the same request goes straight out
+        return True
 
     async def _board_turn(self, budget: SendBudget, item: _Item) -> str | None:
         """A versioned board edit waits while another instance's edit of the board is

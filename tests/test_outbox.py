@@ -885,3 +885,66 @@ async def test_a_post_goes_ahead_of_the_replies_queued_in_its_chat() -> None:
         assert session.sent_texts(GROUP_A)[:2] == ["p0", "p1"]
         await asyncio.gather(*replies, later)
         assert session.sent_texts(GROUP_A) == ["p0", "p1", *[f"r{i}" for i in range(7)]]
+
+
+# -- the before_issue hook ---------------------------------------------------------------
+
+
+async def test_the_hook_is_awaited_right_before_its_request_once_the_budget_allows() -> None:
+    async with rig() as (outbox, session, clock):
+        seen: list[tuple[str, float, int]] = []  # (text, when, requests issued before it)
+
+        def hook(text: str) -> Any:
+            async def before_issue() -> bool:
+                seen.append((text, clock.monotonic(), len(session.requests)))
+                return True
+
+            return before_issue
+
+        session.fail_next("sendMessage", chat_id=GROUP_A, retry_after=7)
+        texts = ["a", "b", "c", "d"]
+        futures = [outbox.send(msg(GROUP_A, t), before_issue=hook(t)) for t in texts]
+        plain = outbox.send(msg(GROUP_B, "plain"))
+        await asyncio.gather(*futures, plain)
+        assert session.sent_texts(GROUP_A) == texts
+        # Each hook ran just before its own request (none ahead of time, in the queue),
+        # and once: the 429's retry of "a" went straight out.
+        assert [t for t, _at, _n in seen] == texts
+        requests = [getattr(r, "text", None) for r in session.requests]
+        times = dict(zip(requests, session.request_times, strict=True))
+        for text, at, issued_before in seen:
+            assert requests[issued_before] == text
+            if text != "a":  # (its retry is later)
+                assert at == times[text]  # at the moment its budget allowed it
+        assert times["d"] >= 7.0 + 1.0 - EPS  # parked by the 429, then the chat's bucket
+
+
+async def test_a_failing_hook_sends_nothing_and_puts_the_request_back() -> None:
+    async with rig(limits=Limits(max_attempts=3)) as (outbox, session, _):
+        calls = {"flaky": 0, "down": 0}
+
+        async def flaky() -> bool:
+            calls["flaky"] += 1
+            if calls["flaky"] <= 2:
+                raise ConnectionError("database unavailable")
+            return True
+
+        async def down() -> bool:
+            calls["down"] += 1
+            raise ConnectionError("database unavailable")
+
+        async def not_mine() -> bool:
+            return False
+
+        late = outbox.send(msg(7, "late"), before_issue=flaky)
+        doomed = outbox.send(msg(8, "doomed"), before_issue=down)
+        withdrawn = outbox.send(msg(9, "withdrawn"), before_issue=not_mine)
+        after = outbox.send(msg(9, "after"))
+        assert isinstance(await late, Message)
+        assert times_for(session, 7) == [3.0]  # tried again after 1 s and 2 s; sent once
+        with pytest.raises(ConnectionError):
+            await doomed
+        assert calls["down"] == 3 and times_for(session, 8) == []  # never sent
+        assert await withdrawn is None and isinstance(await after, Message)
+        assert session.sent_texts(9) == ["after"]
+        assert outbox.stats.sent == 2
