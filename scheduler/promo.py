@@ -10,10 +10,13 @@
   recurring post's latest time at or before now), not from the task's time: a run
   taken over after a crash, or handed back at a stop, after its commit runs again with
   its task's time reset, and finds its occurrence's rows made.
-* `promo.deliver` — a deadline (`catch_up=True`): it hands the pending rows to the
-  outbox, a sliding window at a time, and records each answer. Rows found `sending` when
-  it starts were left by a run that died in the middle: they become `unknown` and are
-  never sent again (at-most-once: no pond gets a second copy; see storage/promo.py).
+* `promo.deliver` — a deadline (`catch_up=True`): it claims the pending rows `queued`
+  and hands their messages to the outbox, a sliding window at a time, and records each
+  answer. The outbox marks a row `sending` (committed) right before it issues the row's
+  request, so of a run that died in the middle, the rows still `queued` certainly never
+  went out — the next run sends them — and only those `sending` (on the wire at the
+  crash) become `unknown` and are never sent again (at-most-once: no pond gets a second
+  copy; see storage/promo.py).
   A crashed delivery run is taken over by the scheduler as the bot starts again; when
   the bot stops, the run hands nothing more over, records what is on the wire and
   leaves the rest `pending` (`RunInterrupted`), so a stop loses no pond.
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from aiogram.methods import PinChatMessage, SendMessage, SendPhoto
@@ -44,8 +47,8 @@ from storage.models import DeliveryState, Job, PromoPost, PromoState
 
 log = logging.getLogger(__name__)
 
-# Deliveries handed to the outbox and not yet answered, at most: bounds how many rows a
-# crash can leave `unknown`.
+# Deliveries handed to the outbox and not yet answered, at most. Of these, only the
+# requests on the wire (the outbox's concurrency at most) can be left `unknown` by a crash.
 WINDOW = 60
 # A broadcast's own pace, under the outbox's overall ≈30/s.
 BROADCAST_RATE = 25.0
@@ -143,13 +146,16 @@ async def deliver_post(
     occurrence = datetime.fromisoformat(str(run.payload["occurrence"]))
     async with deps.db.transaction() as session:
         post = await store.get_post(session, post_id)
-        orphans = await store.orphans_to_unknown(session, post_id, occurrence, run.now)
+        back, orphans = await store.release_orphans(session, post_id, occurrence, run.now)
     if post is None:
         return
+    if back:
+        log.info("promo post %s: %d delivery(ies) never issued, sent now", post_id, back)
     if orphans:
         log.warning("promo post %s: %d delivery(ies) of unknown fate, not resent", post_id, orphans)
 
     in_flight: dict[asyncio.Future[Message | None], store.Claimed] = {}
+    issued: set[int] = set()  # deliveries marked `sending`: their requests went out
     pace = _Pace(BROADCAST_RATE, PACE_BURST)
     exhausted = interrupted = False
     while True:
@@ -159,7 +165,7 @@ async def deliver_post(
             interrupted = exhausted = True
         want = min(WINDOW - len(in_flight), pace.available())
         if not exhausted and want > 0:
-            claimed = await _hand_over(deps, post, occurrence, want, run, in_flight)
+            claimed = await _hand_over(deps, post, occurrence, want, run, in_flight, issued)
             pace.take(len(claimed))
             exhausted = not claimed
         if exhausted and not in_flight:
@@ -173,9 +179,14 @@ async def deliver_post(
             in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if done:
-            outcomes = [_outcome(deps, post.pin, fut, in_flight.pop(fut)) for fut in done]
+            by_claim: dict[str, list[tuple[int, DeliveryState, int | None]]] = {}
+            for fut in done:
+                claimed_row = in_flight.pop(fut)
+                outcome = _outcome(deps, post.pin, fut, claimed_row, issued)
+                by_claim.setdefault(claimed_row.claim, []).append(outcome)
             async with deps.db.transaction() as session:
-                await store.finish_deliveries(session, outcomes)
+                for claim, outcomes in by_claim.items():
+                    await store.finish_deliveries(session, outcomes, claim=claim)
 
     if interrupted:
         async with deps.db.transaction(readonly=True) as session:
@@ -192,8 +203,10 @@ async def _hand_over(
     count: int,
     run: TaskRun,
     in_flight: dict[asyncio.Future[Message | None], store.Claimed],
+    issued: set[int],
 ) -> list[store.Claimed]:
-    """Mark up to `count` pending rows `sending` (committed), then queue their messages."""
+    """Mark up to `count` pending rows `queued` (committed), then queue their messages;
+    each is marked `sending` right before its request is issued."""
     assert post.id is not None
     async with deps.db.transaction() as session:
         claimed = await store.claim_deliveries(session, post.id, occurrence, count, run.now)
@@ -203,16 +216,33 @@ async def _hand_over(
     for c in claimed:
         method = _method(deps, post, c.pond, campaigns.get(c.pond.chat_id, []), run)
         try:
-            in_flight[deps.outbox.send(method)] = c
+            in_flight[deps.outbox.send(method, before_issue=_on_the_wire(deps, c, issued))] = c
         except OutboxClosedError:
             unsent.append(c.delivery_id)
     if unsent:  # never handed over: they may go on the next run
         async with deps.db.transaction() as session:
             await store.finish_deliveries(
-                session, [(i, DeliveryState.pending, None) for i in unsent]
+                session, [(i, DeliveryState.pending, None) for i in unsent], claim=claimed[0].claim
             )
         raise OutboxClosedError("outbox stopped during a broadcast")
     return claimed
+
+
+def _on_the_wire(
+    deps: JobDeps, claimed: store.Claimed, issued: set[int]
+) -> Callable[[], Awaitable[bool]]:
+    """The outbox's hook for one delivery: mark it `sending` (committed) right before
+    its request is issued; False (the request is withdrawn) when the row is no longer
+    this run's."""
+
+    async def before_issue() -> bool:
+        async with deps.db.transaction() as session:
+            mine = await store.mark_sending(session, claimed.delivery_id, claimed.claim)
+        if mine:
+            issued.add(claimed.delivery_id)
+        return mine
+
+    return before_issue
 
 
 class _Pace:
@@ -250,9 +280,15 @@ def _method(
 
 
 def _outcome(
-    deps: JobDeps, pin: bool, fut: asyncio.Future[Message | None], claimed: store.Claimed
+    deps: JobDeps,
+    pin: bool,
+    fut: asyncio.Future[Message | None],
+    claimed: store.Claimed,
+    issued: set[int],
 ) -> tuple[int, DeliveryState, int | None]:
     if fut.cancelled():
+        if claimed.delivery_id not in issued:  # never went out: the next run sends it
+            return claimed.delivery_id, DeliveryState.pending, None
         return claimed.delivery_id, DeliveryState.unknown, None
     exc = fut.exception()
     if exc is not None:

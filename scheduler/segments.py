@@ -7,11 +7,12 @@ private chat is linked, classified at that moment, and schedules the delivery ta
 re-run of the firing inserts no new row. The delivery sends each member the post by DM
 (a drop: a DM telling them of the packet in the group), a window at a time and at a
 broadcast's pace (≈25/s, under the outbox's ≈30/s overall, so live ponds keep their
-share). Each row is claimed `sending` in a committed transaction before its message is
-handed to the outbox and finished with Telegram's answer; a row a dead run left `sending`
-becomes `unknown` and is never sent again. So no member gets a copy twice, also across
-a restart, and a stop hands nothing more over and leaves the rest `pending` for the next
-start (`RunInterrupted`).
+share). Each row is claimed `queued` in a committed transaction before its message is
+handed to the outbox, marked `sending` (committed) by the outbox right before it issues
+the request, and finished with Telegram's answer; a row a dead run left `queued` never
+went out and is sent, one it left `sending` becomes `unknown` and is never sent again.
+So no member gets a copy twice, also across a restart, and a stop hands nothing more
+over and leaves the rest `pending` for the next start (`RunInterrupted`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from aiogram.methods import SendMessage, SendPhoto
@@ -39,7 +40,7 @@ from storage.promo import DROP_KIND
 
 log = logging.getLogger(__name__)
 
-WINDOW = 25  # messages handed over at once: bounds how many a crash can leave `unknown`
+WINDOW = 25  # messages handed over at once
 RATE = 25.0  # a targeted delivery's own pace, messages per second
 
 
@@ -86,13 +87,15 @@ async def deliver_dms(
     packet_id = int(str(run.payload.get("packet_id", 0)))
     async with deps.db.transaction() as session:
         post = await promo.get_post(session, post_id)
-        orphans = await store.orphans_to_unknown(session, post_id, occurrence, run.now)
+        back, orphans = await store.release_orphans(session, post_id, occurrence, run.now)
         pond = None
         campaigns: list[Campaign] = []
         if post is not None and post.chat_id is not None:
             chat_id = await promo.current_chat(session, post.chat_id)
             pond = (await promo.ponds(session, [chat_id])).get(chat_id)
             campaigns = (await promo.campaigns_by_scope(session, [chat_id])).get(chat_id, [])
+    if back:
+        log.info("post %s to a segment: %d DM(s) never issued, sent now", post_id, back)
     if orphans:
         log.warning("post %s to a segment: %d DM(s) of unknown fate, not resent", post_id, orphans)
     if post is None or pond is None or post.segment is None:
@@ -117,26 +120,45 @@ async def deliver_dms(
             claimed = await store.claim_deliveries(session, post_id, occurrence, WINDOW, run.now)
         if not claimed:
             return
+        claim = claimed[0][2]
+        issued: set[int] = set()
         sent: list[tuple[int, asyncio.Future[Message | None]]] = []
         unsent: list[tuple[int, DeliveryState]] = []
-        for delivery_id, user_id in claimed:
+        for delivery_id, user_id, _claim in claimed:
+            hook = _on_the_wire(deps, delivery_id, claim, run.now, issued)
             try:
-                sent.append((delivery_id, deps.outbox.send(method(user_id))))
+                sent.append((delivery_id, deps.outbox.send(method(user_id), before_issue=hook)))
             except OutboxClosedError:
                 unsent.append((delivery_id, DeliveryState.pending))
         if sent:
             await asyncio.wait([f for _i, f in sent])
-        outcomes = [(i, _outcome(f)) for i, f in sent] + unsent
+        outcomes = [(i, _outcome(f, i in issued)) for i, f in sent] + unsent
         async with deps.db.transaction() as session:
-            await store.finish_deliveries(session, outcomes, run.now)
+            await store.finish_deliveries(session, outcomes, run.now, claim=claim)
         if unsent:
             raise OutboxClosedError("outbox stopped during a targeted delivery")
         await asyncio.sleep(max(0.0, len(claimed) / RATE - (time.monotonic() - started)))
 
 
-def _outcome(fut: asyncio.Future[Message | None]) -> DeliveryState:
-    if fut.cancelled():
-        return DeliveryState.unknown
+def _on_the_wire(
+    deps: JobDeps, delivery_id: int, claim: str, now: datetime, issued: set[int]
+) -> Callable[[], Awaitable[bool]]:
+    """The outbox's hook for one DM: mark its row `sending` (committed) right before the
+    request is issued; False (withdrawn) when the row is no longer this run's."""
+
+    async def before_issue() -> bool:
+        async with deps.db.transaction() as session:
+            mine = await store.mark_sending(session, delivery_id, claim, now)
+        if mine:
+            issued.add(delivery_id)
+        return mine
+
+    return before_issue
+
+
+def _outcome(fut: asyncio.Future[Message | None], issued: bool) -> DeliveryState:
+    if fut.cancelled():  # never issued: the next run sends it
+        return DeliveryState.unknown if issued else DeliveryState.pending
     if fut.exception() is not None:
         return DeliveryState.failed
     return DeliveryState.sent if isinstance(fut.result(), Message) else DeliveryState.skipped

@@ -569,7 +569,8 @@ class PromoPost(SQLModel, table=True):
 
 class DeliveryState(StrEnum):
     pending = "pending"
-    sending = "sending"  # handed to the outbox; outcome not yet recorded
+    queued = "queued"  # handed to the outbox, its request not issued yet: never sent
+    sending = "sending"  # its request issued (or about to be); outcome not yet recorded
     sent = "sent"
     failed = "failed"  # Telegram refused the message (not a 403)
     skipped = "skipped"  # the pond is inactive or answered 403

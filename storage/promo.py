@@ -4,12 +4,16 @@ None of these functions commits. State changes are guarded (`UPDATE … WHERE st
 so a replayed update, a double click or a retried job changes nothing twice.
 
 Broadcast progress lives in `broadcast_delivery`, one row per (post occurrence, pond):
-`pending` → `sending` (committed *before* the message is handed to the outbox) → `sent`
-(only once Telegram answered with the message) / `failed` / `skipped`. A row still
-`sending` when a delivery run starts was left by a process that died after handing the
-message over and before recording the answer: it may or may not have reached the pond.
-It becomes `unknown` and is never sent again — at-most-once, so no pond ever gets a
-second copy; the price is that such a pond may miss that one post.
+`pending` → `queued` (claimed with a token, committed before the message is handed to
+the outbox) → `sending` (committed by the outbox's `before_issue` hook right before the
+request is issued) → `sent` (only once Telegram answered with the message) / `failed` /
+`skipped`. A row still `queued` when a delivery run starts was claimed by a run that
+died before its request was issued: the pond certainly has no copy, and it goes back to
+`pending`. A row still `sending` was on the wire when the process died: it may or may
+not have reached the pond. It becomes `unknown` and is never sent again — at-most-once,
+so no pond ever gets a second copy; the price is that such a pond may miss that one
+post. A row taken back this way keeps no claim, so the dead run's hook (were its process
+still alive) finds it gone and withdraws the request.
 """
 
 from __future__ import annotations
@@ -521,6 +525,7 @@ async def cap_verdicts(
 class Claimed:
     delivery_id: int
     pond: PondView
+    claim: str  # the token of the run that claimed the row
 
 
 async def create_deliveries(
@@ -565,16 +570,41 @@ def _of_occurrence(post_id: int, occurrence: datetime) -> list[Any]:
     ]
 
 
-async def orphans_to_unknown(
+async def release_orphans(
     session: AsyncSession, post_id: int, occurrence: datetime, now: datetime | None = None
-) -> int:
-    """Rows left `sending` by a run that died: their fate is unknown; never resend them."""
-    result = await session.execute(
+) -> tuple[int, int]:
+    """Rows a run that died left behind: `queued` ones were never issued and go back to
+    `pending`; `sending` ones were on the wire, their fate is unknown: never resend them.
+    Returns (put back, unknown)."""
+    now = now or utcnow()
+    back = await session.execute(
+        update(BroadcastDelivery)
+        .where(*_of_occurrence(post_id, occurrence), col(BroadcastDelivery.state) == "queued")
+        .values(state=str(DeliveryState.pending), claim=None, updated_at=now)
+    )
+    lost = await session.execute(
         update(BroadcastDelivery)
         .where(*_of_occurrence(post_id, occurrence), col(BroadcastDelivery.state) == "sending")
-        .values(state=str(DeliveryState.unknown), updated_at=now or utcnow())
+        .values(state=str(DeliveryState.unknown), updated_at=now)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(back.rowcount or 0), int(lost.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def mark_sending(
+    session: AsyncSession, delivery_id: int, claim: str, now: datetime | None = None
+) -> bool:
+    """Right before the row's request is issued: `queued` → `sending`. False when the
+    row is no longer this claim's (a later run took it back): the request must not go."""
+    result = await session.execute(
+        update(BroadcastDelivery)
+        .where(
+            col(BroadcastDelivery.id) == delivery_id,
+            col(BroadcastDelivery.claim) == claim,
+            col(BroadcastDelivery.state).in_(["queued", "sending"]),
+        )
+        .values(state=str(DeliveryState.sending), updated_at=now or utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def claim_deliveries(
@@ -584,7 +614,7 @@ async def claim_deliveries(
     limit: int,
     now: datetime | None = None,
 ) -> list[Claimed]:
-    """Mark up to `limit` pending rows `sending` and return them with their ponds; rows of
+    """Mark up to `limit` pending rows `queued` and return them with their ponds; rows of
     ponds no longer active become `skipped` instead."""
     now = now or utcnow()
     rows = (
@@ -612,7 +642,7 @@ async def claim_deliveries(
     await session.execute(
         update(BroadcastDelivery)
         .where(col(BroadcastDelivery.id).in_(live), col(BroadcastDelivery.state) == "pending")
-        .values(state=str(DeliveryState.sending), claim=token, updated_at=now)
+        .values(state=str(DeliveryState.queued), claim=token, updated_at=now)
     )
     mine = (
         await session.execute(
@@ -621,24 +651,28 @@ async def claim_deliveries(
             .order_by(col(BroadcastDelivery.id))
         )
     ).all()
-    return [Claimed(i, by_chat[c]) for i, c in mine if i is not None]
+    return [Claimed(i, by_chat[c], token) for i, c in mine if i is not None]
 
 
 async def finish_deliveries(
     session: AsyncSession,
     outcomes: Sequence[tuple[int, DeliveryState, int | None]],
     now: datetime | None = None,
+    *,
+    claim: str | None = None,
 ) -> None:
-    """Record what Telegram answered: (delivery id, state, message id)."""
+    """Record what Telegram answered: (delivery id, state, message id). `pending` puts
+    back a row whose request was never issued; with `claim`, only that claim's rows."""
     now = now or utcnow()
     for delivery_id, state, message_id in outcomes:
-        await session.execute(
-            update(BroadcastDelivery)
-            .where(
-                col(BroadcastDelivery.id) == delivery_id, col(BroadcastDelivery.state) == "sending"
-            )
-            .values(state=str(state), message_id=message_id, updated_at=now)
+        put_back = state == DeliveryState.pending
+        query = update(BroadcastDelivery).where(
+            col(BroadcastDelivery.id) == delivery_id,
+            col(BroadcastDelivery.state).in_(["queued"] if put_back else ["queued", "sending"]),
         )
+        if claim is not None:
+            query = query.where(col(BroadcastDelivery.claim) == claim)
+        await session.execute(query.values(state=str(state), message_id=message_id, updated_at=now))
 
 
 async def delivery_counts(

@@ -152,10 +152,12 @@ async def export_segments(db: Database, out: TextIO, now: datetime | None = None
 # -- posts and drops `to=<segment>`: one DM per member and occurrence ----------------------
 #
 # The same at-most-once bookkeeping as a broadcast's (storage/promo.py): rows are made
-# once per occurrence (a re-run inserts nothing new), claimed `sending` in a committed
-# transaction before they are handed to the outbox, and finished with Telegram's answer.
-# A row found `sending` by a later run was on the wire when its process died: `unknown`,
-# never sent again — no member gets a second copy, also across a restart.
+# once per occurrence (a re-run inserts nothing new), claimed `queued` in a committed
+# transaction before they are handed to the outbox, marked `sending` (committed) right
+# before the outbox issues their request, and finished with Telegram's answer. A row
+# found `queued` by a later run never went out: it is `pending` again. One found
+# `sending` was on the wire when its process died: `unknown`, never sent again — no
+# member gets a second copy, also across a restart.
 
 DELIVERY = SegmentDelivery.__table__  # type: ignore[attr-defined]
 
@@ -192,21 +194,43 @@ def _of(post_id: int, occurrence: datetime) -> list[Any]:
     ]
 
 
-async def orphans_to_unknown(
+async def release_orphans(
     session: AsyncSession, post_id: int, occurrence: datetime, now: datetime
-) -> int:
-    result = await session.execute(
+) -> tuple[int, int]:
+    """Rows a dead run left: `queued` → `pending`, `sending` → `unknown`. Returns
+    (put back, unknown)."""
+    back = await session.execute(
+        update(SegmentDelivery)
+        .where(*_of(post_id, occurrence), col(SegmentDelivery.state) == DeliveryState.queued)
+        .values(state=str(DeliveryState.pending), claim=None, updated_at=now)
+    )
+    lost = await session.execute(
         update(SegmentDelivery)
         .where(*_of(post_id, occurrence), col(SegmentDelivery.state) == DeliveryState.sending)
         .values(state=str(DeliveryState.unknown), updated_at=now)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(back.rowcount or 0), int(lost.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def mark_sending(session: AsyncSession, delivery_id: int, claim: str, now: datetime) -> bool:
+    """Right before the row's DM is issued: `queued` → `sending`; False when the row is
+    no longer this claim's (the DM must not go)."""
+    result = await session.execute(
+        update(SegmentDelivery)
+        .where(
+            col(SegmentDelivery.id) == delivery_id,
+            col(SegmentDelivery.claim) == claim,
+            col(SegmentDelivery.state).in_(["queued", "sending"]),
+        )
+        .values(state=str(DeliveryState.sending), updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def claim_deliveries(
     session: AsyncSession, post_id: int, occurrence: datetime, limit: int, now: datetime
-) -> list[tuple[int, int]]:
-    """Mark up to `limit` pending rows `sending`: their (row id, member id)."""
+) -> list[tuple[int, int, str]]:
+    """Mark up to `limit` pending rows `queued`: their (row id, member id, claim token)."""
     ids = (
         await session.execute(
             select(col(SegmentDelivery.id))
@@ -221,25 +245,34 @@ async def claim_deliveries(
     await session.execute(
         update(SegmentDelivery)
         .where(col(SegmentDelivery.id).in_(ids), col(SegmentDelivery.state) == "pending")
-        .values(state=str(DeliveryState.sending), claim=token, updated_at=now)
+        .values(state=str(DeliveryState.queued), claim=token, updated_at=now)
     )
     rows = await session.execute(
         select(col(SegmentDelivery.id), col(SegmentDelivery.user_id))
         .where(col(SegmentDelivery.claim) == token)
         .order_by(col(SegmentDelivery.id))
     )
-    return [(i, u) for i, u in rows.all() if i is not None]
+    return [(i, u, token) for i, u in rows.all() if i is not None]
 
 
 async def finish_deliveries(
-    session: AsyncSession, outcomes: Sequence[tuple[int, DeliveryState]], now: datetime
+    session: AsyncSession,
+    outcomes: Sequence[tuple[int, DeliveryState]],
+    now: datetime,
+    *,
+    claim: str | None = None,
 ) -> None:
+    """Record the answers; `pending` puts back a row whose DM was never issued; with
+    `claim`, only that claim's rows."""
     for delivery_id, state in outcomes:
-        await session.execute(
-            update(SegmentDelivery)
-            .where(col(SegmentDelivery.id) == delivery_id, col(SegmentDelivery.state) == "sending")
-            .values(state=str(state), updated_at=now)
+        put_back = state == DeliveryState.pending
+        query = update(SegmentDelivery).where(
+            col(SegmentDelivery.id) == delivery_id,
+            col(SegmentDelivery.state).in_(["queued"] if put_back else ["queued", "sending"]),
         )
+        if claim is not None:
+            query = query.where(col(SegmentDelivery.claim) == claim)
+        await session.execute(query.values(state=str(state), updated_at=now))
 
 
 async def delivery_counts(

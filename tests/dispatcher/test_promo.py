@@ -5,7 +5,10 @@ and placeholders; broadcasts; a crash in the middle of a broadcast; /plan."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +25,11 @@ from aiogram.methods import (
 from aiogram.types import Chat, Message, PhotoSize, User
 from sqlalchemy import func, select, update
 
-from scheduler.core import Scheduler
+from scheduler import promo as promo_jobs
+from scheduler.core import Scheduler, TaskRun
+from scheduler.deps import JobDeps
+from services.i18n import make_i18n
+from services.outbox import Outbox
 from storage import promo as store
 from storage import repo
 from storage.db import Database
@@ -37,7 +44,7 @@ from storage.models import (
 )
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID, OWNER_ID, running
 from tests.rig.client import GroupClient, Harness, group_chat, person, private_chat
-from tests.rig.fake_session import BOT_ID, FakeSession
+from tests.rig.fake_session import BOT_ID, FakeSession, make_bot
 
 # Tuesday 2026-10-20, 12:00 in Shanghai.
 T0 = datetime(2026, 10, 20, 4, 0, tzinfo=UTC)
@@ -517,19 +524,80 @@ async def test_crash_mid_broadcast_resumes_without_a_second_copy(rig: Rig) -> No
     await rig.scheduler.sweep()  # the post fired: one pending delivery per pond
     occurrence = rig.clock.now
     async with rig.db.transaction() as s:
-        # A run that died: three rows handed to the outbox (one of them reached its pond
-        # before the crash), their answers never recorded.
+        # A run that died: three rows handed to the outbox. The first two requests were
+        # issued (the first reached its pond), their answers never recorded; the third
+        # still waited in the outbox's queue.
         dead = await store.claim_deliveries(s, post.id, occurrence, 3)
+        for c in dead[:2]:
+            assert await store.mark_sending(s, c.delivery_id, c.claim)
     await rig.h.outbox.call(SendMessage(chat_id=dead[0].pond.chat_id, text="只发一次"))
     await rig.scheduler.sweep()  # the delivery task runs (as after a restart)
     await rig.h.settle()
     copies = {p: [m.text for m in rig.sent(p)].count("只发一次") for p in ponds}
     assert all(n <= 1 for n in copies.values()), copies
-    assert sum(copies.values()) == 8 - 2  # two ponds of unknown fate were not resent
-    states = [d.state for d in await rig.deliveries()]
-    assert states.count("unknown") == 3 and states.count("sent") == 5
+    assert copies[dead[1].pond.chat_id] == 0  # of unknown fate: not resent
+    assert copies[dead[2].pond.chat_id] == 1  # never issued: sent now
+    assert sum(copies.values()) == 8 - 1
+    states = {d.chat_id: d.state for d in await rig.deliveries()}
+    assert [states[c.pond.chat_id] for c in dead] == ["unknown", "unknown", "sent"]
+    assert list(states.values()).count("sent") == 6
     await rig.tick(T0 + timedelta(hours=1))
-    assert sum([m.text for m in rig.sent(p)].count("只发一次") for p in ponds) == 6
+    assert sum([m.text for m in rig.sent(p)].count("只发一次") for p in ponds) == 7
+
+
+async def test_a_run_killed_with_messages_queued_resends_exactly_those(rig: Rig) -> None:
+    """A delivery run dies (SIGKILL) while its outbox holds one request on the wire and
+    the rest of its window queued: the next run sends the queued ones, once, and leaves
+    the one on the wire `unknown`."""
+    ponds = [-1006100000000 - i for i in range(8)]
+    await seed_ponds(rig.db, ponds)
+    op_user = person(OPERATOR_ID, "Op")
+    dm = rig.h.member(private_chat(op_user), op_user)
+    post = await schedule(rig, dm, "/promo at +10m 只发一次")
+    assert post.id is not None
+    rig.clock.now = T0 + timedelta(minutes=10)
+    await rig.scheduler.sweep()  # the post fired: one pending delivery per pond
+    [task] = [t for t in await all_tasks(rig) if t.job == "promo.deliver"]
+
+    # The dying process: its Telegram never answers, one request at a time.
+    wire = FakeSession(latency=3600)
+    dying = Outbox(make_bot(wire), concurrency=1)
+    await dying.start()
+    deps = JobDeps(db=rig.db, outbox=dying, i18n=make_i18n())
+    run = TaskRun(task.key, task.job, dict(task.payload), task.chat_id, task.run_at, rig.clock.now)
+    doomed = asyncio.create_task(promo_jobs.deliver_post(deps, run))
+
+    async def states() -> Counter[str]:
+        return Counter(d.state for d in await rig.deliveries())
+
+    for _ in range(500):
+        if len(wire.requests) == 1 and (await states())["pending"] == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await states() == {"sending": 1, "queued": 7}
+    [on_the_wire] = wire.requests
+    doomed.cancel()  # killed: nothing more is recorded
+    with contextlib.suppress(asyncio.CancelledError):
+        await doomed
+    await dying.stop(drain_timeout=0)
+
+    await rig.scheduler.sweep()  # taken over
+    await rig.h.settle()
+    lost = getattr(on_the_wire, "chat_id", None)
+    copies = {p: [m.text for m in rig.sent(p)].count("只发一次") for p in ponds}
+    assert copies == {p: int(p != lost) for p in ponds}
+    assert {d.chat_id: d.state for d in await rig.deliveries()} == {
+        p: "unknown" if p == lost else "sent" for p in ponds
+    }
+    await rig.tick(T0 + timedelta(hours=1))
+    assert sum(copies.values()) == sum(
+        [m.text for m in rig.sent(p)].count("只发一次") for p in ponds
+    )
+
+
+async def all_tasks(rig: Rig) -> list[ScheduledTask]:
+    async with rig.db.transaction(readonly=True) as s:
+        return list((await s.execute(select(ScheduledTask))).scalars())  # type: ignore[arg-type]
 
 
 # -- /plan --------------------------------------------------------------------------------

@@ -118,21 +118,26 @@ async def test_a_delivery_that_died_midway_sends_no_second_copy(
         made = await s.scalar(select(func.count()).select_from(SegmentDelivery))
     assert made == 0  # nothing before it fires
     # Fire the post, but not its delivery: plan the rows, then a run that died after
-    # claiming five (one reached its member before the crash).
+    # claiming five: two requests issued (one reached its member before the crash), three
+    # still queued in its outbox.
     await rig.scheduler.sweep()
     occurrence = rig.clock.now
     async with rig.db.transaction() as s:
         dead = await segment_store.claim_deliveries(s, post.id, occurrence, 5, rig.clock.now)
+        for row_id, _user, claim in dead[:2]:
+            assert await segment_store.mark_sending(s, row_id, claim, rig.clock.now)
     await rig.h.outbox.call(SendMessage(chat_id=dead[0][1], text="只发一次"))
     await rig.scheduler.sweep()
     await rig.h.settle()
     await rig.tick(T0 + timedelta(hours=1))
     copies = {u: [m.text for m in rig.sent(u)].count("只发一次") for u in range(100, 130)}
     assert all(n <= 1 for n in copies.values()), copies
-    assert sum(copies.values()) == 30 - 4  # four of unknown fate were not resent
+    assert copies[dead[1][1]] == 0  # of unknown fate: not resent
+    assert all(copies[user] == 1 for _i, user, _c in dead[2:])  # never issued: sent now
+    assert sum(copies.values()) == 30 - 1
     async with rig.db.transaction(readonly=True) as s:
         states = [st for (st,) in (await s.execute(select(SegmentDelivery.state))).all()]
-    assert states.count("unknown") == 5 and states.count("sent") == 25
+    assert states.count("unknown") == 2 and states.count("sent") == 28
 
 
 async def test_a_red_packet_drop_to_churn_posts_in_the_group_and_tells_the_segment(

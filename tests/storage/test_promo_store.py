@@ -69,24 +69,44 @@ async def test_concurrent_claims_never_share_a_row(db: Database) -> None:
     claimed = [i for r in results for i in r]
     assert len(claimed) == len(set(claimed)) == 39  # the inactive pond is skipped
     async with db.transaction(readonly=True) as s:
-        assert await store.delivery_counts(s, 1, OCC) == {"sending": 39, "skipped": 1}
+        assert await store.delivery_counts(s, 1, OCC) == {"queued": 39, "skipped": 1}
 
 
 async def test_rows_of_a_dead_run_are_never_claimed_again(db: Database) -> None:
     await seed(db)
     async with db.transaction() as s:
         await store.create_deliveries(s, 1, OCC, PONDS[1:6])
-        first = await store.claim_deliveries(s, 1, OCC, 2)
+        first = await store.claim_deliveries(s, 1, OCC, 3)
+    claim = first[0].claim
     async with db.transaction() as s:
+        # Two requests issued (one answered and recorded), the third still queued.
+        assert await store.mark_sending(s, first[0].delivery_id, claim)
+        assert await store.mark_sending(s, first[1].delivery_id, claim)
         await store.finish_deliveries(s, [(first[0].delivery_id, DeliveryState.sent, 9)])
     # The process dies here; on the next run:
     async with db.transaction() as s:
-        assert await store.orphans_to_unknown(s, 1, OCC) == 1
+        assert await store.release_orphans(s, 1, OCC) == (1, 1)
         rest = await store.claim_deliveries(s, 1, OCC, 10)
-    assert {c.pond.chat_id for c in rest} == set(PONDS[3:6])
+    assert {c.pond.chat_id for c in rest} == {PONDS[3], *PONDS[4:6]}
+    assert rest[0].claim != claim
+    async with db.transaction() as s:
+        # The dead run's hook (its process still alive) finds the row no longer its own.
+        assert not await store.mark_sending(s, first[2].delivery_id, claim)
+        # Nor does its late answer overwrite the new run's rows.
+        await store.finish_deliveries(
+            s, [(first[2].delivery_id, DeliveryState.skipped, None)], claim=claim
+        )
     async with db.transaction(readonly=True) as s:
         counts = await store.delivery_counts(s, 1, OCC)
-    assert counts == {"sent": 1, "unknown": 1, "sending": 3}
+    assert counts == {"sent": 1, "unknown": 1, "queued": 3}
+    async with db.transaction() as s:
+        # A request never issued is put back (a stop), one issued is not.
+        await store.finish_deliveries(
+            s, [(c.delivery_id, DeliveryState.pending, None) for c in rest], claim=rest[0].claim
+        )
+        assert await store.delivery_counts(s, 1, OCC) == {"sent": 1, "unknown": 1, "pending": 3}
+        await store.finish_deliveries(s, [(first[1].delivery_id, DeliveryState.pending, None)])
+        assert await store.delivery_counts(s, 1, OCC) == {"sent": 1, "unknown": 1, "pending": 3}
 
 
 async def test_campaigns_per_pond_and_shop_wide(db: Database) -> None:

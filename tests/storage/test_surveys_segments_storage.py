@@ -75,7 +75,18 @@ async def test_standings_and_deliveries(db: Database) -> None:
         assert await seg.create_deliveries(s, 9, NOW, CHAT, [2, 3], NOW) == 2
         await seg.create_deliveries(s, 9, NOW, CHAT, [2, 3], NOW)  # a re-run: nothing new
         claimed = await seg.claim_deliveries(s, 9, NOW, 10, NOW)
-        assert [u for _i, u in claimed] == [2, 3]
-        await seg.finish_deliveries(s, [(claimed[0][0], DeliveryState.sent)], NOW)
-        assert await seg.orphans_to_unknown(s, 9, NOW, NOW) == 1
+        assert [u for _i, u, _c in claimed] == [2, 3]
+        assert await seg.delivery_counts(s, 9, NOW) == {"queued": 2}
+        (first, _u, claim), (second, _u, _c) = claimed
+        assert await seg.mark_sending(s, first, claim, NOW)  # its request goes out
+        assert not await seg.mark_sending(s, second, "another run", NOW)
+        await seg.finish_deliveries(s, [(first, DeliveryState.sent)], NOW, claim=claim)
+        # The run dies with the second DM still queued: it goes back, and is sent.
+        assert await seg.release_orphans(s, 9, NOW, NOW) == (1, 0)
+        [(again, _u, claim)] = await seg.claim_deliveries(s, 9, NOW, 10, NOW)
+        assert again == second and await seg.mark_sending(s, second, claim, NOW)
+        # This run dies with it on the wire: its fate is unknown, never sent again.
+        assert await seg.release_orphans(s, 9, NOW, NOW) == (0, 1)
+        assert await seg.claim_deliveries(s, 9, NOW, 10, NOW) == []
+        assert not await seg.mark_sending(s, second, claim, NOW)
         assert await seg.delivery_counts(s, 9, NOW) == {"sent": 1, "unknown": 1}
