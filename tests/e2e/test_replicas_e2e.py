@@ -2,9 +2,10 @@
 PostgreSQL database and one Redis, with the emulator posting updates as Telegram does:
 a grab storm split across both is exact; a broadcast from the leader while both answer
 a crowd stays inside Telegram's limits; the leader killed during a scheduled broadcast
-is replaced within 10 s and no pond gets two copies (one whose send was under way at
-the kill is recorded in doubt and reported, never sent twice). The heavy versions (10,000 grabs,
-five kills) are in bench/replicas.py."""
+is replaced within 10 s and no pond gets two copies (one whose request was on the wire
+at the kill is recorded in doubt and reported, never sent twice; one only queued is sent
+by the successor). The heavy versions (10,000 grabs, five kills) are in
+bench/replicas.py."""
 
 from __future__ import annotations
 
@@ -147,18 +148,20 @@ async def test_the_leader_killed_during_a_broadcast_is_replaced_and_no_pond_gets
     )
     done = loop.time() - killed_at
     copies = {c: len(posts_in(emu, c, text)) for c in ids}
-    print(f"\nleader {leader.name} killed mid-broadcast: {successor.name} leads after "
-          f"{takeover:.1f} s, the broadcast finished {done:.1f} s after the kill; "
-          f"copies per pond {Counter(copies.values())}")
-    assert max(copies.values()) == 1, Counter(copies.values())  # never a second copy
     states = dict(await cluster.query(
         "SELECT state, COUNT(*) FROM broadcast_delivery GROUP BY state"))
-    # A send under way when the leader died is `unknown` (never sent again: at most
-    # once); only such a pond may lack its copy, and the report names how many.
+    print(f"\nleader {leader.name} killed mid-broadcast: {successor.name} leads after "
+          f"{takeover:.1f} s, the broadcast finished {done:.1f} s after the kill; "
+          f"copies per pond {Counter(copies.values())}; rows {states}")
+    assert max(copies.values()) == 1, Counter(copies.values())  # never a second copy
+    # Only a request on the wire when the leader died is `unknown` (never sent again: at
+    # most once); one merely queued in its outbox was sent by the successor. A pond lacks
+    # its copy only if the kill fell between its row's commit and its request leaving.
     assert set(states) <= {"sent", "unknown"} and sum(states.values()) == FAILOVER_PONDS
-    assert states.get("unknown", 0) <= 30, states  # at most a second's sends on the wire
+    assert states.get("unknown", 0) <= 10, states  # on the wire, or answered unrecorded
     unknown = {c for (c,) in await cluster.query(
         "SELECT chat_id FROM broadcast_delivery WHERE state = 'unknown'")}
-    assert {c for c, n in copies.items() if n == 0} <= unknown
+    missing = {c for c, n in copies.items() if n == 0}
+    assert missing <= unknown and len(missing) <= 1, (missing, unknown)
     assert str(states["sent"]) in report["text"]
     assert emu.stats.flood_429 == 0
