@@ -157,7 +157,7 @@ def _on_the_wire(
 
 
 def _outcome(fut: asyncio.Future[Message | None], issued: bool) -> DeliveryState:
-    if fut.cancelled():  # never issued: the next run sends it
+    if fut.cancelled():  # one never issued goes back: the next run sends it
         return DeliveryState.unknown if issued else DeliveryState.pending
     if fut.exception() is not None:
         return DeliveryState.failed
