@@ -84,6 +84,7 @@ from games.checkin import zone
 from games.promo import crontab_weekdays, within_grace
 from services.logs import SecretFilter
 from storage.db import Database, after_commit
+from storage.dialect import insert_for
 from storage.models import ScheduledTask, TaskState, utcnow
 
 log = logging.getLogger(__name__)
@@ -315,10 +316,16 @@ class Scheduler:
         return done
 
     async def _insert(self, session: AsyncSession, row: ScheduledTask) -> bool:
-        if await session.get(ScheduledTask, row.key) is not None:
+        # One statement that does nothing on an existing key: two instances scheduling
+        # the same key at once (both at start, say) record it once, neither fails.
+        values = row.model_dump()
+        done = await session.execute(
+            insert_for(session, ScheduledTask).values(values).on_conflict_do_nothing(
+                index_elements=["key"]
+            )
+        )
+        if not done.rowcount:  # type: ignore[attr-defined]
             return False
-        session.add(row)
-        await session.flush()
         key, at = row.key, row.run_at
         after_commit(session, lambda: self._arm(key, at))
         return True

@@ -176,3 +176,33 @@ async def test_a_dead_leaders_run_is_taken_over_within_seconds(pg: Database) -> 
     finally:
         a._started = False
         await b.stop()
+
+
+async def test_two_instances_scheduling_one_key_at_once_record_it_once(pg: Database) -> None:
+    """Both instances create the shop's recurring tasks at start: the second insert of a
+    key waits for the first and does nothing (it used to fail the start with a
+    duplicate key)."""
+    jobs = Jobs()
+    a, b = make(pg, jobs), make(pg, jobs)
+    at = wall() + timedelta(hours=1)
+    first_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> bool:
+        async with pg.transaction() as session:
+            done = await a.schedule(at, "quick", "shop-task", session=session)
+            first_in.set()
+            await release.wait()  # the row is written, not yet committed
+        return done
+
+    async def second() -> bool:
+        await first_in.wait()
+        async with pg.transaction() as session:
+            return await b.schedule(at, "quick", "shop-task", session=session)
+
+    one = asyncio.create_task(first())
+    two = asyncio.create_task(second())
+    await asyncio.sleep(0.3)  # the second insert now waits on the first's row
+    release.set()
+    assert sorted([await one, await two]) == [False, True]
+    assert (await row(pg, "shop-task")).state == TaskState.pending
