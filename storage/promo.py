@@ -18,7 +18,6 @@ still alive) finds it gone and withdraws the request.
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from games.campaign import Campaign, DayRange, Phase
 from games.checkin import zone
 from games.promo import CapVerdict, Interval, check_cap
 from games.settings import PondSettings
+from storage import deliveries
 from storage.dialect import insert_for
 from storage.models import (
     SERVED_TRUST,
@@ -564,30 +564,16 @@ async def create_deliveries(
 
 
 def _of_occurrence(post_id: int, occurrence: datetime) -> list[Any]:
-    return [
-        col(BroadcastDelivery.post_id) == post_id,
-        col(BroadcastDelivery.occurrence) == occurrence,
-    ]
+    return deliveries.of_occurrence(BroadcastDelivery, post_id, occurrence)
 
 
 async def release_orphans(
     session: AsyncSession, post_id: int, occurrence: datetime, now: datetime | None = None
 ) -> tuple[int, int]:
-    """Rows a run that died left behind: `queued` ones were never issued and go back to
-    `pending`; `sending` ones were on the wire, their fate is unknown: never resend them.
-    Returns (put back, unknown)."""
-    now = now or utcnow()
-    back = await session.execute(
-        update(BroadcastDelivery)
-        .where(*_of_occurrence(post_id, occurrence), col(BroadcastDelivery.state) == "queued")
-        .values(state=str(DeliveryState.pending), claim=None, updated_at=now)
+    """Rows a run that died left behind (storage/deliveries.py): (put back, unknown)."""
+    return await deliveries.release_orphans(
+        session, BroadcastDelivery, post_id, occurrence, now or utcnow()
     )
-    lost = await session.execute(
-        update(BroadcastDelivery)
-        .where(*_of_occurrence(post_id, occurrence), col(BroadcastDelivery.state) == "sending")
-        .values(state=str(DeliveryState.unknown), updated_at=now)
-    )
-    return int(back.rowcount or 0), int(lost.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def mark_sending(
@@ -595,16 +581,9 @@ async def mark_sending(
 ) -> bool:
     """Right before the row's request is issued: `queued` → `sending`. False when the
     row is no longer this claim's (a later run took it back): the request must not go."""
-    result = await session.execute(
-        update(BroadcastDelivery)
-        .where(
-            col(BroadcastDelivery.id) == delivery_id,
-            col(BroadcastDelivery.claim) == claim,
-            col(BroadcastDelivery.state).in_(["queued", "sending"]),
-        )
-        .values(state=str(DeliveryState.sending), updated_at=now or utcnow())
+    return await deliveries.mark_sending(
+        session, BroadcastDelivery, delivery_id, claim, now or utcnow()
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def claim_deliveries(
@@ -638,12 +617,7 @@ async def claim_deliveries(
         )
     if not live:
         return await claim_deliveries(session, post_id, occurrence, limit, now)
-    token = secrets.token_hex(8)
-    await session.execute(
-        update(BroadcastDelivery)
-        .where(col(BroadcastDelivery.id).in_(live), col(BroadcastDelivery.state) == "pending")
-        .values(state=str(DeliveryState.queued), claim=token, updated_at=now)
-    )
+    token = await deliveries.queue(session, BroadcastDelivery, live, now)
     mine = (
         await session.execute(
             select(col(BroadcastDelivery.id), col(BroadcastDelivery.chat_id))
@@ -665,14 +639,9 @@ async def finish_deliveries(
     back a row whose request was never issued; with `claim`, only that claim's rows."""
     now = now or utcnow()
     for delivery_id, state, message_id in outcomes:
-        put_back = state == DeliveryState.pending
-        query = update(BroadcastDelivery).where(
-            col(BroadcastDelivery.id) == delivery_id,
-            col(BroadcastDelivery.state).in_(["queued"] if put_back else ["queued", "sending"]),
+        await deliveries.finish(
+            session, BroadcastDelivery, delivery_id, state, now, claim=claim, message_id=message_id
         )
-        if claim is not None:
-            query = query.where(col(BroadcastDelivery.claim) == claim)
-        await session.execute(query.values(state=str(state), message_id=message_id, updated_at=now))
 
 
 async def delivery_counts(

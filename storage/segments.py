@@ -11,20 +11,20 @@ A shop of 10,000 members and 50,000 orders reads in well under a second on SQLit
 from __future__ import annotations
 
 import csv
-import secrets
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.orders import yuan
 from games.segments import Segment, Standing, Thresholds, in_target, standing
 from games.settings import PondSettings
+from storage import deliveries
 from storage.db import Database
 from storage.dialect import insert_for
 from storage.models import DeliveryState, Member, Membership, Order, SegmentDelivery
@@ -189,42 +189,20 @@ async def create_deliveries(
 
 
 def _of(post_id: int, occurrence: datetime) -> list[Any]:
-    return [
-        col(SegmentDelivery.post_id) == post_id, col(SegmentDelivery.occurrence) == occurrence
-    ]
+    return deliveries.of_occurrence(SegmentDelivery, post_id, occurrence)
 
 
 async def release_orphans(
     session: AsyncSession, post_id: int, occurrence: datetime, now: datetime
 ) -> tuple[int, int]:
-    """Rows a dead run left: `queued` → `pending`, `sending` → `unknown`. Returns
-    (put back, unknown)."""
-    back = await session.execute(
-        update(SegmentDelivery)
-        .where(*_of(post_id, occurrence), col(SegmentDelivery.state) == DeliveryState.queued)
-        .values(state=str(DeliveryState.pending), claim=None, updated_at=now)
-    )
-    lost = await session.execute(
-        update(SegmentDelivery)
-        .where(*_of(post_id, occurrence), col(SegmentDelivery.state) == DeliveryState.sending)
-        .values(state=str(DeliveryState.unknown), updated_at=now)
-    )
-    return int(back.rowcount or 0), int(lost.rowcount or 0)  # type: ignore[attr-defined]
+    """Rows a dead run left (storage/deliveries.py): (put back, unknown)."""
+    return await deliveries.release_orphans(session, SegmentDelivery, post_id, occurrence, now)
 
 
 async def mark_sending(session: AsyncSession, delivery_id: int, claim: str, now: datetime) -> bool:
     """Right before the row's DM is issued: `queued` → `sending`; False when the row is
     no longer this claim's (the DM must not go)."""
-    result = await session.execute(
-        update(SegmentDelivery)
-        .where(
-            col(SegmentDelivery.id) == delivery_id,
-            col(SegmentDelivery.claim) == claim,
-            col(SegmentDelivery.state).in_(["queued", "sending"]),
-        )
-        .values(state=str(DeliveryState.sending), updated_at=now)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await deliveries.mark_sending(session, SegmentDelivery, delivery_id, claim, now)
 
 
 async def claim_deliveries(
@@ -241,12 +219,7 @@ async def claim_deliveries(
     ).scalars().all()
     if not ids:
         return []
-    token = secrets.token_hex(8)
-    await session.execute(
-        update(SegmentDelivery)
-        .where(col(SegmentDelivery.id).in_(ids), col(SegmentDelivery.state) == "pending")
-        .values(state=str(DeliveryState.queued), claim=token, updated_at=now)
-    )
+    token = await deliveries.queue(session, SegmentDelivery, ids, now)
     rows = await session.execute(
         select(col(SegmentDelivery.id), col(SegmentDelivery.user_id))
         .where(col(SegmentDelivery.claim) == token)
@@ -265,14 +238,7 @@ async def finish_deliveries(
     """Record the answers; `pending` puts back a row whose DM was never issued; with
     `claim`, only that claim's rows."""
     for delivery_id, state in outcomes:
-        put_back = state == DeliveryState.pending
-        query = update(SegmentDelivery).where(
-            col(SegmentDelivery.id) == delivery_id,
-            col(SegmentDelivery.state).in_(["queued"] if put_back else ["queued", "sending"]),
-        )
-        if claim is not None:
-            query = query.where(col(SegmentDelivery.claim) == claim)
-        await session.execute(query.values(state=str(state), updated_at=now))
+        await deliveries.finish(session, SegmentDelivery, delivery_id, state, now, claim=claim)
 
 
 async def delivery_counts(
