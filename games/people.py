@@ -18,6 +18,8 @@ status also describes someone who has left, with `is_member` false).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 def display_name(
     first_name: str | None,
@@ -41,3 +43,20 @@ def is_present(status: str, is_member: bool | None) -> bool:
     """Whether a chat-member `status` (with the restricted status's `is_member`) means the
     person is in the chat."""
     return status in PRESENT and (status != "restricted" or bool(is_member))
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """What Telegram tells about a user, independent of any bot library."""
+
+    id: int
+    first_name: str = ""
+    last_name: str = ""
+    username: str | None = None
+    language_code: str | None = None
+    is_bot: bool = False
+
+    @property
+    def display_name(self) -> str:
+        """How the pond's messages name this person (`display_name` above)."""
+        return display_name(self.first_name, self.last_name, self.username, str(self.id))

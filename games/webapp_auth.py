@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode
 
+from games.people import UserInfo
+
 MAX_AGE = timedelta(days=1)
 CLOCK_SKEW = timedelta(minutes=5)  # an auth_date this far ahead of our clock still counts
 MAX_LENGTH = 8192  # Telegram's initData is a few hundred bytes; anything huge is refused
@@ -45,18 +47,8 @@ class InitDataError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class WebAppUser:
-    id: int
-    first_name: str = ""
-    last_name: str = ""
-    username: str | None = None
-    language_code: str | None = None
-    is_bot: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class InitData:
-    user: WebAppUser
+    user: UserInfo
     auth_date: datetime
     query_id: str | None = None
 
@@ -93,7 +85,7 @@ def _fields(raw: str) -> dict[str, str]:
     return fields
 
 
-def _user(text: str) -> WebAppUser:
+def _user(text: str) -> UserInfo:
     try:
         data = json.loads(text)
     except ValueError:
@@ -108,7 +100,7 @@ def _user(text: str) -> WebAppUser:
         value = data.get(key)
         return value if isinstance(value, str) else None
 
-    return WebAppUser(
+    return UserInfo(
         id=uid,
         first_name=text_of("first_name") or "",
         last_name=text_of("last_name") or "",

@@ -29,7 +29,8 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message, W
 from aiogram.utils.i18n import I18n
 from aiohttp import web
 
-from games.webapp_auth import InitDataError, WebAppUser, page_language, validate
+from games.people import UserInfo
+from games.webapp_auth import InitDataError, page_language, validate
 from services import member_page
 from services.i18n import make_i18n, speaking
 from services.messaging import reply
@@ -115,7 +116,7 @@ class PageDeps:
 
 
 PAGE_DEPS = web.AppKey("member_page", PageDeps)
-Handler = Callable[[web.Request, PageDeps, WebAppUser], Awaitable[dict[str, Any]]]
+Handler = Callable[[web.Request, PageDeps, UserInfo], Awaitable[dict[str, Any]]]
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -144,25 +145,25 @@ def _authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Re
     return serve
 
 
-async def _place(request: web.Request, deps: PageDeps, user: WebAppUser) -> member_page.Place:
+async def _place(request: web.Request, deps: PageDeps, user: UserInfo) -> member_page.Place:
     chat = member_page.parse_chat(request.query.get("chat"))
     return await member_page.place_of(deps.db, user.id, chat)
 
 
-async def api_me(request: web.Request, deps: PageDeps, user: WebAppUser) -> dict[str, Any]:
+async def api_me(request: web.Request, deps: PageDeps, user: UserInfo) -> dict[str, Any]:
     place = await _place(request, deps, user)
     body = await member_page.me(deps.db, user, place, deps.clock())
     body["lang"] = page_language(user.language_code, deps.default_language)
     return body
 
 
-async def api_history(request: web.Request, deps: PageDeps, user: WebAppUser
+async def api_history(request: web.Request, deps: PageDeps, user: UserInfo
                       ) -> dict[str, Any]:
     before = member_page.parse_before(request.query.get("before"))
     return await member_page.history(deps.db, user.id, before)
 
 
-async def api_calendar(request: web.Request, deps: PageDeps, user: WebAppUser
+async def api_calendar(request: web.Request, deps: PageDeps, user: UserInfo
                        ) -> dict[str, Any]:
     place = await _place(request, deps, user)
     return await member_page.calendar(
@@ -170,12 +171,12 @@ async def api_calendar(request: web.Request, deps: PageDeps, user: WebAppUser
     )
 
 
-async def api_shop(request: web.Request, deps: PageDeps, user: WebAppUser) -> dict[str, Any]:
+async def api_shop(request: web.Request, deps: PageDeps, user: UserInfo) -> dict[str, Any]:
     place = await _place(request, deps, user)
     return await member_page.shop_items(deps.db, place, deps.clock())
 
 
-async def api_redeem(request: web.Request, deps: PageDeps, user: WebAppUser
+async def api_redeem(request: web.Request, deps: PageDeps, user: UserInfo
                      ) -> dict[str, Any]:
     try:
         body = await request.json()

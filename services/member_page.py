@@ -24,9 +24,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from games.checkin import DEFAULT_TIMEZONE, local_day
+from games.people import UserInfo
 from games.settings import PondSettings
 from games.tiers import MEMBER, parse_tiers, tier_for
-from games.webapp_auth import WebAppUser
 from services.outbox import Outbox
 from services.shop_delivery import deliver
 from storage import checkin, ledger, member_page, orders, repo, shop
@@ -85,7 +85,7 @@ async def place_of(db: Database, user_id: int, chat: int | None) -> Place:
     raise PageError(404, "unknown_pond")
 
 
-async def me(db: Database, user: WebAppUser, place: Place, now: datetime) -> dict[str, Any]:
+async def me(db: Database, user: UserInfo, place: Place, now: datetime) -> dict[str, Any]:
     """`{"user_id", "balance", "tier", "streak", "rank"}` (as `/points` tells them) and
     the ponds the page may switch between."""
     today = local_day(now, place.timezone)
@@ -200,7 +200,7 @@ def item_of(raw: object) -> int:
 async def redeem(
     db: Database,
     outbox: Outbox,
-    user: WebAppUser,
+    user: UserInfo,
     place: Place,
     *,
     item_id: int,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games.checkin import local_day
-from games.people import display_name
+from games.people import UserInfo as UserInfo  # re-exported: storage names people repo.UserInfo
 from games.settings import PondSettings
 from storage.dialect import insert_for
 from storage.models import (
@@ -29,23 +29,6 @@ from storage.models import (
     utcnow,
 )
 from storage.settings import Fallback, pond_defaults
-
-
-@dataclass(frozen=True, slots=True)
-class UserInfo:
-    """What Telegram tells about a user, independent of any bot library."""
-
-    id: int
-    first_name: str = ""
-    last_name: str = ""
-    username: str | None = None
-    language_code: str | None = None
-    is_bot: bool = False
-
-    @property
-    def display_name(self) -> str:
-        """How the pond's messages name this person (see games/people.py)."""
-        return display_name(self.first_name, self.last_name, self.username, str(self.id))
 
 
 @dataclass(frozen=True, slots=True)
