@@ -105,3 +105,13 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+async def pg(pg_url: str) -> AsyncIterator[Database]:
+    """A database on the session's PostgreSQL only (for what only PostgreSQL has)."""
+    database = Database(pg_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()

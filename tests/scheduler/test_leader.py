@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,15 +28,6 @@ QUICK: dict[str, Any] = {
     "lock_check_timeout": 1.0,
     "dead_after": timedelta(seconds=1.5),
 }
-
-
-@pytest.fixture
-async def pg(pg_url: str) -> AsyncIterator[Database]:
-    database = Database(pg_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def lock_holder(db: Database) -> int | None:

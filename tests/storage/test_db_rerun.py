@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import pytest
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
 DAY = date(2026, 12, 6)
 POND = -100900
-
-
-@pytest.fixture
-async def pg(pg_url: str) -> AsyncIterator[Database]:
-    database = Database(pg_url)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def test_a_deadlock_victim_is_run_again_and_both_commit(pg: Database) -> None:
