@@ -9,6 +9,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,16 @@ class BotProcess:
             "WHERE COALESCE(l.s, 0) <> m.balance"
         )
         return entries == balances and negative == 0 and not mismatched
+
+
+async def until(check: Any, within: float, bot: BotProcess) -> Any:
+    """Poll `check` until it gives something; past `within` seconds fail with the bot's log."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not (found := check()):
+        assert loop.time() < deadline, bot.logs()[-3000:]
+        await asyncio.sleep(0.05)
+    return found
 
 
 @pytest.fixture

@@ -10,26 +10,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from bot.emulator import Emulator
-from tests.e2e.conftest import ALICE, OPERATOR, BotProcess
+from tests.e2e.conftest import ALICE, OPERATOR, BotProcess, until
 
 pytestmark = pytest.mark.e2e
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-async def until(check: Any, within: float, bot: BotProcess) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not (found := check()):
-        assert loop.time() < deadline, bot.logs()[-3000:]
-        await asyncio.sleep(0.05)
-    return found
 
 
 async def away_from_midnight() -> None:
