@@ -245,6 +245,9 @@ class Scheduler:
         self._lock_file: IO[bytes] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._runs: dict[str, _Run] = {}
+        # Outcomes of finished jobs being recorded: a step-down or stop waits for them
+        # instead of cancelling them, or the job would run again on the next leader.
+        self._recording: set[asyncio.Future[str | None]] = set()
         self._firing: Counter[str] = Counter()  # keys whose alarm is running now
         self._background: set[asyncio.Task[None]] = set()
         self._started = False
@@ -447,6 +450,8 @@ class Scheduler:
         for task in list(self._running):
             task.cancel()
         await asyncio.wait(list(self._running), timeout=2)
+        if self._recording:  # jobs that ended: their outcome is written, not handed back
+            await asyncio.wait(list(self._recording), timeout=2)
         if not claims:
             return
         now = self.clock()
@@ -843,7 +848,10 @@ class Scheduler:
         finally:
             if self._runs.get(key) is me:
                 del self._runs[key]
-        return await self._after_success(row, claim)
+        recording = asyncio.ensure_future(self._after_success(row, claim))
+        self._recording.add(recording)
+        recording.add_done_callback(self._recording.discard)
+        return await asyncio.shield(recording)
 
     def _next(self, row: ScheduledTask, now: datetime) -> datetime | None:
         if not row.cron:

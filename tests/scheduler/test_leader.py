@@ -133,6 +133,41 @@ async def test_a_run_in_flight_on_a_leader_that_loses_its_session_finishes_once(
         await a.stop()
 
 
+async def test_a_job_that_ended_as_the_leader_stepped_down_is_recorded_not_run_again(
+    pg: Database,
+) -> None:
+    """The job's body has ended and its outcome is being written when the leader loses
+    its session: the step-down lets that write finish instead of cancelling it, so the
+    new leader finds the task done and does not run it a second time."""
+    jobs = Jobs()
+    a, b = make(pg, jobs, **QUICK), make(pg, jobs, **QUICK)
+    real_finish = a._finish
+    writing = asyncio.Event()
+
+    async def finish_after_the_step_down(key: str, claim: str, values: dict[str, Any]) -> bool:
+        writing.set()
+        await until(lambda: not a.active, within=10)  # the step-down has begun
+        return await real_finish(key, claim, values)
+
+    a._finish = finish_after_the_step_down  # type: ignore[method-assign]
+    try:
+        assert await a.start()
+        assert not await b.start()
+        pid = await lock_holder(pg)
+        assert pid is not None
+        await a.schedule(wall(), "quick", "edge")
+        await asyncio.wait_for(writing.wait(), 5)
+        assert jobs.finished == ["edge"]
+        await kill_session(pg, pid)
+        await until(lambda: b.leading, within=10)
+        await asyncio.sleep(QUICK["dead_after"].total_seconds() + 1)  # an orphan by now
+        assert (await row(pg, "edge")).state == TaskState.done
+        assert jobs.started == ["edge"]
+    finally:
+        await b.stop()
+        await a.stop()
+
+
 async def test_a_dead_leaders_run_is_taken_over_within_seconds(pg: Database) -> None:
     """The leader's process dies mid-run (nothing of it runs any more, its sessions end):
     the new leader takes the lock within seconds and the run the moment the claim has
