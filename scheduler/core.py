@@ -850,8 +850,16 @@ class Scheduler:
                 del self._runs[key]
         recording = asyncio.ensure_future(self._after_success(row, claim))
         self._recording.add(recording)
-        recording.add_done_callback(self._recording.discard)
+        recording.add_done_callback(self._recorded)
         return await asyncio.shield(recording)
+
+    def _recorded(self, recording: asyncio.Future[str | None]) -> None:
+        self._recording.discard(recording)
+        exc = None if recording.cancelled() else recording.exception()
+        if exc is not None:
+            # Raised to the run too, unless the run was cancelled meanwhile: the task
+            # then stays claimed until the sweep hands it over as an orphan.
+            log.debug("task outcome not recorded: %s", failure_reason(exc))
 
     def _next(self, row: ScheduledTask, now: datetime) -> datetime | None:
         if not row.cron:
