@@ -20,6 +20,11 @@ with a tab or carriage return) as a formula. Cells holding user text — usernam
 name, ledger reference — that start like that get a leading `'`. Numbers are never
 touched (a negative delta stays `-20`).
 
+A pond's own file (`chat_id`; `/export` by a pond operator who is not one of the shop's
+staff): the same columns and format, only that pond's rows — see `POND_EXPORTS`. A pond's
+rows are those that carry its chat id, or the id its group had before it became a
+supergroup (`storage.repo.migrate_pond` keeps those rows under the old id).
+
 `export_to_path` first checks that the database schema is up to date: a database never
 migrated (or a SQLite file that does not exist — it is not created) raises
 `SchemaNotReady`, before any file is opened. It writes a file in UTF-8 with a BOM, which
@@ -42,13 +47,13 @@ import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from sqlalchemy import String, case, func, literal, select
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql import ColumnElement, Executable, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import SQLCoreOperations
 from sqlalchemy.sql.functions import FunctionElement
@@ -57,7 +62,17 @@ from sqlmodel import col
 from games.orders import yuan
 from games.tiers import MEMBER
 from storage.db import Database
-from storage.models import Draw, LedgerEntry, Member, Order, Vote, VoteBallot
+from storage.models import (
+    Draw,
+    LedgerEntry,
+    Member,
+    Membership,
+    Order,
+    Pond,
+    Redemption,
+    Vote,
+    VoteBallot,
+)
 from storage.segments import export_segments
 from storage.surveys import export_profiles
 
@@ -94,34 +109,68 @@ def _opt(value: int | None) -> str:
 
 
 Row = Sequence[object]
+# The chat ids of the pond an export is limited to (`pond_chat_ids`); None: the whole shop.
+Ponds = tuple[int, ...] | None
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+
+
+async def pond_chat_ids(session: AsyncSession, chat_id: int) -> tuple[int, ...]:
+    """The chat ids a pond's rows may carry: its own, then those of the groups that became
+    it (a group upgraded to a supergroup, maybe twice over)."""
+    ids = [chat_id]
+    newer = [chat_id]
+    while newer:
+        older = (
+            await session.scalars(
+                select(col(Pond.chat_id)).where(col(Pond.migrated_to).in_(newer))
+            )
+        ).all()
+        newer = [int(i) for i in older if i not in ids]
+        ids += newer
+    return tuple(ids)
+
+
+def _in(column: SQLCoreOperations[Any], ponds: Ponds, query: S) -> S:
+    """`query` limited to rows whose `column` is one of the pond's ids (all rows for None)."""
+    return query if ponds is None else query.where(column.in_(ponds))
 
 
 async def _write(
     db: Database,
     out: TextIO,
     columns: Sequence[str],
-    rows: Callable[[AsyncSession], AsyncGenerator[Row, None]],
+    rows: Callable[[AsyncSession, Ponds], AsyncGenerator[Row, None]],
+    chat_id: int | None,
 ) -> int:
-    """Write `columns`, then every row `rows` yields from one read-only transaction;
-    returns the number of rows."""
+    """Write `columns`, then every row `rows` yields from one read-only transaction (only
+    the pond's when `chat_id` is given); returns the number of rows."""
     writer = csv.writer(out)
     writer.writerow(columns)
     count = 0
-    async with db.transaction(readonly=True) as session, contextlib.aclosing(rows(session)) as it:
-        async for row in it:
-            writer.writerow(row)
-            count += 1
+    async with db.transaction(readonly=True) as session:
+        ponds = None if chat_id is None else await pond_chat_ids(session, chat_id)
+        async with contextlib.aclosing(rows(session, ponds)) as it:
+            async for row in it:
+                writer.writerow(row)
+                count += 1
     return count
 
 
-async def export_members(db: Database, out: TextIO) -> int:
-    """Write every member as CSV (header included); returns the number of rows."""
-    return await _write(db, out, MEMBER_COLUMNS, _member_rows)
+async def export_members(db: Database, out: TextIO, chat_id: int | None = None) -> int:
+    """Write every member as CSV (header included); returns the number of rows. With
+    `chat_id`: the members of that pond — everyone with a membership row there, those
+    who left included (their balance and tier are still shop-wide)."""
+    return await _write(db, out, MEMBER_COLUMNS, _member_rows, chat_id)
 
 
-async def _member_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+async def _member_rows(session: AsyncSession, ponds: Ponds) -> AsyncGenerator[Row, None]:
+    members = select(Member)
+    if ponds is not None:
+        members = members.where(col(Member.user_id).in_(
+            select(col(Membership.user_id)).where(col(Membership.chat_id).in_(ponds))
+        ))
     result = await session.stream_scalars(
-        select(Member).order_by(col(Member.user_id)).execution_options(yield_per=CHUNK_ROWS)
+        members.order_by(col(Member.user_id)).execution_options(yield_per=CHUNK_ROWS)
     )
     async for m in result:
         yield (
@@ -138,17 +187,18 @@ async def _member_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
         )
 
 
-async def export_ledger(db: Database, out: TextIO) -> int:
-    """Write every ledger entry, oldest first, as CSV; returns the number of rows.
+async def export_ledger(db: Database, out: TextIO, chat_id: int | None = None) -> int:
+    """Write every ledger entry, oldest first, as CSV; returns the number of rows. With
+    `chat_id`: the entries made in that pond (not those of its members elsewhere).
 
     The ledger is the big table (hundreds of thousands of rows): its cells are formatted
     by the database (`csv_safe_sql`, `IsoUtc`), so each chunk goes from the driver to the
     CSV writer untouched."""
-    return await _write_formatted(db, out, LEDGER_COLUMNS, _ledger_query())
+    return await _write_formatted(db, out, LEDGER_COLUMNS, _ledger_query, chat_id)
 
 
-def _ledger_query() -> Executable:
-    return select(
+def _ledger_query(ponds: Ponds = None) -> Executable:
+    return _in(col(LedgerEntry.chat_id), ponds, select(
         col(LedgerEntry.id),
         col(LedgerEntry.user_id),
         col(LedgerEntry.chat_id),
@@ -157,19 +207,20 @@ def _ledger_query() -> Executable:
         csv_safe_sql(col(LedgerEntry.ref)),
         col(LedgerEntry.actor_id),
         IsoUtc(col(LedgerEntry.created_at)),
-    ).order_by(col(LedgerEntry.id))
+    )).order_by(col(LedgerEntry.id))
 
 
 async def _write_formatted(db: Database, out: TextIO, columns: Sequence[str],
-                           query: Executable) -> int:
+                           query: Callable[[Ponds], Executable], chat_id: int | None) -> int:
     """Like `_write`, for a query whose cells are the CSV's already (a NULL is written as
     an empty cell): chunks of `CHUNK_ROWS` rows, each written as one piece of text while
     the driver reads the next."""
     csv.writer(out).writerow(columns)
     count = 0
     async with db.transaction(readonly=True) as session:
+        ponds = None if chat_id is None else await pond_chat_ids(session, chat_id)
         connection = await session.connection()  # Core rows: no ORM loading on the way
-        result = await connection.stream(query.execution_options(yield_per=CHUNK_ROWS))
+        result = await connection.stream(query(ponds).execution_options(yield_per=CHUNK_ROWS))
         ahead = asyncio.ensure_future(result.fetchmany(CHUNK_ROWS))
         try:
             while chunk := await ahead:
@@ -228,24 +279,29 @@ def _iso_utc_postgresql(element: IsoUtc, compiler: SQLCompiler, **kw: Any) -> st
 VOTE_COLUMNS = ("vote_id", "chat_id", "question", "option", "count")
 
 
-async def export_votes(db: Database, out: TextIO) -> int:
+async def export_votes(db: Database, out: TextIO, chat_id: int | None = None) -> int:
     """Write the tally of every vote — one row per option, zero counts included — oldest
-    vote first; returns the number of rows."""
-    return await _write(db, out, VOTE_COLUMNS, _vote_rows)
+    vote first; returns the number of rows. With `chat_id`: the votes of that pond."""
+    return await _write(db, out, VOTE_COLUMNS, _vote_rows, chat_id)
 
 
-async def _vote_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+async def _vote_rows(session: AsyncSession, ponds: Ponds) -> AsyncGenerator[Row, None]:
+    ballots = select(col(VoteBallot.vote_id), col(VoteBallot.option), func.count())
+    if ponds is not None:
+        ballots = ballots.where(col(VoteBallot.vote_id).in_(
+            select(col(Vote.id)).where(col(Vote.chat_id).in_(ponds))
+        ))
     counts = {
         (int(v), int(o)): int(n)
         for v, o, n in (
             await session.execute(
-                select(col(VoteBallot.vote_id), col(VoteBallot.option), func.count())
-                .group_by(col(VoteBallot.vote_id), col(VoteBallot.option))
+                ballots.group_by(col(VoteBallot.vote_id), col(VoteBallot.option))
             )
         ).all()
     }
+    votes = select(col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options))
     result = await session.stream(
-        select(col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options))
+        _in(col(Vote.chat_id), ponds, votes)
         .order_by(col(Vote.id))
         .execution_options(yield_per=CHUNK_ROWS)
     )
@@ -263,21 +319,24 @@ async def _vote_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
 ORDER_COLUMNS = ("order_no", "user_id", "amount", "points", "paid_at", "source")
 
 
-async def export_orders(db: Database, out: TextIO) -> int:
-    """Write every recorded purchase, in the order recorded; returns the number of rows."""
-    return await _write(db, out, ORDER_COLUMNS, _order_rows)
+async def export_orders(db: Database, out: TextIO, chat_id: int | None = None) -> int:
+    """Write every recorded purchase, in the order recorded; returns the number of rows.
+    With `chat_id`: the orders recorded in that pond (`/order` there) — not its members'
+    orders recorded elsewhere, nor imported ones (they belong to no pond)."""
+    return await _write(db, out, ORDER_COLUMNS, _order_rows, chat_id)
 
 
-async def _order_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+async def _order_rows(session: AsyncSession, ponds: Ponds) -> AsyncGenerator[Row, None]:
+    orders = select(
+        col(Order.order_no),
+        col(Order.user_id),
+        col(Order.amount_cents),
+        col(Order.points),
+        col(Order.paid_at),
+        col(Order.source),
+    )
     result = await session.stream(
-        select(
-            col(Order.order_no),
-            col(Order.user_id),
-            col(Order.amount_cents),
-            col(Order.points),
-            col(Order.paid_at),
-            col(Order.source),
-        )
+        _in(col(Order.chat_id), ponds, orders)
         .order_by(col(Order.id))
         .execution_options(yield_per=CHUNK_ROWS)
     )
@@ -297,17 +356,19 @@ REDEMPTION_COLUMNS = (
 )
 
 
-async def export_redemptions(db: Database, out: TextIO) -> int:
+async def export_redemptions(db: Database, out: TextIO, chat_id: int | None = None) -> int:
     """Every redemption, by id: `price` in points, `cash` in yuan with two decimals,
-    `status` one of delivered, undelivered, pending, fulfilled, refunded."""
-    return await _write(db, out, REDEMPTION_COLUMNS, _redemption_rows)
+    `status` one of delivered, undelivered, pending, fulfilled, refunded. With `chat_id`:
+    those made in that pond (bought or drawn there; not those redeemed in a DM)."""
+    return await _write(db, out, REDEMPTION_COLUMNS, _redemption_rows, chat_id)
 
 
-async def _redemption_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+async def _redemption_rows(session: AsyncSession, ponds: Ponds) -> AsyncGenerator[Row, None]:
     from games.shop import yuan
     from storage.shop import export_query
 
-    result = await session.stream(export_query().execution_options(yield_per=CHUNK_ROWS))
+    query = _in(col(Redemption.chat_id), ponds, export_query())
+    result = await session.stream(query.execution_options(yield_per=CHUNK_ROWS))
     async for row in result:
         yield (
             row.id,
@@ -328,19 +389,21 @@ DRAW_COLUMNS = (
 )
 
 
-async def export_draws(db: Database, out: TextIO) -> int:
+async def export_draws(db: Database, out: TextIO, chat_id: int | None = None) -> int:
     """Every lottery draw, by id (refused draws are not draws: none is recorded), so the
-    odds can be audited; `cost` in points (0: a free draw)."""
-    return await _write(db, out, DRAW_COLUMNS, _draw_rows)
+    odds can be audited; `cost` in points (0: a free draw). With `chat_id`: the draws made
+    in that pond."""
+    return await _write(db, out, DRAW_COLUMNS, _draw_rows, chat_id)
 
 
-async def _draw_rows(session: AsyncSession) -> AsyncGenerator[Row, None]:
+async def _draw_rows(session: AsyncSession, ponds: Ponds) -> AsyncGenerator[Row, None]:
+    draws = select(
+        col(Draw.id), col(Draw.user_id), col(Draw.chat_id), col(Draw.cost),
+        col(Draw.prize_id), col(Draw.prize_name), col(Draw.won_points),
+        col(Draw.redemption_id), col(Draw.created_at),
+    )
     result = await session.stream(
-        select(
-            col(Draw.id), col(Draw.user_id), col(Draw.chat_id), col(Draw.cost),
-            col(Draw.prize_id), col(Draw.prize_name), col(Draw.won_points),
-            col(Draw.redemption_id), col(Draw.created_at),
-        )
+        _in(col(Draw.chat_id), ponds, draws)
         .order_by(col(Draw.id))
         .execution_options(yield_per=CHUNK_ROWS)
     )
@@ -368,6 +431,16 @@ EXPORTS: dict[str, Callable[[Database, TextIO], Awaitable[int]]] = {
     "profiles": export_profiles,  # storage/surveys.py
     "segments": export_segments,  # storage/segments.py
 }
+# What can be limited to one pond (`chat_id`). Profiles and segments are about members
+# shop-wide (answers given in any pond, purchases anywhere): the shop's staff only.
+POND_EXPORTS: dict[str, Callable[[Database, TextIO, int], Awaitable[int]]] = {
+    "members": export_members,
+    "ledger": export_ledger,
+    "votes": export_votes,
+    "redemptions": export_redemptions,
+    "orders": export_orders,
+    "draws": export_draws,
+}
 
 
 class SchemaNotReady(Exception):
@@ -377,20 +450,21 @@ class SchemaNotReady(Exception):
         super().__init__("the database schema is not up to date: run `pondbot migrate` first")
 
 
-def export_to_path(url: str | URL, what: str, path: str | os.PathLike[str] | None) -> int:
-    """Export `what` ("members" or "ledger") from the database at `url`.
+def export_to_path(
+    url: str | URL, what: str, path: str | os.PathLike[str] | None, chat_id: int | None = None
+) -> int:
+    """Export `what` (a key of `EXPORTS`) from the database at `url`; with `chat_id`, only
+    that pond's rows (a key of `POND_EXPORTS`).
 
     With a path: UTF-8 with BOM, written to a temporary file and renamed into place, so
     a failed export leaves no half-written file. With None: plain UTF-8 to stdout.
     Returns the number of data rows. Callable with or without a running event loop.
-    Raises `SchemaNotReady` (nothing written, nothing created) on an unmigrated database.
+    Raises `SchemaNotReady` (nothing written, nothing created) on an unmigrated database,
+    `ValueError` for an unknown export or one that cannot be limited to a pond.
     """
     from storage.migrate import ais_up_to_date, run_blocking  # alembic: only when called
 
-    try:
-        export = EXPORTS[what]
-    except KeyError:
-        raise ValueError(f"unknown export {what!r}; expected one of {sorted(EXPORTS)}") from None
+    export = _export_of(what, chat_id)
     if not run_blocking(lambda: ais_up_to_date(url)):
         raise SchemaNotReady
 
@@ -415,6 +489,21 @@ def export_to_path(url: str | URL, what: str, path: str | os.PathLike[str] | Non
             os.unlink(tmp)
         raise
     return rows
+
+
+def _export_of(what: str, chat_id: int | None) -> Callable[[Database, TextIO], Awaitable[int]]:
+    if what not in EXPORTS:
+        raise ValueError(f"unknown export {what!r}; expected one of {sorted(EXPORTS)}")
+    if chat_id is None:
+        return EXPORTS[what]
+    if what not in POND_EXPORTS:
+        raise ValueError(f"{what} is shop-wide: it cannot be limited to one pond")
+    pond_export, pond = POND_EXPORTS[what], chat_id
+
+    async def export(db: Database, out: TextIO) -> int:
+        return await pond_export(db, out, pond)
+
+    return export
 
 
 def _to_stdout(write: Callable[[TextIO], int]) -> int:
