@@ -10,6 +10,13 @@ the file is removed once Telegram answered. In a group the operator gets at most
 short note: after the DM answered, "sent to your private chat", or — when the DM is not
 linked or Telegram refuses it — to open one with /start first. Members are refused
 (handlers/stats.py registers the refusal), and nothing is sent.
+
+Whose rows (SPEC F1, the trust boundary): the shop's own staff (`OPERATOR_IDS`) get the
+shop-wide file, in a group or in their DM. A pond's administrator is that pond's operator,
+not the shop's: in their pond they get the pond's file only — the same columns, that
+pond's rows (`storage.export.POND_EXPORTS`), its caption and file name saying so — and the
+shop-wide ones (profiles, segments) are refused. In a DM only the shop's staff get past
+the operator filter.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from aiogram.types import FSInputFile, Message
 
 from games.checkin import DEFAULT_TIMEZONE, local_day
 from games.parsing import fold
-from services.messaging import reply
+from services.messaging import refuse_non_operator, reply
 from services.middlewares import PondInfo
+from services.operators import OperatorPolicy
 from services.outbox import Outbox, OutboxClosedError
 from services.texts import stats as t
 from storage import export as exports
@@ -47,9 +55,10 @@ DEFAULT = "members"
 GROUPS = ("group", "supergroup")
 
 
-def choices() -> list[str]:
-    """What can be exported: whatever `pondbot export` offers."""
-    return list(exports.EXPORTS)
+def choices(shop_wide: bool = True) -> list[str]:
+    """What can be exported: whatever `pondbot export` offers; by a pond operator, what
+    can be limited to their pond."""
+    return list(exports.EXPORTS if shop_wide else exports.POND_EXPORTS)
 
 
 async def export(
@@ -57,15 +66,25 @@ async def export(
     command: CommandObject,
     db: Database,
     outbox: Outbox,
+    operators: OperatorPolicy,
     person: repo.UserInfo | None,
     pond: PondInfo | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> None:
     what = fold(command.args or "").lower() or DEFAULT
-    if what not in exports.EXPORTS:
-        reply(outbox, message, t.export_usage("|".join(choices())))
-        return
     in_group = message.chat.type in GROUPS
+    shop_wide = operators.is_global(message.from_user, message.sender_chat)
+    if not shop_wide and not in_group:  # only the shop's staff pass the filter in a DM
+        await refuse_non_operator(message, outbox)
+        return
+    # A pond operator's file holds their pond's rows only.
+    pond_id = None if shop_wide else message.chat.id
+    if what not in exports.EXPORTS:
+        reply(outbox, message, t.export_usage("|".join(choices(shop_wide))))
+        return
+    if pond_id is not None and what not in exports.POND_EXPORTS:
+        reply(outbox, message, t.export_shop_wide_only(what))
+        return
     if person is None:  # an anonymous admin or a channel: nobody's DM to send to
         reply(outbox, message, t.export_anonymous())
         return
@@ -76,11 +95,12 @@ async def export(
             reply(outbox, message, t.export_open_dm())
             return
     timezone = pond.timezone if pond is not None else DEFAULT_TIMEZONE
-    filename = f"{what}-{local_day(clock(), timezone).isoformat()}.csv"
+    day = local_day(clock(), timezone).isoformat()
+    filename = f"{what}-{day}.csv" if pond_id is None else f"{what}-pond{pond_id}-{day}.csv"
     folder = Path(tempfile.mkdtemp(prefix="pondbot-export-"))
     path = folder / filename
     try:
-        rows = await asyncio.to_thread(exports.export_to_path, db.url, what, path)
+        rows = await asyncio.to_thread(exports.export_to_path, db.url, what, path, pond_id)
         too_large = path.stat().st_size > MAX_DOCUMENT_BYTES
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
@@ -95,7 +115,10 @@ async def export(
         SendDocument(
             chat_id=person.id,
             document=FSInputFile(path, filename=filename),
-            caption=t.export_caption(what, rows),
+            caption=(
+                t.export_caption(what, rows) if pond_id is None
+                else t.export_pond_caption(what, message.chat.title or str(pond_id), rows)
+            ),
         )
     )
     sent.add_done_callback(lambda done: _delivered(done, folder, outbox, message, in_group))

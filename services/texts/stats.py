@@ -170,6 +170,20 @@ def export_caption(what: str, rows: int) -> str:
     return _("📄 {what}: {rows} rows").format(what=what, rows=rows)
 
 
+def export_pond_caption(what: str, pond: str, rows: int) -> str:
+    return _("📄 {what} of the pond {pond} only: {rows} rows").format(
+        what=what, pond=html.quote(pond), rows=rows
+    )
+
+
+def export_shop_wide_only(what: str) -> str:
+    return _(
+        "⛔ {what} is about members shop-wide: only the shop's own operators "
+        "(OPERATOR_IDS) export it. In a pond, /export gives that pond's members, ledger, "
+        "votes, orders, redemptions and draws."
+    ).format(what=what)
+
+
 # -- /review -------------------------------------------------------------------------------
 
 
