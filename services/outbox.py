@@ -21,6 +21,19 @@ an in-place board edit) and the outbox issues it when every budget allows.
   a timeout or a dropped connection (`bot.weather.is_transient`) back off exponentially
   up to `Limits.max_attempts`; any other error fails that request only (a failed pin,
   a courtesy, is one warning line).
+* Bulk requests (`send(..., bulk=True)`: a broadcast's copies, targeted DMs) take what
+  the interactive requests leave: each pass of the worker serves every lane whose next
+  request is interactive first, then the bulk ones, so a broadcast runs at whatever of
+  the ~30/s the live ponds do not use (no pace of its own) while their replies and
+  boards never wait behind it. Bulk leaves `Limits.bulk_headroom` places of the global
+  window and one of the `concurrency` places free, so an interactive request finds a
+  place at once even while a broadcast fills the rest, and bulk requests are issued
+  evenly spread (at most one per 1/`global_per_second` s) rather than as a burst each
+  time the window turns over, so the places that free up for the live ponds come
+  every few tens of milliseconds, not once a second. Bulk lanes are served in the
+  order their requests were queued, and a chat parked by a 429 is retried as soon as
+  its `retry_after` passes, ahead of the copies queued after it, not after them. In a
+  chat, bulk requests queue behind the interactive ones.
 * Callback answers are not chat messages: `answer` sends them at once, outside all of
   the above.
 * A chat's queue is bounded (`Limits.max_queue_per_chat`). Ordinary replies are sent
@@ -141,6 +154,7 @@ class Limits:
     global_window: float = 1.0
     max_queue_per_chat: int = 50  # droppable requests make room beyond this
     stale_after: float = 180.0  # a droppable request queued longer is not sent
+    bulk_headroom: int = 1  # places of the global window bulk requests leave free
 
 
 @dataclass
@@ -175,6 +189,7 @@ class _Item:
     version: int | None = None  # a board edit's version: an older one never follows it
     # Awaited once, right before the request is first issued (see `send`).
     before_issue: Callable[[], Awaitable[bool]] | None = None
+    bulk: bool = False  # served with what the interactive requests leave (see `send`)
 
     def wanted(self) -> bool:
         return any(not f.done() for f in self.futures)
@@ -216,6 +231,12 @@ def _chat_of(method: TelegramMethod[Any]) -> LaneKey:
     return chat_id if isinstance(chat_id, int | str) else None
 
 
+def _rank(item: _Item) -> int:
+    """A request's place in its chat's queue: what must arrive, then ordinary replies,
+    then bulk copies."""
+    return 2 if item.bulk else int(item.droppable)
+
+
 def _is_edit(method: TelegramMethod[Any]) -> bool:
     return method.__api_method__.startswith("edit")
 
@@ -254,6 +275,8 @@ class Outbox:
         self._moved: dict[ChatId, int] = {}
         self._global_window: deque[float] = deque()  # answer times
         self._global_in_flight = 0  # issued, not yet answered: they count too
+        self._bulk_in_flight = 0  # of the requests in flight, the bulk ones
+        self._bulk_at = 0.0  # the earliest the next bulk request may be issued
         self._global_parked_until = 0.0
         self._collected_at = self._clock.monotonic()
         self._queued = 0
@@ -439,6 +462,7 @@ class Outbox:
         *,
         droppable: bool = False,
         before_issue: Callable[[], Awaitable[bool]] | None = None,
+        bulk: bool = False,
     ) -> asyncio.Future[T | None]:
         """Queue a chat-targeted method; the future gets its result.
 
@@ -451,9 +475,12 @@ class Outbox:
         exception puts it back in its lane, tried again later (and after
         `Limits.max_attempts` failures the request fails with that exception). A
         retried request (5xx, 429) does not await it again.
+
+        `bulk` (a broadcast's copy): issued only with what the interactive requests
+        leave of the budgets, after them in its chat, in the order the bulk ones came.
         """
         fut: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
-        item = _Item(self._retarget(method), [fut], droppable=droppable)
+        item = _Item(self._retarget(method), [fut], droppable=droppable, bulk=bulk)
         item.before_issue = before_issue
         self._enqueue(item)
         return fut
@@ -659,13 +686,15 @@ class Outbox:
                 self._stats.dropped_full += 1
                 item.resolve(None)
                 return
-        if item.droppable or not lane.items or not lane.items[-1].droppable:
+        if item.bulk or not lane.items or _rank(lane.items[-1]) <= _rank(item):
             lane.items.append(item)
         else:
             # What must arrive (a game's post, a result, a scheduled post) goes ahead of
             # the ordinary replies queued in its chat: in a busy pond a vote's post must
-            # not wait minutes behind answers to /points. Each kind keeps its own order.
-            ahead = next(i for i, queued in enumerate(lane.items) if queued.droppable)
+            # not wait minutes behind answers to /points. Both go ahead of a broadcast's
+            # copy. Each kind keeps its own order.
+            rank = _rank(item)
+            ahead = next(i for i, queued in enumerate(lane.items) if _rank(queued) > rank)
             lane.items.insert(ahead, item)
         self._ring.setdefault(key, None)
         self._queued += 1
@@ -729,8 +758,10 @@ class Outbox:
         while window and window[0] <= now - span + _EPS:
             window.popleft()
 
-    def _ready_at(self, lane: _Lane, now: float) -> float:
-        """The earliest time `lane` may issue its next request (<= now: right away)."""
+    def _ready_at(self, lane: _Lane, now: float, *, bulk: bool = False) -> float:
+        """The earliest time `lane` may issue its next request (<= now: right away); a
+        `bulk` one leaves `Limits.bulk_headroom` places of the global window free and
+        keeps its distance from the bulk request before."""
         limits = self._limits
         at = max(lane.parked_until, self._global_parked_until)
         if lane.key is not None:
@@ -743,11 +774,15 @@ class Outbox:
                     index = len(lane.window) - limits.group_per_minute
                     at = max(at, lane.window[index] + limits.group_window)
         self._trim(self._global_window, now, limits.global_window)
-        if self._global_in_flight >= limits.global_per_second:
+        allowed = limits.global_per_second
+        if bulk:
+            allowed = max(1, allowed - limits.bulk_headroom)
+            at = max(at, self._bulk_at)
+        if self._global_in_flight >= allowed:
             return math.inf  # a finishing request wakes the worker
         counted = len(self._global_window) + self._global_in_flight
-        if counted >= limits.global_per_second:
-            index = counted - limits.global_per_second
+        if counted >= allowed:
+            index = counted - allowed
             at = max(at, self._global_window[index] + limits.global_window)
         return at
 
@@ -789,43 +824,63 @@ class Outbox:
                 await self._clock.sleep(1.0)
 
     def _dispatch(self) -> float | None:
-        """Issue every request that may go now; return when to look again (None: idle)."""
+        """Issue every request that may go now; return when to look again (None: idle).
+
+        Two rounds over the lanes: those whose next request is interactive, then those
+        whose next request is bulk, with what the first round left."""
         next_at: float | None = None
         now = self._clock.monotonic()
         if now - self._collected_at >= self._limits.group_window:
             self._collect_idle_lanes(now)
-        for key in list(self._ring):
-            if len(self._in_flight) >= self._concurrency:
-                return next_at  # a finishing request sets the wake event
-            lane = self._lanes.get(key)
-            if lane is not None:
-                self._withdraw_cancelled(lane, now)
-            if lane is None or not lane.items:
-                self._ring.pop(key, None)
-                continue
-            if lane.busy:
-                continue
-            now = self._clock.monotonic()
-            at = self._ready_at(lane, now)
-            if at > now + _EPS:
-                if at != math.inf:
-                    next_at = at if next_at is None else min(next_at, at)
-                continue
-            item = lane.items.popleft()
-            self._queued -= 1
-            self._forget_board(item)
-            if not lane.items:
-                self._ring.pop(key, None)
-            else:
-                self._ring.move_to_end(key)
-            self._charge(lane)
-            lane.busy = True
-            task = asyncio.create_task(self._issue(lane, item))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        bulk_places = self._concurrency - 1 if self._concurrency > 1 else 1
+        has_bulk = False
+        for bulk in (False, True):
+            if bulk and not has_bulk:
+                break
+            for key in list(self._ring):
+                if len(self._in_flight) >= self._concurrency:
+                    return next_at  # a finishing request sets the wake event
+                if bulk and self._bulk_in_flight >= bulk_places:
+                    break  # a finishing request sets the wake event
+                lane = self._lanes.get(key)
+                if lane is not None:
+                    self._withdraw_cancelled(lane, now)
+                if lane is None or not lane.items:
+                    self._ring.pop(key, None)
+                    continue
+                if lane.items[0].bulk != bulk:
+                    has_bulk = has_bulk or lane.items[0].bulk
+                    continue
+                if lane.busy:
+                    continue
+                now = self._clock.monotonic()
+                at = self._ready_at(lane, now, bulk=bulk)
+                if at > now + _EPS:
+                    if at != math.inf:
+                        next_at = at if next_at is None else min(next_at, at)
+                    continue
+                self._start(lane, lane.items.popleft())
         if not self._in_flight and self._queued == 0:
             self._idle.set()
         return next_at
+
+    def _start(self, lane: _Lane, item: _Item) -> None:
+        """Issue `item`, just taken from the head of `lane`, in a task of its own."""
+        self._queued -= 1
+        self._forget_board(item)
+        if not lane.items:
+            self._ring.pop(lane.key, None)
+        else:
+            self._ring.move_to_end(lane.key)
+        self._charge(lane)
+        if item.bulk:
+            self._bulk_in_flight += 1
+            spacing = self._limits.global_window / self._limits.global_per_second
+            self._bulk_at = self._clock.monotonic() + spacing
+        lane.busy = True
+        task = asyncio.create_task(self._issue(lane, item))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     def _collect_idle_lanes(self, now: float) -> None:
         """Forget lanes whose budgets have fully recovered (their state is the default)."""
@@ -875,6 +930,11 @@ class Outbox:
         target = lane if key == lane.key else self._lane(key)
         target.items.appendleft(item)
         self._ring.setdefault(target.key, None)
+        if item.bulk:
+            # Bulk lanes are served in ring order: one put back (its chat parked by a
+            # 429) goes first, so it is retried as soon as its chat may be sent to
+            # again, not after every copy queued meanwhile.
+            self._ring.move_to_end(target.key, last=False)
         self._queued += 1
         if item.board_key is not None and item.board_key not in self._boards:
             self._boards[item.board_key] = item
@@ -931,6 +991,8 @@ class Outbox:
             if board_turn and self._budget is not None and item.board_key is not None:
                 await self._budget.board_done(item.board_key, board_turn)
             self._settle(lane)
+            if item.bulk:
+                self._bulk_in_flight -= 1
             lane.busy = False
             # Free the concurrency slot now, not in a done-callback one loop turn later,
             # so the worker woken below sees it.

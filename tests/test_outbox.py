@@ -948,3 +948,83 @@ async def test_a_failing_hook_sends_nothing_and_puts_the_request_back() -> None:
         assert await withdrawn is None and isinstance(await after, Message)
         assert session.sent_texts(9) == ["after"]
         assert outbox.stats.sent == 2
+
+
+# -- bulk requests (a broadcast's copies) -------------------------------------------------
+
+
+def texts_of(session: FakeSession) -> list[str]:
+    return [str(getattr(r, "text", "")) for r in session.requests]
+
+
+async def test_interactive_requests_go_ahead_of_bulk_ones_when_both_are_ready() -> None:
+    async with rig() as (outbox, session, clock):
+        copies = [outbox.send(msg(c, f"copy {c}"), bulk=True) for c in range(1, 61)]
+        replies = [outbox.send(msg(-2001 - i, f"reply {i}")) for i in range(3)]
+        await asyncio.gather(*replies)
+        # Queued after the 60 copies, the replies were issued first, at once.
+        assert texts_of(session)[:3] == ["reply 0", "reply 1", "reply 2"]
+        assert session.request_times[:3] == [0.0, 0.0, 0.0]
+        # In its chat, a copy waits behind the replies queued there.
+        copy = outbox.send(msg(GROUP_B, "copy B"), bulk=True)
+        reply = outbox.send(msg(GROUP_B, "reply B"), droppable=True)
+        post = outbox.send(msg(GROUP_B, "post B"))
+        await asyncio.gather(*copies, copy, reply, post)
+        assert session.sent_texts(GROUP_B) == ["post B", "reply B", "copy B"]
+        assert_budgets(session)
+        assert clock.now < 3.0
+
+
+async def test_bulk_fills_what_the_interactive_requests_leave_of_the_global_budget() -> None:
+    """A broadcast alone runs at the ceiling (less the one place left free), evenly; with
+    live ponds talking, it takes what they leave: every second is full, and each reply
+    is issued within a few bulk spacings of its send, never behind the broadcast."""
+    async with rig() as (outbox, session, clock):
+        copies = [outbox.send(msg(c, f"copy {c}"), bulk=True) for c in range(1, 301)]
+        asked: dict[str, float] = {}
+        replies = []
+        for second in range(1, 6):
+            await clock.sleep(second + 0.5 - clock.now)
+            for i in range(6):
+                text = f"reply {second}.{i}"
+                asked[text] = clock.now
+                replies.append(outbox.send(msg(-2000 - 10 * second - i, text)))
+        await asyncio.gather(*copies, *replies)
+        assert_budgets(session)
+        times = times_for(session)
+        issued = dict(zip(texts_of(session), times, strict=True))
+        assert max(issued[t] - at for t, at in asked.items()) <= 0.3
+        for start in range(1, 9):  # whole seconds of the broadcast: the budget is used
+            used = sum(1 for t in times if start <= t < start + 1)
+            assert 27 <= used <= 30, (start, used)
+        bulk = [t for text, t in issued.items() if text.startswith("copy")]
+        assert max_in_window(bulk, 0.25) <= 9  # spread out, not a burst per second
+        # 300 copies + 30 replies at (30 - 1) per second.
+        assert 300 / 30 <= clock.now <= 330 / 29 + 1.0
+
+
+async def test_a_parked_chats_bulk_request_goes_as_soon_as_its_retry_after_passes() -> None:
+    async with rig() as (outbox, session, clock):
+        session.fail_next("sendMessage", chat_id=5, retry_after=2)
+        copies = [outbox.send(msg(c, f"copy {c}"), bulk=True) for c in range(1, 201)]
+        await asyncio.gather(*copies)
+        stormed = times_for(session, 5)
+        assert len(stormed) == 2  # the 429, then the copy
+        assert stormed[0] + 2.0 <= stormed[1] <= stormed[0] + 2.0 + 0.1  # at once, not after
+        during = [t for t in times_for(session) if stormed[0] < t < stormed[1]]
+        assert len(during) >= 50  # the other copies kept going while it was parked
+        assert stormed[1] < max(times_for(session)) - 3.0  # not pushed to the end
+        assert session.sent_texts(5) == ["copy 5"] and outbox.stats.retried_429 == 1
+        assert_budgets(session)
+        assert clock.now <= 200 / 29 + 1.0
+
+
+async def test_bulk_leaves_a_place_in_flight_to_interactive_requests() -> None:
+    async with rig(latency=0.5, concurrency=4) as (outbox, session, clock):
+        copies = [outbox.send(msg(c, f"copy {c}"), bulk=True) for c in range(1, 21)]
+        await clock.sleep(0.2)
+        assert session.in_flight == 3  # of 4: one place is kept for the live ponds
+        reply = outbox.send(msg(GROUP_A, "reply"))
+        await reply
+        assert dict(zip(texts_of(session), session.request_times, strict=True))["reply"] == 0.2
+        await asyncio.gather(*copies)
