@@ -12,11 +12,14 @@
   its task's time reset, and finds its occurrence's rows made.
 * `promo.deliver` — a deadline (`catch_up=True`): it claims the pending rows `queued`
   and hands their messages to the outbox, a sliding window at a time, and records each
-  answer. The outbox marks a row `sending` (committed) right before it issues the row's
-  request, so of a run that died in the middle, the rows still `queued` certainly never
-  went out — the next run sends them — and only those `sending` (on the wire at the
-  crash) become `unknown` and are never sent again (at-most-once: no pond gets a second
-  copy; see storage/promo.py).
+  answer. The copies are the outbox's bulk requests: it issues them with whatever of the
+  overall ≈30/s the live ponds' replies and boards leave (those go first), so a
+  broadcast has no pace of its own, and a pond parked by a 429 is retried as soon as its
+  `retry_after` passes while the other copies keep going. The outbox marks a row
+  `sending` (committed) right before it issues the row's request, so of a run that died
+  in the middle, the rows still `queued` certainly never went out — the next run sends
+  them — and only those `sending` (on the wire at the crash) become `unknown` and are
+  never sent again (at-most-once: no pond gets a second copy; see storage/promo.py).
   A crashed delivery run is taken over by the scheduler as the bot starts again; when
   the bot stops, the run hands nothing more over, records what is on the wire and
   leaves the rest `pending` (`RunInterrupted`), so a stop loses no pond.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -50,9 +52,10 @@ log = logging.getLogger(__name__)
 # Deliveries handed to the outbox and not yet answered, at most. Of these, only the
 # requests on the wire (the outbox's concurrency at most) can be left `unknown` by a crash.
 WINDOW = 60
-# A broadcast's own pace, under the outbox's overall ≈30/s.
-BROADCAST_RATE = 25.0
-PACE_BURST = 5
+# The window is topped up once this many of it were answered (fewer, larger claims).
+TOP_UP = 10
+# While the window is full, how often a run looks whether the bot is stopping (seconds).
+STOP_CHECK = 1.0
 
 
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:
@@ -156,27 +159,21 @@ async def deliver_post(
 
     in_flight: dict[asyncio.Future[Message | None], store.Claimed] = {}
     issued: set[int] = set()  # deliveries marked `sending`: their requests went out
-    pace = _Pace(BROADCAST_RATE, PACE_BURST)
     exhausted = interrupted = False
     while True:
         if not interrupted and stopping():
             # The bot is stopping: hand nothing more over, record what is on the wire,
             # and leave the rest `pending` for the next start.
             interrupted = exhausted = True
-        want = min(WINDOW - len(in_flight), pace.available())
-        if not exhausted and want > 0:
+        want = WINDOW - len(in_flight)
+        if not exhausted and (want >= TOP_UP or not in_flight):
             claimed = await _hand_over(deps, post, occurrence, want, run, in_flight, issued)
-            pace.take(len(claimed))
             exhausted = not claimed
-        if exhausted and not in_flight:
-            break
-        idle = exhausted or len(in_flight) >= WINDOW
-        timeout = None if idle else pace.delay()
         if not in_flight:
-            await asyncio.sleep(timeout or 0)
-            continue
+            break  # nothing left to hand over (or the bot is stopping) and none on its way
         done, _pending = await asyncio.wait(
-            in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            in_flight, timeout=None if exhausted else STOP_CHECK,
+            return_when=asyncio.FIRST_COMPLETED,
         )
         if done:
             by_claim: dict[str, list[tuple[int, DeliveryState, int | None]]] = {}
@@ -205,8 +202,9 @@ async def _hand_over(
     in_flight: dict[asyncio.Future[Message | None], store.Claimed],
     issued: set[int],
 ) -> list[store.Claimed]:
-    """Mark up to `count` pending rows `queued` (committed), then queue their messages;
-    each is marked `sending` right before its request is issued."""
+    """Mark up to `count` pending rows `queued` (committed), then queue their messages
+    (bulk: after the live ponds' requests); each is marked `sending` right before its
+    request is issued."""
     assert post.id is not None
     async with deps.db.transaction() as session:
         claimed = await store.claim_deliveries(session, post.id, occurrence, count, run.now)
@@ -216,7 +214,8 @@ async def _hand_over(
     for c in claimed:
         method = _method(deps, post, c.pond, campaigns.get(c.pond.chat_id, []), run)
         try:
-            in_flight[deps.outbox.send(method, before_issue=_on_the_wire(deps, c, issued))] = c
+            hook = _on_the_wire(deps, c, issued)
+            in_flight[deps.outbox.send(method, before_issue=hook, bulk=True)] = c
         except OutboxClosedError:
             unsent.append(c.delivery_id)
     if unsent:  # never handed over: they may go on the next run
@@ -243,33 +242,6 @@ def _on_the_wire(
         return mine
 
     return before_issue
-
-
-class _Pace:
-    """A token bucket: a broadcast leaves part of the bot's overall budget (≈30/s) to
-    the replies and boards of live ponds, and sends evenly rather than in bursts."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = float(burst)
-        self.at = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
-        self.at = now
-
-    def available(self) -> int:
-        self._refill()
-        return int(self.tokens)
-
-    def take(self, n: int) -> None:
-        self.tokens -= n
-
-    def delay(self) -> float:
-        """Seconds until the next send may go."""
-        self._refill()
-        return max(0.0, (1.0 - self.tokens) / self.rate)
 
 
 def _method(

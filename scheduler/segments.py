@@ -5,21 +5,22 @@ When such a post fires (scheduler/promo.py) — or such a drop's packet is made
 `segment_delivery` row per member of the pond in that segment (or at churn risk) whose
 private chat is linked, classified at that moment, and schedules the delivery task; a
 re-run of the firing inserts no new row. The delivery sends each member the post by DM
-(a drop: a DM telling them of the packet in the group), a window at a time and at a
-broadcast's pace (≈25/s, under the outbox's ≈30/s overall, so live ponds keep their
-share). Each row is claimed `queued` in a committed transaction before its message is
-handed to the outbox, marked `sending` (committed) by the outbox right before it issues
-the request, and finished with Telegram's answer; a row a dead run left `queued` never
-went out and is sent, one it left `sending` becomes `unknown` and is never sent again.
-So no member gets a copy twice, also across a restart, and a stop hands nothing more
-over and leaves the rest `pending` for the next start (`RunInterrupted`).
+(a drop: a DM telling them of the packet in the group), a sliding window at a time, as
+the outbox's bulk requests: they go with whatever of the overall ≈30/s the live ponds'
+replies and boards leave (those go first), and a member parked by a 429 is retried as
+soon as its `retry_after` passes while the other DMs keep going. Each row is claimed
+`queued` in a committed transaction before its message is handed to the outbox, marked
+`sending` (committed) by the outbox right before it issues the request, and finished
+with Telegram's answer; a row a dead run left `queued` never went out and is sent, one
+it left `sending` becomes `unknown` and is never sent again. So no member gets a copy
+twice, also across a restart, and a stop hands nothing more over and leaves the rest
+`pending` for the next start (`RunInterrupted`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -40,8 +41,11 @@ from storage.promo import DROP_KIND
 
 log = logging.getLogger(__name__)
 
-WINDOW = 25  # messages handed over at once
-RATE = 25.0  # a targeted delivery's own pace, messages per second
+# DMs handed to the outbox and not yet answered, at most (only those on the wire can be
+# left `unknown` by a crash).
+WINDOW = 60
+TOP_UP = 10  # the window is topped up once this many of it were answered
+STOP_CHECK = 1.0  # while the window is full, how often a run looks whether the bot stops
 
 
 async def plan(
@@ -108,36 +112,52 @@ async def deliver_dms(
                 return SendMessage(chat_id=user_id, text=text)
             return post_method(post, user_id, campaigns, local_day(run.now, pond.timezone))
 
+    in_flight: dict[asyncio.Future[Message | None], tuple[int, str]] = {}  # row, claim
+    issued: set[int] = set()  # rows marked `sending`: their DMs went out
+    exhausted = interrupted = False
     while True:
-        if stopping():
-            async with deps.db.transaction(readonly=True) as session:
-                left = (await store.delivery_counts(session, post_id, occurrence)).get("pending", 0)
-            if left:
-                raise RunInterrupted(f"stopped with {left} member(s) still to send to")
-            return
-        started = time.monotonic()
-        async with deps.db.transaction() as session:
-            claimed = await store.claim_deliveries(session, post_id, occurrence, WINDOW, run.now)
-        if not claimed:
-            return
-        claim = claimed[0][2]
-        issued: set[int] = set()
-        sent: list[tuple[int, asyncio.Future[Message | None]]] = []
-        unsent: list[tuple[int, DeliveryState]] = []
-        for delivery_id, user_id, _claim in claimed:
-            hook = _on_the_wire(deps, delivery_id, claim, run.now, issued)
-            try:
-                sent.append((delivery_id, deps.outbox.send(method(user_id), before_issue=hook)))
-            except OutboxClosedError:
-                unsent.append((delivery_id, DeliveryState.pending))
-        if sent:
-            await asyncio.wait([f for _i, f in sent])
-        outcomes = [(i, _outcome(f, i in issued)) for i, f in sent] + unsent
-        async with deps.db.transaction() as session:
-            await store.finish_deliveries(session, outcomes, run.now, claim=claim)
-        if unsent:
-            raise OutboxClosedError("outbox stopped during a targeted delivery")
-        await asyncio.sleep(max(0.0, len(claimed) / RATE - (time.monotonic() - started)))
+        if not interrupted and stopping():
+            # Hand nothing more over, record what is on the wire, leave the rest `pending`.
+            interrupted = exhausted = True
+        want = WINDOW - len(in_flight)
+        if not exhausted and (want >= TOP_UP or not in_flight):
+            async with deps.db.transaction() as session:
+                claimed = await store.claim_deliveries(session, post_id, occurrence, want, run.now)
+            exhausted = not claimed
+            unsent: list[tuple[int, DeliveryState]] = []
+            for delivery_id, user_id, claim in claimed:
+                hook = _on_the_wire(deps, delivery_id, claim, run.now, issued)
+                try:
+                    fut = deps.outbox.send(method(user_id), before_issue=hook, bulk=True)
+                except OutboxClosedError:
+                    unsent.append((delivery_id, DeliveryState.pending))
+                else:
+                    in_flight[fut] = (delivery_id, claim)
+            if unsent:  # never handed over: they go on the next run
+                async with deps.db.transaction() as session:
+                    await store.finish_deliveries(session, unsent, run.now, claim=claimed[0][2])
+                raise OutboxClosedError("outbox stopped during a targeted delivery")
+        if not in_flight:
+            break  # nothing left to hand over (or the bot is stopping) and none on its way
+        done, _pending = await asyncio.wait(
+            in_flight, timeout=None if exhausted else STOP_CHECK,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if done:
+            by_claim: dict[str, list[tuple[int, DeliveryState]]] = {}
+            for fut in done:
+                delivery_id, claim = in_flight.pop(fut)
+                outcome = _outcome(fut, delivery_id in issued)
+                by_claim.setdefault(claim, []).append((delivery_id, outcome))
+            async with deps.db.transaction() as session:
+                for claim, outcomes in by_claim.items():
+                    await store.finish_deliveries(session, outcomes, run.now, claim=claim)
+
+    if interrupted:
+        async with deps.db.transaction(readonly=True) as session:
+            left = (await store.delivery_counts(session, post_id, occurrence)).get("pending", 0)
+        if left:
+            raise RunInterrupted(f"stopped with {left} member(s) still to send to")
 
 
 def _on_the_wire(

@@ -156,9 +156,10 @@ async def test_broadcast_to_300_ponds_with_a_kicked_pond_and_a_429_storm(
         )
         assert per_second <= 30 and rate <= 30
         assert per_pond <= 20
-        # After the storm the 40 parked ponds are retried at once and the outbox fills its
-        # 30/s window in a burst; a request counts there until its answer, so however the
-        # network delays it, it never lands over the emulator's limit.
+        # After the storm the 40 parked ponds are retried first, as soon as their
+        # retry_after passes, and the broadcast fills what is left of the 30/s window; a
+        # request counts there until its answer, so however the network delays it, it
+        # never lands over the emulator's limit.
         assert flood_429 == 0
     finally:
         await proc.stop()
