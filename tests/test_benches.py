@@ -64,6 +64,18 @@ def test_memory_bench() -> None:
     assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE)
 
 
+@pytest.mark.e2e
+def test_broadcast_bench() -> None:
+    """The real bot's broadcast against the emulator: limits and exactness, not speed."""
+    out = bench("bench/broadcast.py", "--ponds", "40", "--stormed-at", "10", "--storm", "2",
+                "--retry-after", "1")
+    assert "exact: 39 ponds answered with one copy each" in out
+    busiest = re.search(r"busiest second (\d+) \(limit 30; everything sent: (\d+)\)", out)
+    assert busiest is not None and int(busiest[2]) <= 30, out
+    assert "flood 429s: 0 " in out
+    assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE)
+
+
 # Benches without a floor to compare with. The soak prints its checks instead; the
 # segments bench times its export in absolute seconds (a floor is still to be chosen).
 NO_RATIO = {"soak.py", "segments.py"}
