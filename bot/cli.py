@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("what", choices=["members", "ledger", "votes", "orders", "redemptions",
                                         "draws", "profiles", "segments"])
     exp.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
+    exp.add_argument("--pond", type=int, metavar="CHAT_ID",
+                     help="only that pond's rows (not for profiles and segments)")
     imp = sub.add_parser("import", help="read a CSV file into the database")
     imp_sub = imp.add_subparsers(dest="what", required=True, metavar="WHAT")
     imp_orders = imp_sub.add_parser(
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate()
         if args.command == "export":
-            return _export(args.what, args.out)
+            return _export(args.what, args.out, args.pond)
         if args.command == "import" and args.what == "orders":
             return _import_orders(args.file)
         if args.command == "import" and args.what == "codes":
@@ -125,12 +127,14 @@ def _migrate() -> int:
     return 0
 
 
-def _export(what: str, out: str | None) -> int:
+def _export(what: str, out: str | None, pond: int | None = None) -> int:
     settings = _settings()
-    from storage.export import SchemaNotReady, export_to_path
+    from storage.export import POND_EXPORTS, SchemaNotReady, export_to_path
 
+    if pond is not None and what not in POND_EXPORTS:
+        return _fail(f"{what} is shop-wide: --pond is for {', '.join(POND_EXPORTS)}")
     try:
-        export_to_path(settings.database_url, what, out)
+        export_to_path(settings.database_url, what, out, pond)
     except SchemaNotReady as exc:
         print(f"pondbot: error: {exc}", file=sys.stderr)
         return 1

@@ -143,3 +143,28 @@ async def test_export_to_path_for_a_pond(db_url: str, db: Database, tmp_path: Pa
     with pytest.raises(ValueError, match="unknown export"):
         export_to_path(db_url, "nonsense", tmp_path / "x.csv", B)
     assert not (tmp_path / "x.csv").exists()
+
+
+async def test_pondbot_export_pond(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`pondbot export <what> --pond CHAT_ID`: the pond's file; without it, the shop's."""
+    from bot.cli import main
+
+    db = Database(sqlite_url)
+    try:
+        await fill(db)
+    finally:
+        await db.dispose()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    pond, whole = tmp_path / "pond.csv", tmp_path / "whole.csv"
+    assert main(["export", "orders", "--pond", str(B), "--out", str(pond)]) == 0
+    assert main(["export", "orders", "--out", str(whole)]) == 0
+    assert [r[0] for r in rows(pond.read_text("utf-8-sig"))[1:]] == ["B-1"]
+    assert [r[0] for r in rows(whole.read_text("utf-8-sig"))[1:]] == ["A-1", "B-1", "I-1"]
+    assert main(["export", "ledger", f"--pond={A}"]) == 0  # to standard output
+    assert [r[2] for r in rows(capsys.readouterr().out)[1:]] == [str(OLD_A)] * 3
+    assert main(["export", "profiles", "--pond", str(B)]) == 2
+    assert "shop-wide" in capsys.readouterr().err
