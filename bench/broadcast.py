@@ -10,16 +10,17 @@ answer 429 `storm` times in a row with `retry_after` seconds (a flood storm on t
 chat alone). The operator schedules a post to every pond and confirms it; the bench
 waits for the report to the operator.
 
-Printed, from the emulator's log (its clock, not the bot's): the copies per second
-that reached the ponds that answered (the stormed pond aside: its copy waits out the
-storm), the busiest second and the busiest group minute of everything sent to the
-ponds, the 429s the flood limits gave on their own (the bot outrunning them: must be
-0; the injected ones are not counted), and when the stormed pond's copy came relative
-to the last of the others (negative: before it). With `--talk R`, a member in one of
-`--talkers` other ponds asks for their points R times a second while the broadcast
-runs (the last ponds served: their copies are still queued), and the bench prints how
-long those replies took (they go ahead of the broadcast's copies). `ratio:` is the
-copies per second over Telegram's 30/s.
+Printed, from the emulator's log (its clock, not the bot's): the copies per second that
+reached the ponds that answered (the stormed pond aside: its copy waits out the storm),
+the busiest second and the busiest group minute of everything sent to the ponds, the
+429s the flood limits gave on their own (the bot outrunning them: must be 0; the
+injected ones are not counted), when the stormed pond's copy came relative to the last
+of the others, and how soon after each `retry_after` passed its next attempt came (it is
+retried at once, alongside the other copies, not after them). With `--talk R`, a member
+in one of the last `--talkers` ponds asks for their points R times a second while the
+broadcast runs (their copies are still queued then), and the bench prints how long those
+replies took (they go ahead of the broadcast's copies). `ratio:` is the copies per
+second over Telegram's 30/s.
 
 Exact: every pond that answered has the post once, the kicked one none and is marked
 inactive, the delivery rows are `sent` but for the kicked pond's `skipped`, and nothing
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import resource
 import signal
@@ -242,6 +244,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 arrived = {e["chat_id"]: float(e["time"]) for e in emu.events[events_before:]
                            if e["kind"] == "bot_message" and e["chat_id"] in pond_ids
                            and e.get("text") == TEXT}
+                # The stormed pond's attempts: its injected 429s, then its copy.
+                attempts = [float(e["time"]) for e in emu.events[events_before:]
+                            if e["kind"] == "fault" and e["chat_id"] == stormed]
+                attempts += [arrived[stormed]] if stormed in arrived else []
                 rates = send_rates(emu.sends[sends_before:], ids)
                 all_rates = send_rates(emu.sends[sends_before:])
                 delays = reply_delays(emu, asked)
@@ -252,6 +258,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "copies": copies, "kicked": kicked, "stormed": stormed, "states": states,
             "kicked_status": kicked_status, "arrived": arrived, "rates": rates,
+            "attempts": attempts,
             "all_rates": all_rates, "flood_429": emu.stats.flood_429 - flood_before,
             "report": report["text"], "delays": delays, "asked": len(asked),
             "tracebacks": tracebacks, "token_logged": token_logged,
@@ -302,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     where = "n/a" if late is None else (
         f"{late:.2f} s after" if late >= 0 else f"{-late:.2f} s before")
     print(f"  stormed pond (#{args.stormed_at}): its copy came {where} the last of the others")
+    tries = r["attempts"]
+    waits = [b - a - args.retry_after for a, b in itertools.pairwise(tries)]
+    print(f"    its {len(tries)} attempts at +" + ", +".join(f"{t - tries[0]:.2f}" for t in tries)
+          + f" s: each retry came at most {max(waits, default=0.0):.2f} s after its "
+          f"retry_after passed")
     if args.talk:
         d = r["delays"]
         p50 = statistics.median(d) if d else 0.0
