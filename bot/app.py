@@ -11,11 +11,13 @@ import asyncio
 import hmac
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -37,11 +39,12 @@ from bot.config import Settings
 from bot.runtime import tune_gc
 from bot.webapp import add_member_page, member_page_server
 from handlers import setup_routers
-from scheduler.core import Scheduler
+from scheduler.core import Scheduler, wall_clock_alarms
 from scheduler.deps import JobDeps
 from scheduler.jobs import register_jobs
 from services import texts
 from services.checkin_board import BoardKeeper
+from services.clock import Clock, SystemClock
 from services.dedup import SeenUpdates, Unconfirmed
 from services.fast_lane import FastLane
 from services.filters import AskAgainLater
@@ -96,21 +99,25 @@ def build_dispatcher(
     admins: AdminCache | None = None,
     scheduler: Scheduler | None = None,
     shared: SharedState | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Dispatcher:
-    """`shared`: the state several instances share (Redis); None: one process."""
-    admins = admins or AdminCache()
+    """`shared`: the state several instances share (Redis); None: one process.
+    `clock`, `monotonic`: the wall clock and the clock of the caches' lifetimes."""
+    admins = admins or AdminCache(clock=monotonic)
     scheduler = scheduler or Scheduler(db)
     i18n = make_i18n(default_language)
     register_jobs(scheduler, JobDeps(db=db, outbox=outbox, i18n=i18n))
     writer = BatchWriter(db)  # merges many members' small writes into one transaction
     operators = OperatorPolicy(operator_ids, admins)
-    gate = PondGate(db, operators, outbox, i18n)  # which groups are ponds (SPEC F1)
+    gate = PondGate(db, operators, outbox, i18n, clock=monotonic)  # which groups are ponds (F1)
     tracking = TrackingMiddleware(
         db,
         gate=gate,
         default_timezone=default_timezone,
         default_language=default_language,
         writer=writer,
+        clock=monotonic,
     )
     dp = Dispatcher(
         disable_fsm=True,  # no handler keeps conversation state: no per-update FSM lookup
@@ -124,9 +131,11 @@ def build_dispatcher(
         writer=writer,
         boards=BoardKeeper(db, outbox, i18n),
         lottery_board=LotteryBoard(db, outbox, i18n),
-        closed_items=ClosedItems(),  # a /redeem storm on a sold-out item stays in memory
-        daily_tasks=DailyTasks(db, outbox),  # the day's task list and its bonus (F13)
-        clock=utcnow,  # the wall clock handlers read (tests put a fake one here)
+        # a /redeem storm on a sold-out item stays in memory
+        closed_items=ClosedItems(clock=monotonic),
+        # the day's task list and its bonus (F13)
+        daily_tasks=DailyTasks(db, outbox, monotonic=monotonic),
+        clock=clock,  # the wall clock handlers read (tests and the demo put another here)
     )
     if shared is not None:
         _share(dp, shared, admins, tracking)
@@ -183,6 +192,16 @@ async def set_commands(bot: Bot, default_language: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Clocks:
+    """The clocks a running bot reads: the real ones, or `pondbot demo`'s virtual time."""
+
+    pacing: Clock = field(default_factory=SystemClock)  # the outbox's budgets and waits
+    wall: Callable[[], datetime] = utcnow  # handlers, the games' deadlines, the scheduler
+    epoch: Callable[[], float] = time.time  # the outbox journal's lines
+    alarms: Callable[[], Any] = wall_clock_alarms  # what wakes the scheduler's runs
+
+
 @dataclass
 class App:
     settings: Settings
@@ -225,8 +244,9 @@ def outbox_journal(db: Database) -> Path | None:
 
 
 @asynccontextmanager
-async def create_app(settings: Settings) -> AsyncIterator[App]:
+async def create_app(settings: Settings, clocks: Clocks | None = None) -> AsyncIterator[App]:
     """Create every resource, and release them all on the way out."""
+    clocks = clocks or Clocks()
     token = settings.token()
     webapp_url = settings.webapp_address()  # checked before anything starts
     db = Database(settings.database_url)
@@ -255,8 +275,9 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
     outbox = Outbox(
         bot, on_forbidden=chat_refused(db), on_migrated=on_migrated, journal=outbox_journal(db),
         budget=shared.budget if shared is not None else None,
+        clock=clocks.pacing, wall=clocks.epoch,
     )
-    scheduler = Scheduler(db)
+    scheduler = Scheduler(db, clock=clocks.wall, alarms=clocks.alarms)
     dp = build_dispatcher(
         db=db,
         outbox=outbox,
@@ -265,6 +286,8 @@ async def create_app(settings: Settings) -> AsyncIterator[App]:
         default_language=settings.locale,
         scheduler=scheduler,
         shared=shared,
+        clock=clocks.wall,
+        monotonic=clocks.pacing.monotonic,
     )
     dp["webapp_url"] = webapp_url  # what /me's button opens (F15)
     await outbox.start()
@@ -377,11 +400,13 @@ async def _background(coro: Awaitable[None], name: str) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def serve_polling(settings: Settings, stop: asyncio.Event) -> None:
+async def serve_polling(
+    settings: Settings, stop: asyncio.Event, clocks: Clocks | None = None
+) -> None:
     """Serve by long polling until `stop` is set."""
     from bot.polling import poll
 
-    async with create_app(settings) as app:
+    async with create_app(settings, clocks) as app:
         me = await _started("getMe", app.bot.get_me, app.bot, stop)
         if me is None:
             return

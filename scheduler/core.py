@@ -218,6 +218,11 @@ class Orphan:
     attempts: int
 
 
+def wall_clock_alarms() -> AsyncIOScheduler:
+    """The alarm clock that wakes runs: APScheduler's, which reads the wall clock itself."""
+    return AsyncIOScheduler(timezone=UTC)
+
+
 @dataclass
 class Scheduler:
     db: Database
@@ -234,6 +239,8 @@ class Scheduler:
     max_attempts: int = MAX_ATTEMPTS
     run_timeout: timedelta = RUN_TIMEOUT
     stop_wait_seconds: float = STOP_WAIT_SECONDS
+    # What wakes a task's run at its time; `pondbot demo` gives one on its virtual time.
+    alarms: Callable[[], AsyncIOScheduler] = wall_clock_alarms
 
     def __post_init__(self) -> None:
         self._aps: AsyncIOScheduler | None = None
@@ -355,7 +362,7 @@ class Scheduler:
         return self.active
 
     async def _lead(self) -> None:
-        self._aps = AsyncIOScheduler(timezone=UTC)
+        self._aps = self.alarms()
         self._aps.start()
         self.active = True
         if self._lock_conn is not None:

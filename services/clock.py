@@ -21,10 +21,17 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock: `time.monotonic` and `asyncio.sleep`."""
+    """The real clock: the running event loop's time and `asyncio.sleep`.
+
+    The loop's time is `time.monotonic` under the default loop (also what this reads
+    with no loop running); under a loop whose time is virtual (`pondbot demo`'s) it is
+    virtual, so what is measured here always agrees with what `sleep` waits."""
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

@@ -1,9 +1,16 @@
 """`pondbot demo`: a scripted pond, played offline and printed as a chat.
 
 It starts the local Bot API emulator and the real bot (the same code `pondbot run`
-serves with: long polling, dispatcher, outbox, a fresh SQLite file) in one process,
-plays a short scene, prints the conversation and exits 0 — or 1 if the bot broke a
-rule of the Bot API along the way.
+serves with: long polling, dispatcher, outbox, scheduler, a fresh SQLite file) in one
+process, plays the scenes, prints the conversation and exits 0 — or 1 if the bot broke
+a rule of the Bot API along the way.
+
+The pond plays on virtual time (`bot.demo.vtime`): the waits for a vote's or a red
+packet's close, a post due in five seconds and the pacing within Telegram's limits
+pass at once, in the order they would in real time. The bot and the emulator read the
+one clock of the event loop — the outbox paces on it, the emulator checks its flood
+limits on it, the scheduler's alarms ring on it, the games' deadlines and the messages'
+dates are its wall time — so the limits hold in virtual time as they would in real.
 """
 
 from __future__ import annotations
@@ -12,19 +19,45 @@ import asyncio
 import logging
 import sys
 import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from bot.demo.scenes import SCENES, SHOP_OWNER, setup_pond
+from bot.demo.vtime import LoopAlarms, run_virtual
 from bot.emulator import Emulator
 
 
-async def play(*, quiet: bool = False, pause: float = 0.05) -> tuple[str, list[dict[str, Any]]]:
-    from bot.app import serve_polling
+@dataclass
+class Played:
+    """What a played demo leaves: the chat, the Bot API rules broken, how fast the bot
+    sent (`Emulator.send_rates`) and the 429s the emulator's flood limits gave."""
 
+    transcript: str
+    violations: list[dict[str, Any]]
+    rates: dict[str, Any] = field(default_factory=dict)
+    flood_429: int = 0
+    elapsed: float = 0.0  # seconds on the loop's clock
+
+
+async def play(*, pause: float = 0.05) -> Played:
+    from bot.app import Clocks, serve_polling
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    epoch = datetime.now(UTC).timestamp()
+
+    def wall() -> float:  # the wall clock, moving with the loop's (virtual) time
+        return epoch + loop.time() - start
+
+    def utcnow() -> datetime:
+        return datetime.fromtimestamp(wall(), UTC)
+
+    clocks = Clocks(wall=utcnow, epoch=wall, alarms=lambda: LoopAlarms(utcnow))
     with tempfile.TemporaryDirectory(prefix="pondbot-demo-") as tmp:
-        async with Emulator() as emu:
+        async with Emulator(clock=loop.time, wall_clock=wall) as emu:
             settings = Settings(
                 bot_token=emu.token,
                 database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}",
@@ -33,7 +66,7 @@ async def play(*, quiet: bool = False, pause: float = 0.05) -> tuple[str, list[d
                 log_level="WARNING",
             )
             stop = asyncio.Event()
-            server = asyncio.create_task(serve_polling(settings, stop))
+            server = asyncio.create_task(serve_polling(settings, stop, clocks))
             try:
                 cast = await setup_pond(emu, pause=pause)
                 for scene in SCENES:
@@ -41,7 +74,13 @@ async def play(*, quiet: bool = False, pause: float = 0.05) -> tuple[str, list[d
             finally:
                 stop.set()
                 await asyncio.wait_for(server, timeout=30)
-            return emu.render(), list(emu.violations)
+            return Played(
+                emu.render(),
+                list(emu.violations),
+                emu.send_rates(),
+                emu.stats.flood_429,
+                loop.time() - start,
+            )
 
 
 def run_demo(*, quiet: bool = False) -> int:
@@ -50,15 +89,18 @@ def run_demo(*, quiet: bool = False) -> int:
     setup_logging("WARNING")
     if not quiet:
         print("pondbot demo — an offline pond on the built-in Bot API emulator\n")
-    transcript, violations = asyncio.run(play(quiet=quiet))
-    print(transcript)
-    if violations:
-        print(f"\n{len(violations)} Bot API rule(s) broken:", file=sys.stderr)
-        for v in violations:
+    played, _ = run_virtual(play)
+    print(played.transcript)
+    if played.violations:
+        print(f"\n{len(played.violations)} Bot API rule(s) broken:", file=sys.stderr)
+        for v in played.violations:
             print(f"  {v['method']}: {v['description']}", file=sys.stderr)
         return 1
     if not quiet:
-        print("\n(no Bot API rule broken; the demo database was thrown away)")
+        print(
+            f"\n(no Bot API rule broken; {played.elapsed:.0f} s of the pond's time played"
+            " on a virtual clock; the demo database was thrown away)"
+        )
     return 0
 
 

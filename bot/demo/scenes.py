@@ -3,6 +3,9 @@
 Each feature adds one scene: an async function `(emu, cast) -> None` appended to
 `SCENES`. A scene acts through the emulator as the pond's people would and waits for
 the bot's answers, so the printed transcript reads as a real chat.
+
+Scenes run on the loop's clock, which the demo makes virtual: their pauses, timeouts
+and the closes they wait for cost no real time, and "now" is `emu.wall_clock()`.
 """
 
 from __future__ import annotations
@@ -171,7 +174,8 @@ async def red_packet_scene(emu: Emulator, c: Cast) -> None:
 async def promo_scene(emu: Emulator, c: Cast) -> None:
     """A sale five days out: the owner sets up the campaign, writes a post due in 5 s,
     previews it in private, confirms, and the post lands in the pond on time."""
-    sale = datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=5)
+    today = datetime.fromtimestamp(emu.wall_clock(), ZoneInfo("Asia/Shanghai")).date()
+    sale = today + timedelta(days=5)
     await c.say(emu, c.pond, c.owner, f"/campaign 店庆 {sale:%m-%d}", "📅")
     await c.say(emu, c.owner, c.owner, "/start", "/points")  # previews go to a linked DM
     emu.send_message(
