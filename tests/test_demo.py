@@ -14,6 +14,7 @@ import time
 from bot.demo import play
 from bot.demo.vtime import VirtualTimeLoop, run_virtual
 from bot.emulator.limits import FloodRules
+from services.clock import SystemClock
 
 # One line the bot writes in each scene, in the order the scenes play.
 SCENE_MARKS = [
@@ -71,7 +72,8 @@ def test_the_demo_plays_every_scene_in_order_within_the_limits() -> None:
 
 def test_virtual_time_jumps_only_when_nothing_is_left_to_do() -> None:
     """A long sleep passes at once; a thread at work (SQLite runs on threads) holds the
-    clock until its result is back, so a timer never overtakes it."""
+    clock until its result is back, so a timer never overtakes it. The bot's real clock
+    reads the loop's time, so under this loop it is virtual too."""
     order: list[str] = []
 
     def work() -> None:
@@ -90,7 +92,8 @@ def test_virtual_time_jumps_only_when_nothing_is_left_to_do() -> None:
         await asyncio.to_thread(work)
         order.append(f"after thread at {loop.time() - start:.0f}")
         await task
-        await asyncio.sleep(3600)
+        await SystemClock().sleep(3600)
+        assert SystemClock().monotonic() == loop.time()  # what the outbox paces on
         return loop.time() - start
 
     started = time.monotonic()
