@@ -36,9 +36,21 @@ from aiogram.dispatcher.event.telegram import TelegramEventObserver
 from aiogram.filters import Command
 from aiogram.filters.callback_data import CallbackData, CallbackQueryFilter
 from aiogram.types import CallbackQuery, TelegramObject, Update
+from aiogram.utils.i18n import I18n
 
+from services.filters import AskAgainLater
 from services.lru import LRU
+from services.middlewares import (
+    BATCHED,
+    MEMBER_WRITE,
+    NO_MEMBER_WAIT,
+    MemberWritten,
+    PondI18nMiddleware,
+    TrackingMiddleware,
+)
+from services.operators import AdminsUnavailable
 from services.red_packets import DataPrefix
+from services.shortcuts import Shortcuts
 
 HOT = "hot"  # handler flag: on the fast lane
 # Attribute of a filter that never passes a message whose text is a command.
@@ -83,18 +95,22 @@ class ParsedOnce(CallbackQueryFilter):
         self._parsed: LRU[str, CallbackData | None] = LRU(size)
 
     async def __call__(self, query: TelegramObject) -> Literal[False] | dict[str, Any]:
+        parsed = self.parse(query)
+        return False if parsed is None else {"callback_data": parsed}
+
+    def parse(self, query: TelegramObject) -> CallbackData | None:
+        """The press's parsed data, or None where the filter refuses it."""
         if not isinstance(query, CallbackQuery) or not query.data:
-            return False
+            return None
         data = query.data
         if data in self._parsed:
-            parsed = self._parsed[data]
-        else:
-            try:
-                parsed = self.callback_data.unpack(data)
-            except (TypeError, ValueError):
-                parsed = None
-            self._parsed.put(data, parsed)
-        return False if parsed is None else {"callback_data": parsed}
+            return self._parsed[data]
+        try:
+            parsed: CallbackData | None = self.callback_data.unpack(data)
+        except (TypeError, ValueError):
+            parsed = None
+        self._parsed.put(data, parsed)
+        return parsed
 
 
 def _walk(router: Router) -> Iterator[Router]:
@@ -138,6 +154,82 @@ def _refuses(handler: HandlerObject, event: str, key: str) -> bool:
     return prefixes is not None and all(
         not (p.startswith(key) or key.startswith(p)) for p in prefixes
     )
+
+
+def _fused(route: Route, outer: list[Any], inner: list[Any], reach: Next, chain: Next
+           ) -> Next | None:
+    """The route's middlewares and its filter in one step: what each of them does, in
+    their order, without a coroutine, a wrapper and a copy of the data per layer. Only
+    for the chain the bot builds (tracking, language, "try again later", the press
+    shortcuts; `MemberWritten` inside) and a handler whose one filter is `ParsedOnce`;
+    any other chain is composed as it is. An update the fused step does not handle the
+    plain way — a pond not known yet, the settings audit due, a migration, a pond not
+    served, a press a shortcut may answer, data the filter refuses — goes through the
+    composed chain (`chain`, `reach`) from the layer where it parts."""
+    handler = route.handler
+    kinds = [type(m) for m in outer]
+    shape = [TrackingMiddleware, PondI18nMiddleware, AskAgainLater]
+    if route.update_type == "callback_query":
+        shape.append(Shortcuts)
+    filters = handler.filters or []
+    if (kinds != shape or [type(m) for m in inner] != [MemberWritten] or len(filters) != 1
+            or type(filters[0].callback) is not ParsedOnce or not handler.awaitable
+            or handler.varkw):
+        return None
+    tracking: TrackingMiddleware = outer[0]
+    language: PondI18nMiddleware = outer[1]
+    again: AskAgainLater = outer[2]
+    shortcuts: Shortcuts | None = outer[3] if len(outer) > 3 else None
+    parsed_once: ParsedOnce = filters[0].callback
+    waits = not (handler.flags.get(BATCHED) or handler.flags.get(NO_MEMBER_WAIT))
+    params = tuple(handler.params)
+    callback = handler.callback
+    router = route.router
+    i18n = language.i18n
+    i18n_key, middleware_key = language.i18n_key, language.middleware_key
+
+    async def rest(event: TelegramObject, data: dict[str, Any]) -> Any:
+        """After the shortcuts: the filter, `MemberWritten`, the handler."""
+        data["event_router"] = router
+        data["handler"] = handler
+        parsed = parsed_once.parse(event)
+        if parsed is None:
+            return await reach(event, data)  # refused there too: the usual route
+        data["callback_data"] = parsed
+        if waits:
+            written = data.get(MEMBER_WRITE)
+            if written is not None:
+                await written
+        return await callback(event, **{k: data[k] for k in params if k in data})
+
+    async def step(event: TelegramObject, data: dict[str, Any]) -> Any:
+        if not tracking.admit_now(event, data):
+            return await chain(event, data)
+        locale = language.locale_of(data)
+        if i18n_key:
+            data[i18n_key] = i18n
+        if middleware_key:
+            data[middleware_key] = language
+        current = I18n.set_current(i18n)
+        speaking = i18n.ctx_locale.set(locale)
+        try:
+            if shortcuts is not None and shortcuts.may_answer(getattr(event, "data", None)):
+                return await shortcuts(rest, event, data)
+            return await rest(event, data)
+        except AdminsUnavailable as exc:
+            return await again(_raising(exc), event, data)
+        finally:
+            i18n.ctx_locale.reset(speaking)
+            I18n.reset_current(current)
+
+    return step
+
+
+def _raising(exc: BaseException) -> Next:
+    async def handler(event: TelegramObject, data: dict[str, Any]) -> Any:
+        raise exc
+
+    return handler
 
 
 class FastLane(BaseMiddleware):
@@ -205,9 +297,12 @@ class FastLane(BaseMiddleware):
         """The route's middlewares, composed at its first update."""
         if route.chain is None:
             observer = route.router.observers[route.update_type]
-            route.inner = _compose(observer._resolve_middlewares(), self._call(route))
+            inner = observer._resolve_middlewares()
+            route.inner = _compose(inner, self._call(route))
             outer = list(route.observer.outer_middleware)
-            route.chain = _compose(outer, self._reach(route))
+            reach = self._reach(route)
+            route.chain = _compose(outer, reach)
+            route.chain = _fused(route, outer, inner, reach, route.chain) or route.chain
         return route.chain
 
     @staticmethod

@@ -166,20 +166,25 @@ class TrackingMiddleware(BaseMiddleware):
         pond: PondInfo = hit[0]
         return pond
 
+    @staticmethod
+    def _who(event: TelegramObject, data: dict[str, Any]
+             ) -> tuple[Chat | None, repo.UserInfo | None, bool]:
+        """The update's chat, its person, and whether the chat is a group."""
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        sender_chat = event.sender_chat if isinstance(event, Message) else None
+        if isinstance(event, CallbackQuery) and event.message is not None:
+            chat = event.message.chat
+        group = chat is not None and chat.type in ("group", "supergroup")
+        return chat, person_of(user, sender_chat), group
+
     async def __call__(
         self,
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        user: User | None = data.get("event_from_user")
-        chat: Chat | None = data.get("event_chat")
-        sender_chat = event.sender_chat if isinstance(event, Message) else None
-        if isinstance(event, CallbackQuery) and event.message is not None:
-            chat = event.message.chat
-        person = person_of(user, sender_chat)
-        group = chat is not None and chat.type in ("group", "supergroup")
-
+        chat, person, group = self._who(event, data)
         pond: PondInfo | None = None
         if group:
             assert chat is not None
@@ -193,12 +198,37 @@ class TrackingMiddleware(BaseMiddleware):
             pond = self._cached_pond(chat.id) or await self._register(chat, data["bot"])
             if not pond.served:
                 return None  # not a pond of this shop: nothing is recorded, nothing runs
-        new_name = person is not None and self._names.get(person.id) != person
-        new_seat = person is not None and group and (chat.id, person.id) not in self._seen  # type: ignore[union-attr]
+        self._enter(data, chat, person, group, pond)
+        return await handler(event, data)
+
+    def admit_now(self, event: TelegramObject, data: dict[str, Any]) -> bool:
+        """What `__call__` does before its handler, when that needs no wait and lets the
+        handler run: a private chat, or a served pond already known with no look at the
+        settings audit due. Otherwise False, with nothing done: `__call__` is for it."""
+        chat, person, group = self._who(event, data)
+        pond: PondInfo | None = None
+        if group:
+            assert chat is not None
+            if _is_migration(event) or self._clock() >= self._next_settings_poll:
+                return False
+            pond = self._cached_pond(chat.id)
+            if pond is None or not pond.served:
+                return False
+        self._enter(data, chat, person, group, pond)
+        return True
+
+    def _enter(self, data: dict[str, Any], chat: Chat | None, person: repo.UserInfo | None,
+               group: bool, pond: PondInfo | None) -> None:
+        """The pond and the person into the handler data; a first-seen member or a new
+        name queued for writing."""
         data["pond"] = pond
         data["person"] = person
-        if person is None or not (new_name or new_seat):
-            return await handler(event, data)
+        if person is None:
+            return
+        new_name = self._names.get(person.id) != person
+        new_seat = group and (chat.id, person.id) not in self._seen  # type: ignore[union-attr]
+        if not (new_name or new_seat):
+            return
         # Many people seen at once share one transaction (see storage.batch). The
         # handler runs once the record is written (`MemberWritten`), or, if its own
         # writes go through the same writer (flag BATCHED), right away: they are queued
@@ -207,13 +237,11 @@ class TrackingMiddleware(BaseMiddleware):
         # `settle_writes` (a polled batch, a webhook call), so a crash before the commit
         # means redelivery, not a lost member.
         seat = (chat.id, person.id) if new_seat and chat is not None else None
-        written = self.writer.enqueue(
+        data[MEMBER_WRITE] = self.writer.enqueue(
             SEEN,
             SeenRequest(person.id, person if new_name else None, seat[0] if seat else None),
             then=lambda error: self._recorded(error, person, seat),
         )
-        data[MEMBER_WRITE] = written
-        return await handler(event, data)
 
     async def _register(self, chat: Chat, bot: Bot) -> PondInfo:
         """Record a group seen for the first time (or forgotten, or not read for a
@@ -310,7 +338,7 @@ class PondI18nMiddleware(I18nMiddleware):
     ) -> Any:
         """As `I18nMiddleware`'s, with the two context variables set directly (every
         update passes here: two generator-based context managers cost more)."""
-        locale = await self.get_locale(event, data)
+        locale = self.locale_of(data)  # what `get_locale` says, without a coroutine
         i18n = self.i18n
         if self.i18n_key:
             data[self.i18n_key] = i18n
@@ -325,6 +353,9 @@ class PondI18nMiddleware(I18nMiddleware):
             I18n.reset_current(current)
 
     async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
+        return self.locale_of(data)
+
+    def locale_of(self, data: dict[str, Any]) -> str:
         pond: PondInfo | None = data.get("pond")
         if pond is not None and pond.language in self.i18n.available_locales:
             return pond.language

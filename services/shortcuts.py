@@ -95,6 +95,14 @@ class Shortcuts(BaseMiddleware):
             return False
         return True
 
+    def may_answer(self, data: str | None) -> bool:
+        """Whether a press with `data` is answered here or may be (malformed, or its
+        prefix has a registered answer); if not, the middleware only passes it on."""
+        if not data:
+            return False
+        prefix, sep, _ = data.partition(":")
+        return self.malformed(data) or (bool(sep) and prefix in self._answers)
+
     async def __call__(
         self,
         handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
