@@ -150,8 +150,8 @@ def build_dispatcher(
     dp.callback_query.outer_middleware(shortcuts)  # last: presser recorded, language set
     with building_with(shared.peers if shared is not None else NO_PEERS):
         dp.include_routers(*setup_routers(shortcuts))
-    # Storm paths straight to their handler, after every update middleware (see there).
-    dp.update.middleware(FastLane(dp))
+    # Storm paths straight to their handler: the update's last middleware (see there).
+    dp.update.outer_middleware(FastLane(dp))
     return dp
 
 

@@ -4,12 +4,14 @@ At opening time nearly every update is one of a few kinds — a check-in press, 
 draw on the 🎰 board, a `/redeem` for the last coupons — and each of them, routed the
 usual way, travels through every router tried before its own and every filter of their
 handlers: most of its cost, none of its work. `FastLane` sits behind the Dispatcher's
-own entry point (`feed_update`, as an inner middleware of the update observer, so after
-every outer update middleware: dedup, shared order) and hands such an update straight to
-the handler that routing would reach — inside the same outer middlewares of its event
-(tracking, language, "try again later", shortcuts), with the same filters deciding and
-the same inner middlewares around it. Everything else takes the usual route, and so does
-an update whose handler's filters refuse it (`/redeem@another_bot`).
+own entry point (`feed_update`, as the last outer middleware of the update observer, so
+after every other one: errors, dedup, shared order; checked at the first hot update) and
+hands such an update straight to the handler that routing would reach — inside the same
+outer middlewares of its event (tracking, language, "try again later", shortcuts), with
+the same filters deciding and the same inner middlewares around it. For a press whose
+handler's one filter is `ParsedOnce`, those layers and the filter are one step doing what
+each of them does (`_fused`). Everything else takes the usual route, and so does an
+update whose handler's filters refuse it (`/redeem@another_bot`).
 
 A handler is on the fast lane when it is registered with the flag `HOT`. Its key is its
 own filter: a command (`Command("redeem")`: a message whose text starts `/redeem`) or a
@@ -296,6 +298,10 @@ class FastLane(BaseMiddleware):
     def _chain(self, route: Route) -> Next:
         """The route's middlewares, composed at its first update."""
         if route.chain is None:
+            update = self.dp.update
+            if update.outer_middleware[-1] is not self or update.middleware:
+                # Routing would run what comes after the lane for a hot update too.
+                raise NotDisjoint("the fast lane must be the update's last middleware")
             observer = route.router.observers[route.update_type]
             inner = observer._resolve_middlewares()
             route.inner = _compose(inner, self._call(route))

@@ -42,7 +42,7 @@ async def nothing(event: Message | CallbackQuery) -> None:
 
 
 def lane_of(dp: Dispatcher) -> FastLane:
-    (lane,) = [m for m in dp.update.middleware if isinstance(m, FastLane)]
+    (lane,) = [m for m in dp.update.outer_middleware if isinstance(m, FastLane)]
     return lane
 
 
