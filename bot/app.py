@@ -13,7 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,12 +32,10 @@ from aiogram.types import (
     BotCommandScopeDefault,
     Update,
 )
-from aiohttp import web
 from sqlalchemy import text as sa_text
 
 from bot.config import Settings
 from bot.runtime import tune_gc
-from bot.webapp import add_member_page, member_page_server
 from handlers import setup_routers
 from scheduler.core import Scheduler, wall_clock_alarms
 from scheduler.deps import JobDeps
@@ -70,6 +68,8 @@ from storage.models import PondStatus, utcnow
 from storage.schema import at_head
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from services.shared.redis_state import SharedState
 
 log = logging.getLogger(__name__)
@@ -421,7 +421,7 @@ async def serve_polling(
             return
         async with _background(
             keep_setting_commands(app.bot, settings.locale), "set-commands"
-        ), member_page_server(settings, db=app.db, outbox=app.outbox, token=app.bot.token):
+        ), _member_page(app):
             await app.dp.emit_startup(bot=app.bot)
             await app.scheduler.start()
             tune_gc()
@@ -430,6 +430,16 @@ async def serve_polling(
             finally:
                 await app.dp.emit_shutdown(bot=app.bot)
         log.info("pondbot stopped")
+
+
+def _member_page(app: App) -> AbstractAsyncContextManager[object]:
+    """Polling mode: the members' page's own server when `WEBAPP_URL` is set. Without
+    it aiohttp's server side is never loaded (about 1.5 MB an idle bot does not hold)."""
+    if app.settings.webapp_address() is None:
+        return nullcontext()
+    from bot.webapp import member_page_server
+
+    return member_page_server(app.settings, db=app.db, outbox=app.outbox, token=app.bot.token)
 
 
 async def run_polling(settings: Settings) -> None:
@@ -469,6 +479,7 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
     means redelivery, not loss. An update the database failed gets a 503, so Telegram
     delivers it again (`services.dedup`)."""
     from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+    from aiohttp import web
 
     class SettlingRequestHandler(SimpleRequestHandler):
         def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
@@ -510,6 +521,8 @@ def build_webhook_app(app: App, secret: str) -> web.Application:
     ).register(web_app, path=app.settings.webhook_path)
     web_app.router.add_get(app.settings.health_path, health)
     if app.settings.webapp_address() is not None:  # the members' page (F15)
+        from bot.webapp import add_member_page
+
         add_member_page(web_app, db=app.db, outbox=app.outbox, token=app.bot.token,
                         default_language=app.settings.locale)
     setup_application(web_app, app.dp, bot=app.bot)
@@ -538,6 +551,8 @@ async def register_webhook(app: App, url: str, secret: str) -> None:
 
 
 async def run_webhook(settings: Settings) -> None:
+    from aiohttp import web
+
     secret = settings.webhook_secret_value()
     url = settings.webhook_endpoint()
     stop = asyncio.Event()

@@ -1,5 +1,5 @@
 """Serving the members' page (F15): `GET /app/` (static files shipped in the package, no
-build step) and its API (`handlers.webapp`), on the webhook server in webhook mode
+build step) and its API (`handlers.webapp_api`), on the webhook server in webhook mode
 (`add_member_page`) or, in polling mode, on a small server of its own at
 `WEBAPP_HOST`:`WEBAPP_PORT` (`serve_member_page`)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.config import Settings
-from handlers.webapp import PAGE_DEPS, Clock, PageDeps, api_routes
+from handlers.webapp_api import PAGE_DEPS, Clock, PageDeps, api_routes
 from services.i18n import make_i18n
 from services.outbox import Outbox
 from storage.db import Database

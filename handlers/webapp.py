@@ -1,38 +1,22 @@
-"""The members' page (F15): `/me`, and the page's JSON API under `/app/api/`.
+"""The members' page (F15): `/me` (its JSON API under `/app/api/` is `handlers.webapp_api`,
+loaded only where the page is served).
 
 `/me` in the private chat answers with a `web_app` button; in a pond — where Telegram
 allows no `web_app` button — the button goes to the member's private chat (through the
 outbox, like every message) and the pond gets one short line; a member whose private
 chat is not linked is told to `/start` it first. The button opens the page on the pond
 where `/me` was typed (`?chat=`).
-
-Every API call carries the initData Telegram gave the page, in the header
-`X-Telegram-Init-Data`, checked against the bot token (`games.webapp_auth`). A missing,
-forged or stale one is answered 401 with a JSON error before anything is read or
-written. The token never leaves this check: not in a log line, not in an answer.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.methods import SendMessage
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message, WebAppInfo
-from aiogram.utils.i18n import I18n
-from aiohttp import web
 
-from games.people import UserInfo
-from games.webapp_auth import InitDataError, page_language, validate
-from services import member_page
-from services.i18n import make_i18n, speaking
 from services.messaging import reply
 from services.middlewares import PondInfo
 from services.outbox import Outbox
@@ -40,14 +24,6 @@ from services.texts import webapp as texts
 from storage import member_page as page_store
 from storage import repo
 from storage.db import Database
-from storage.models import utcnow
-
-log = logging.getLogger(__name__)
-INIT_DATA_HEADER = "X-Telegram-Init-Data"
-Clock = Callable[[], datetime]
-
-
-# -- /me ------------------------------------------------------------------------------
 
 
 def setup() -> Router:
@@ -100,104 +76,3 @@ async def open_page(
         return
     outbox.send(SendMessage(chat_id=person.id, text=texts.opened(), reply_markup=page_button(url)))
     reply(outbox, message, texts.sent_to_dm(person.display_name))
-
-
-# -- the page's API -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PageDeps:
-    db: Database
-    outbox: Outbox
-    token: str = field(default="", repr=False)  # the initData's key: never printed
-    default_language: str = "zh"
-    clock: Clock = utcnow
-    i18n: I18n = field(default_factory=make_i18n)  # the code's DM speaks the page's language
-
-
-PAGE_DEPS = web.AppKey("member_page", PageDeps)
-Handler = Callable[[web.Request, PageDeps, UserInfo], Awaitable[dict[str, Any]]]
-
-
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(
-        body, status=status, headers={"Cache-Control": "no-store"},
-        dumps=lambda o: json.dumps(o, ensure_ascii=False),
-    )
-
-
-def _authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def serve(request: web.Request) -> web.Response:
-        deps = request.app[PAGE_DEPS]
-        try:
-            data = validate(request.headers.get(INIT_DATA_HEADER), deps.token, deps.clock())
-        except InitDataError as exc:
-            log.info("members' page: initData refused (%s) from %s", exc.reason,
-                     request.remote)
-            return _json({"error": "unauthorized", "reason": exc.reason}, status=401)
-        language = page_language(data.user.language_code, deps.default_language)
-        try:
-            with speaking(deps.i18n, language):
-                return _json(await handler(request, deps, data.user))
-        except member_page.PageError as exc:
-            return _json({"error": exc.code, **exc.extra}, status=exc.status)
-
-    return serve
-
-
-async def _place(request: web.Request, deps: PageDeps, user: UserInfo) -> member_page.Place:
-    chat = member_page.parse_chat(request.query.get("chat"))
-    return await member_page.place_of(deps.db, user.id, chat)
-
-
-async def api_me(request: web.Request, deps: PageDeps, user: UserInfo) -> dict[str, Any]:
-    place = await _place(request, deps, user)
-    body = await member_page.me(deps.db, user, place, deps.clock())
-    body["lang"] = page_language(user.language_code, deps.default_language)
-    return body
-
-
-async def api_history(request: web.Request, deps: PageDeps, user: UserInfo
-                      ) -> dict[str, Any]:
-    before = member_page.parse_before(request.query.get("before"))
-    return await member_page.history(deps.db, user.id, before)
-
-
-async def api_calendar(request: web.Request, deps: PageDeps, user: UserInfo
-                       ) -> dict[str, Any]:
-    place = await _place(request, deps, user)
-    return await member_page.calendar(
-        deps.db, user.id, place, request.query.get("month"), deps.clock()
-    )
-
-
-async def api_shop(request: web.Request, deps: PageDeps, user: UserInfo) -> dict[str, Any]:
-    place = await _place(request, deps, user)
-    return await member_page.shop_items(deps.db, place, deps.clock())
-
-
-async def api_redeem(request: web.Request, deps: PageDeps, user: UserInfo
-                     ) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise member_page.PageError(400, "bad_body") from None
-    if not isinstance(body, dict):
-        raise member_page.PageError(400, "bad_body")
-    item_id = member_page.item_of(body.get("item_id"))
-    source = member_page.redeem_source(user.id, body.get("request_id"))
-    place = await _place(request, deps, user)
-    return await member_page.redeem(
-        deps.db, deps.outbox, user, place, item_id=item_id, source_key=source,
-        clock=deps.clock,
-    )
-
-
-def api_routes(prefix: str = "/app/api") -> list[web.RouteDef]:
-    return [
-        web.get(f"{prefix}/me", _authenticated(api_me)),
-        web.get(f"{prefix}/history", _authenticated(api_history)),
-        web.get(f"{prefix}/calendar", _authenticated(api_calendar)),
-        web.get(f"{prefix}/shop", _authenticated(api_shop)),
-        web.post(f"{prefix}/redeem", _authenticated(api_redeem)),
-    ]

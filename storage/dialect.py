@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -14,8 +13,14 @@ def insert_for(session: AsyncSession, table: Any) -> Any:
 
 
 def insert_for_dialect(name: str, table: Any) -> Any:
-    if name == "postgresql":
-        return postgresql.insert(table)
+    # Each backend's module is loaded on first use: a bot on SQLite never holds
+    # SQLAlchemy's PostgreSQL dialect (about 2 MB).
     if name == "sqlite":
-        return sqlite.insert(table)
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
     raise NotImplementedError(name)  # pragma: no cover - only the two supported backends

@@ -31,11 +31,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from storage.bulk import Bulk
+from storage.dialect import insert_for
 from storage.models import LedgerEntry, LedgerKind, Member, utcnow
 
 MAX_POINTS = 10**12  # no single movement may exceed this; keeps every sum inside BIGINT
@@ -94,12 +94,7 @@ async def _existing(session: AsyncSession, key: str) -> Movement | None:
 
 
 def _insert_entry(session: AsyncSession) -> Any:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(LedgerEntry)
-    if name == "sqlite":
-        return sqlite.insert(LedgerEntry)
-    raise NotImplementedError(name)  # pragma: no cover - only the two supported backends
+    return insert_for(session, LedgerEntry)
 
 
 async def _change_balance(session: AsyncSession, user_id: int, delta: int) -> int | None:
