@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from games.campaign import Campaign, local_day
 from games.promo import over_cap
 from scheduler import segments as segment_jobs
+from scheduler import window
 from scheduler.core import RunInterrupted, Scheduler, TaskRun, firing_time, next_cron_time
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
@@ -48,14 +49,6 @@ from storage import promo as store
 from storage.models import DeliveryState, Job, PromoPost, PromoState
 
 log = logging.getLogger(__name__)
-
-# Deliveries handed to the outbox and not yet answered, at most. Of these, only the
-# requests on the wire (the outbox's concurrency at most) can be left `unknown` by a crash.
-WINDOW = 60
-# The window is topped up once this many of it were answered (fewer, larger claims).
-TOP_UP = 10
-# While the window is full, how often a run looks whether the bot is stopping (seconds).
-STOP_CHECK = 1.0
 
 
 def setup(scheduler: Scheduler, deps: JobDeps) -> None:
@@ -157,35 +150,23 @@ async def deliver_post(
     if orphans:
         log.warning("promo post %s: %d delivery(ies) of unknown fate, not resent", post_id, orphans)
 
-    in_flight: dict[asyncio.Future[Message | None], store.Claimed] = {}
+    in_flight: dict[window.Answer, store.Claimed] = {}
     issued: set[int] = set()  # deliveries marked `sending`: their requests went out
-    exhausted = interrupted = False
-    while True:
-        if not interrupted and stopping():
-            # The bot is stopping: hand nothing more over, record what is on the wire,
-            # and leave the rest `pending` for the next start.
-            interrupted = exhausted = True
-        want = WINDOW - len(in_flight)
-        if not exhausted and (want >= TOP_UP or not in_flight):
-            claimed = await _hand_over(deps, post, occurrence, want, run, in_flight, issued)
-            exhausted = not claimed
-        if not in_flight:
-            break  # nothing left to hand over (or the bot is stopping) and none on its way
-        done, _pending = await asyncio.wait(
-            in_flight, timeout=None if exhausted else STOP_CHECK,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if done:
-            by_claim: dict[str, list[tuple[int, DeliveryState, int | None]]] = {}
-            for fut in done:
-                claimed_row = in_flight.pop(fut)
-                outcome = _outcome(deps, post.pin, fut, claimed_row, issued)
-                by_claim.setdefault(claimed_row.claim, []).append(outcome)
-            async with deps.db.transaction() as session:
-                for claim, outcomes in by_claim.items():
-                    await store.finish_deliveries(session, outcomes, claim=claim)
 
-    if interrupted:
+    async def hand_over(count: int) -> bool:
+        return bool(await _hand_over(deps, post, occurrence, count, run, in_flight, issued))
+
+    async def record(answered: list[tuple[window.Answer, store.Claimed]]) -> None:
+        by_claim: dict[str, list[tuple[int, DeliveryState, int | None]]] = {}
+        for fut, claimed_row in answered:
+            outcome = _outcome(deps, post.pin, fut, claimed_row, issued)
+            by_claim.setdefault(claimed_row.claim, []).append(outcome)
+        async with deps.db.transaction() as session:
+            for claim, outcomes in by_claim.items():
+                await store.finish_deliveries(session, outcomes, claim=claim)
+
+    # When the bot stops, nothing more is handed over; the rest stays `pending`.
+    if await window.drive(in_flight, hand_over, record, stopping):
         async with deps.db.transaction(readonly=True) as session:
             left = (await store.delivery_counts(session, post_id, occurrence)).get("pending", 0)
         if left:

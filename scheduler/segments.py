@@ -29,6 +29,7 @@ from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games.campaign import Campaign, local_day
+from scheduler import window
 from scheduler.core import RunInterrupted, Scheduler, TaskRun
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
@@ -40,12 +41,6 @@ from storage.models import DeliveryState, Job, PromoPost
 from storage.promo import DROP_KIND
 
 log = logging.getLogger(__name__)
-
-# DMs handed to the outbox and not yet answered, at most (only those on the wire can be
-# left `unknown` by a crash).
-WINDOW = 60
-TOP_UP = 10  # the window is topped up once this many of it were answered
-STOP_CHECK = 1.0  # while the window is full, how often a run looks whether the bot stops
 
 
 async def plan(
@@ -112,48 +107,38 @@ async def deliver_dms(
                 return SendMessage(chat_id=user_id, text=text)
             return post_method(post, user_id, campaigns, local_day(run.now, pond.timezone))
 
-    in_flight: dict[asyncio.Future[Message | None], tuple[int, str]] = {}  # row, claim
+    in_flight: dict[window.Answer, tuple[int, str]] = {}  # row, claim
     issued: set[int] = set()  # rows marked `sending`: their DMs went out
-    exhausted = interrupted = False
-    while True:
-        if not interrupted and stopping():
-            # Hand nothing more over, record what is on the wire, leave the rest `pending`.
-            interrupted = exhausted = True
-        want = WINDOW - len(in_flight)
-        if not exhausted and (want >= TOP_UP or not in_flight):
-            async with deps.db.transaction() as session:
-                claimed = await store.claim_deliveries(session, post_id, occurrence, want, run.now)
-            exhausted = not claimed
-            unsent: list[tuple[int, DeliveryState]] = []
-            for delivery_id, user_id, claim in claimed:
-                hook = _on_the_wire(deps, delivery_id, claim, run.now, issued)
-                try:
-                    fut = deps.outbox.send(method(user_id), before_issue=hook, bulk=True)
-                except OutboxClosedError:
-                    unsent.append((delivery_id, DeliveryState.pending))
-                else:
-                    in_flight[fut] = (delivery_id, claim)
-            if unsent:  # never handed over: they go on the next run
-                async with deps.db.transaction() as session:
-                    await store.finish_deliveries(session, unsent, run.now, claim=claimed[0][2])
-                raise OutboxClosedError("outbox stopped during a targeted delivery")
-        if not in_flight:
-            break  # nothing left to hand over (or the bot is stopping) and none on its way
-        done, _pending = await asyncio.wait(
-            in_flight, timeout=None if exhausted else STOP_CHECK,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if done:
-            by_claim: dict[str, list[tuple[int, DeliveryState]]] = {}
-            for fut in done:
-                delivery_id, claim = in_flight.pop(fut)
-                outcome = _outcome(fut, delivery_id in issued)
-                by_claim.setdefault(claim, []).append((delivery_id, outcome))
-            async with deps.db.transaction() as session:
-                for claim, outcomes in by_claim.items():
-                    await store.finish_deliveries(session, outcomes, run.now, claim=claim)
 
-    if interrupted:
+    async def hand_over(count: int) -> bool:
+        async with deps.db.transaction() as session:
+            claimed = await store.claim_deliveries(session, post_id, occurrence, count, run.now)
+        unsent: list[tuple[int, DeliveryState]] = []
+        for delivery_id, user_id, claim in claimed:
+            hook = _on_the_wire(deps, delivery_id, claim, run.now, issued)
+            try:
+                fut = deps.outbox.send(method(user_id), before_issue=hook, bulk=True)
+            except OutboxClosedError:
+                unsent.append((delivery_id, DeliveryState.pending))
+            else:
+                in_flight[fut] = (delivery_id, claim)
+        if unsent:  # never handed over: they go on the next run
+            async with deps.db.transaction() as session:
+                await store.finish_deliveries(session, unsent, run.now, claim=claimed[0][2])
+            raise OutboxClosedError("outbox stopped during a targeted delivery")
+        return bool(claimed)
+
+    async def record(answered: list[tuple[window.Answer, tuple[int, str]]]) -> None:
+        by_claim: dict[str, list[tuple[int, DeliveryState]]] = {}
+        for fut, (delivery_id, claim) in answered:
+            outcome = _outcome(fut, delivery_id in issued)
+            by_claim.setdefault(claim, []).append((delivery_id, outcome))
+        async with deps.db.transaction() as session:
+            for claim, outcomes in by_claim.items():
+                await store.finish_deliveries(session, outcomes, run.now, claim=claim)
+
+    # When the bot stops, nothing more is handed over; the rest stays `pending`.
+    if await window.drive(in_flight, hand_over, record, stopping):
         async with deps.db.transaction(readonly=True) as session:
             left = (await store.delivery_counts(session, post_id, occurrence)).get("pending", 0)
         if left:
