@@ -33,10 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import os
 import resource
-import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -52,6 +49,7 @@ if str(ROOT) not in sys.path:
 from bot.emulator import Emulator  # noqa: E402
 from bot.emulator.limits import send_rates  # noqa: E402
 from bot.emulator.server import Member  # noqa: E402
+from tests.rig.bot_process import BotProcess  # noqa: E402
 
 OPERATOR = 7_000_002
 CEILING = 30.0  # Telegram's messages per second overall
@@ -64,83 +62,6 @@ _T0 = time.perf_counter()
 def progress(what: str) -> None:
     """A line on stderr with the seconds since the start: where a run spends its time."""
     print(f"[{time.perf_counter() - _T0:6.1f} s] {what}", file=sys.stderr, flush=True)
-
-
-class BotProcess:
-    """`python -m bot run` (polling, SQLite) against the emulator, as the end-to-end
-    tests start it."""
-
-    def __init__(self, emu: Emulator, workdir: Path) -> None:
-        self.emu = emu
-        self.db_path = workdir / "pond.db"
-        self.log_path = workdir / "bot.log"
-        self.workdir = workdir
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(
-                ("BOT_", "DATABASE_", "OPERATOR_", "TELEGRAM_", "WEBHOOK_", "REDIS_"))},
-            "BOT_TOKEN": emu.token,
-            "TELEGRAM_API_BASE": emu.url,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
-            "OPERATOR_IDS": str(OPERATOR),
-            "LOG_LEVEL": "INFO",
-        }
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, within: float = 60.0) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "run", cwd=self.workdir, env=self.env,
-                stdout=log, stderr=log,
-            )
-        deadline = time.monotonic() + within
-        while not self.emu.polling:
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the bot did not start polling:\n{self.logs()[-3000:]}")
-            await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 30)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-    async def idle(self, within: float = 20.0) -> None:
-        """Every update handed to the bot was handled (it asked for the next offset)."""
-        deadline = time.monotonic() + within
-        while self.emu.pending_updates:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{self.emu.pending_updates} updates never handled")
-            await asyncio.sleep(0.05)
-
-    def logs(self) -> str:
-        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
-
-    def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        con = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
-
-    def seed_ponds(self, ids: list[int]) -> None:
-        """Ponds the bot has served for long (registered and approved): rows in its
-        database."""
-        con = sqlite3.connect(self.db_path, timeout=30)
-        try:
-            con.executemany(
-                "INSERT INTO pond (chat_id, title, chat_type, status, timezone, language, "
-                "settings, trust, created_at, updated_at) VALUES (?, ?, 'supergroup', "
-                "'active', 'Asia/Shanghai', 'zh', '{}', 'approved', "
-                "'2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000')",
-                [(cid, f"鱼塘 {i}") for i, cid in enumerate(ids)],
-            )
-            con.commit()
-        finally:
-            con.close()
 
 
 async def confirm(emu: Emulator, text: str) -> int:
@@ -212,7 +133,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             emu.chats[chat_id].members[emu.bot_id] = Member("member")
         emu.chats[kicked].members[emu.bot_id] = Member("kicked")  # the next send 403s
         with tempfile.TemporaryDirectory(prefix="pondbot-broadcast-") as tmp:
-            proc = BotProcess(emu, Path(tmp))
+            proc = BotProcess(emu, Path(tmp), operator_ids=str(OPERATOR))
             await proc.start()
             try:
                 proc.seed_ponds(ids)

@@ -6,7 +6,6 @@ Telegram's rates."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -81,23 +80,6 @@ async def test_post_survives_sigkill_and_restarts_fire_it_exactly_once(
 PONDS = 300
 
 
-def seed_ponds(db_path: Path, ids: list[int]) -> None:
-    """Ponds the bot already serves (registered and approved long ago): rows in its
-    database."""
-    con = sqlite3.connect(db_path, timeout=30)
-    try:
-        con.executemany(
-            "INSERT INTO pond (chat_id, title, chat_type, status, timezone, language, "
-            "settings, trust, created_at, updated_at) VALUES (?, ?, 'supergroup', 'active', "
-            "'Asia/Shanghai', 'zh', '{}', 'approved', '2026-01-01 00:00:00.000000', "
-            "'2026-01-01 00:00:00.000000')",
-            [(cid, f"鱼塘 {i}") for i, cid in enumerate(ids)],
-        )
-        con.commit()
-    finally:
-        con.close()
-
-
 def max_in_window(times: list[float], window: float) -> int:
     times = sorted(times)
     best, start = 0, 0
@@ -121,7 +103,7 @@ async def test_broadcast_to_300_ponds_with_a_kicked_pond_and_a_429_storm(
     proc = BotProcess(emu, tmp_path)
     await proc.start()
     try:
-        seed_ponds(proc.db_path, ids)
+        proc.seed_ponds(ids)
         emu.send_message(OPERATOR, OPERATOR, "/promo at +4s 双十一 全场5折 🎉")
         post_id = await confirm(emu, OPERATOR, OPERATOR)
         # The first 40 sends of the broadcast answer 429 (retry after 2 s).
