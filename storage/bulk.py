@@ -71,19 +71,24 @@ class Bulk:
             return
         connection = await session.connection()
         plan = self._plan(connection.dialect)
-        memo: list[dict[Any, Any]] = [{} for _ in plan.names]
-        columns = tuple(zip(plan.names, plan.converts, memo, strict=True))
-
-        def convert(value: Any, how: Convert | None, seen: dict[Any, Any]) -> Any:
-            if how is None or value is None:
-                return value
-            try:
-                return seen[value]
-            except KeyError:
-                seen[value] = done = how(value)
-                return done
-            except TypeError:  # unhashable: convert every time
-                return how(value)
-
-        params = [tuple(convert(row[n], how, seen) for n, how, seen in columns) for row in rows]
+        # Column by column: each column's values in one comprehension, converted once per
+        # distinct value, then zipped into the rows' tuples.
+        columns = [
+            _converted([row[n] for row in rows], how)
+            for n, how in zip(plan.names, plan.converts, strict=True)
+        ]
+        params = list(zip(*columns, strict=True)) if columns else [()] * len(rows)
         await connection.exec_driver_sql(plan.sql, params)
+
+
+def _converted(values: list[Any], how: Convert | None) -> list[Any]:
+    if how is None:
+        return values
+    seen: dict[Any, Any] = {None: None}
+    try:
+        for v in values:
+            if v not in seen:
+                seen[v] = how(v)
+        return [seen[v] for v in values]
+    except TypeError:  # unhashable: convert every value
+        return [None if v is None else how(v) for v in values]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, cast, func, insert, literal, null, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -112,6 +112,31 @@ async def settings_of(session: AsyncSession, chat_ids: set[int]) -> dict[int, Po
     return {c: PondSettings.from_stored(stored.get(c)) for c in chat_ids}
 
 
+async def _ponds_and_counts(
+    session: AsyncSession, chat_ids: set[int], ponds_days: set[tuple[int, date]]
+) -> tuple[dict[int, PondSettings], dict[tuple[int, date], int]]:
+    """`settings_of(chat_ids)` and the number of check-ins of each (pond, day), in one
+    round trip: the ponds' rows, then the counts, as one UNION ALL."""
+    ponds = select(
+        POND.c.chat_id, POND.c.settings, cast(null(), CHECKIN.c.day.type).label("day"),
+        literal(0).label("n"),
+    ).where(POND.c.chat_id.in_(chat_ids))
+    days = (
+        select(CHECKIN.c.chat_id, null(), CHECKIN.c.day, func.count())
+        .where(CHECKIN.c.chat_id.in_(chat_ids),
+               CHECKIN.c.day.in_(sorted({d for _, d in ponds_days})))
+        .group_by(CHECKIN.c.chat_id, CHECKIN.c.day)
+    )
+    stored: dict[int, Any] = {}
+    counts: dict[tuple[int, date], int] = {}
+    for chat_id, value, day, n in (await session.execute(union_all(ponds, days))).all():
+        if day is None:
+            stored[int(chat_id)] = value
+        elif (int(chat_id), day) in ponds_days:
+            counts[(int(chat_id), day)] = int(n)
+    return {c: PondSettings.from_stored(stored.get(c)) for c in chat_ids}, counts
+
+
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite: naive UTC
 
@@ -143,7 +168,12 @@ class CheckinOp:
             int(r.user_id): _Member(int(r.balance), int(r.streak), r.last_checkin_day, {})
             for r in (await _lock_members(session, [q.user_id for q in requests])).all()
         }
-        settings = await settings_of(session, {q.chat_id for q in requests})
+        locked = {u: m.balance for u, m in state.items()}  # as read, for the ledger
+        # The ponds' settings and their counts of the requests' days, in one query: a day
+        # with a new check-in gets its rank from its count.
+        settings, counts = await _ponds_and_counts(
+            session, {q.chat_id for q in requests}, {(q.chat_id, q.day) for q in requests}
+        )
         pond_rules = {c: rules_for(s) for c, s in settings.items()}
         decisions: list[tuple[CheckinRequest, rules.Reward | None]] = []
         for q in requests:
@@ -168,7 +198,10 @@ class CheckinOp:
                 m.made[q.day] = q.moment
             decisions.append((q, None if late is None else late.reward))
         new = [(q, r) for q, r in decisions if r is not None]
-        ranks = await self._ranks(session, [(q.chat_id, q.day) for q, _ in new])
+        ranks = []
+        for q, _ in new:
+            counts[(q.chat_id, q.day)] = nth = counts.get((q.chat_id, q.day), 0) + 1
+            ranks.append(nth)
         if new:
             await _CHECKINS.execute(
                 session,
@@ -193,13 +226,13 @@ class CheckinOp:
                         milestone_key(q.user_id, q.day), chat_id=q.chat_id,
                         ref=f"day {r.streak}",
                     ))
-            await ledger.award_many(session, awards, now=new[0][0].now)
-            await _STREAKS.execute(
-                session,
-                [
-                    {"uid": u, "new_streak": state[u].streak, "new_day": state[u].last}
+            # The points and the streaks in one update of the members' rows.
+            await ledger.award_many(
+                session, awards, now=new[0][0].now, balances=locked, credit=_CREDIT_STREAKS,
+                member_values={
+                    u: {"new_streak": state[u].streak, "new_day": state[u].last}
                     for u in dict.fromkeys(q.user_id for q, _ in new)
-                ],
+                },
             )
         results: list[CheckinResult] = []
         rank_iter = iter(ranks)
@@ -233,35 +266,21 @@ class CheckinOp:
             return None  # made after the last check-in: not a late one (never backwards)
         return rules.decide_late(pond_rules, made, m.last, q.day)
 
-    @staticmethod
-    async def _ranks(session: AsyncSession, ponds_days: list[tuple[int, date]]) -> list[int]:
-        counts: dict[tuple[int, date], int] = {}
-        for pond_day in dict.fromkeys(ponds_days):
-            chat_id, day = pond_day
-            counts[pond_day] = int(
-                await session.scalar(
-                    select(func.count())
-                    .select_from(CHECKIN)
-                    .where(CHECKIN.c.chat_id == chat_id, CHECKIN.c.day == day)
-                )
-                or 0
-            )
-        ranks = []
-        for pond_day in ponds_days:
-            counts[pond_day] += 1
-            ranks.append(counts[pond_day])
-        return ranks
-
 
 _CHECKINS = Bulk(
     lambda _dialect: insert(CHECKIN),
     ["user_id", "chat_id", "day", "streak", "points", "makeup", "created_at"],
 )
-_STREAKS = Bulk(
+_CREDIT_STREAKS = Bulk(
     lambda _dialect: update(MEMBER)
     .where(MEMBER.c.user_id == bindparam("uid"))
-    .values(streak=bindparam("new_streak"), last_checkin_day=bindparam("new_day")),
-    ["uid", "new_streak", "new_day"],
+    .values(
+        balance=MEMBER.c.balance + bindparam("gain"),
+        lifetime_earned=MEMBER.c.lifetime_earned + bindparam("gain"),
+        streak=bindparam("new_streak"),
+        last_checkin_day=bindparam("new_day"),
+    ),
+    ["uid", "gain", "new_streak", "new_day"],
 )
 
 CHECKIN_OP = CheckinOp()

@@ -25,7 +25,7 @@ concurrent first delivery of the very same event.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -252,7 +252,13 @@ class Award:
 
 
 async def award_many(
-    session: AsyncSession, awards: Sequence[Award], *, now: datetime | None = None
+    session: AsyncSession,
+    awards: Sequence[Award],
+    *,
+    now: datetime | None = None,
+    balances: Mapping[int, int] | None = None,
+    credit: Bulk | None = None,
+    member_values: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> list[Movement]:
     """Credit many awards in a few statements, with `award`'s guarantees: one entry and
     the balance change together, once per key (a key used before, or twice in
@@ -262,6 +268,16 @@ async def award_many(
     order — so a concurrent first delivery of the same key has committed (and is found)
     or waits for this transaction: no compensating update is ever needed here.
     The movements of new entries carry `entry_id=None` (look the entry up by its key).
+
+    `balances`: the members' balances as this unit of work has them, read by the caller
+    with the same lock (`FOR UPDATE` on PostgreSQL, in user id order) and not changed
+    since; given, the members are not read again. A member missing from it is unknown.
+
+    `credit` with `member_values`: the caller's own columns of the members' rows, set
+    in the statement that credits them — an update of the members' rows by `uid`
+    adding `gain` to `balance` and `lifetime_earned` (as `_credit` does) and setting
+    what `member_values[uid]` gives; every member named there gets it (gain 0 if
+    nothing is credited to them).
     """
     if not awards:
         return []
@@ -269,15 +285,19 @@ async def award_many(
         _check_amount(a.amount)
     member = Member.__table__  # type: ignore[attr-defined]
     entry = LedgerEntry.__table__  # type: ignore[attr-defined]
-    users = sorted({a.user_id for a in awards})
-    read = (
-        select(member.c.user_id, member.c.balance)
-        .where(member.c.user_id.in_(users))
-        .order_by(member.c.user_id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        read = read.with_for_update()
-    balances = {int(u): int(b) for u, b in (await session.execute(read)).all()}
+    have: dict[int, int]
+    if balances is None:
+        users = sorted({a.user_id for a in awards})
+        read = (
+            select(member.c.user_id, member.c.balance)
+            .where(member.c.user_id.in_(users))
+            .order_by(member.c.user_id)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            read = read.with_for_update()
+        have = {int(u): int(b) for u, b in (await session.execute(read)).all()}
+    else:
+        have = dict(balances)
     keys = list({a.key: None for a in awards})
     done: dict[str, Movement] = {
         row.idem_key: Movement(False, row.user_id, row.delta, row.balance_after, row.id)
@@ -298,16 +318,16 @@ async def award_many(
         if a.key in done:
             results.append(replace(done[a.key], applied=False))
             continue
-        if a.user_id not in balances:
+        if a.user_id not in have:
             raise UnknownMember(a.user_id)
-        balances[a.user_id] += a.amount
+        have[a.user_id] += a.amount
         gained[a.user_id] = gained.get(a.user_id, 0) + a.amount
         rows.append(
             {
                 "user_id": a.user_id,
                 "chat_id": a.chat_id,
                 "delta": a.amount,
-                "balance_after": balances[a.user_id],
+                "balance_after": have[a.user_id],
                 "kind": str(a.kind),
                 "ref": a.ref[:255],
                 "actor_id": a.actor_id,
@@ -315,12 +335,20 @@ async def award_many(
                 "created_at": created,
             }
         )
-        movement = Movement(True, a.user_id, a.amount, balances[a.user_id], None)
+        movement = Movement(True, a.user_id, a.amount, have[a.user_id], None)
         done[a.key] = movement
         results.append(movement)
+    extra = member_values if credit is not None and member_values else {}
+    if extra:
+        assert credit is not None
+        await credit.execute(
+            session, [{"uid": u, "gain": gained.get(u, 0), **v} for u, v in extra.items()]
+        )
+    rest = [{"uid": u, "gain": g} for u, g in gained.items() if u not in extra]
+    if rest:
+        await _CREDIT.execute(session, rest)
     if not rows:
         return results
-    await _CREDIT.execute(session, [{"uid": u, "gain": g} for u, g in gained.items()])
     # A plain multi-row insert: asking for the new ids back in order would make SQLite
     # insert row by row. Callers that need an entry's id look it up by its key.
     await _ENTRIES.execute(session, rows)

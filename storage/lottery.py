@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games import lottery as rules
@@ -50,8 +50,7 @@ from games.checkin import DEFAULT_TIMEZONE
 from games.people import display_name
 from games.settings import PondSettings
 from storage import ledger, repo
-from storage.bulk import Bulk
-from storage.dialect import insert_for, insert_for_dialect
+from storage.dialect import insert_for
 from storage.models import Draw, LedgerKind, Member, Prize, PrizeKind, ShopItem, utcnow
 
 PRIZE = Prize.__table__  # type: ignore[attr-defined]
@@ -496,21 +495,20 @@ class DrawOutcome:
     dm_linked: bool
 
 
-def _draw_insert(dialect: str) -> Any:
-    return insert_for_dialect(dialect, DRAW)
+# Many rows in one INSERT … VALUES (…), (…) RETURNING, as SQLAlchemy batches them.
+_DRAW_ROWS_RETURNING = insert(DRAW).returning(DRAW.c.source_key, DRAW.c.id)
 
 
-_DRAW_ROWS = Bulk(_draw_insert, [
-    "user_id", "chat_id", "day", "free_slot", "cost", "prize_id", "prize_name", "won_points",
-    "redemption_id", "source_key", "created_at",
-])
-_TAKE_MANY = (
-    update(PRIZE)
-    .where(PRIZE.c.id == bindparam("pid"), PRIZE.c.active.is_(True))
-    .where(PRIZE.c.stock.is_(None) | (PRIZE.c.stock >= bindparam("n")))
-    .values(stock=PRIZE.c.stock - bindparam("n"), won=PRIZE.c.won + bindparam("n"))
-    .returning(PRIZE.c.id)
-)
+def _take_many(taken: dict[int, int]) -> Any:
+    """Take `taken[prize_id]` units of each prize (stock unlimited: only counted)."""
+    n = case(taken, value=PRIZE.c.id)
+    return (
+        update(PRIZE)
+        .where(PRIZE.c.id.in_(sorted(taken)), PRIZE.c.active.is_(True))
+        .where(PRIZE.c.stock.is_(None) | (PRIZE.c.stock >= n))
+        .values(stock=PRIZE.c.stock - n, won=PRIZE.c.won + n)
+        .returning(PRIZE.c.id)
+    )
 
 
 class PrizeRaced(Exception):
@@ -642,8 +640,8 @@ class DrawOp:
                 points, row_values["redemption_id"], balance[r.user_id],
                 free_per_day - slot if slot is not None else 0, True, redemption,
             ), row_values))
-        await self._write(session, decided, taken)
-        return await self._outcomes(session, decided, settings, members)
+        ids = await self._write(session, decided, taken)
+        return await self._outcomes(session, decided, settings, members, ids)
 
     async def _pick(
         self, session: AsyncSession, r: DrawRequest, in_play: list[int], prizes: dict[int, Any],
@@ -667,30 +665,41 @@ class DrawOp:
         self, session: AsyncSession,
         decided: list[tuple[DrawRequest, DrawResult | DrawRefused, dict[str, Any] | None]],
         taken: dict[int, int],
-    ) -> None:
+    ) -> dict[str, int]:
+        """Write the batch's new draws; their ids by source key."""
         rows = [v for _, _, v in decided if v is not None]
         if not rows:
-            return
-        for prize_id, n in sorted(taken.items()):
-            if await session.scalar(_TAKE_MANY, {"pid": prize_id, "n": n}) is None:
-                raise PrizeRaced(f"prize {prize_id} ran out meanwhile")
-        await _DRAW_ROWS.execute(session, rows)
+            return {}
+        # Every prize the batch won, in one guarded update (their rows are locked since
+        # the prize table was read): each one it could not take raises.
+        took = set((await session.execute(_take_many(taken))).scalars().all())
+        if len(took) < len(taken):
+            raised = sorted(set(taken) - {int(i) for i in took})
+            raise PrizeRaced(f"prizes {raised} ran out meanwhile")
+        # One multi-row INSERT … RETURNING (SQLite >= 3.35, PostgreSQL): the ids come
+        # back with their keys, in whatever order the database gives them.
+        return {
+            str(k): int(i)
+            for k, i in (await session.execute(_DRAW_ROWS_RETURNING, rows)).all()
+        }
 
     async def _outcomes(
         self, session: AsyncSession,
         decided: list[tuple[DrawRequest, DrawResult | DrawRefused, dict[str, Any] | None]],
         settings: dict[int | None, PondSettings],
         members: dict[int, tuple[int, bool]],
+        ids: dict[str, int],
     ) -> list[DrawOutcome]:
-        keys = [v["source_key"] for _, _, v in decided if v is not None]
-        ids = {
-            str(k): int(i) for k, i in (await session.execute(
-                select(DRAW.c.source_key, DRAW.c.id).where(DRAW.c.source_key.in_(keys))
-            )).all()
-        } if keys else {}
         awards: list[ledger.Award] = []
         out: list[DrawOutcome] = []
         fresh: dict[str, DrawResult] = {}
+        # On SQLite the unit of work holds the whole database (BEGIN IMMEDIATE): the
+        # balances read at its start, moved by its own spends, are the members' balances
+        # now, and the ledger need not read them again. (PostgreSQL: it locks and reads.)
+        held: dict[int, int] | None = (
+            {u: b for u, (b, _) in members.items()}
+            if session.get_bind().dialect.name == "sqlite" else None
+        )
         for r, what, values in decided:
             s = settings[r.chat_id]
             linked = members.get(r.user_id, (0, False))[1]
@@ -701,11 +710,15 @@ class DrawOp:
                 draw_id = ids[r.source_key]
                 what = fresh[r.source_key] = replace(what, draw_id=draw_id)
                 if what.cost:
-                    await ledger.spend(
+                    move = await ledger.spend(
                         session, user_id=r.user_id, amount=what.cost, kind=LedgerKind.lottery,
                         key=spend_key(r.source_key), chat_id=r.chat_id, ref=f"draw #{draw_id}",
                         now=r.now,
                     )
+                    if held is not None and move.applied:
+                        held[r.user_id] = move.balance
+                    else:
+                        held = None  # a spend made before: read the balances
                 if what.won_points:
                     awards.append(ledger.Award(
                         r.user_id, what.won_points, LedgerKind.lottery, win_key(draw_id),
@@ -713,7 +726,7 @@ class DrawOp:
             elif what.applied:  # a double press of a draw made in this batch
                 what = replace(fresh[r.source_key], applied=False, redemption=None)
             out.append(DrawOutcome(what, None, s.lottery_quiet_below, linked))
-        await ledger.award_many(session, awards, now=decided[0][0].now)
+        await ledger.award_many(session, awards, now=decided[0][0].now, balances=held)
         return out
 
 
