@@ -143,8 +143,8 @@ async def grab_cost(members: int, n: int, shares: int, batch: int,
             statements.install(r)
         dp, bot, db, outbox = r.dp, r.bot, r.db, r.outbox
         pid, mid = await redpacket.drop(dp, bot, db, outbox, 20, 1)
-        warm = [redpacket.grab_update(10 + i, 5_000_000 + i, pid, mid) for i in range(300)]
-        await redpacket.feed(dp, bot, warm, batch)
+        warm = redpacket.grabs(10, range(5_000_000, 5_000_300), pid, mid, batch)
+        await redpacket.feed(dp, bot, warm, r.session, redpacket.ignore)
         fill(r, redpacket.POND.id, members)
         tune_gc()
         best = float("inf")
@@ -152,11 +152,10 @@ async def grab_cost(members: int, n: int, shares: int, batch: int,
         for k in range(2):
             users = range(1_000_000 + k * n, 1_000_000 + (k + 1) * n)
             pid, mid = await redpacket.drop(dp, bot, db, outbox, shares, next_update)
-            updates = [redpacket.grab_update(next_update + 1 + i, uid, pid, mid)
-                       for i, uid in enumerate(users)]
+            updates = redpacket.grabs(next_update + 1, users, pid, mid, batch)
             next_update += n + 10
             with statements.recording() if statements else _nothing():
-                seconds, _ = await redpacket.feed(dp, bot, updates, batch)
+                seconds, _ = await redpacket.feed(dp, bot, updates, r.session, redpacket.ignore)
             best = min(best, seconds)
             await redpacket.settle(outbox)
             await redpacket.exact(db, pid, shares)
