@@ -50,6 +50,7 @@ from bot.emulator import Emulator  # noqa: E402
 from bot.emulator.limits import send_rates  # noqa: E402
 from bot.emulator.server import Member  # noqa: E402
 from tests.rig.bot_process import BotProcess  # noqa: E402
+from tests.rig.replicas import confirm_promo  # noqa: E402
 
 OPERATOR = 7_000_002
 CEILING = 30.0  # Telegram's messages per second overall
@@ -62,22 +63,6 @@ _T0 = time.perf_counter()
 def progress(what: str) -> None:
     """A line on stderr with the seconds since the start: where a run spends its time."""
     print(f"[{time.perf_counter() - _T0:6.1f} s] {what}", file=sys.stderr, flush=True)
-
-
-async def confirm(emu: Emulator, text: str) -> int:
-    """The operator schedules `text` in private and presses the preview's confirm
-    button: the post's id."""
-    emu.send_message(OPERATOR, OPERATOR, text)
-    control = await emu.wait_for_message(
-        OPERATOR, lambda m: "pp:ok:" in str(m.get("reply_markup") or ""), timeout=30
-    )
-    data = control["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    answer = await emu.wait_callback_answer(
-        emu.click(OPERATOR, OPERATOR, control["message_id"], data), timeout=30
-    )
-    if answer is None or "✅" not in str(answer.get("text")):
-        raise SystemExit(f"the post was not confirmed: {answer}")
-    return int(data.rsplit(":", 1)[1])
 
 
 def copies_in(emu: Emulator, chat_id: int) -> int:
@@ -138,7 +123,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 proc.seed_ponds(ids)
                 progress(f"bot polling, {args.ponds} ponds seeded")
-                post_id = await confirm(emu, f"/promo at +4s {TEXT}")
+                post_id = await confirm_promo(emu, OPERATOR, f"/promo at +4s {TEXT}")
                 emu.inject_fault(method="sendMessage", chat_id=stormed, kind="429",
                                  times=args.storm, retry_after=args.retry_after)
                 events_before, sends_before = len(emu.events), len(emu.sends)
