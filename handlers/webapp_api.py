@@ -6,6 +6,10 @@ Every API call carries the initData Telegram gave the page, in the header
 forged or stale one is answered 401 with a JSON error before anything is read or
 written. The token never leaves this check: not in a log line, not in an answer.
 
+Each member's calls are limited (`PageLimits`: a token bucket per member, 20 at once and 2
+a second after that — the page makes 4 when it opens): beyond it, 429 with `retry_after`
+and nothing read or written, so one member's script cannot keep the database busy.
+
 A module of its own so that a bot that serves no page never loads aiohttp's server.
 """
 
@@ -13,6 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +41,34 @@ INIT_DATA_HEADER = "X-Telegram-Init-Data"
 Clock = Callable[[], datetime]
 
 
+@dataclass
+class PageLimits:
+    """A token bucket per member for the page's API calls, shared by every route."""
+
+    rate: float = 2.0  # calls a second, sustained
+    burst: int = 20  # calls at once
+    kept: int = 10_000  # members remembered at most, the least recently seen forgotten
+    monotonic: Callable[[], float] = time.monotonic
+    _buckets: OrderedDict[int, tuple[float, float]] = field(
+        default_factory=OrderedDict, repr=False
+    )  # member -> (tokens, when counted)
+
+    def admit(self, user_id: int) -> float:
+        """0 when the call may go (it is counted), else the seconds until one may."""
+        now = self.monotonic()
+        tokens, at = self._buckets.pop(user_id, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[user_id] = (tokens, now)
+        while len(self._buckets) > self.kept:
+            self._buckets.popitem(last=False)
+        return wait
+
+
 @dataclass(frozen=True)
 class PageDeps:
     db: Database
@@ -42,6 +77,7 @@ class PageDeps:
     default_language: str = "zh"
     clock: Clock = utcnow
     i18n: I18n = field(default_factory=make_i18n)  # the code's DM speaks the page's language
+    limits: PageLimits = field(default_factory=PageLimits)
 
 
 PAGE_DEPS = web.AppKey("member_page", PageDeps)
@@ -64,6 +100,12 @@ def _authenticated(handler: Handler) -> Callable[[web.Request], Awaitable[web.Re
             log.info("members' page: initData refused (%s) from %s", exc.reason,
                      request.remote)
             return _json({"error": "unauthorized", "reason": exc.reason}, status=401)
+        wait = deps.limits.admit(data.user.id)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            response = _json({"error": "too_many_requests", "retry_after": retry_after}, 429)
+            response.headers["Retry-After"] = str(retry_after)
+            return response
         language = page_language(data.user.language_code, deps.default_language)
         try:
             with speaking(deps.i18n, language):

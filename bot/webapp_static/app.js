@@ -20,7 +20,8 @@ const WORDS = {
       sold_out: "已兑完。", off_sale: "该商品已下架。", not_yet: "该商品还未开售。",
       ended: "该商品已停售。", limit: "已达每人限兑 {limit} 件。", unknown_item: "没有这个商品。",
       no_points: "你还没有积分。", unknown_pond: "你不在这个鱼塘里。",
-      network: "网络出错了，请稍后再试。", other: "出错了（{code}）。",
+      network: "网络出错了，请稍后再试。", too_many_requests: "操作太频繁，请 {retry_after} 秒后再试。",
+      other: "出错了（{code}）。",
     },
     kinds: {
       checkin: "签到", streak_bonus: "连签奖励", guess_price: "猜价格", vote: "投票",
@@ -46,6 +47,7 @@ const WORDS = {
       ended: "No longer on sale.", limit: "Limit reached: {limit} per member.",
       unknown_item: "No such item.", no_points: "You have no points yet.",
       unknown_pond: "You are not in this pond.", network: "Network error, try again later.",
+      too_many_requests: "Too many requests: try again in {retry_after} s.",
       other: "Something went wrong ({code}).",
     },
     kinds: {

@@ -13,6 +13,7 @@ from typing import Any
 from aiogram.methods import SendMessage
 from sqlalchemy import func, select
 
+from handlers.webapp_api import PAGE_DEPS
 from storage import ledger
 from storage.export import export_members
 from storage.models import LedgerEntry, LedgerKind, Redemption, ShopItem
@@ -211,3 +212,30 @@ async def test_several_ponds_the_latest_by_default_and_chat_picks_one(page: Page
     assert [p["chat_id"] for p in me["ponds"]] == [other.id, page.group.id]
     _, first = await page.get("me", chat=str(page.group.id))
     assert first["chat_id"] == page.group.id and first["balance"] == me["balance"]
+
+
+async def test_a_member_calling_too_fast_gets_429_and_changes_nothing(page: Page) -> None:
+    """Past the burst a member's calls are refused with 429 and a Retry-After, before
+    anything is read or written (a redeem is not made); another member is not held up;
+    once the bucket refills the member is served again."""
+    await checked_in_member(page)
+    await link_dm(page)
+    item = await page.add_item("30 5 Coupon")
+    limits = page.client.server.app[PAGE_DEPS].limits
+    now = [1000.0]
+    limits.monotonic = lambda: now[0]
+    for _ in range(limits.burst):
+        status, _body = await page.get("me")
+        assert status == 200
+    before = (await exported_balance(page, MEMBER_ID), await count(page, Redemption))
+    status, body = await page.post("redeem", {"item_id": item, "request_id": "req-0001"})
+    assert (status, body["error"], body["retry_after"]) == (429, "too_many_requests", 1)
+    r = await page.client.get("/app/api/me", headers={"X-Telegram-Init-Data": init_data()})
+    assert r.status == 429 and r.headers["Retry-After"] == "1"
+    assert (await exported_balance(page, MEMBER_ID), await count(page, Redemption)) == before
+    other = init_data(OPERATOR_ID, first_name="Op")
+    assert (await page.get("shop", data=other))[0] == 200  # a bucket per member
+    now[0] += 1 / limits.rate  # one call's worth refilled
+    status, body = await page.post("redeem", {"item_id": item, "request_id": "req-0001"})
+    assert status == 200, body
+    assert await count(page, Redemption) == 1
