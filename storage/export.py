@@ -68,11 +68,11 @@ from storage.models import (
     Member,
     Membership,
     Order,
-    Pond,
     Redemption,
     Vote,
     VoteBallot,
 )
+from storage.repo import pond_chat_ids
 from storage.segments import export_segments
 from storage.surveys import export_profiles
 
@@ -112,22 +112,6 @@ Row = Sequence[object]
 # The chat ids of the pond an export is limited to (`pond_chat_ids`); None: the whole shop.
 Ponds = tuple[int, ...] | None
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
-
-
-async def pond_chat_ids(session: AsyncSession, chat_id: int) -> tuple[int, ...]:
-    """The chat ids a pond's rows may carry: its own, then those of the groups that became
-    it (a group upgraded to a supergroup, maybe twice over)."""
-    ids = [chat_id]
-    newer = [chat_id]
-    while newer:
-        older = (
-            await session.scalars(
-                select(col(Pond.chat_id)).where(col(Pond.migrated_to).in_(newer))
-            )
-        ).all()
-        newer = [int(i) for i in older if i not in ids]
-        ids += newer
-    return tuple(ids)
 
 
 def _in(column: SQLCoreOperations[Any], ponds: Ponds, query: S) -> S:

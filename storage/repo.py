@@ -245,6 +245,22 @@ async def migrate_pond(
     await session.flush()
 
 
+async def pond_chat_ids(session: AsyncSession, chat_id: int) -> tuple[int, ...]:
+    """The chat ids a pond's rows may carry: its own, then those of the groups that became
+    it (a group upgraded to a supergroup, maybe twice over)."""
+    ids = [chat_id]
+    newer = [chat_id]
+    while newer:
+        older = (
+            await session.scalars(
+                select(col(Pond.chat_id)).where(col(Pond.migrated_to).in_(newer))
+            )
+        ).all()
+        newer = [int(i) for i in older if i not in ids]
+        ids += newer
+    return tuple(ids)
+
+
 async def get_member(session: AsyncSession, user_id: int) -> MemberView | None:
     m = await session.get(Member, user_id)
     return _view(m) if m else None

@@ -1,5 +1,9 @@
 """What operators' reports count (`/stats`, `/review`): aggregates in SQL, one pond.
 
+A pond's rows are those under its chat id and under the ids its group had before it
+became a supergroup (`repo.pond_chat_ids`): the memberships move with the upgrade, the
+history (ledger, check-ins, games, orders) stays where it was written.
+
 Every figure is a `GROUP BY` or a conditional sum computed by the database, never a
 walk over rows in Python, so a report costs a few statements however big the pond;
 the statements are plain SQL that SQLite and PostgreSQL both run.
@@ -51,7 +55,7 @@ from storage.models import (
     Vote,
     VoteBallot,
 )
-from storage.repo import GONE
+from storage.repo import GONE, pond_chat_ids
 
 RETURNS = ("refund", "red_packet_refund")
 GAMES = ("votes", "guesses", "grabs", "draws")
@@ -191,6 +195,7 @@ async def pond_stats(session: AsyncSession, chat_id: int, span: LocalSpan) -> Po
     days = span.days
     ends = [span.start_of(d + timedelta(days=1)) for d in days]
     seats = _human_seats(chat_id)
+    ids = await pond_chat_ids(session, chat_id)
     one = literal(1)
     counts = (await session.execute(seats.add_columns(
         func.coalesce(func.sum(case((_seat.c.status.not_in(GONE), 1), else_=0)), 0),
@@ -199,9 +204,9 @@ async def pond_stats(session: AsyncSession, chat_id: int, span: LocalSpan) -> Po
     members, per_day = int(counts[0]), [int(n) for n in counts[1:]]
 
     acted = select(_ledger.c.user_id).where(
-        _ledger.c.chat_id == chat_id, _ledger.c.created_at >= _at(since)
+        _ledger.c.chat_id.in_(ids), _ledger.c.created_at >= _at(since)
     ).union(
-        select(_checkin.c.user_id).where(_checkin.c.chat_id == chat_id,
+        select(_checkin.c.user_id).where(_checkin.c.chat_id.in_(ids),
                                          _checkin.c.day >= span.first)
     )
     active = int((await session.execute(seats.add_columns(func.count(one)).where(
@@ -211,7 +216,7 @@ async def pond_stats(session: AsyncSession, chat_id: int, span: LocalSpan) -> Po
 
     made: dict[date, int] = dict((await session.execute(
         select(_checkin.c.day, func.count(one))
-        .where(_checkin.c.chat_id == chat_id, _checkin.c.day >= span.first,
+        .where(_checkin.c.chat_id.in_(ids), _checkin.c.day >= span.first,
                _checkin.c.day <= span.last, _checkin.c.makeup.is_(False))
         .group_by(_checkin.c.day)
     )).all())
@@ -219,20 +224,20 @@ async def pond_stats(session: AsyncSession, chat_id: int, span: LocalSpan) -> Po
         members=members,
         active=active,
         days=[DayCheckins(d, int(made.get(d, 0)), n) for d, n in zip(days, per_day, strict=True)],
-        points=await _points(session, chat_id, since, until),
-        games=await _games(session, chat_id, since, until),
+        points=await _points(session, ids, since, until),
+        games=await _games(session, ids, since, until),
     )
 
 
-async def _points(session: AsyncSession, chat_id: int, since: datetime, until: datetime
-                  ) -> Points:
+async def _points(session: AsyncSession, ids: Sequence[int], since: datetime,
+                  until: datetime) -> Points:
     rows = (await session.execute(
         select(
             _ledger.c.kind,
             func.coalesce(func.sum(case((_ledger.c.delta > 0, _ledger.c.delta), else_=0)), 0),
             func.coalesce(func.sum(case((_ledger.c.delta < 0, -_ledger.c.delta), else_=0)), 0),
         )
-        .where(_ledger.c.chat_id == chat_id, _ledger.c.created_at >= _at(since),
+        .where(_ledger.c.chat_id.in_(ids), _ledger.c.created_at >= _at(since),
                _ledger.c.created_at < _at(until))
         .group_by(_ledger.c.kind)
         .order_by(_ledger.c.kind)
@@ -243,8 +248,8 @@ async def _points(session: AsyncSession, chat_id: int, since: datetime, until: d
     return Points(issued, returned, spent)
 
 
-async def _games(session: AsyncSession, chat_id: int, since: datetime, until: datetime
-                 ) -> dict[str, int]:
+async def _games(session: AsyncSession, ids: Sequence[int], since: datetime,
+                 until: datetime) -> dict[str, int]:
     """Votes cast, guesses, grabs and draws in the pond's games: one statement."""
     n = func.count(literal(1))
 
@@ -253,18 +258,18 @@ async def _games(session: AsyncSession, chat_id: int, since: datetime, until: da
 
     votes = (
         select(n).select_from(_ballot.join(_vote, _vote.c.id == _ballot.c.vote_id))
-        .where(_vote.c.chat_id == chat_id, within(_ballot.c.cast_at))
+        .where(_vote.c.chat_id.in_(ids), within(_ballot.c.cast_at))
     )
     guesses = (
         select(n).select_from(_guess.join(_round, _round.c.id == _guess.c.round_id))
-        .where(_round.c.chat_id == chat_id, within(_guess.c.created_at))
+        .where(_round.c.chat_id.in_(ids), within(_guess.c.created_at))
     )
     grabs = (
         select(n).select_from(_share.join(_packet, _packet.c.id == _share.c.packet_id))
-        .where(_packet.c.chat_id == chat_id, _share.c.user_id.is_not(None),
+        .where(_packet.c.chat_id.in_(ids), _share.c.user_id.is_not(None),
                within(_share.c.grabbed_at))
     )
-    draws = select(n).where(_draw.c.chat_id == chat_id, within(_draw.c.created_at))
+    draws = select(n).where(_draw.c.chat_id.in_(ids), within(_draw.c.created_at))
     row = (await session.execute(select(
         votes.scalar_subquery(), guesses.scalar_subquery(), grabs.scalar_subquery(),
         draws.scalar_subquery(),
@@ -275,10 +280,10 @@ async def _games(session: AsyncSession, chat_id: int, since: datetime, until: da
 # -- the campaign review ---------------------------------------------------------------
 
 
-def _pond_orders(chat_id: int) -> Any:
+def _pond_orders(chat_id: int, ids: Sequence[int]) -> Any:
     """Orders of the pond: typed in it, or of anyone who has a seat in it."""
     return or_(
-        _order.c.chat_id == chat_id,
+        _order.c.chat_id.in_(ids),
         _order.c.user_id.in_(select(_seat.c.user_id).where(_seat.c.chat_id == chat_id)),
     )
 
@@ -298,8 +303,9 @@ async def review(
     """The campaign's figures over `span`; `phases` maps each phase to the UTC intervals
     of the days it owns (a day belongs to one phase)."""
     since, until = span.since, span.until
+    ids = await pond_chat_ids(session, chat_id)
     in_span = and_(_order.c.paid_at >= _at(since), _order.c.paid_at < _at(until),
-                   _pond_orders(chat_id))
+                   _pond_orders(chat_id, ids))
     names = list(phases)
     sums: list[Any] = []
     for name in names:
@@ -329,6 +335,6 @@ async def review(
     return Review(
         sales=sales,
         by_phase=by_phase,
-        points=await _points(session, chat_id, since, until),
-        games=await _games(session, chat_id, since, until),
+        points=await _points(session, ids, since, until),
+        games=await _games(session, ids, since, until),
     )

@@ -533,3 +533,26 @@ async def test_a_chart_that_cannot_be_drawn_leaves_the_text(
     await pond.h.settle()
     assert pond.photos() == []
     assert pond.h.replies(GROUP_ID)[-1].startswith("📊 <b>Pond stats, last 30 days</b>")
+
+
+async def test_stats_and_review_keep_what_a_pond_did_before_it_became_a_supergroup(
+    db: Database,
+) -> None:
+    """The upgrade moves the memberships to the new chat id; the history (ledger,
+    check-ins, votes, draws, orders) stays under the old one and still counts."""
+    await seed(db)
+    span = LocalSpan.ending(date(2026, 12, 6), 7, TZ)
+    campaign = LocalSpan(date(2026, 12, 1), date(2026, 12, 6), TZ)
+    phases = {"sprint": [(campaign.since, campaign.until)]}
+    async with db.transaction() as s:
+        await repo.upsert_pond(s, POND_ID, title="Pond", chat_type="group")
+    async with db.transaction(readonly=True) as s:
+        before = (await pond_stats(s, POND_ID, span), await review(s, POND_ID, campaign, phases))
+    new_id = -1009000000001
+    async with db.transaction() as s:
+        await repo.migrate_pond(s, POND_ID, new_id, now=NOW)
+    async with db.transaction(readonly=True) as s:
+        after = (await pond_stats(s, new_id, span), await review(s, new_id, campaign, phases))
+        assert await repo.pond_chat_ids(s, new_id) == (new_id, POND_ID)
+    assert after == before
+    assert after[0].points.issued["checkin"] == 5 and after[1].sales.orders == 3
