@@ -513,15 +513,22 @@ async def test_broadcast_from_the_operators_dm_reaches_every_active_pond(rig: Ri
     # Operators of a pond cannot broadcast: in a group, a post is for that pond only.
 
 
-async def test_crash_mid_broadcast_resumes_without_a_second_copy(rig: Rig) -> None:
-    ponds = [-1006000000000 - i for i in range(8)]
+async def fired_to_eight_ponds(rig: Rig, first: int) -> tuple[list[int], PromoPost]:
+    """Eight ponds the shop serves; a post to all of them, scheduled by the operator in
+    the DM, has just fired: one pending delivery per pond."""
+    ponds = [first - i for i in range(8)]
     await seed_ponds(rig.db, ponds)
     op_user = person(OPERATOR_ID, "Op")
     dm = rig.h.member(private_chat(op_user), op_user)
     post = await schedule(rig, dm, "/promo at +10m 只发一次")
-    assert post.id is not None
     rig.clock.now = T0 + timedelta(minutes=10)
-    await rig.scheduler.sweep()  # the post fired: one pending delivery per pond
+    await rig.scheduler.sweep()
+    return ponds, post
+
+
+async def test_crash_mid_broadcast_resumes_without_a_second_copy(rig: Rig) -> None:
+    ponds, post = await fired_to_eight_ponds(rig, -1006000000000)
+    assert post.id is not None
     occurrence = rig.clock.now
     async with rig.db.transaction() as s:
         # A run that died: three rows handed to the outbox. The first two requests were
@@ -549,14 +556,8 @@ async def test_a_run_killed_with_messages_queued_resends_exactly_those(rig: Rig)
     """A delivery run dies (SIGKILL) while its outbox holds one request on the wire and
     the rest of its window queued: the next run sends the queued ones, once, and leaves
     the one on the wire `unknown`."""
-    ponds = [-1006100000000 - i for i in range(8)]
-    await seed_ponds(rig.db, ponds)
-    op_user = person(OPERATOR_ID, "Op")
-    dm = rig.h.member(private_chat(op_user), op_user)
-    post = await schedule(rig, dm, "/promo at +10m 只发一次")
+    ponds, post = await fired_to_eight_ponds(rig, -1006100000000)
     assert post.id is not None
-    rig.clock.now = T0 + timedelta(minutes=10)
-    await rig.scheduler.sweep()  # the post fired: one pending delivery per pond
     [task] = [t for t in await all_tasks(rig) if t.job == "promo.deliver"]
 
     # The dying process: its Telegram never answers, one request at a time.

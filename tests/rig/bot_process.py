@@ -17,7 +17,34 @@ OPERATOR = 2999
 _NOT_INHERITED = ("BOT_", "DATABASE_", "OPERATOR_", "TELEGRAM_", "WEBHOOK_", "REDIS_")
 
 
-class BotProcess:
+class OwnProcess:
+    """A bot process this rig started, writing to `log_path`: killed, stopped, read."""
+
+    proc: asyncio.subprocess.Process | None
+    log_path: Path
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout=30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise
+
+    def logs(self) -> str:
+        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
+
+
+class BotProcess(OwnProcess):
     """`python -m bot run` with TELEGRAM_API_BASE pointing at the emulator."""
 
     def __init__(self, emu: Emulator, workdir: Path, operator_ids: str = str(OPERATOR)) -> None:
@@ -53,26 +80,9 @@ class BotProcess:
                 raise TimeoutError(f"bot not polling after {ready_timeout}s:\n{self.logs()}")
             await asyncio.sleep(0.05)
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-
     async def wait(self) -> int:
         assert self.proc is not None
         return await self.proc.wait()
-
-    async def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.returncode is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout=30)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise
 
     async def idle(self, within: float = 20.0) -> None:
         """Wait until every queued update was handled: the bot confirms a batch (by
@@ -83,9 +93,6 @@ class BotProcess:
             if loop.time() > deadline:
                 raise TimeoutError(f"{self.emu.pending_updates} updates still pending")
             await asyncio.sleep(0.05)
-
-    def logs(self) -> str:
-        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
 
     def query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
         con = sqlite3.connect(self.db_path, timeout=30)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 from bot.emulator import Emulator
 from bot.emulator.server import Member
 from tests.rig.balancer import Balancer
+from tests.rig.bot_process import OwnProcess
 
 SECRET = "replica-Secret_token"
 WEBHOOK_PATH = "/telegram/webhook"
@@ -48,7 +48,7 @@ def plain_dsn(database_url: str) -> str:
     )
 
 
-class Instance:
+class Instance(OwnProcess):
     """One `python -m bot run --webhook` process on its own port."""
 
     def __init__(self, name: str, workdir: Path, env: Mapping[str, str]) -> None:
@@ -98,26 +98,6 @@ class Instance:
                 raise TimeoutError(f"{self.name} not listening after {within}s:\n"
                                    f"{self.logs()[-3000:]}")
             await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.returncode is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout=30)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise
-
-    def logs(self) -> str:
-        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
 
 
 class Cluster:
