@@ -11,6 +11,12 @@ seconds of polling with nothing to do (the largest of a few samples of VmRSS), `
 times, keeping the smallest. Prints both and their ratio (pondbot / bare: 1.0 is the
 floor, the aim is at most 1.2), and what the idle bot has imported that the bare bot has
 not, largest first (`python -X importtime` of the same start).
+
+A third process shows what the stack itself costs: the bare bot that also loads what
+pondbot is built on — SQLModel and SQLAlchemy with aiosqlite, the project's tables
+(`storage.models`, mapped), APScheduler, pydantic-settings and aiogram's i18n — and reads
+one row of the same migrated file. Nothing of pondbot's own code runs in it; what pondbot
+holds above it is its own code and what it keeps while running.
 """
 
 from __future__ import annotations
@@ -56,6 +62,29 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+# The bare bot on the stack pondbot is built on, with its tables and nothing else of it.
+STACK = BARE.replace("asyncio.run(main())", """
+import aiosqlite
+import apscheduler.schedulers.asyncio
+import apscheduler.triggers.cron
+import pydantic_settings
+import aiogram.utils.i18n
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import configure_mappers
+import storage.models
+
+configure_mappers()
+
+async def stack_main() -> None:
+    engine = create_async_engine(os.environ["DATABASE_URL"])
+    async with engine.connect() as conn:
+        (await conn.execute(select(storage.models.Pond).limit(1))).all()
+    await main()
+
+asyncio.run(stack_main())
+""")
+
 
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
@@ -65,7 +94,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def idle_rss(args: list[str], env: dict[str, str], idle: float, *, pond: bool,
-                   importtime: Path | None = None) -> float:
+                   importtime: Path | None = None, migrate: bool | None = None) -> float:
     """Start `args` against a fresh emulator; its RSS once idle."""
     async with Emulator() as emu:
         emu.add_user(OPERATOR, "Operator", username="operator")
@@ -74,12 +103,12 @@ async def idle_rss(args: list[str], env: dict[str, str], idle: float, *, pond: b
         flags = ["-X", "importtime"] if importtime is not None else []
         with tempfile.TemporaryDirectory(prefix="pondbot-bench-") as tmp:
             env.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{Path(tmp) / 'pond.db'}")
-            if pond:
-                migrate = await asyncio.create_subprocess_exec(
+            if pond if migrate is None else migrate:
+                migration = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "bot", "migrate", cwd=tmp, env=env,
                     stdout=asyncio.subprocess.DEVNULL,
                 )
-                assert await migrate.wait() == 0
+                assert await migration.wait() == 0
             err = importtime.open("wb") if importtime is not None else asyncio.subprocess.DEVNULL
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, *flags, *args, cwd=tmp, env=env,
@@ -126,10 +155,11 @@ async def run(idle: float, rounds: int, show_imports: bool) -> dict[str, object]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("BOT_", "DATABASE_", "TELEGRAM_", "REDIS_", "WEBHOOK_"))}
     env.update({"OPERATOR_IDS": str(OPERATOR), "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)})
-    real, bare = [], []
+    real, bare, stack = [], [], []
     for _ in range(rounds):
         real.append(await idle_rss(["-m", "bot", "run"], env, idle, pond=True))
         bare.append(await idle_rss(["-c", BARE], env, idle, pond=False))
+        stack.append(await idle_rss(["-c", STACK], env, idle, pond=False, migrate=True))
     extra: list[tuple[str, int]] = []
     if show_imports:
         with tempfile.TemporaryDirectory(prefix="pondbot-bench-") as tmp:
@@ -143,7 +173,7 @@ async def run(idle: float, rounds: int, show_imports: bool) -> dict[str, object]
                     top = name.split(".")[0]
                     packages[top] = packages.get(top, 0) + micros
             extra = sorted(packages.items(), key=lambda kv: -kv[1])
-    return {"real": min(real), "bare": min(bare), "extra": extra}
+    return {"real": min(real), "bare": min(bare), "stack": min(stack), "extra": extra}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,9 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     r = asyncio.run(run(args.idle, args.rounds, args.imports))
     real, bare = float(r["real"]), float(r["bare"])  # type: ignore[arg-type]
+    stack = float(r["stack"])  # type: ignore[arg-type]
     print(f"idle RSS after {args.idle:g} s of long polling, smallest of {args.rounds}")
     print(f"  pondbot run (one pond, greeted): {real:6.1f} MB")
     print(f"  bare aiogram polling bot:        {bare:6.1f} MB")
+    print(f"  the same on pondbot's stack:     {stack:6.1f} MB  ({stack / bare:.2f} of bare;"
+          f" pondbot's own code and state: {real - stack:.1f} MB)")
     print(f"  ratio: {real / bare:.2f}   (pondbot / bare, target <= 1.2)")
     extra: list[tuple[str, int]] = r["extra"]  # type: ignore[assignment]
     if extra:
