@@ -75,12 +75,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# What the routers handle (votes use buttons, not native polls); `chat_member` must be asked
+# for by name.
 ALLOWED_UPDATES = [
     "message",
     "callback_query",
     "my_chat_member",
     "chat_member",
-    "poll_answer",
 ]
 
 
