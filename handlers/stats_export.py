@@ -109,7 +109,7 @@ async def export(
         return
     if too_large:
         shutil.rmtree(folder, ignore_errors=True)
-        reply(outbox, message, t.export_too_large())
+        reply(outbox, message, t.export_too_large(what, pond_id))
         return
     sent = outbox.send(
         SendDocument(

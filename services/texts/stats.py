@@ -155,11 +155,18 @@ def export_anonymous() -> str:
     return _("⚠️ I can't send files to an anonymous admin: send /export as yourself.")
 
 
-def export_too_large() -> str:
+def export_too_large(what: str, pond_id: int | None) -> str:
+    """A file over the 50 MB a bot may send: the exact command that writes it on the
+    server — run by the shop's staff, since a pond's admin has no access there."""
+    if pond_id is None:
+        return _(
+            "⚠️ That export is larger than Telegram lets a bot send (50 MB): run "
+            "<code>{command}</code> on the server."
+        ).format(command=f"pondbot export {what}")
     return _(
-        "⚠️ That export is larger than Telegram lets a bot send (50 MB): use "
-        "<code>pondbot export</code> on the server."
-    )
+        "⚠️ That export is larger than Telegram lets a bot send (50 MB): ask the shop's "
+        "staff to run <code>{command}</code> on the server."
+    ).format(command=f"pondbot export {what} --pond {pond_id}")
 
 
 def export_failed() -> str:

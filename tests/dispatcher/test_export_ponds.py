@@ -232,3 +232,23 @@ async def test_a_pond_admin_is_refused_elsewhere_and_shop_wide_exports(shop: Sho
     assert shop.h.replies(OTHER_ID)[-1] == "⛔ Only the pond's operators can do that."
     assert shop.h.replies(ADMIN_ID)[-1] == shop.h.replies(ADMIN_B)[-1]
     assert "⛔" in shop.h.replies(ADMIN_ID)[-1]
+
+
+async def test_a_file_over_telegrams_limit_names_the_command_that_writes_it(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("handlers.stats_export.MAX_DOCUMENT_BYTES", 10)
+    before = len(shop.documents())
+    await shop.client(shop.a, ADMIN_ID, "Admin").send("/export ledger")
+    await shop.dm(OPERATOR_ID, "Op").send("/export ledger")
+    await shop.h.settle()
+    assert len(shop.documents()) == before  # nothing sent
+    # A pond's admin cannot reach the server: they are told what to ask the staff for.
+    assert shop.h.replies(GROUP_ID)[-1] == (
+        "⚠️ That export is larger than Telegram lets a bot send (50 MB): ask the shop's staff "
+        f"to run <code>pondbot export ledger --pond {GROUP_ID}</code> on the server."
+    )
+    assert shop.h.replies(OPERATOR_ID)[-1] == (  # (the staff's DM speaks the shop's Chinese)
+        "⚠️ 导出文件超过 Telegram 允许机器人发送的大小（50 MB）：请在服务器上运行 "
+        "<code>pondbot export ledger</code>。"
+    )
