@@ -31,6 +31,7 @@ from games.campaign import (
 from games.parsing import ParseError
 from games.promo import PostRequest, cap_refusal, grace, resolve_at
 from services.texts import promo as t
+from services.texts.surveys import segment_name
 from storage import promo as store
 from storage.db import Database
 from storage.models import PromoPost, PromoState
@@ -224,6 +225,8 @@ async def listing(db: Database, where: Where, now: datetime, stale_after: timede
         else:
             pond = titles.get(p.chat_id)
             place = t.pond_title(pond.title if pond else str(p.chat_id))
+        if p.segment is not None:
+            place = t.by_dm_to(place, segment_name(p.segment))
         rows.append((p.id, when, place, p.text, p.task_state))
     attention = [
         t.trouble(

@@ -80,6 +80,7 @@ class PostView:
     state: str
     task_state: str | None  # the schedule's state (pending, done, missed …)
     next_at: datetime | None  # the next (or last) time of the schedule
+    segment: str | None = None  # `to=<segment>`: sent by DM to that segment's members
 
 
 async def create_draft(session: AsyncSession, post: PromoPost) -> tuple[int, bool]:
@@ -159,6 +160,7 @@ async def list_posts(
                 p.state,
                 task.state if task else None,
                 task.run_at if task else p.run_at,
+                p.segment,
             )
         )
     return views

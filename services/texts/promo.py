@@ -221,6 +221,11 @@ def toast_over_cap() -> str:
     return _("⛔ Over the frequency cap: see the message.")
 
 
+def by_dm_to(place: str, segment: str) -> str:
+    """Where a `to=<segment>` post goes: by DM to that segment's members of `place`."""
+    return _("{place}, by DM to {segment} members").format(place=place, segment=segment)
+
+
 def listing(
     posts: Sequence[tuple[int, str, str, str, str | None]],
     attention: Sequence[str] = (),

@@ -2,7 +2,8 @@
 per RFM segment and at churn risk; `/promo at … to=<segment>` reaches exactly the pond's
 linked members of that segment, once each (also when a delivery run died in the
 middle); `/redpacket at … to=churn` posts the packet in the group and tells the
-segment by DM; a bad `to=` is refused with the segments and schedules nothing."""
+segment by DM; a bad `to=` is refused with the segments and schedules nothing; `/promo
+list` shows a targeted post's segment."""
 
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ async def test_segments_counts_and_a_promo_to_gold_reaches_its_linked_members_on
     assert post.segment == "gold"
     ok, _no = rig.buttons(GROUP_ID)
     assert "✅" in await rig.click(boss, ok)
+    listed = await rig.say(boss, "/promo list")  # the list says where it goes
+    assert "this pond, by DM to gold (重要价值) members" in listed, listed
     group_posts = len(rig.sent(GROUP_ID))
     await rig.tick(T0 + timedelta(minutes=10))
     for _ in range(2):
