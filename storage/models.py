@@ -123,14 +123,14 @@ class PondTrust(StrEnum):
 SERVED_TRUST = frozenset({PondTrust.operator, PondTrust.approved})
 
 
-class Table(SQLModel):
+class TableBase(SQLModel):
     """Base of every table: its pydantic validator and serializer are built on first
     use, not at import (rows are made by SQLAlchemy, rarely validated or dumped)."""
 
     model_config = SQLModel.model_config | {"defer_build": True}
 
 
-class Pond(Table, table=True):
+class Pond(TableBase, table=True):
     """A group the bot has seen; served as a pond only when `served` (see PondTrust)."""
 
     chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
@@ -159,7 +159,7 @@ class Pond(Table, table=True):
         return self.status == PondStatus.active and self.trust in SERVED_TRUST
 
 
-class OperatorGiveDay(Table, table=True):
+class OperatorGiveDay(TableBase, table=True):
     """Points a pond operator who is not a global operator gave in one pond on one local
     day: the running total the `operator_give_daily_cap` setting bounds. Bumped in the
     transaction of the `/give` it counts; the ledger keeps the audit trail."""
@@ -172,7 +172,7 @@ class OperatorGiveDay(Table, table=True):
     given: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
-class Member(Table, table=True):
+class Member(TableBase, table=True):
     """A customer, shop-wide: one wallet, one streak, whichever ponds they are in."""
 
     __table_args__ = (
@@ -214,7 +214,7 @@ class Member(Table, table=True):
         return display_name(self.first_name, self.last_name, self.username, str(self.user_id))
 
 
-class Membership(Table, table=True):
+class Membership(TableBase, table=True):
     """A member's presence in one pond."""
 
     chat_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
@@ -227,7 +227,7 @@ class Membership(Table, table=True):
     last_seen_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class LedgerEntry(Table, table=True):
+class LedgerEntry(TableBase, table=True):
     """One change of one member's balance. Rows are only ever inserted."""
 
     __tablename__ = "ledger_entry"
@@ -282,7 +282,7 @@ class TaskState(StrEnum):
     cancelled = "cancelled"
 
 
-class ScheduledTask(Table, table=True):
+class ScheduledTask(TableBase, table=True):
     """Something to do at a time: the database, not the timer library, is the source of
     truth. A run claims its row with an atomic state change, so it runs once even if
     two processes are started by mistake; a claim whose owner stopped answering is
@@ -317,7 +317,7 @@ class ScheduledTask(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class Checkin(Table, table=True):
+class Checkin(TableBase, table=True):
     """One member's check-in for one day (shop-wide: one row per member and day)."""
 
     __tablename__ = "checkin"
@@ -338,7 +338,7 @@ class Checkin(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class CheckinBoard(Table, table=True):
+class CheckinBoard(TableBase, table=True):
     """The pond's check-in board: the message the bot edits in place."""
 
     __tablename__ = "checkin_board"
@@ -351,7 +351,7 @@ class CheckinBoard(Table, table=True):
     posted_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class RedPacket(Table, table=True):
+class RedPacket(TableBase, table=True):
     """A red packet (红包) dropped in a pond. Its shares are decided at creation
     (`RedPacketShare`); `taken` counts the grabbed ones and is the lock every grab takes.
     `state` goes open → finished (all taken), open → expired or open → recalled (an
@@ -388,7 +388,7 @@ class RedPacket(Table, table=True):
     closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
-class RedPacketShare(Table, table=True):
+class RedPacketShare(TableBase, table=True):
     """One pre-computed share; `user_id` is set by the grab that takes it."""
 
     __tablename__ = "red_packet_share"
@@ -407,7 +407,7 @@ class RedPacketShare(Table, table=True):
 # storage/votes.py, storage/invites.py) ---------------------------------------------
 
 
-class GuessRound(Table, table=True):
+class GuessRound(TableBase, table=True):
     """A guess-the-price round. `price_cents` is secret until the round is closed."""
 
     __tablename__ = "guess_round"
@@ -443,7 +443,7 @@ class GuessRound(Table, table=True):
     revealed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
-class PriceGuess(Table, table=True):
+class PriceGuess(TableBase, table=True):
     """One attempt of one member in one round."""
 
     __tablename__ = "price_guess"
@@ -464,7 +464,7 @@ class PriceGuess(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class Vote(Table, table=True):
+class Vote(TableBase, table=True):
     """A vote with inline buttons; the tally is counted from the ballots."""
 
     __tablename__ = "vote"
@@ -490,7 +490,7 @@ class Vote(Table, table=True):
     announced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
-class VoteBallot(Table, table=True):
+class VoteBallot(TableBase, table=True):
     """A member's one ballot in a vote (changing the vote moves it)."""
 
     __tablename__ = "vote_ballot"
@@ -502,7 +502,7 @@ class VoteBallot(Table, table=True):
     changed_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class InviteLink(Table, table=True):
+class InviteLink(TableBase, table=True):
     """A member's personal invite link to one pond (created once, reused)."""
 
     __tablename__ = "invite_link"
@@ -515,7 +515,7 @@ class InviteLink(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class Referral(Table, table=True):
+class Referral(TableBase, table=True):
     """A newcomer who joined a pond through a member's link; credited once, after the
     newcomer's first check-in."""
 
@@ -537,7 +537,7 @@ class PromoState(StrEnum):
     discarded = "discarded"  # the preview was dismissed (or never confirmed)
 
 
-class PromoPost(Table, table=True):
+class PromoPost(TableBase, table=True):
     """A promotion post (大促预告) for one pond, or for every active pond (`chat_id`
     None: a broadcast). Its schedule is the `scheduled_task` keyed `promo.post:<id>`."""
 
@@ -585,7 +585,7 @@ class DeliveryState(StrEnum):
     unknown = "unknown"  # was `sending` when the process died: never sent again
 
 
-class BroadcastDelivery(Table, table=True):
+class BroadcastDelivery(TableBase, table=True):
     """One post occurrence in one pond: the progress of a broadcast, so a crash in the
     middle resumes without sending any pond a second copy."""
 
@@ -607,7 +607,7 @@ class BroadcastDelivery(Table, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class SaleCampaign(Table, table=True):
+class SaleCampaign(TableBase, table=True):
     """A sale campaign (双十一, 618 …) of one pond, or of every pond (`scope` 0).
     `phases` holds only the phase ranges changed from the defaults (games/campaign.py)."""
 
@@ -637,7 +637,7 @@ class ItemKind(StrEnum):
     goods = "goods"  # handed over by the shop: a `pending` redemption, later `fulfilled`
 
 
-class ShopItem(Table, table=True):
+class ShopItem(TableBase, table=True):
     """Something members buy with points (shop-wide). `stock` is the units left: for a
     pool item (`pool`, codes uploaded by an operator) the count of its unused codes. A
     redemption takes a unit with a guarded update of this row, which is also the lock
@@ -678,7 +678,7 @@ class CodeState(StrEnum):
     void = "void"  # its redemption was refunded: never given again
 
 
-class ShopCode(Table, table=True):
+class ShopCode(TableBase, table=True):
     """One coupon code of an item: uploaded into the pool (`free`), or generated at the
     redemption that takes it (inserted `assigned`)."""
 
@@ -707,7 +707,7 @@ class RedemptionStatus(StrEnum):
     refunded = "refunded"
 
 
-class Redemption(Table, table=True):
+class Redemption(TableBase, table=True):
     """One unit of an item bought by (or won by) a member. `source_key` names the
     command (or draw) that made it, so a replay finds it instead of buying again."""
 
@@ -745,7 +745,7 @@ class PrizeKind(StrEnum):
     nothing = "none"  # 谢谢参与
 
 
-class Prize(Table, table=True):
+class Prize(TableBase, table=True):
     """A line of the lottery's prize table (shop-wide). `stock` None: unlimited."""
 
     __tablename__ = "lottery_prize"
@@ -771,7 +771,7 @@ class Prize(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class Draw(Table, table=True):
+class Draw(TableBase, table=True):
     """One lottery draw: free (`free_slot` numbers the member's free draws of that local
     day, so two concurrent free draws cannot both take the last one) or paid (`cost`)."""
 
@@ -800,7 +800,7 @@ class Draw(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class Order(Table, table=True):
+class Order(TableBase, table=True):
     """A purchase in the shop, recorded by an operator (`/order`) or imported; keyed by
     its order number (a typed order without one is keyed by its command message)."""
 
@@ -826,7 +826,7 @@ class Order(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class ShopSettings(Table, table=True):
+class ShopSettings(TableBase, table=True):
     """The shop-wide defaults (one row, id 1): what differs from `PondSettings`' own
     defaults, plus `timezone` and `language` when a global operator set them. A pond
     follows a default while its own value equals it (see `storage.settings`)."""
@@ -840,7 +840,7 @@ class ShopSettings(Table, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class SettingsAudit(Table, table=True):
+class SettingsAudit(TableBase, table=True):
     """One changed setting: who, when, in which pond (`chat_id` None: the shop-wide
     default), old → new as `/settings` shows values. `source_key` names the command
     that made the change, so a replayed command changes nothing a second time."""
@@ -863,7 +863,7 @@ class SettingsAudit(Table, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class SalesPlan(Table, table=True):
+class SalesPlan(TableBase, table=True):
     """A `/plan <sales> <per_buyer>` an operator set: the target `/review` compares a
     campaign with. `chat_id` is the pond, or 0 for a global operator's shop-wide plan
     (set in their private chat), like `SaleCampaign.scope`. Every /plan is a row — the
@@ -891,7 +891,7 @@ class SalesPlan(Table, table=True):
 # -- F10 surveys, profiles and targeted deliveries (migration 0014) ---------------------
 
 
-class Survey(Table, table=True):
+class Survey(TableBase, table=True):
     """A survey (问卷): a vote whose answers go to the members' profiles under `key`."""
 
     __tablename__ = "survey"
@@ -918,7 +918,7 @@ class Survey(Table, table=True):
     announced_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
-class SurveyAnswer(Table, table=True):
+class SurveyAnswer(TableBase, table=True):
     """A member's one answer to a survey (a change moves it)."""
 
     __tablename__ = "survey_answer"
@@ -929,7 +929,7 @@ class SurveyAnswer(Table, table=True):
     answered_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class MemberProfile(Table, table=True):
+class MemberProfile(TableBase, table=True):
     """What a member answered, by key (skin type, style …): the latest answer wins."""
 
     __tablename__ = "member_profile"
@@ -941,7 +941,7 @@ class MemberProfile(Table, table=True):
     answered_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
-class SegmentDelivery(Table, table=True):
+class SegmentDelivery(TableBase, table=True):
     """One DM of a post (or drop) `to=<segment>` to one member, per occurrence: like
     `BroadcastDelivery`, so a crash in the middle resumes without a second copy."""
 
@@ -967,7 +967,7 @@ class SegmentDelivery(Table, table=True):
 # -- F14 points expiry (rules in games/expiry.py, storage/expiry.py) -------------------
 
 
-class PointsLotEpoch(Table, table=True):
+class PointsLotEpoch(TableBase, table=True):
     """When lots began (one row, id 1, written by migration 0013): the balances from
     before it count as one lot earned at that moment. No row: every credit is its own lot."""
 
@@ -977,7 +977,7 @@ class PointsLotEpoch(Table, table=True):
     lots_from: datetime = Field(sa_column=_ts())
 
 
-class ExpiryNotice(Table, table=True):
+class ExpiryNotice(TableBase, table=True):
     """The one reminder a member gets for a lot (their earnings of `lot_day`) before it
     expires on `expires_on`: written before the DM goes out, `sent_at` set by its answer."""
 

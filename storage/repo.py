@@ -26,6 +26,8 @@ from storage.models import (
     Pond,
     PondStatus,
     PondTrust,
+    SaleCampaign,
+    SalesPlan,
     utcnow,
 )
 from storage.settings import Fallback, pond_defaults
@@ -186,7 +188,8 @@ async def get_pond(session: AsyncSession, chat_id: int) -> Pond | None:
 async def migrate_pond(
     session: AsyncSession, old_chat_id: int, new_chat_id: int, now: datetime | None = None
 ) -> None:
-    """A group became a supergroup: the pond and its memberships move to the new id.
+    """A group became a supergroup: the pond, its memberships, its campaigns and plans
+    move to the new id.
 
     The old row stays (status `migrated`, `migrated_to` set) so ledger history that names
     the old id still resolves. Idempotent: both service messages may arrive, twice.
@@ -242,6 +245,17 @@ async def migrate_pond(
         values["chat_id"] = new_chat_id
         await _upsert(session, Membership.__table__, values, ["chat_id", "user_id"], [])  # type: ignore[attr-defined]
         await session.delete(m)
+    # What the pond's operators set up goes with it: its sale campaigns (a name already
+    # set up under the new id keeps that one) and its plans, the history with them.
+    taken = select(col(SaleCampaign.name)).where(col(SaleCampaign.scope) == new_chat_id)
+    await session.execute(
+        update(SaleCampaign)
+        .where(col(SaleCampaign.scope) == old_chat_id, col(SaleCampaign.name).not_in(taken))
+        .values(scope=new_chat_id)
+    )
+    await session.execute(
+        update(SalesPlan).where(col(SalesPlan.chat_id) == old_chat_id).values(chat_id=new_chat_id)
+    )
     await session.flush()
 
 

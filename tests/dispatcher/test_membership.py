@@ -13,7 +13,7 @@ from aiogram.types import (
 )
 from sqlalchemy import select
 
-from storage.models import LedgerEntry, Member, Membership, Pond
+from storage.models import LedgerEntry, Member, Membership, Pond, SaleCampaign, SalesPlan
 from tests.dispatcher.conftest import OPERATOR_ID
 from tests.rig.client import Harness, group_chat, person, private_chat
 from tests.rig.fake_session import BOT_ID, BOT_USERNAME, admin
@@ -144,6 +144,8 @@ async def test_group_migration_keeps_everything(harness: Harness) -> None:
     op = harness.member(old, person(OPERATOR_ID, "Op"))
     await alice.send("hi")
     await op.send("/give @alice 40")
+    await op.send("/campaign 双十一 11-11")  # what the operators set up goes along
+    await op.send("/plan 200 5")
     service = Message(
         message_id=harness.next_message_id(old.id),
         date=harness.now,
@@ -166,3 +168,10 @@ async def test_group_migration_keeps_everything(harness: Harness) -> None:
         assert await s.get(Membership, (old.id, 1)) is None
         entries = (await s.execute(select(LedgerEntry))).scalars().all()
         assert [e.delta for e in entries] == [40]
+        campaigns = (await s.execute(select(SaleCampaign))).scalars().all()
+        assert [(c.scope, c.name) for c in campaigns] == [(new.id, "双十一")]
+        plans = (await s.execute(select(SalesPlan))).scalars().all()
+        assert [(p.chat_id, p.sales, p.per_buyer) for p in plans] == [(new.id, 200, 5)]
+    await harness.member(new, person(OPERATOR_ID, "Op")).send("/campaign")
+    await harness.settle()
+    assert "双十一" in harness.replies(new.id)[-1]

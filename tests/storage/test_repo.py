@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlmodel import col
 
-from storage import ledger, repo
+from storage import ledger, plans, promo, repo
 from storage.db import Database
-from storage.models import LedgerKind, Member, Membership, Pond, PondStatus, utcnow
+from storage.models import (
+    LedgerKind,
+    Member,
+    Membership,
+    Pond,
+    PondStatus,
+    SaleCampaign,
+    SalesPlan,
+    utcnow,
+)
 from storage.repo import UserInfo
 
 OLD, NEW = -4001, -1004001  # a group and the supergroup it became
@@ -185,6 +194,38 @@ async def test_migrate_pond_when_the_supergroup_was_seen_first(db: Database) -> 
         await repo.migrate_pond(s, OLD, NEW)
     assert set(await memberships(db)) == {(NEW, 1), (NEW, 2)}
     assert (await memberships(db))[(NEW, 1)].status == "administrator"
+
+
+async def test_migrate_pond_takes_its_campaigns_and_plans_along(db: Database) -> None:
+    """A campaign whose name the supergroup already has keeps the supergroup's; the
+    shop-wide ones (scope 0) and other ponds' stay where they are."""
+    now = utcnow()
+    async with db.transaction() as s:
+        await repo.upsert_pond(s, OLD, title="老群", chat_type="group")
+        await repo.upsert_pond(s, NEW, title="老群", chat_type="supergroup")
+        for scope, name, day in ((OLD, "双十一", date(2026, 11, 11)),
+                                 (OLD, "618", date(2027, 6, 18)),
+                                 (NEW, "618", date(2027, 6, 1)),
+                                 (0, "双十二", date(2026, 12, 12)),
+                                 (-77, "双十一", date(2026, 11, 11))):
+            await promo.save_campaign(s, scope, name, day, by=1, now=now)
+        for n, scope in enumerate((OLD, OLD, 0)):
+            await plans.save_plan(s, scope, 100 + n, 5, set_by=1, source_key=f"p{n}", now=now)
+        await repo.migrate_pond(s, OLD, NEW)
+        await repo.migrate_pond(s, OLD, NEW)  # twice: harmless
+    async with db.transaction(readonly=True) as s:
+        rows = (await s.execute(select(SaleCampaign))).scalars().all()
+        assert sorted((c.scope, c.name, c.sale_day) for c in rows) == sorted([
+            (NEW, "双十一", date(2026, 11, 11)),
+            (NEW, "618", date(2027, 6, 1)),  # the supergroup's own
+            (OLD, "618", date(2027, 6, 18)),  # left behind, not merged
+            (0, "双十二", date(2026, 12, 12)),
+            (-77, "双十一", date(2026, 11, 11)),
+        ])
+        stored = (await s.execute(select(SalesPlan).order_by(col(SalesPlan.id)))).scalars().all()
+        assert [(p.chat_id, p.sales) for p in stored] == [(NEW, 100), (NEW, 101), (0, 102)]
+        latest = await plans.last_plan(s, NEW)
+        assert latest is not None and latest.sales == 101
 
 
 async def test_top_and_rank(db: Database) -> None:
