@@ -75,6 +75,7 @@ from storage.models import (
 from storage.repo import pond_chat_ids
 from storage.segments import export_segments
 from storage.surveys import export_profiles
+from storage.votes import CANCELLED
 
 MEMBER_COLUMNS = (
     "user_id",
@@ -265,7 +266,8 @@ VOTE_COLUMNS = ("vote_id", "chat_id", "question", "option", "count")
 
 async def export_votes(db: Database, out: TextIO, chat_id: int | None = None) -> int:
     """Write the tally of every vote — one row per option, zero counts included — oldest
-    vote first; returns the number of rows. With `chat_id`: the votes of that pond."""
+    vote first; returns the number of rows. With `chat_id`: the votes of that pond. A vote
+    cancelled by `/vote cancel` has no result and is left out."""
     return await _write(db, out, VOTE_COLUMNS, _vote_rows, chat_id)
 
 
@@ -283,7 +285,9 @@ async def _vote_rows(session: AsyncSession, ponds: Ponds) -> AsyncGenerator[Row,
             )
         ).all()
     }
-    votes = select(col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options))
+    votes = select(
+        col(Vote.id), col(Vote.chat_id), col(Vote.question), col(Vote.options)
+    ).where(col(Vote.state) != CANCELLED)
     result = await session.stream(
         _in(col(Vote.chat_id), ponds, votes)
         .order_by(col(Vote.id))

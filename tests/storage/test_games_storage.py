@@ -79,6 +79,20 @@ async def test_concurrent_clicks_keep_one_ballot_one_payment_exact_tally(db: Dat
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [(r["option"], r["count"]) for r in rows] == [("A", "10"), ("B", "10"), ("C", "10")]
     assert rows[0]["vote_id"] == str(vote_id) and rows[0]["chat_id"] == str(POND)
+    # A cancelled vote has no result: the tally leaves it out.
+    async with db.transaction() as s:
+        other = await votes.open_vote(s, chat_id=POND, source_key="k2",
+                                      args=parse_vote("1h Oops | X | Y"), points=0,
+                                      opened_by=None, now=T0)
+        assert other.vote is not None
+        await votes.set_vote_message(s, other.vote.id, 78)
+        await votes.cast(s, vote_id=other.vote.id, chat_id=POND, message_id=78, user_id=1,
+                         option=0, now=T0 + timedelta(seconds=1))
+        cancelled = await votes.cancel_vote(s, other.vote.id, T0 + timedelta(seconds=2))
+        assert cancelled is not None and cancelled.counts == (1, 0)  # a ballot was cast
+    out = io.StringIO()
+    assert await export_votes(db, out) == 3
+    assert "Oops" not in out.getvalue()
 
 
 async def test_concurrent_hits_never_exceed_the_winner_slots(db: Database) -> None:
