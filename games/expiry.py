@@ -6,8 +6,13 @@ member's earnings of one day make one lot). Spending takes the oldest lots first
 `points_expiry_days` = N > 0, the job of local day T expires what is left of the lots
 of days <= T - N (`expire` ledger entries, keyed `expire:<member>:<T - N>`), and a
 lot's member is reminded once, `points_expiry_reminder_days` = R days before it
-expires (on day L + N for the lot of day L). The balances held when lots began (the
-migration) are one lot of that moment.
+expires (on day L + N for the lot of day L). The balances held when lots began are one
+lot of that moment. Lots begin with the migration that brought them, and again whenever
+expiry is switched on (N from 0 to > 0, the first time or after it was off): points
+earned while points did not expire were earned under no expiry, so they never count as
+older than the switch-on — the first expiry comes N days after it, with the reminder R
+days before, never at once. Changing N while expiry is on keeps the lots' days (only the
+age changes). storage/expiry.py (`switched`) moves the epoch.
 
 `Lots` below is that rule written out, lot by lot. The database keeps no lot rows: the
 hot paths (a check-in, a grab) write their ledger entry and nothing more. The job needs

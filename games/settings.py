@@ -68,8 +68,9 @@ class PondSettings(BaseModel):
     task_bonus: int = Field(default=10, ge=0, le=100_000)
 
     # -- F10 birthdays, F14 points expiry (games/birthday.py, games/expiry.py) -------
-    # Shop-wide: read from the shop's defaults (a member's birthday and lots are not a
-    # pond's). The greeting and gift go out at `birthday_hour` in the shop's timezone.
+    # Shop-wide (`SHOP_WIDE`): read from the shop's defaults (a member's birthday and lots
+    # are not a pond's). The greeting and gift go out at `birthday_hour` in the shop's
+    # timezone.
     birthday_points: int = Field(default=50, ge=0, le=100_000)
     birthday_hour: int = Field(default=9, ge=0, le=23)
     # Points expire this many days after the day they were earned; 0: never.
@@ -111,6 +112,7 @@ class PondSettings(BaseModel):
         return value.strip()
 
     # -- F10 surveys and segments (rules in games/segments.py) ----------------------
+    # The segments' thresholds are shop-wide (`SHOP_WIDE`), `survey_points` a pond's.
     survey_points: int = Field(default=2, ge=0, le=10_000)  # once per member and survey
     # RFM: each of recency, frequency and money is "high" against its threshold — bought
     # within `segment_recent_days`, at least `segment_min_orders` orders, at least
@@ -172,10 +174,30 @@ SHOP_LEVEL = frozenset({
 })
 
 
+# Shop-wide: what reads them reads the shop-wide defaults only (a member's birthday, lots
+# and segment belong to the shop, not to a pond: the birthday and expiry jobs, the
+# segments), so a pond has no value of its own. In a pond, `/settings` shows the shop's
+# value and refuses to change them; a global operator sets them in a private chat, and
+# every pond follows (storage/settings.py).
+SHOP_WIDE = frozenset({
+    "birthday_points", "birthday_hour", "points_expiry_days", "points_expiry_reminder_days",
+    "segment_recent_days", "segment_min_orders", "segment_min_spend", "churn_days",
+})
+
+
+def _named(args: str | None, among: frozenset[str]) -> list[str]:
+    keys = (word.partition("=")[0].strip().lower() for word in fold(args or "").split())
+    return sorted({k for k in keys if k in among})
+
+
 def shop_level_keys(args: str | None) -> list[str]:
     """The shop-level settings a `key=value …` argument names."""
-    keys = (word.partition("=")[0].strip().lower() for word in fold(args or "").split())
-    return sorted({k for k in keys if k in SHOP_LEVEL})
+    return _named(args, SHOP_LEVEL)
+
+
+def shop_wide_keys(args: str | None) -> list[str]:
+    """The shop-wide settings a `key=value …` argument names."""
+    return _named(args, SHOP_WIDE)
 
 
 def setting_names() -> tuple[str, ...]:

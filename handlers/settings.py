@@ -6,7 +6,9 @@ sees and changes the shop-wide defaults, which every pond follows where its own 
 is the default (storage/settings.py). Every pair is checked before anything changes;
 one bad pair changes nothing and the answer names it and what it accepts. The settings
 that decide how many of the shop's points are handed out (`games.settings.SHOP_LEVEL`)
-are changed in a pond only by global operators.
+are changed in a pond only by global operators. The shop-wide ones (`SHOP_WIDE`:
+birthdays, points expiry, segments) are not a pond's at all: a pond shows the shop's
+values, and a change of one there is refused, whoever asks, with where to set it.
 
 A change takes effect at once: every reader of a pond's numbers reads them from the
 database, and the pond's time zone and language — which the tracking middleware keeps
@@ -27,7 +29,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiogram.utils.i18n import I18n
 
-from games.settings import Effective, PondSettings, shop_level_keys
+from games.settings import SHOP_WIDE, Effective, PondSettings, shop_level_keys
 from services.filters import IsOperator
 from services.i18n import speaking
 from services.messaging import actor_of, refuse_non_operator, reply
@@ -73,7 +75,8 @@ async def settings(
         return
     fallback = store.Fallback(tracking.default_timezone, tracking.default_language)
     args = (command.args or "").strip()
-    reserved = shop_level_keys(args)
+    # A shop-wide setting is refused in a pond to everyone (storage: `change_pond`).
+    reserved = [k for k in shop_level_keys(args) if k not in SHOP_WIDE]
     if reserved and not operators.is_global(message.from_user, message.sender_chat):
         reply(outbox, message, texts.shop_level_only(reserved))
         return

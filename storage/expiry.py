@@ -4,7 +4,12 @@
 No lot rows: the rule and why the sums suffice are in games/expiry.py. A lot day's
 credits are read as "credits created before the start of the next local day" (the
 cut-off instants are worked out by the caller in the shop's timezone); the credits from
-before `points_lot_epoch` count from the epoch on. The job first reads every member
+before `points_lot_epoch` count from the epoch on: what a member held then is one lot of
+the epoch's day. The epoch is written by migration 0013 and moved by `switched` whenever
+`points_expiry_days` is switched on (from 0 — the first time, or again after it was
+off), in the transaction of the setting's change: points earned while they did not
+expire never count as older than the switch-on, so the first expiry comes N days after
+it, reminded as usual. The job first reads every member
 with points in one aggregate (read-only), then, for the members it found something
 for, reads their sums again and writes in one transaction per batch, their member rows
 locked first on PostgreSQL (every ledger movement updates that row, so no spending
@@ -18,12 +23,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from games import expiry as rules
 from storage import ledger
+from storage.dialect import insert_for
 from storage.models import (
     ExpiryNotice,
     LedgerEntry,
@@ -38,10 +44,34 @@ def expire_key(user_id: int, through: date) -> str:
 
 
 async def epoch(session: AsyncSession) -> datetime | None:
-    """When lots began (the migration); None: every credit is a lot of its own."""
+    """When lots began (the migration, or expiry last switched on); None: every credit
+    is a lot of its own."""
     return await session.scalar(select(col(PointsLotEpoch.lots_from)).where(
         col(PointsLotEpoch.id) == 1
     ))
+
+
+async def switched(session: AsyncSession, was: int, days: int, *, now: datetime) -> None:
+    """`points_expiry_days` changes from `was` to `days`, in the same transaction.
+
+    Switched on (`was` 0, `days` > 0): lots begin again at `now` (the epoch moves), so
+    everything earned before is one lot earned now, expiring `days` days later. Changing
+    N while on keeps the epoch: only the age changes. Any change drops the reminders
+    recorded and not yet sent: they name a day that no longer holds (expiry off, the lots
+    merged into the new epoch's, another N); the next daily run records the reminders
+    due under the new setting. Called only for a change the command has not made before
+    (a replayed command changes nothing), and a second "on" is no change at all, so a
+    repeated `/settings` never moves the epoch again."""
+    if was == days:
+        return
+    if was == 0 and days > 0:
+        table = PointsLotEpoch.__table__  # type: ignore[attr-defined]
+        await session.execute(
+            insert_for(session, table)
+            .values(id=1, lots_from=now)
+            .on_conflict_do_update(index_elements=["id"], set_={"lots_from": now})
+        )
+    await session.execute(delete(ExpiryNotice).where(col(ExpiryNotice.sent_at).is_(None)))
 
 
 async def sums(

@@ -15,6 +15,12 @@ in every process, at once; a pond that set a value equal to the default has no
 separate override and follows the default from then on. A new pond starts with the
 defaults (`pond_defaults`).
 
+The shop-wide settings (`games.settings.SHOP_WIDE`: birthdays, points expiry, segments)
+have no pond value: the jobs read the shop's. A pond's change of one is refused
+(`change_pond`), a shop-wide change of one moves every pond whatever it held, and a
+pond's settings show the shop's values for them (`pond_effective`). Switching points
+expiry on moves the lots' epoch in the change's transaction (`expiry.switched`).
+
 Every change writes one `settings_audit` row per changed key, keyed by the command that
 made it (`source_key`): a replayed command finds its rows and changes nothing again.
 The rows also tell other processes that a pond's time zone or language may have changed
@@ -31,7 +37,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from games.settings import POND_COLUMNS, Effective, PondSettings, SettingError, apply_pairs
+from games.settings import (
+    POND_COLUMNS,
+    SHOP_WIDE,
+    Effective,
+    PondSettings,
+    SettingError,
+    apply_pairs,
+    shop_wide_keys,
+)
+from storage import expiry
 from storage.dialect import insert_for
 from storage.models import Pond, PondStatus, SettingsAudit, ShopSettings, utcnow
 
@@ -118,11 +133,14 @@ async def pond_defaults(session: AsyncSession, fallback: Fallback) -> dict[str, 
 async def pond_effective(
     session: AsyncSession, chat_id: int, fallback: Fallback
 ) -> tuple[Effective, Effective] | None:
-    """The pond's settings and the shop-wide defaults; None for a pond we don't know."""
+    """The pond's settings and the shop-wide defaults; None for a pond we don't know.
+    The shop-wide settings are the shop's values (whatever an old pond row holds)."""
     pond = await session.get(Pond, chat_id)
     if pond is None:
         return None
-    return _pond_effective(pond), await shop_defaults(session, fallback)
+    mine, shop = _pond_effective(pond), await shop_defaults(session, fallback)
+    wide = {k: shop.value(k) for k in SHOP_WIDE}
+    return Effective(mine.settings.changed(**wide), mine.timezone, mine.language), shop
 
 
 async def _replayed(session: AsyncSession, source_key: str) -> bool:
@@ -157,8 +175,9 @@ async def change_pond(
     now: datetime | None = None,
 ) -> Outcome | None:
     """Apply `/settings` pairs `args` to pond `chat_id` (all or nothing; see
-    `games.settings.apply_pairs`); None for a pond we don't know. The pond's row is
-    locked first, so two changes at once apply one after the other."""
+    `games.settings.apply_pairs`); None for a pond we don't know. A shop-wide setting is
+    refused (`shop_wide` errors). The pond's row is locked first, so two changes at once
+    apply one after the other."""
     now = now or utcnow()
     pond = (
         await session.scalars(
@@ -171,6 +190,11 @@ async def change_pond(
     if await _replayed(session, source_key):
         return Outcome(old, replayed=True)
     new, errors = apply_pairs(old, args)
+    wide = shop_wide_keys(args)
+    if wide:
+        errors = [SettingError("shop_wide", k) for k in wide] + [
+            e for e in errors if e.key not in wide
+        ]
     if errors:
         return Outcome(old, errors=errors)
     changes = _changes(old, new)
@@ -195,7 +219,8 @@ async def change_shop(
     now: datetime | None = None,
 ) -> Outcome:
     """Apply `/settings` pairs `args` to the shop-wide defaults (all or nothing), and
-    move every pond whose value of a changed key was the old default."""
+    move every pond whose value of a changed key was the old default (every pond, for a
+    shop-wide setting)."""
     now = now or utcnow()
     table = ShopSettings.__table__  # type: ignore[attr-defined]
     await session.execute(
@@ -226,6 +251,10 @@ async def change_shop(
     )
     _audit(session, None, changes, actor_id, source_key, now)
     keys = [c.key for c in changes]
+    if "points_expiry_days" in keys:
+        await expiry.switched(
+            session, old.settings.points_expiry_days, new.settings.points_expiry_days, now=now
+        )
     moved: list[int] = []
     ponds = (
         await session.scalars(
@@ -237,7 +266,9 @@ async def change_shop(
     ).all()
     for pond in ponds:
         mine = _pond_effective(pond)
-        follow = {k: new.value(k) for k in keys if mine.value(k) == old.value(k)}
+        follow = {
+            k: new.value(k) for k in keys if k in SHOP_WIDE or mine.value(k) == old.value(k)
+        }
         if not follow:
             continue
         numbers = {k: v for k, v in follow.items() if k not in POND_COLUMNS}

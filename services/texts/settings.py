@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
-from games.settings import Allowed, Effective, SettingError, allowed, setting_names
+from games.settings import SHOP_WIDE, Allowed, Effective, SettingError, allowed, setting_names
 from services.texts import N_
 
 # What each setting means, by name: every setting has one (a test checks it).
@@ -110,6 +110,11 @@ def error_line(e: SettingError) -> str:
         return _("⚠️ {word} is not key=value.").format(word=f"<code>{key}</code>")
     if e.code == "twice":
         return _("⚠️ {key} is given twice.").format(key=f"<code>{key}</code>")
+    if e.code == "shop_wide":
+        return _(
+            "⚠️ {key} is a shop-wide setting, the same in every pond: the shop's operators "
+            "(OPERATOR_IDS) set it in a private chat with me, /settings {key}=…"
+        ).format(key=f"<code>{key}</code>")
     line = _("⚠️ {key}: expected {allowed}.").format(
         key=f"<code>{key}</code>", allowed=html.quote(what_is_allowed(allowed(e.key)))
     )
@@ -128,8 +133,10 @@ def refused(errors: list[SettingError]) -> str:
     return "\n".join([*lines, _("Nothing was changed.")])
 
 
-def _line(name: str, current: Effective, defaults: Effective) -> str:
-    if current.value(name) == defaults.value(name):
+def _line(name: str, current: Effective, defaults: Effective, *, shop_wide: bool) -> str:
+    if not shop_wide and name in SHOP_WIDE:
+        head = _("<code>{name}</code> = {value} · shop-wide")
+    elif current.value(name) == defaults.value(name):
         head = _("<code>{name}</code> = {value} · default")
     else:
         head = _("<code>{name}</code> = <b>{value}</b> (default {default})")
@@ -152,7 +159,7 @@ def listing(
         head = _("⚙️ <b>Settings of this pond</b>: all are the shop's defaults")
     messages, current_text = [], head.format(changed=changed)
     for name in setting_names():
-        line = _line(name, current, defaults)
+        line = _line(name, current, defaults, shop_wide=shop_wide)
         if len(current_text) + 1 + len(line) > limit:
             messages.append(current_text)
             current_text = line

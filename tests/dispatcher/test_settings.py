@@ -269,3 +269,41 @@ async def test_shop_wide_defaults_in_a_private_chat(harness: Harness, bot_db: Da
     await settle(harness)
     assert [e.delta for e in await entries(harness, 4)] == [7]
     assert (await pond_row(bot_db, third.id)).language == "en"
+
+
+async def test_a_shop_wide_setting_is_refused_in_a_pond_and_set_in_private(
+    harness: Harness, bot_db: Database
+) -> None:
+    """Birthdays, points expiry and segments are the shop's: the jobs read the shop-wide
+    values, so a pond's own value would change nothing. In a pond, whoever asks is told
+    where it is set and nothing is stored; in a private chat a global operator sets it,
+    and the pond's list shows the shop's value."""
+    prepare(harness, dt.datetime(2025, 3, 1, 1, tzinfo=UTC))
+    admin = harness.member(POND, person(ADMIN_ID, "Admin", "shop_admin"))
+    op_user = person(OPERATOR_ID, "Op")
+    op_in_pond = harness.member(POND, op_user)
+    await admin.send("/settings birthday_points=100")
+    await op_in_pond.send("/settings checkin_base=6 points_expiry_days=30")
+    await op_in_pond.send("/settings churn_days=abc")
+    await harness.settle()
+    told = harness.replies(GROUP_ID)
+    assert len(told) == 3
+    for answer, key in zip(told, ("birthday_points", "points_expiry_days", "churn_days"),
+                           strict=True):
+        assert f"<code>{key}</code> 是全店统一的设置" in answer, answer
+        assert "私聊" in answer and "什么都没有改" in answer, answer
+    assert "checkin_base" not in told[1]
+    assert await audit_rows(bot_db) == []
+    assert (await pond_row(bot_db)).settings == {}
+    # Set shop-wide, by a global operator in a private chat: the pond shows it.
+    op = harness.member(private_chat(op_user), op_user)
+    await op.send("/settings birthday_points=100")
+    await harness.settle()
+    assert "birthday_points</code>: 50 → <b>100</b>" in harness.replies(OPERATOR_ID)[-1]
+    rows = await audit_rows(bot_db)
+    assert [(r.chat_id, r.key, r.new_value) for r in rows] == [(None, "birthday_points", "100")]
+    await admin.send("/settings")
+    await harness.settle()
+    listing = "\n".join(harness.replies(GROUP_ID)[3:])
+    assert "<code>birthday_points</code> = 100 · 全店统一" in listing
+    assert "<code>points_expiry_days</code> = 0 · 全店统一" in listing
