@@ -61,6 +61,9 @@ def test_scale_bench() -> None:
 def test_memory_bench() -> None:
     out = bench("bench/memory.py", "--idle", "0.5", "--rounds", "1")
     assert re.search(r"^  pondbot run \(one pond, greeted\): +\d+\.\d MB$", out, re.MULTILINE)
+    stack = re.search(r"^  the same on pondbot's stack: +(\d+\.\d) MB +\((\d+\.\d\d) of bare",
+                      out, re.MULTILINE)
+    assert stack is not None and 1.0 < float(stack[2]) < 1.5, out  # the stack was loaded
     assert re.search(r"^  ratio: \d+\.\d\d ", out, re.MULTILINE)
 
 
