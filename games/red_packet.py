@@ -265,6 +265,7 @@ class Refusal(StrEnum):
     recalled = "recalled"
     not_member = "not_member"  # bots, anonymous admins, channels
     not_ready = "not_ready"  # a button on a post whose message id is not stored yet
+    not_for_you = "not_for_you"  # a drop `to=<segment>`: only that segment's members grab
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +277,9 @@ class PacketView:
     state: PacketState
     expires_at: datetime
     has_password: bool
+    # A drop `to=<segment>` (F10): only the pond's members in that segment when it
+    # dropped may grab it (the budget is meant for them, not for the fastest thumb).
+    segment: str | None = None
 
 
 def refusal(
@@ -286,9 +290,12 @@ def refusal(
     now: datetime,
     by_password: bool,
     already: bool,
+    eligible: bool = True,
 ) -> Refusal | None:
     """Why `user_id` may not grab now (None: they may). Order matters: a closed
-    packet says so before anything personal."""
+    packet says so before anything personal. `eligible`: for a packet with a
+    `segment`, whether `user_id` was among that segment's members when it dropped; a
+    member outside it learns so before being asked for a password they could not use."""
     if packet is None:
         return Refusal.unknown
     if packet.chat_id != chat_id:
@@ -303,6 +310,8 @@ def refusal(
         return Refusal.expired
     if packet.funder_id == user_id:
         return Refusal.own_packet
+    if packet.segment is not None and not eligible:
+        return Refusal.not_for_you
     if packet.has_password and not by_password:
         return Refusal.needs_password
     return None

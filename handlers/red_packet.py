@@ -182,8 +182,9 @@ class RedPacketHandlers:
             assert grab.amount is not None
             await _toast(outbox, query, texts.grabbed(grab.amount))
         else:
-            password = grab.card.password if grab.card is not None else None
-            await _toast(outbox, query, texts.refused(grab.refused, password))
+            card = grab.card
+            password, segment = (card.password, card.segment) if card is not None else (None, None)
+            await _toast(outbox, query, texts.refused(grab.refused, password, segment))
         self.packets.after(grab, outbox, _timezone(pond))
         await _task_done(daily_tasks, grab, pond, person, scheduler)
 

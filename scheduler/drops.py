@@ -19,6 +19,11 @@ drop's campaign phase is skipped without a record (`/promo list` tells from the
 campaigns when it fires next, or that it never will); over the admin's daily give cap
 `over_cap` (global operators have none); a packet the pond's limits no longer allow
 `invalid`. Drops are no marketing posts: the frequency cap does not apply.
+
+A drop `to=<segment>` (F10) makes a packet only that segment's members may grab (every
+one of them, linked DM or not, as classified when it fires: scheduler/segments.py
+`plan`, in the same transaction); its post says whom it is for, and the linked ones are
+told by DM.
 """
 
 from __future__ import annotations
@@ -176,6 +181,7 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
                     amounts=split(args.total, args.shares, args.mode, packets.rng),
                     source_key=key,
                     now=run.now,
+                    segment=post.segment,  # theirs alone: `plan` below says who they are
                 )
                 card = created.card
                 if capped:
@@ -190,7 +196,7 @@ async def fire_drop(scheduler: Scheduler, deps: JobDeps, packets: RedPackets, ru
                     session=session,
                     chat_id=chat_id,
                 )
-                if post.segment is not None:  # its segment's members told by DM
+                if post.segment is not None:  # its segment's to grab; the linked told by DM
                     await segment_jobs.plan(
                         scheduler, session, post, chat_id, occurrence, run.now, packet_id=card.id
                     )

@@ -4,17 +4,21 @@ When such a post fires (scheduler/promo.py) — or such a drop's packet is made
 (scheduler/drops.py) — `plan` records, in the firing's own transaction, one
 `segment_delivery` row per member of the pond in that segment (or at churn risk) whose
 private chat is linked, classified at that moment, and schedules the delivery task; a
-re-run of the firing inserts no new row. The delivery sends each member the post by DM
-(a drop: a DM telling them of the packet in the group), a sliding window at a time, as
-the outbox's bulk requests: they go with whatever of the overall ≈30/s the live ponds'
-replies and boards leave (those go first), and a member parked by a 429 is retried as
-soon as its `retry_after` passes while the other DMs keep going. Each row is claimed
-`queued` in a committed transaction before its message is handed to the outbox, marked
-`sending` (committed) by the outbox right before it issues the request, and finished
-with Telegram's answer; a row a dead run left `queued` never went out and is sent, one
-it left `sending` becomes `unknown` and is never sent again. So no member gets a copy
-twice, also across a restart, and a stop hands nothing more over and leaves the rest
-`pending` for the next start (`RunInterrupted`).
+re-run of the firing inserts no new row. A drop's packet is the segment's: from the
+same classification `plan` records every member of it, linked or not, as the only ones
+who may grab it (storage/red_packets.py `allow`).
+
+The delivery sends each member the post by DM (a drop: a DM telling them of their
+packet in the group), a sliding window at a time, as the outbox's bulk requests: they
+go with whatever of the overall ≈30/s the live ponds' replies and boards leave (those
+go first), and a member parked by a 429 is retried as soon as its `retry_after` passes
+while the other DMs keep going. Each row is claimed `queued` in a committed transaction
+before its message is handed to the outbox, marked `sending` (committed) by the outbox
+right before it issues the request, and finished with Telegram's answer; a row a dead
+run left `queued` never went out and is sent, one it left `sending` becomes `unknown`
+and is never sent again. So no member gets a copy twice, also across a restart, and a
+stop hands nothing more over and leaves the rest `pending` for the next start
+(`RunInterrupted`).
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from games.campaign import Campaign, local_day
+from games.segments import in_target
 from scheduler import window
 from scheduler.core import RunInterrupted, Scheduler, TaskRun
 from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
 from services.promo_post import post_method
 from services.texts import surveys as texts
-from storage import promo, repo
+from storage import promo, red_packets, repo
 from storage import segments as store
 from storage.models import DeliveryState, Job, PromoPost
 from storage.promo import DROP_KIND
@@ -54,11 +59,17 @@ async def plan(
     packet_id: int | None = None,
 ) -> int:
     """In the firing's transaction: the DMs of `post`'s occurrence to the pond's linked
-    members of its segment, and their delivery task. Returns how many members."""
+    members of its segment, and their delivery task; a drop's packet (`packet_id`) made
+    grabbable by the segment's members only, linked DM or not. Returns how many members
+    are reached by DM."""
     assert post.id is not None and post.segment is not None
     settings = await repo.pond_settings(session, chat_id)
     rows = await store.standings(session, store.thresholds(settings), now, chat_id=chat_id)
     members = list(store.targets(rows, post.segment))
+    if packet_id is not None:
+        everyone = [r.user_id for r in rows if in_target(r.standing, post.segment)]
+        allowed = await red_packets.allow(session, packet_id, everyone)
+        log.info("packet %s to=%s: %d member(s) may grab it", packet_id, post.segment, allowed)
     await store.create_deliveries(session, post.id, occurrence, chat_id, members, now)
     payload: dict[str, object] = {"post_id": post.id, "occurrence": occurrence.isoformat()}
     if packet_id is not None:

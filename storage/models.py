@@ -386,6 +386,18 @@ class RedPacket(TableBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     expires_at: datetime = Field(sa_column=_ts())
     closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # A drop `to=<segment>` (F10): only the members `RedPacketEligible` names may grab it.
+    segment: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+
+
+class RedPacketEligible(TableBase, table=True):
+    """Who may grab a targeted packet (`RedPacket.segment`): the pond's members in that
+    segment when it dropped, linked DM or not — written with the packet, never after."""
+
+    __tablename__ = "red_packet_eligible"
+
+    packet_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    user_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
 
 
 class RedPacketShare(TableBase, table=True):

@@ -22,6 +22,11 @@ caller reports as "already grabbed" after the rollback.
 `grab_many` takes the same decision for many members at once (one function decides for
 both): its counter update asks for the count it read (`taken = :read`) and gives up when
 another process moved the packet meanwhile, so the caller grabs one by one instead.
+
+A drop `to=<segment>` (F10) makes a targeted packet: its row names the segment and
+`red_packet_eligible` lists who may grab it (`allow`, in the firing's transaction). The
+decision reads that list for the grabbing members only when the packet row it has just
+read names a segment: an ordinary packet's grab runs no extra statement.
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ from games.people import display_name
 from games.red_packet import PacketArgs, PacketState, PacketView, Refusal, refusal
 from storage import ledger, repo
 from storage.dialect import insert_for
-from storage.models import LedgerKind, Member, RedPacket, RedPacketShare
+from storage.models import LedgerKind, Member, RedPacket, RedPacketEligible, RedPacketShare
 
 _packet = RedPacket.__table__  # type: ignore[attr-defined]
 _share = RedPacketShare.__table__  # type: ignore[attr-defined]
+_eligible = RedPacketEligible.__table__  # type: ignore[attr-defined]
 
 
 def fund_key(packet_id: int) -> str:
@@ -87,6 +93,7 @@ class PacketCard:
     refunded: int
     expires_at: datetime
     grabs: tuple[GrabLine, ...] = field(default=())
+    segment: str | None = None  # a drop `to=<segment>`: only its members may grab
 
     @property
     def closed(self) -> bool:
@@ -135,6 +142,7 @@ def _card(row: Any, grabs: Sequence[GrabLine] = ()) -> PacketCard:
         refunded=int(row.refunded),
         expires_at=row.expires_at,
         grabs=tuple(grabs),
+        segment=row.segment,
     )
 
 
@@ -149,9 +157,11 @@ async def create(
     amounts: Sequence[int],
     source_key: str,
     now: datetime,
+    segment: str | None = None,
 ) -> Created:
     """Record a packet and its shares; a member's packet is paid from their balance
-    (raises `ledger.InsufficientPoints`, and the caller's unit of work rolls back)."""
+    (raises `ledger.InsufficientPoints`, and the caller's unit of work rolls back).
+    `segment`: a drop `to=<segment>`, which only the members `allow` names may grab."""
     if sum(amounts) != args.total or len(amounts) != args.shares or min(amounts) < 1:
         raise ValueError("shares must be >= 1 each and sum to the total")
     packet_id = await session.scalar(
@@ -171,6 +181,7 @@ async def create(
             source_key=source_key,
             created_at=now,
             expires_at=now + args.expiry,
+            segment=segment,
         )
         .on_conflict_do_nothing(index_elements=["source_key"])
         .returning(_packet.c.id)
@@ -203,6 +214,20 @@ async def create(
     card = await get_card(session, packet_id)
     assert card is not None
     return Created(card, applied=True)
+
+
+async def allow(session: AsyncSession, packet_id: int, user_ids: Sequence[int]) -> int:
+    """Let `user_ids` grab the targeted packet `packet_id` (in the transaction that made
+    it; rows already there are kept). How many were named."""
+    rows = [{"packet_id": packet_id, "user_id": u} for u in sorted(set(user_ids))]
+    stmt = insert_for(session, _eligible)
+    for start in range(0, len(rows), 500):
+        await session.execute(
+            stmt.values(rows[start : start + 500]).on_conflict_do_nothing(
+                index_elements=["packet_id", "user_id"]
+            )
+        )
+    return len(rows)
 
 
 async def set_message(session: AsyncSession, packet_id: int, message_id: int) -> None:
@@ -353,12 +378,24 @@ async def _grab(
             )
         ).scalars()
     )
+    eligible: set[int] = set()  # of `users`, who may grab a targeted packet
+    if card.segment is not None:  # (the row read above says so: no query otherwise)
+        eligible = set(
+            (
+                await session.execute(
+                    select(_eligible.c.user_id).where(
+                        _eligible.c.packet_id == packet_id, _eligible.c.user_id.in_(users)
+                    )
+                )
+            ).scalars()
+        )
     view = PacketView(
         chat_id=card.chat_id,
         funder_id=card.funder_id,
         state=card.state,
         expires_at=card.expires_at,
         has_password=card.password is not None,
+        segment=card.segment,
     )
     taken = card.taken
     outcomes: list[Refusal | None] = []
@@ -382,6 +419,7 @@ async def _grab(
             now=now,
             by_password=r.by_password,
             already=r.user.id in had,
+            eligible=r.user.id in eligible,
         )
         outcomes.append(why)
         if why is None:

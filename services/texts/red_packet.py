@@ -7,6 +7,7 @@ from aiogram.utils.i18n import gettext as _
 
 from games.red_packet import PacketLimits, PacketState, Refusal, SplitMode, luckiest
 from services.texts import local_time, refusal, short_name
+from services.texts.surveys import segment_name
 from storage.red_packets import PacketCard
 
 RESULT_LINES = 40  # grabbers listed by name; the rest are counted (keeps far below 4096)
@@ -99,6 +100,8 @@ def _header(card: PacketCard) -> list[str]:
         )
         + f" · #{card.id}"
     ]
+    if card.segment is not None:  # a drop `to=<segment>`: the others can't grab it
+        lines.append(for_segment(card.segment))
     if card.password is not None:
         lines.append(
             _("🔑 Password: <code>{password}</code> — type it in this group to grab").format(
@@ -106,6 +109,13 @@ def _header(card: PacketCard) -> list[str]:
             )
         )
     return lines
+
+
+def for_segment(segment: str) -> str:
+    """A targeted packet's line on its post (and the toast to a member outside it)."""
+    return _("🎯 For our {name} members only — nobody else can grab it.").format(
+        name=segment_name(segment)
+    )
 
 
 def post(card: PacketCard, timezone: str) -> str:
@@ -176,8 +186,9 @@ def grabbed_by_password(name: str, amount: int) -> str:
     return _("🧧 {name} grabbed {points} points").format(name=_name(name), points=amount)
 
 
-def refused(why: Refusal, password: str | None = None) -> str:
-    """A toast (answerCallbackQuery: 200 characters at most)."""
+def refused(why: Refusal, password: str | None = None, segment: str | None = None) -> str:
+    """A toast (answerCallbackQuery: 200 characters at most). `segment`: a targeted
+    packet's, named to a member outside it."""
     if why is Refusal.already:
         return _("You already grabbed this red packet.")
     if why is Refusal.gone:
@@ -198,6 +209,8 @@ def refused(why: Refusal, password: str | None = None) -> str:
         return _("Only members can grab red packets.")
     if why is Refusal.not_ready:
         return _("This red packet is not ready yet — try again in a moment.")
+    if why is Refusal.not_for_you and segment is not None:
+        return for_segment(segment)
     return _("This red packet is not for you.")
 
 

@@ -153,9 +153,10 @@ def segment_scheduled(segment: str) -> str:
 
 
 def drop_dm(pond_title: str, packet_id: int, segment: str) -> str:
-    """The DM to a segment's members when a targeted red-packet drop fires."""
+    """The DM to a segment's members when a targeted red-packet drop fires: the packet
+    is theirs (only the segment's members can grab it)."""
     return _(
-        "🧧 A red packet (#{id}) just dropped in {pond} for our {name} members — "
+        "🧧 A red packet (#{id}) just dropped in {pond}, only for our {name} members — "
         "open the group and grab it!"
     ).format(id=packet_id, pond=html.quote(pond_title), name=segment_name(segment))
 
@@ -177,9 +178,9 @@ def active_label() -> str:
 
 
 def drop_scheduled(segment: str) -> str:
-    """Added to a targeted drop's confirmation: the packet is in the group, as always;
-    the segment's members are told of it by DM."""
+    """Added to a targeted drop's confirmation: the packet is in the group, as always,
+    for the segment's members only; the linked ones are told of it by DM."""
     return _(
-        "📬 Each time, this pond's members in segment {name} who opened a chat with me "
-        "are told of the packet by DM."
+        "📬 Each time, only this pond's members in segment {name} can grab the packet; "
+        "those who opened a chat with me are told of it by DM."
     ).format(name=segment_name(segment))
