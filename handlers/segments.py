@@ -19,9 +19,9 @@ from services.middlewares import PondInfo
 from services.outbox import Outbox
 from services.texts import stats as stats_texts
 from services.texts import surveys as t
-from storage import repo
 from storage import segments as store
 from storage.db import Database
+from storage.settings import shop_settings
 
 
 def setup() -> Router:
@@ -43,7 +43,7 @@ async def segments(
         reply(outbox, message, stats_texts.in_pond_only())
         return
     async with db.transaction(readonly=True) as session:
-        settings = await repo.pond_settings(session, here.chat_id)
+        settings = await shop_settings(session)  # segments are shop-wide settings
         rows = await store.standings(
             session, store.thresholds(settings), scheduler.clock(), chat_id=here.chat_id
         )

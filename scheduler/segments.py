@@ -40,10 +40,11 @@ from scheduler.deps import JobDeps
 from services.outbox import OutboxClosedError
 from services.promo_post import post_method
 from services.texts import surveys as texts
-from storage import promo, red_packets, repo
+from storage import promo, red_packets
 from storage import segments as store
 from storage.models import DeliveryState, Job, PromoPost
 from storage.promo import DROP_KIND
+from storage.settings import shop_settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ async def plan(
     grabbable by the segment's members only, linked DM or not. Returns how many members
     are reached by DM."""
     assert post.id is not None and post.segment is not None
-    settings = await repo.pond_settings(session, chat_id)
+    settings = await shop_settings(session)  # segments are shop-wide settings
     rows = await store.standings(session, store.thresholds(settings), now, chat_id=chat_id)
     members = list(store.targets(rows, post.segment))
     if packet_id is not None:

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from aiogram.methods import SendMessage, SendPhoto
 from aiogram.types import Chat
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from storage import repo
 from storage import segments as segment_store
 from storage.db import Database
-from storage.models import Member, Order, RedPacket, SegmentDelivery
+from storage.models import Member, Order, Pond, RedPacket, SegmentDelivery
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID
 from tests.dispatcher.test_promo import T0, Rig, group, rig  # noqa: F401 (fixtures)
 from tests.rig.client import person, private_chat
@@ -160,3 +161,28 @@ async def test_a_red_packet_drop_to_churn_posts_in_the_group_and_tells_the_segme
     await rig.tick(T0 + timedelta(minutes=30))
     assert len(rig.sent(6)) == 1
 
+
+
+async def test_segments_follow_the_shops_thresholds_whatever_a_pond_once_stored(
+    rig: Rig, group: Chat  # noqa: F811
+) -> None:
+    """A pond may hold a segment value it stored before they were shop-wide: `/segments`
+    and `to=<segment>` read the shop's."""
+    await seed(rig.db, T0)
+    async with rig.db.transaction() as s:
+        await s.execute(update(Pond).where(col(Pond.chat_id) == GROUP_ID)
+                        .values(settings={"churn_days": 2, "segment_min_orders": 9}))
+    boss = rig.h.member(group, person(ADMIN_ID, "Admin"))
+    await boss.send("/segments")
+    await rig.h.settle()
+    [report] = rig.sent(GROUP_ID, SendPhoto)
+    assert "churn risk (no activity for 30 days): <b>1</b>" in report.caption
+    assert "gold (重要价值): <b>3</b> (2 reachable by DM)" in report.caption
+    await rig.say(boss, "/promo at +10m Gold night to=gold")
+    ok, _no = rig.buttons(GROUP_ID)
+    await rig.click(boss, ok)
+    await rig.tick(T0 + timedelta(minutes=10))
+    for _ in range(2):
+        await rig.tick(T0 + timedelta(minutes=20))
+    reached = sorted(u for u in SHOP if [m.text for m in rig.sent(u)] == ["Gold night"])
+    assert reached == [1, 7]
