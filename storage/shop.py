@@ -645,26 +645,27 @@ async def undelivered(session: AsyncSession, user_id: int) -> list[RedemptionVie
     return [_red_view(r) for r in rows]
 
 
-async def of_member(session: AsyncSession, user_id: int, *, limit: int = 20
-                    ) -> list[RedemptionView]:
-    """The member's latest redemptions, newest first."""
-    rows = await session.execute(
-        _red_select().where(_red.c.user_id == user_id).order_by(_red.c.id.desc()).limit(limit)
-    )
+async def of_member(session: AsyncSession, user_id: int, *, limit: int = 20,
+                    before: int | None = None) -> list[RedemptionView]:
+    """The member's latest redemptions, newest first (`before`: with ids below it — the
+    members' page reads its pages here, so it and `/mine` always agree)."""
+    query = _red_select().where(_red.c.user_id == user_id)
+    if before is not None:
+        query = query.where(_red.c.id < before)
+    rows = await session.execute(query.order_by(_red.c.id.desc()).limit(limit))
     return [_red_view(r) for r in rows]
 
 
-async def draws_of(session: AsyncSession, user_id: int, *, limit: int = 10) -> list[DrawLine]:
-    """The member's latest lottery draws, newest first."""
-    rows = await session.execute(
-        select(
-            _draw.c.id, _draw.c.cost, _draw.c.prize_name, _draw.c.won_points,
-            _draw.c.redemption_id, _draw.c.created_at,
-        )
-        .where(_draw.c.user_id == user_id)
-        .order_by(_draw.c.id.desc())
-        .limit(limit)
-    )
+async def draws_of(session: AsyncSession, user_id: int, *, limit: int = 10,
+                   before: int | None = None) -> list[DrawLine]:
+    """The member's latest lottery draws, newest first (`before`: with ids below it)."""
+    query = select(
+        _draw.c.id, _draw.c.cost, _draw.c.prize_name, _draw.c.won_points,
+        _draw.c.redemption_id, _draw.c.created_at,
+    ).where(_draw.c.user_id == user_id)
+    if before is not None:
+        query = query.where(_draw.c.id < before)
+    rows = await session.execute(query.order_by(_draw.c.id.desc()).limit(limit))
     return [
         DrawLine(
             int(r.id), int(r.cost), r.prize_name, int(r.won_points),
