@@ -7,7 +7,7 @@ forged or stale one is answered 401 with a JSON error before anything is read or
 written. The token never leaves this check: not in a log line, not in an answer.
 
 Each member's calls are limited (`PageLimits`: a token bucket per member, 20 at once and 2
-a second after that — the page makes 4 when it opens): beyond it, 429 with `retry_after`
+a second after that — the page makes 5 when it opens): beyond it, 429 with `retry_after`
 and nothing read or written, so one member's script cannot keep the database busy.
 
 A module of its own so that a bot that serves no page never loads aiohttp's server.
@@ -134,6 +134,12 @@ async def api_history(request: web.Request, deps: PageDeps, user: UserInfo
     return await member_page.history(deps.db, user.id, before)
 
 
+async def api_mine(request: web.Request, deps: PageDeps, user: UserInfo) -> dict[str, Any]:
+    """The member's redemptions and draws ("My coupons"), as `/mine` lists them."""
+    before = member_page.parse_mine_before(request.query.get("before"))
+    return await member_page.mine(deps.db, user.id, before)
+
+
 async def api_calendar(request: web.Request, deps: PageDeps, user: UserInfo
                        ) -> dict[str, Any]:
     place = await _place(request, deps, user)
@@ -168,6 +174,7 @@ def api_routes(prefix: str = "/app/api") -> list[web.RouteDef]:
     return [
         web.get(f"{prefix}/me", _authenticated(api_me)),
         web.get(f"{prefix}/history", _authenticated(api_history)),
+        web.get(f"{prefix}/mine", _authenticated(api_mine)),
         web.get(f"{prefix}/calendar", _authenticated(api_calendar)),
         web.get(f"{prefix}/shop", _authenticated(api_shop)),
         web.post(f"{prefix}/redeem", _authenticated(api_redeem)),

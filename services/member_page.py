@@ -13,6 +13,10 @@ page's request id (`web:<user>:<request id>`, as `/redeem` keys by its message):
 request sent again — a double tap, a retry after a lost answer — returns the first
 redemption and pays nothing. After the commit the code goes to the member's DM through
 the outbox (`services.shop_delivery`), and the page shows it too (it is their own page).
+
+"My coupons" lists what `/mine` lists, read by the same queries (`shop.of_member`,
+`shop.draws_of`), with the codes as `/mine` shows them in the DM: the member's own
+redemptions and draws only, never a refunded (voided) code.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from services.shop_delivery import deliver
 from storage import checkin, ledger, member_page, orders, repo, shop
 from storage.db import Database
 from storage.member_page import PondChoice
+from storage.models import RedemptionStatus
 
 Clock = Callable[[], datetime]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_MINE_BEFORE = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})")
 
 
 class PageError(Exception):
@@ -86,8 +92,9 @@ async def place_of(db: Database, user_id: int, chat: int | None) -> Place:
 
 
 async def me(db: Database, user: UserInfo, place: Place, now: datetime) -> dict[str, Any]:
-    """`{"user_id", "balance", "tier", "streak", "rank"}` (as `/points` tells them) and
-    the ponds the page may switch between."""
+    """`{"user_id", "balance", "tier", "streak", "rank"}` (as `/points` tells them), the
+    tier's discount as the `tiers` setting writes it (`"9.8"`: 9.8折; None for a plain
+    member) and the ponds the page may switch between."""
     today = local_day(now, place.timezone)
     async with db.transaction(readonly=True) as session:
         member = await repo.get_member(session, user.id)
@@ -105,6 +112,7 @@ async def me(db: Database, user: UserInfo, place: Place, now: datetime) -> dict[
         "balance": member.balance if member is not None else 0,
         "lifetime_earned": member.lifetime_earned if member is not None else 0,
         "tier": tier.name if tier is not None else MEMBER,
+        "discount": tier.discount if tier is not None else None,  # "9.8" (9.8折)
         "streak": streak,
         "rank": rank,
         "today": today.isoformat(),
@@ -139,6 +147,94 @@ async def history(db: Database, user_id: int, before: int | None) -> dict[str, A
         ],
         "next": lines[-1].id if more and lines else None,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class MineCursor:
+    """Where a page of `mine` goes on: redemptions and draws with ids below these."""
+
+    redemption: int
+    draw: int
+
+    def __str__(self) -> str:
+        return f"{self.redemption}.{self.draw}"
+
+
+def parse_mine_before(raw: str | None) -> MineCursor | None:
+    """`<redemption id>.<draw id>`, as a page of `mine` gives it in `next`."""
+    if raw is None or raw == "":
+        return None
+    found = _MINE_BEFORE.fullmatch(raw)
+    if not found:
+        raise PageError(400, "bad_before")
+    cursor = MineCursor(int(found.group(1)), int(found.group(2)))
+    if not 0 < cursor.redemption < 2**63 or not 0 < cursor.draw < 2**63:
+        raise PageError(400, "bad_before")
+    return cursor
+
+
+def _shown_code(r: shop.RedemptionView) -> str | None:
+    """A code as `/mine` shows it in the DM: its owner's own, never a voided one."""
+    return r.code if r.code and r.status is not RedemptionStatus.refunded else None
+
+
+def _redemption_line(r: shop.RedemptionView) -> dict[str, Any]:
+    return {
+        "type": "redemption", "id": r.id, "item_id": r.item_id, "name": r.item_name,
+        "kind": r.kind.value, "price": r.price, "cash_cents": r.cash_cents,
+        "status": r.status.value, "code": _shown_code(r), "via_draw": r.via_draw,
+        "dm_linked": r.dm_linked,  # an undelivered code is on its way, or waits for /start
+        "created_at": r.created_at.isoformat(),
+    }
+
+
+def _draw_line(d: shop.DrawLine) -> dict[str, Any]:
+    status = (
+        "won_item" if d.redemption_id is not None
+        else "won_points" if d.won_points > 0
+        else "no_prize"
+    )
+    return {
+        "type": "draw", "id": d.id, "name": d.prize_name, "cost": d.cost,
+        "won_points": d.won_points, "redemption_id": d.redemption_id, "status": status,
+        "created_at": d.created_at.isoformat(),
+    }
+
+
+async def mine(db: Database, user_id: int, before: MineCursor | None) -> dict[str, Any]:
+    """A page of the member's redemptions and draws — what `/mine` reads
+    (`shop.of_member`, `shop.draws_of`) — newest first, 50 at a time; `next` is the
+    `before` of the next page (None: this was the last).
+
+    The two are read each by its own id, newest first, and merged by time, so a page
+    takes the newest of each and the next one goes on below the last shown of each:
+    nothing is skipped or shown twice, whatever is written meanwhile. A draw that won an
+    item comes just above the redemption it made (same time). Codes are shown as in the
+    DM: the page is the member's own, proven by their initData."""
+    size = member_page.PAGE
+    async with db.transaction(readonly=True) as session:
+        reds = await shop.of_member(session, user_id, limit=size + 1,
+                                    before=before.redemption if before else None)
+        draws = await shop.draws_of(session, user_id, limit=size + 1,
+                                    before=before.draw if before else None)
+    lines: list[dict[str, Any]] = []
+    i = j = 0
+    while len(lines) < size and (i < len(reds) or j < len(draws)):
+        if j < len(draws) and (i == len(reds) or draws[j].created_at >= reds[i].created_at):
+            lines.append(_draw_line(draws[j]))
+            j += 1
+        else:
+            lines.append(_redemption_line(reds[i]))
+            i += 1
+    more = i < len(reds) or j < len(draws)
+
+    def below(shown: int, fetched: list[Any]) -> int:  # where this kind goes on
+        if shown:
+            return int(fetched[shown - 1].id)
+        return int(fetched[0].id) + 1 if fetched else 1
+
+    cursor = MineCursor(below(i, reds), below(j, draws))
+    return {"entries": lines, "next": str(cursor) if more else None}
 
 
 def month_of(raw: str | None, today: date) -> date:

@@ -13,6 +13,14 @@ const WORDS = {
     confirm: "用 {price} 积分兑换「{name}」？",
     redeemed: "兑换成功：{name}", code: "兑换码：", code_dm: "兑换码也已私信发送给你。",
     code_wait: "私聊机器人发送 /start 即可收到兑换码。", goods: "实物商品，店家会联系你交付。",
+    discount: "{d}折", mine: "我的兑换", no_mine: "还没有兑换或抽奖记录", draw: "抽奖：{name}",
+    free: "免费", cost: "{n} 积分", via_draw: "抽奖所得",
+    states: {
+      undelivered: "兑换码待领取：私聊机器人发送 /start", sending: "兑换码正在私信发送",
+      delivered: "兑换码已私信发送",
+      pending: "待交付", fulfilled: "已交付", refunded: "已退款",
+      won_item: "中奖", won_points: "中奖 {n} 积分", no_prize: "未中奖",
+    },
     weekdays: ["一", "二", "三", "四", "五", "六", "日"],
     errors: {
       unauthorized: "身份验证失败，请从 Telegram 里的 /me 按钮重新打开本页。",
@@ -39,6 +47,14 @@ const WORDS = {
     redeemed: "Redeemed: {name}", code: "Code: ", code_dm: "The code is in your private chat too.",
     code_wait: "Send /start to the bot privately to get the code there.",
     goods: "Goods: the shop will contact you to hand it over.",
+    discount: "{d}折 (pay {p}%)", mine: "My coupons", no_mine: "No redemptions or draws yet",
+    draw: "Draw: {name}", free: "free", cost: "{n} points", via_draw: "a prize",
+    states: {
+      undelivered: "code waiting: /start the bot privately", sending: "code on its way to your DM",
+      delivered: "code sent",
+      pending: "to be handed over", fulfilled: "handed over", refunded: "refunded",
+      won_item: "won", won_points: "won {n} points", no_prize: "no prize",
+    },
     weekdays: ["Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"],
     errors: {
       unauthorized: "Could not verify you: open this page again with the /me button in Telegram.",
@@ -159,10 +175,20 @@ function showFatal(err) {
   box.hidden = false;
 }
 
+// "9.8" (折, tenths of the price) -> "98": shifted as text, so no float rounding shows.
+function percentOf(discount) {
+  const [whole, tenths = ""] = String(discount).split(".");
+  const digits = whole + (tenths[0] || "0") + (tenths.length > 1 ? "." + tenths.slice(1) : "");
+  return String(Number(digits));
+}
+
 function renderMe(me) {
   $("name").textContent = me.name || "";
   $("balance").textContent = me.balance;
   $("tier").textContent = me.tier === "member" ? W.member : me.tier;
+  const discount = $("discount");
+  discount.textContent = me.discount ? fmt(W.discount, { d: me.discount, p: percentOf(me.discount) }) : "";
+  discount.hidden = !me.discount;
   $("streak").textContent = fmt(W.days, { n: me.streak });
   $("rank").textContent = me.rank ? "#" + me.rank : W.none;
   const select = $("pond");
@@ -244,7 +270,7 @@ async function redeem(item, button) {
       box.append(el("small", W.goods));
     }
     $("balance").textContent = r.balance;
-    await Promise.all([loadShop(), loadHistory(true)]);
+    await Promise.all([loadShop(), loadHistory(true), loadMine(true)]);
   } catch (err) {
     box.className = "result bad";
     box.textContent = errorText(err);
@@ -263,7 +289,7 @@ function renderHistory(page, fresh) {
     const li = el("li");
     const what = el("div");
     what.append(el("span", W.kinds[e.kind] || e.kind));
-    what.append(el("small", new Date(e.created_at).toLocaleString(lang === "zh" ? "zh-CN" : "en")));
+    what.append(el("small", when(e.created_at)));
     li.append(what, el("span", (e.delta > 0 ? "+" : "") + e.delta, e.delta > 0 ? "plus" : "minus"));
     list.append(li);
   }
@@ -275,6 +301,46 @@ function renderHistory(page, fresh) {
 async function loadHistory(fresh) {
   const page = await api("history", fresh || !nextBefore ? null : { before: nextBefore });
   renderHistory(page, fresh);
+}
+
+let nextMine = null;
+
+function when(at) {
+  return new Date(at).toLocaleString(lang === "zh" ? "zh-CN" : "en");
+}
+
+// "My coupons": what /mine lists — redemptions (with the code, the member's own) and draws.
+function renderMine(page, fresh) {
+  const list = $("mine");
+  if (fresh) list.replaceChildren();
+  for (const e of page.entries) {
+    const li = el("li", null, e.status);
+    li.dataset.mine = e.type + ":" + e.id;
+    const what = el("div", null, "what");
+    const notes = [when(e.created_at)];
+    if (e.type === "draw") {
+      what.append(el("span", "🎰 " + fmt(W.draw, { name: e.name || W.states.no_prize })));
+      notes.push(e.cost ? fmt(W.cost, { n: e.cost }) : W.free);
+      notes.push(fmt(W.states[e.status] || e.status, { n: e.won_points }));
+    } else {
+      what.append(el("span", "#" + e.id + " " + e.name));
+      const state = e.status === "undelivered" && e.dm_linked ? "sending" : e.status;
+      notes.push(W.states[state] || e.status);
+      if (e.via_draw) notes.push(W.via_draw);
+    }
+    what.append(el("small", notes.join(" · ")));
+    li.append(what);
+    if (e.code) li.append(el("code", e.code));
+    list.append(li);
+  }
+  nextMine = page.next;
+  $("mine-more").hidden = !page.next;
+  $("no-mine").hidden = list.children.length > 0;
+}
+
+async function loadMine(fresh) {
+  const page = await api("mine", fresh || !nextMine ? null : { before: nextMine });
+  renderMine(page, fresh);
 }
 
 async function loadShop() {
@@ -289,7 +355,7 @@ async function load() {
   }
   translate();
   renderMe(me);
-  const [cal] = await Promise.all([api("calendar"), loadShop(), loadHistory(true)]);
+  const [cal] = await Promise.all([api("calendar"), loadShop(), loadHistory(true), loadMine(true)]);
   renderCalendar(cal);
   $("loading").hidden = true;
   $("page").hidden = false;
@@ -302,6 +368,7 @@ function start() {
   postEvent("web_app_expand");
   translate();
   $("more").addEventListener("click", () => loadHistory(false).catch(showFatal));
+  $("mine-more").addEventListener("click", () => loadMine(false).catch(showFatal));
   $("pond").addEventListener("change", (event) => {
     chat = event.target.value;
     $("result").hidden = true;

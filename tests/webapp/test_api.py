@@ -175,7 +175,7 @@ async def test_forged_stale_or_missing_init_data_is_401_and_changes_nothing(page
              "forged  ": someone_else, "malformed": "hash=abc&user=1"}
     for reason, data in cases.items():
         for method, path in [("get", "me"), ("get", "history"), ("get", "calendar"),
-                             ("get", "shop"), ("post", "redeem")]:
+                             ("get", "shop"), ("get", "mine"), ("post", "redeem")]:
             if method == "get":
                 status, body = await page.get(path, data=data)
             else:

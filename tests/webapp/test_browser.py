@@ -55,6 +55,7 @@ async def test_the_page_shows_the_balance_and_redeems(page: Page, browser: Any,
     steps = Steps("members' page")
     await page.h.member(page.group, page.member).send("/checkin")
     await page.h.member(page.group, person(OPERATOR_ID, "Op")).send("/give @fish 120 欢迎")
+    await page.h.member(page.group, person(OPERATOR_ID, "Op")).send("/order @fish 10 A-1")
     await link_dm(page)
     item = await page.add_item("30 3 limit=0 满100减10券")
     await page.add_item("50 1 limit=0 kind=goods 鱼塘帆布袋")
@@ -67,6 +68,10 @@ async def test_the_page_shows_the_balance_and_redeems(page: Page, browser: Any,
     steps.done("page loaded")
     assert await tab.inner_text("#balance") == str(balance)
     assert await tab.inner_text("#rank") == "#1"
+    assert await tab.inner_text("#tier") == "VIP1"  # the default tiers: VIP1 from ¥0.01, 9.8折
+    assert await tab.inner_text("#discount") == "9.8折"
+    assert await tab.locator("#mine li").count() == 0
+    assert await tab.inner_text("#no-mine") == "还没有兑换或抽奖记录"
     assert await tab.evaluate("getComputedStyle(document.body).backgroundColor") == (
         "rgb(240, 244, 248)")  # the client's theme
     assert await tab.locator("#calendar .done").count() == 1
@@ -79,8 +84,16 @@ async def test_the_page_shows_the_balance_and_redeems(page: Page, browser: Any,
     steps.done("redeemed")
     shown = await tab.inner_text("#result code")
     async with page.db.transaction(readonly=True) as s:
-        codes = list((await s.execute(select(Redemption.code))).scalars())
-    assert codes == [shown]
+        redemptions = list((await s.execute(select(Redemption.id, Redemption.code))).all())
+    assert [code for _id, code in redemptions] == [shown]
+    # "My coupons" (我的兑换) is refreshed: the new coupon, with its code
+    coupon = f"#mine li[data-mine='redemption:{redemptions[0][0]}']"
+    await tab.wait_for_selector(f"{coupon} code", timeout=STEP_LIMIT * 1000)
+    assert await tab.inner_text(f"{coupon} code") == shown
+    assert "满100减10券" in await tab.inner_text(coupon)
+    assert await tab.locator("#mine li").count() == 1 and await tab.is_hidden("#no-mine")
+    await tab.locator("section", has=tab.locator("#mine")).screenshot(
+        path=str(shots(tmp_path) / "members-page-mine.png"))
     assert await tab.inner_text("#balance") == str(balance - 30) == str(
         await exported_balance(page))
     await tab.wait_for_function(
