@@ -155,6 +155,9 @@ class Limits:
     max_queue_per_chat: int = 50  # droppable requests make room beyond this
     stale_after: float = 180.0  # a droppable request queued longer is not sent
     bulk_headroom: int = 1  # places of the global window bulk requests leave free
+    # Several instances (a shared budget): places of the shared 30/s window bulk requests
+    # leave to every instance's interactive ones, which one process cannot put first.
+    shared_bulk_headroom: int = 3
 
 
 @dataclass
@@ -945,7 +948,7 @@ class Outbox:
         board_turn: str | None = None  # this edit's turn at its board among the instances
         try:
             if self._budget is not None:
-                await self._shared_turn(self._budget, key)
+                await self._shared_turn(self._budget, key, bulk=item.bulk)
                 board_turn = await self._board_turn(self._budget, item)
                 if board_turn == "":  # another instance issued a newer version
                     self._resolve(key, item, None, count=False)
@@ -1032,9 +1035,9 @@ class Outbox:
                 return turn
             await self._clock.sleep(_BOARD_POLL)
 
-    async def _shared_turn(self, budget: SendBudget, key: LaneKey) -> None:
+    async def _shared_turn(self, budget: SendBudget, key: LaneKey, *, bulk: bool) -> None:
         """Wait until the budget shared by every instance counts this request."""
-        while (wait := await budget.take(key)) > 0:
+        while (wait := await budget.take(key, bulk=bulk)) > 0:
             self.budget_waits += 1
             await self._clock.sleep(wait)
 

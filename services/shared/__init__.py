@@ -91,9 +91,11 @@ class SendBudget(Protocol):
     """Telegram's limits shared by every instance (20/min per group, 30/s overall, about
     1/s per chat). The outbox asks before each request it issues."""
 
-    async def take(self, chat: ChatId | None) -> float:
+    async def take(self, chat: ChatId | None, *, bulk: bool = False) -> float:
         """Count one request to `chat` (None: a chat-less method) if every budget allows
-        it now and return 0; else count nothing and return the seconds to wait first."""
+        it now and return 0; else count nothing and return the seconds to wait first.
+        A `bulk` request (a broadcast's copy) leaves `Limits.shared_bulk_headroom` places
+        of the global window to the interactive requests of every instance."""
         ...
 
     async def board_turn(self, board: str, version: int) -> str | None:

@@ -391,7 +391,7 @@ class RedisBudget:
         self._serial = itertools.count()
         self._warn = _Warner()
 
-    async def take(self, chat: ChatId | None) -> float:
+    async def take(self, chat: ChatId | None, *, bulk: bool = False) -> float:
         limits = self._limits
         keys = [
             f"{self._prefix}:send:all",
@@ -403,7 +403,7 @@ class RedisBudget:
         args: list[str | int | float] = [
             "" if self._clock is None else repr(self._clock()),
             f"{self._instance}:{next(self._serial)}",
-            limits.global_per_second,
+            limits.global_per_second - (limits.shared_bulk_headroom if bulk else 0),
             limits.global_window + self._global_slack,
             limits.group_per_minute,
             limits.group_window + self._slack,
