@@ -19,7 +19,8 @@ changed:
 
 Then `pondbot migrate` and `pondbot run` start on a fresh SQLite file, and a member and
 an operator talk to the bot through that emulator's client API: /start in the private
-chat, /checkin in the pond, the board's button, /points, an operator's /give. Every step
+chat, /checkin in the pond, the board's button, /points, an operator's /give, a shop red
+packet grabbed by two members (one pressing twice). Every step
 checks what the bot answered; the script exits 1 at the first step that fails.
 """
 
@@ -346,6 +347,31 @@ async def steps(http: ClientSession, url: str, shim: Shim) -> None:
     print(f"/points of the member after /give 30: {text[:80]!r}")
     if "<b>35</b>" not in text:  # 5 for the check-in, 30 given
         raise StepFailed(f"/points does not show 5 + 30 points: {text!r}")
+
+    # A shop red packet of 20 points in 2 shares: two members grab, the shares add up.
+    lin = Client(http, url, user(MEMBER + 1, "Lin"), pond)
+    await lin.say("hello")  # seen in the pond first, as members are
+    before = len([m for m in await bot_messages(http, url) if int(m["chat_id"]) == POND])
+    await operator.say("/redpacket 20 2")
+    packet = await wait_for(http, url, POND, before, "🧧", "/redpacket by the operator")
+    grab = [b for row in (packet.get("reply_markup") or {}).get("inline_keyboard", [])
+            for b in row if b.get("callback_data")]
+    if not grab:
+        raise StepFailed(f"the red packet has no button: {packet}")
+    got = []
+    for who in (in_pond, lin, in_pond):  # Mei presses twice: paid once
+        answers = sum(1 for m, _ in shim.calls if m == "answerCallbackQuery")
+        await who.press(packet, str(grab[0]["callback_data"]))
+        deadline = time.monotonic() + 20
+        while sum(1 for m, _ in shim.calls if m == "answerCallbackQuery") == answers:
+            if time.monotonic() > deadline:
+                raise StepFailed("a press on the red packet was never answered")
+            await asyncio.sleep(0.2)
+        got.append(str([b for m, b in shim.calls if m == "answerCallbackQuery"][-1].get("text")))
+    print(f"red packet presses answered: {got}")
+    amounts = [int("".join(ch for ch in t if ch.isdigit())) for t in got[:2] if "🎉" in t]
+    if len(amounts) != 2 or sum(amounts) != 20 or "🎉" in got[2]:
+        raise StepFailed(f"the shares do not add up to 20 or a second grab was paid: {got}")
 
 
 def main(argv: list[str] | None = None) -> int:
