@@ -165,6 +165,12 @@ class PacedBoards:
             reason, "a while has passed" if until is not None else "something changes",
         )
 
+    def _handing_over(self, st: BoardState) -> None:
+        """A refresh's edit goes to the outbox now: the next refresh waits `interval`
+        from here, so edits leave at least `interval` apart whatever the database read
+        before each took."""
+        st.last = self.clock.monotonic()
+
     def _keep_fresh(self, st: BoardState) -> None:
         """After a post (`st.last` set when it was answered): touches that came
         meanwhile refresh it."""

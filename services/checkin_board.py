@@ -103,6 +103,7 @@ class BoardKeeper(PacedBoards):
             text=self._render(st.pond, view),
             reply_markup=self._markup(st.pond),
         )
+        self._handing_over(st)
         try:
             done = await self.outbox.board(f"checkin-board:{chat_id}", edit)
         except TelegramBadRequest as exc:

@@ -126,6 +126,7 @@ class LotteryBoard(PacedBoards):
         self.refreshes += 1
         edit = EditMessageText(chat_id=chat_id, message_id=message_id, text=text,
                                reply_markup=markup)
+        self._handing_over(st)
         try:
             done = await self.outbox.board(f"lottery-board:{chat_id}", edit)
         except TelegramBadRequest as exc:
