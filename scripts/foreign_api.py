@@ -235,6 +235,32 @@ class StepFailed(Exception):
     pass
 
 
+async def pond_count(http: ClientSession, url: str) -> int:
+    """How many messages the bot has sent to the pond so far."""
+    return len([m for m in await bot_messages(http, url) if int(m["chat_id"]) == POND])
+
+
+def callback_buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for row in (message.get("reply_markup") or {}).get("inline_keyboard", [])
+            for b in row if b.get("callback_data")]
+
+
+async def press_answered(shim: Shim, who: Client, message: dict[str, Any], data: str,
+                         what: str) -> str:
+    """`who` presses a button of `message`; the text the bot answered the press with."""
+    def answers() -> list[dict[str, Any]]:
+        return [b for m, b in shim.calls if m == "answerCallbackQuery"]
+
+    before = len(answers())
+    await who.press(message, data)
+    deadline = time.monotonic() + 20
+    while len(answers()) == before:
+        if time.monotonic() > deadline:
+            raise StepFailed(f"{what}: the press was never answered")
+        await asyncio.sleep(0.2)
+    return str(answers()[-1].get("text"))
+
+
 async def run(keep: bool) -> int:
     folder = install()
     port, shim_port = free_port(), free_port()
@@ -321,26 +347,20 @@ async def steps(http: ClientSession, url: str, shim: Shim) -> None:
     done = await wait_for(http, url, POND, 0, "+5", "/checkin in the pond")
     print(f"/checkin in the pond: answered: {str(done.get('text'))[:60]!r}")
     board = await wait_for(http, url, POND, 0, "📅", "the check-in board")
-    buttons = [b for row in (board.get("reply_markup") or {}).get("inline_keyboard", [])
-               for b in row if b.get("callback_data")]
-    before = len([m for m in await bot_messages(http, url) if int(m["chat_id"]) == POND])
+    buttons = callback_buttons(board)
+    before = await pond_count(http, url)
     await operator.say("/points")
     shown = await wait_for(http, url, POND, before, "", "/points of the operator")
     print(f"/points: answered: {str(shown.get('text'))[:60]!r}")
-    if buttons:
-        answers = sum(1 for m, _ in shim.calls if m == "answerCallbackQuery")
-        await operator.press(board, str(buttons[0]["callback_data"]))
-        deadline = time.monotonic() + 20
-        while sum(1 for m, _ in shim.calls if m == "answerCallbackQuery") == answers:
-            if time.monotonic() > deadline:
-                raise StepFailed("the board's button was never answered")
-            await asyncio.sleep(0.2)
-        said = [b for m, b in shim.calls if m == "answerCallbackQuery"][-1]
-        print(f"button pressed: answered {said.get('text')!r}")
-    before = len([m for m in await bot_messages(http, url) if int(m["chat_id"]) == POND])
+    if not buttons:
+        raise StepFailed(f"the check-in board has no button: {board}")
+    said = await press_answered(shim, operator, board, str(buttons[0]["callback_data"]),
+                                "the board's button")
+    print(f"button pressed: answered {said!r}")
+    before = await pond_count(http, url)
     await operator.say(f"/give @{member['username']} 30 welcome")
     await wait_for(http, url, POND, before, "30", "/give by the operator")
-    before = len([m for m in await bot_messages(http, url) if int(m["chat_id"]) == POND])
+    before = await pond_count(http, url)
     await in_pond.say("/points")
     points = await wait_for(http, url, POND, before, "", "/points of the member")
     text = str(points.get("text"))
@@ -351,23 +371,16 @@ async def steps(http: ClientSession, url: str, shim: Shim) -> None:
     # A shop red packet of 20 points in 2 shares: two members grab, the shares add up.
     lin = Client(http, url, user(MEMBER + 1, "Lin"), pond)
     await lin.say("hello")  # seen in the pond first, as members are
-    before = len([m for m in await bot_messages(http, url) if int(m["chat_id"]) == POND])
+    before = await pond_count(http, url)
     await operator.say("/redpacket 20 2")
     packet = await wait_for(http, url, POND, before, "🧧", "/redpacket by the operator")
-    grab = [b for row in (packet.get("reply_markup") or {}).get("inline_keyboard", [])
-            for b in row if b.get("callback_data")]
+    grab = callback_buttons(packet)
     if not grab:
         raise StepFailed(f"the red packet has no button: {packet}")
-    got = []
-    for who in (in_pond, lin, in_pond):  # Mei presses twice: paid once
-        answers = sum(1 for m, _ in shim.calls if m == "answerCallbackQuery")
-        await who.press(packet, str(grab[0]["callback_data"]))
-        deadline = time.monotonic() + 20
-        while sum(1 for m, _ in shim.calls if m == "answerCallbackQuery") == answers:
-            if time.monotonic() > deadline:
-                raise StepFailed("a press on the red packet was never answered")
-            await asyncio.sleep(0.2)
-        got.append(str([b for m, b in shim.calls if m == "answerCallbackQuery"][-1].get("text")))
+    got = [  # Mei presses twice: paid once
+        await press_answered(shim, who, packet, str(grab[0]["callback_data"]), "the red packet")
+        for who in (in_pond, lin, in_pond)
+    ]
     print(f"red packet presses answered: {got}")
     amounts = [int("".join(ch for ch in t if ch.isdigit())) for t in got[:2] if "🎉" in t]
     if len(amounts) != 2 or sum(amounts) != 20 or "🎉" in got[2]:
