@@ -36,7 +36,6 @@ from services.shop_delivery import deliver
 from storage import checkin, ledger, member_page, orders, repo, shop
 from storage.db import Database
 from storage.member_page import PondChoice
-from storage.models import RedemptionStatus
 
 Clock = Callable[[], datetime]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -173,16 +172,11 @@ def parse_mine_before(raw: str | None) -> MineCursor | None:
     return cursor
 
 
-def _shown_code(r: shop.RedemptionView) -> str | None:
-    """A code as `/mine` shows it in the DM: its owner's own, never a voided one."""
-    return r.code if r.code and r.status is not RedemptionStatus.refunded else None
-
-
 def _redemption_line(r: shop.RedemptionView) -> dict[str, Any]:
     return {
         "type": "redemption", "id": r.id, "item_id": r.item_id, "name": r.item_name,
         "kind": r.kind.value, "price": r.price, "cash_cents": r.cash_cents,
-        "status": r.status.value, "code": _shown_code(r), "via_draw": r.via_draw,
+        "status": r.status.value, "code": r.shown_code or None, "via_draw": r.via_draw,
         "dm_linked": r.dm_linked,  # an undelivered code is on its way, or waits for /start
         "created_at": r.created_at.isoformat(),
     }

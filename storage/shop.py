@@ -154,6 +154,12 @@ class RedemptionView:
     def awaiting_delivery(self) -> bool:
         return self.status is RedemptionStatus.undelivered and self.code is not None
 
+    @property
+    def shown_code(self) -> str | None:
+        """The code as its owner is shown it (`/mine` in the DM, the members' page):
+        none once the redemption was refunded (the code is void)."""
+        return self.code if self.status is not RedemptionStatus.refunded else None
+
 
 @dataclass(frozen=True, slots=True)
 class DrawLine:

@@ -168,8 +168,8 @@ def mine(reds: list[RedemptionView], draws: list[DrawLine], *, in_dm: bool,
     for r in reds:
         line = f"#{r.id} {_item(r.item_name)} · {local_time(r.created_at, timezone)} · "
         line += _status(r.status)
-        if r.code and in_dm and r.status is not RedemptionStatus.refunded:
-            line += f" · <code>{html.quote(r.code)}</code>"
+        if r.shown_code and in_dm:
+            line += f" · <code>{html.quote(r.shown_code)}</code>"
         lines.append(line)
     if reds and not in_dm and any(r.code for r in reds):
         lines.append(_("Codes are shown only in our private chat."))
