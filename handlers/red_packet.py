@@ -182,9 +182,7 @@ class RedPacketHandlers:
             assert grab.amount is not None
             await _toast(outbox, query, texts.grabbed(grab.amount))
         else:
-            card = grab.card
-            password, segment = (card.password, card.segment) if card is not None else (None, None)
-            await _toast(outbox, query, texts.refused(grab.refused, password, segment))
+            await _toast(outbox, query, texts.refused(grab.refused, grab.card))
         self.packets.after(grab, outbox, _timezone(pond))
         await _task_done(daily_tasks, grab, pond, person, scheduler)
 

@@ -186,9 +186,12 @@ def grabbed_by_password(name: str, amount: int) -> str:
     return _("🧧 {name} grabbed {points} points").format(name=_name(name), points=amount)
 
 
-def refused(why: Refusal, password: str | None = None, segment: str | None = None) -> str:
-    """A toast (answerCallbackQuery: 200 characters at most). `segment`: a targeted
-    packet's, named to a member outside it."""
+def refused(why: Refusal, card: PacketCard | None = None) -> str:
+    """A toast (answerCallbackQuery: 200 characters at most); `card`, the packet as the
+    refusal read it: its password to a member who pressed instead of typing it, its
+    segment to a member outside it."""
+    password = card.password if card is not None else None
+    segment = card.segment if card is not None else None
     if why is Refusal.already:
         return _("You already grabbed this red packet.")
     if why is Refusal.gone:
