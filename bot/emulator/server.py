@@ -566,6 +566,16 @@ class Emulator:
         """Updates queued for the bot and not yet confirmed by a later offset."""
         return len(self._queue)
 
+    async def drained(self, within: float) -> None:
+        """Until the bot has confirmed every queued update (by polling on past it, or by
+        answering its webhook request 200): it has handled them all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._queue:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{self.pending_updates} updates still pending")
+            await asyncio.sleep(0.05)
+
     @property
     def oldest_pending_update(self) -> int | None:
         """The smallest update id not yet confirmed (None: all confirmed): every update

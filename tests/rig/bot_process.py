@@ -87,12 +87,7 @@ class BotProcess(OwnProcess):
     async def idle(self, within: float = 20.0) -> None:
         """Wait until every queued update was handled: the bot confirms a batch (by
         asking for the next offset) only after handling all of it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while self.emu.pending_updates:
-            if loop.time() > deadline:
-                raise TimeoutError(f"{self.emu.pending_updates} updates still pending")
-            await asyncio.sleep(0.05)
+        await self.emu.drained(within)
 
     def query(self, sql: str, *args: object) -> list[tuple[object, ...]]:
         con = sqlite3.connect(self.db_path, timeout=30)

@@ -177,12 +177,7 @@ class Cluster:
 
     async def idle(self, within: float = 60.0) -> None:
         """Until every update was answered 200 (handled and committed)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while self.emu.pending_updates:
-            if loop.time() > deadline:
-                raise TimeoutError(f"{self.emu.pending_updates} updates still pending")
-            await asyncio.sleep(0.05)
+        await self.emu.drained(within)
 
     async def stop(self) -> list[int]:
         codes = await asyncio.gather(*(i.stop() for i in self.instances),
