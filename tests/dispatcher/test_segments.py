@@ -20,7 +20,7 @@ from storage.db import Database
 from storage.models import Member, Order, Pond, RedPacket, SegmentDelivery
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID, OPERATOR_ID
 from tests.dispatcher.test_promo import T0, Rig, group, rig  # noqa: F401 (fixtures)
-from tests.rig.client import person, private_chat
+from tests.rig.client import GroupClient, person, private_chat
 
 DAY = timedelta(days=1)
 # user id -> (orders as days ago, yuan each), DM linked, last seen days ago
@@ -36,11 +36,13 @@ SHOP: dict[int, tuple[list[int], int, bool, int]] = {
 }
 
 
-async def seed(db: Database, now: datetime) -> None:
+async def seed(db: Database, now: datetime,
+               shop: dict[int, tuple[list[int], int, bool, int]] = SHOP) -> None:
+    """The pond and `shop`'s members with their orders, DM links and last activity."""
     async with db.transaction() as s:
         await repo.upsert_pond(s, GROUP_ID, title="Pond", chat_type="supergroup",
                                default_language="en")
-        for uid, (days, yuan, linked, seen) in SHOP.items():
+        for uid, (days, yuan, linked, seen) in shop.items():
             await repo.upsert_member(s, repo.UserInfo(uid, f"U{uid}"), now)
             await repo.touch_membership(s, GROUP_ID, uid, now=now - seen * DAY)
             await repo.link_dm(s, uid, linked=linked)
@@ -49,6 +51,14 @@ async def seed(db: Database, now: datetime) -> None:
                             paid_at=now - ago * DAY, source="import"))
             await s.execute(update(Member).where(Member.user_id == uid)  # type: ignore[arg-type]
                             .values(lifetime_spent_cents=len(days) * yuan * 100))
+
+
+async def segments_caption(pond: Rig, boss: GroupClient) -> str:
+    """`boss` sends /segments: the caption of the one report the pond got."""
+    await boss.send("/segments")
+    await pond.h.settle()
+    [report] = pond.sent(GROUP_ID, SendPhoto)
+    return str(report.caption)
 
 
 async def test_segments_counts_and_a_promo_to_gold_reaches_its_linked_members_once(
@@ -66,11 +76,9 @@ async def test_segments_counts_and_a_promo_to_gold_reaches_its_linked_members_on
                        7: ("gold", False), 8: ("ordinary", False)}
 
     boss = rig.h.member(group, person(ADMIN_ID, "Admin"))
-    await boss.send("/segments")
-    await rig.h.settle()
-    [report] = rig.sent(GROUP_ID, SendPhoto)
-    assert "gold (重要价值): <b>3</b> (2 reachable by DM)" in report.caption
-    assert "churn risk (no activity for 30 days): <b>1</b>" in report.caption
+    caption = await segments_caption(rig, boss)
+    assert "gold (重要价值): <b>3</b> (2 reachable by DM)" in caption
+    assert "churn risk (no activity for 30 days): <b>1</b>" in caption
 
     # A bad `to=` names the segments and schedules nothing.
     said = await rig.say(boss, "/promo at +10m Hello to=vip")
@@ -173,11 +181,9 @@ async def test_segments_follow_the_shops_thresholds_whatever_a_pond_once_stored(
         await s.execute(update(Pond).where(col(Pond.chat_id) == GROUP_ID)
                         .values(settings={"churn_days": 2, "segment_min_orders": 9}))
     boss = rig.h.member(group, person(ADMIN_ID, "Admin"))
-    await boss.send("/segments")
-    await rig.h.settle()
-    [report] = rig.sent(GROUP_ID, SendPhoto)
-    assert "churn risk (no activity for 30 days): <b>1</b>" in report.caption
-    assert "gold (重要价值): <b>3</b> (2 reachable by DM)" in report.caption
+    caption = await segments_caption(rig, boss)
+    assert "churn risk (no activity for 30 days): <b>1</b>" in caption
+    assert "gold (重要价值): <b>3</b> (2 reachable by DM)" in caption
     await rig.say(boss, "/promo at +10m Gold night to=gold")
     ok, _no = rig.buttons(GROUP_ID)
     await rig.click(boss, ok)

@@ -7,43 +7,27 @@ an untargeted drop still pays anyone."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import Chat, Message, User
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from storage import repo
-from storage.db import Database
-from storage.models import LedgerEntry, Member, Order, RedPacket
+from storage.models import LedgerEntry, RedPacket
 from tests.dispatcher.conftest import ADMIN_ID, GROUP_ID
 from tests.dispatcher.test_promo import T0, Rig, group, rig  # noqa: F401 (fixtures)
+from tests.dispatcher.test_segments import seed
 from tests.rig.client import GroupClient, person
 from tests.rig.fake_session import BOT_ID
 
-DAY = timedelta(days=1)
 GOLD_LINKED, GOLD_UNLINKED, KEY = 11, 12, 13
-# user id -> (orders as days ago, yuan each, DM linked): RFM as the pond's defaults read it
+# user id -> (orders as days ago, yuan each, DM linked, last seen days ago): RFM as the
+# pond's defaults read it
 SHOP = {
-    GOLD_LINKED: ([5, 40, 80], 150, True),  # gold: recent, 3 orders, ¥450
-    GOLD_UNLINKED: ([2, 30, 60], 200, False),  # gold, never opened a chat with the bot
-    KEY: ([10], 500, True),  # key development: recent and ¥500, but one order
+    GOLD_LINKED: ([5, 40, 80], 150, True, 1),  # gold: recent, 3 orders, ¥450
+    GOLD_UNLINKED: ([2, 30, 60], 200, False, 1),  # gold, never opened a chat with the bot
+    KEY: ([10], 500, True, 1),  # key development: recent and ¥500, but one order
 }
-
-
-async def seed(db: Database, now: datetime) -> None:
-    async with db.transaction() as s:
-        await repo.upsert_pond(s, GROUP_ID, title="Pond", chat_type="supergroup",
-                               default_language="en")
-        for uid, (days, yuan, linked) in SHOP.items():
-            await repo.upsert_member(s, repo.UserInfo(uid, f"U{uid}"), now)
-            await repo.touch_membership(s, GROUP_ID, uid, now=now - DAY)
-            await repo.link_dm(s, uid, linked=linked)
-            for n, ago in enumerate(days):
-                s.add(Order(order_no=f"o{uid}-{n}", user_id=uid, amount_cents=yuan * 100,
-                            paid_at=now - ago * DAY, source="import"))
-            await s.execute(update(Member).where(Member.user_id == uid)  # type: ignore[arg-type]
-                            .values(lifetime_spent_cents=len(days) * yuan * 100))
 
 
 async def packets(pond: Rig) -> dict[str | None, RedPacket]:
@@ -102,7 +86,7 @@ async def press(pond: Rig, who: GroupClient, chat: Chat, red: RedPacket) -> str:
 async def test_a_drop_to_gold_pays_only_gold_members_and_an_untargeted_one_anyone(
     rig: Rig, group: Chat  # noqa: F811
 ) -> None:
-    await seed(rig.db, T0)
+    await seed(rig.db, T0, SHOP)
     boss = rig.h.member(group, person(ADMIN_ID, "Admin"))
     said = await rig.say(boss, "/redpacket at +10m 30 3 equal to=gold")
     assert "only this pond's members in segment gold (重要价值) can grab" in said, said
@@ -141,7 +125,7 @@ async def test_a_drop_to_gold_pays_only_gold_members_and_an_untargeted_one_anyon
 async def test_a_typed_password_is_refused_outside_the_segment(
     rig: Rig, group: Chat  # noqa: F811
 ) -> None:
-    await seed(rig.db, T0)
+    await seed(rig.db, T0, SHOP)
     boss = rig.h.member(group, person(ADMIN_ID, "Admin"))
     await rig.say(boss, "/redpacket at +10m 20 2 equal pwd=芝麻开门 to=gold")
     await rig.tick(T0 + timedelta(minutes=10))

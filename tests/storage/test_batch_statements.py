@@ -19,9 +19,10 @@ from sqlmodel import col
 
 from games import lottery as prize_rules
 from games.checkin import local_day
-from storage import checkin, ledger, lottery, repo
+from storage import checkin, ledger, lottery
 from storage.db import Database
 from storage.models import Checkin, LedgerKind, Member, Prize
+from tests.storage.test_games_storage import members
 
 POND = -100900
 NOW = dt.datetime(2026, 3, 1, 1, 30, tzinfo=dt.UTC)
@@ -43,15 +44,8 @@ def statements(db: Database) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-async def _members(db: Database, ids: range) -> None:
-    async with db.transaction() as s:
-        await repo.upsert_pond(s, POND, title="P", chat_type="supergroup")
-        for uid in ids:
-            await repo.upsert_member(s, repo.UserInfo(uid, f"M{uid}"))
-
-
 async def test_a_check_in_batch_is_six_statements_and_exact(db: Database) -> None:
-    await _members(db, range(1, 31))
+    await members(db, range(1, 31), POND)
     async with db.transaction() as s:  # two check-ins of the day already
         await checkin.CHECKIN_OP.run(s, [checkin.CheckinRequest(u, POND, TODAY, NOW)
                                          for u in (1, 2)])
@@ -81,7 +75,7 @@ async def test_a_check_in_batch_is_six_statements_and_exact(db: Database) -> Non
 async def test_award_many_sets_the_callers_columns_with_the_points(db: Database) -> None:
     """A member whose award was paid before still gets the caller's columns, and no
     points; the balances given are used as read."""
-    await _members(db, range(1, 3))
+    await members(db, range(1, 3), POND)
     async with db.transaction() as s:
         await ledger.award(s, user_id=2, amount=4, kind=LedgerKind.checkin, key="k2")
     async with db.transaction() as s:
@@ -120,7 +114,7 @@ async def test_taking_many_prizes_takes_none_it_cannot(db: Database) -> None:
 
 
 async def test_a_batch_of_draws_gets_its_ids_from_the_insert(db: Database) -> None:
-    await _members(db, range(1, 21))
+    await members(db, range(1, 21), POND)
     async with db.transaction() as s:
         await lottery.add_prize(s, prize_rules.parse_prize("1 - points=2 Two"),
                                 source_key="two", created_by=1, now=NOW)

@@ -23,9 +23,10 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 POND = -100500
 
 
-async def members(db: Database, ids: range) -> None:
+async def members(db: Database, ids: range, pond: int = POND) -> None:
+    """A pond and members `ids` in the shop."""
     async with db.transaction() as s:
-        await repo.upsert_pond(s, POND, title="P", chat_type="supergroup")
+        await repo.upsert_pond(s, pond, title="P", chat_type="supergroup")
         for uid in ids:
             await repo.upsert_member(s, repo.UserInfo(uid, f"M{uid}"))
 
